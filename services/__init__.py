@@ -1,0 +1,1 @@
+"""ClassPulse services: ingest, inference, aggregator, gateway (plus replay and the CLI)."""

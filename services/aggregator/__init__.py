@@ -1,0 +1,1 @@
+"""ClassPulse aggregator service."""

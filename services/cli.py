@@ -1,0 +1,44 @@
+"""The one ClassPulse command line: ``classpulse <command>``.
+
+Each command lives next to the service it runs, in a module with
+``register(subparsers)``; registering imports nothing heavy (handlers import lazily),
+so ``classpulse token`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules that add commands. Each defines register(subparsers) -> None.
+COMMAND_MODULES: tuple[str, ...] = (
+    "services.core_commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="classpulse",
+        description="Streaming behaviour analytics for live online classes (presence, attention, speaking, hands).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    try:
+        result = handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Commands that belong to no single service: tokens, config check, schemas."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+# Settings modules of every service, imported by check-config so their classes register.
+SETTINGS_MODULES: tuple[str, ...] = ("shared.settings",)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("token", help="print a signed bearer token scoped to one session, participant and role")
+    p.add_argument("--session", required=True)
+    p.add_argument("--participant", default="*", help="participant id (publishers); viewers may leave '*'")
+    p.add_argument("--role", required=True, choices=["student", "teacher", "viewer"])
+    p.add_argument("--ttl", type=float, default=12 * 3600, help="validity in seconds (default 12 h)")
+    p.set_defaults(handler=_token)
+
+    p = sub.add_parser("check-config", help="validate every CLASSPULSE_* setting and print the effective config")
+    p.set_defaults(handler=_check_config)
+
+    p = sub.add_parser("schemas", help="write the JSON Schema of every event topic to a folder")
+    p.add_argument("--out", type=Path, default=Path("deploy/schemas"))
+    p.set_defaults(handler=_schemas)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from shared.settings import CommonSettings
+    from shared.tokens import issue_token
+
+    settings = CommonSettings()
+    if args.role != "viewer" and args.participant == "*":
+        print("error: --participant is required for student and teacher tokens", file=sys.stderr)
+        return 2
+    print(
+        issue_token(
+            secret=settings.token_secret.get_secret_value(),
+            session=args.session,
+            participant=args.participant,
+            role=args.role,
+            ttl_s=args.ttl,
+        )
+    )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from shared.settings import SettingsError, check_environment, registered_settings
+
+    for name in SETTINGS_MODULES:
+        importlib.import_module(name)
+    try:
+        check_environment()
+        effective = {cls.__name__: json.loads(cls().model_dump_json()) for cls in registered_settings()}
+    except (SettingsError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(effective, indent=2))
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from shared.contracts.schemas import write_schemas
+
+    for path in write_schemas(args.out):
+        print(path)
+    return 0

@@ -1,0 +1,1 @@
+"""ClassPulse inference service."""

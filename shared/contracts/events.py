@@ -1,0 +1,178 @@
+"""Event messages: scores, class aggregates, alerts and session lifecycle.
+
+All are JSON on the wire (pydantic), keyed by session on Kafka so that one session's
+events stay ordered in one partition. Every event has a stable ``event_id`` so that
+consumers are idempotent under at-least-once delivery.
+
+Topics, producers and consumers:
+
+=========================  ======================  ==========================================
+topic                      producer                consumers
+=========================  ======================  ==========================================
+``classpulse.scores``      services.inference      services.aggregator, gateway (live), replay
+``classpulse.aggregates``  services.aggregator     services.gateway, Kafka users
+``classpulse.alerts``      services.aggregator     services.gateway, Kafka users
+``classpulse.lifecycle``   services.ingest         services.aggregator, services.gateway
+=========================  ======================  ==========================================
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.timing import TimingTrail
+
+Role = Literal["student", "teacher"]
+
+
+class FeatureSnapshot(BaseModel):
+    """Raw behaviour features behind one score (None = not measured this step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    face_present: bool | None = None
+    yaw_deg: float | None = Field(default=None, description="Head yaw relative to the calibrated baseline.")
+    pitch_deg: float | None = Field(default=None, description="Head pitch relative to the calibrated baseline.")
+    roll_deg: float | None = None
+    eye_openness: float | None = Field(default=None, description="Eye aspect ratio, ~0.3 open, <0.15 closed.")
+    gaze_offset: float | None = Field(default=None, description="Iris offset from eye centre, 0 centred .. 1 edge.")
+    mouth_activity: float | None = Field(default=None, description="Mouth opening variability in the window.")
+    wrist_above_shoulder: bool | None = None
+    motion: float | None = Field(default=None, description="Mean absolute frame difference, 0..1.")
+    voice_prob: float | None = Field(default=None, description="Voice activity probability of the audio chunk.")
+    rms_dbfs: float | None = Field(default=None, description="Audio level in dBFS.")
+
+
+class ScoreEvent(BaseModel):
+    """Behaviour signals for one participant at one analysis step (topic ``classpulse.scores``).
+
+    Producer: services.inference. Consumers: services.aggregator, services.gateway, replay.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str = Field(description="Stable id '<session>/<participant>/<seq>'; consumers dedupe on it.")
+    session: str
+    participant: str
+    role: Role = "student"
+    seq: int = Field(ge=0)
+    media_time: float = Field(ge=0.0, description="Seconds from the start of this participant's media.")
+    present: bool
+    attentive: bool
+    speaking: bool
+    hand_raised: bool
+    camera_on: bool = True
+    mic_on: bool = True
+    engagement: float = Field(ge=0.0, le=1.0)
+    confidence: float = Field(ge=0.0, le=1.0)
+    contributions: dict[str, float] = Field(
+        default_factory=dict,
+        description="Signed contribution of each input signal to engagement (the teacher-facing explanation).",
+    )
+    features: FeatureSnapshot = Field(default_factory=FeatureSnapshot)
+    timing: TimingTrail
+
+    @staticmethod
+    def make_id(session: str, participant: str, seq: int) -> str:
+        return f"{session}/{participant}/{seq}"
+
+
+class WindowRef(BaseModel):
+    """The time window an aggregate covers (media/session time in seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["tumbling", "hopping"] = "tumbling"
+    size_s: float = Field(gt=0)
+    start: float
+    end: float
+
+
+class ParticipantWindow(BaseModel):
+    """One participant's figures within a window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role = "student"
+    present_ratio: float = Field(ge=0.0, le=1.0)
+    attentive_ratio: float = Field(ge=0.0, le=1.0)
+    engagement_mean: float = Field(ge=0.0, le=1.0)
+    talk_time_s: float = Field(ge=0.0)
+    turns: int = Field(ge=0)
+    hand_raised: bool = False
+
+
+class ClassAggregate(BaseModel):
+    """Class-level figures for one session window (topic ``classpulse.aggregates``).
+
+    Producer: services.aggregator. Consumers: services.gateway, Kafka users, replay.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str = Field(description="Stable id '<session>/<window kind>/<size>/<start>'.")
+    session: str
+    window: WindowRef
+    participants_total: int = Field(ge=0)
+    participants_present: int = Field(ge=0)
+    attentive_ratio: float = Field(ge=0.0, le=1.0)
+    engagement_mean: float = Field(ge=0.0, le=1.0)
+    engagement_p10: float = Field(ge=0.0, le=1.0)
+    engagement_p90: float = Field(ge=0.0, le=1.0)
+    teacher_talk_share: float = Field(ge=0.0, le=1.0)
+    talk_equity_gini: float = Field(ge=0.0, le=1.0, description="Gini of student talk time; 0 = equal.")
+    hand_equity_gini: float = Field(ge=0.0, le=1.0, description="Gini of student hand raises; 0 = equal.")
+    wait_time_s: float | None = Field(default=None, description="Last silence after the teacher until a student spoke.")
+    hand_queue: list[str] = Field(default_factory=list, description="Participants with a raised hand, oldest first.")
+    participants: dict[str, ParticipantWindow] = Field(default_factory=dict)
+    timing: TimingTrail
+
+
+AlertKind = Literal["away", "attention_dip", "silence", "camera_off"]
+
+
+class Alert(BaseModel):
+    """An alert raised or cleared (topic ``classpulse.alerts``).
+
+    Producer: services.aggregator. Consumers: services.gateway, Kafka users.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    session: str
+    participant: str | None = Field(default=None, description="None for class-level alerts.")
+    kind: AlertKind
+    state: Literal["raised", "cleared"]
+    since: float = Field(description="Session time the condition started.")
+    at: float = Field(description="Session time of this state change.")
+    message: str = Field(description="Teacher-facing text without personal data beyond the participant id.")
+    timing: TimingTrail
+
+
+LifecycleKind = Literal[
+    "joined", "left", "camera_off", "camera_on", "mic_muted", "mic_unmuted", "session_ended"
+]
+
+
+class LifecycleEvent(BaseModel):
+    """A participant or session state change (topic ``classpulse.lifecycle``).
+
+    Producer: services.ingest. Consumers: services.aggregator, services.gateway.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    session: str
+    participant: str
+    role: Role = "student"
+    kind: LifecycleKind
+    ts: float = Field(description="Wall-clock time of the change (epoch s).")
+    media_time: float | None = None

@@ -1,0 +1,43 @@
+"""Names of every stream, topic and channel, and the model each one carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+
+E = TypeVar("E", bound=BaseModel)
+
+MEDIA_STREAM = "classpulse:media"
+"""Redis stream of encoded media (bounded); consumer group ``inference``."""
+
+INFERENCE_GROUP = "inference"
+
+
+def live_channel(session: str) -> str:
+    """Redis pub/sub channel with every live event of one session (for dashboards)."""
+    return f"classpulse:live:{session}"
+
+
+def state_key(session: str) -> str:
+    """Redis hash with the latest state of one session (participant -> latest JSON)."""
+    return f"classpulse:state:{session}"
+
+
+@dataclass(frozen=True)
+class EventTopic(Generic[E]):
+    """A Kafka topic and the one model it carries, keyed by session."""
+
+    name: str
+    model: type[E]
+
+
+SCORES: EventTopic[ScoreEvent] = EventTopic("classpulse.scores", ScoreEvent)
+AGGREGATES: EventTopic[ClassAggregate] = EventTopic("classpulse.aggregates", ClassAggregate)
+ALERTS: EventTopic[Alert] = EventTopic("classpulse.alerts", Alert)
+LIFECYCLE: EventTopic[LifecycleEvent] = EventTopic("classpulse.lifecycle", LifecycleEvent)
+
+EVENT_TOPICS: tuple[EventTopic[BaseModel], ...] = (SCORES, AGGREGATES, ALERTS, LIFECYCLE)  # type: ignore[assignment]

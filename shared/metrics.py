@@ -1,0 +1,103 @@
+"""Prometheus metrics shared by every service (names follow Prometheus conventions).
+
+One :class:`Metrics` object per registry. Services take it as a constructor argument;
+``default_metrics()`` binds it to prometheus-client's global registry for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.contracts.timing import TimingTrail, wall_clock
+
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """Every ClassPulse metric, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.stage_seconds = Histogram(
+            "classpulse_stage_seconds",
+            "Time a message spent inside one stage (receive -> emit).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.since_capture_seconds = Histogram(
+            "classpulse_since_capture_seconds",
+            "Latency from media capture to the moment a stage emitted (end to end at the last stage).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.transport_hop_seconds = Histogram(
+            "classpulse_transport_hop_seconds",
+            "Time between one stage emitting a message and the next stage receiving it.",
+            ["transport"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.messages_total = Counter(
+            "classpulse_messages_total",
+            "Messages handled, by stage and kind.",
+            ["stage", "kind"],
+            registry=registry,
+        )
+        self.errors_total = Counter(
+            "classpulse_errors_total",
+            "Errors, by stage and kind of error.",
+            ["stage", "error"],
+            registry=registry,
+        )
+        self.media_dropped_total = Counter(
+            "classpulse_media_dropped_total",
+            "Media frames or chunks dropped (lossy by design), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "classpulse_queue_depth",
+            "Items waiting in a queue or stream.",
+            ["queue"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "classpulse_inference_batch_size",
+            "Items per inference batch.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.active_streams = Gauge(
+            "classpulse_active_streams",
+            "Media streams currently published, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+
+    def observe_trail(self, trail: TimingTrail, *, stage: str) -> None:
+        """Record one stage's time and capture->emit latency from a stamped trail."""
+        stamp = trail.stage(stage)
+        if stamp is None:
+            return
+        self.stage_seconds.labels(stage).observe(max(0.0, stamp.emitted - stamp.received))
+        self.since_capture_seconds.labels(stage).observe(max(0.0, stamp.emitted - trail.capture_ts))
+
+    def observe_hop(self, trail: TimingTrail, *, transport: str, received: float | None = None) -> None:
+        """Record the hop from the last stamped stage's emit to ``received`` (default now)."""
+        if not trail.stages:
+            return
+        now = wall_clock() if received is None else received
+        self.transport_hop_seconds.labels(transport).observe(max(0.0, now - trail.stages[-1].emitted))
+
+
+@lru_cache(maxsize=1)
+def default_metrics() -> Metrics:
+    """The metrics bound to prometheus-client's global registry (served on ``/metrics``)."""
+    return Metrics(REGISTRY)

@@ -1,0 +1,92 @@
+"""Typed settings. Only settings classes read the environment.
+
+Every variable is ``CLASSPULSE_*``. :class:`CommonSettings` holds what all services
+share (transports, logging, tokens); each service has its own class with its own prefix
+(``CLASSPULSE_INGEST_*`` ...), registered with :func:`register_settings` so that
+:func:`check_environment` can reject unknown ``CLASSPULSE_*`` variables (a typo must not
+silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound=type[BaseSettings])
+
+ENV_ROOT = "CLASSPULSE_"
+DEV_TOKEN_SECRET = "classpulse-dev-secret-change-me"
+
+_REGISTRY: list[type[BaseSettings]] = []
+
+
+def register_settings(cls: S) -> S:
+    """Declare a settings class so its variables count as known."""
+    if cls not in _REGISTRY:
+        _REGISTRY.append(cls)
+    return cls
+
+
+def registered_settings() -> list[type[BaseSettings]]:
+    return list(_REGISTRY)
+
+
+def env_names(cls: type[BaseSettings]) -> set[str]:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    return {(prefix + name).upper() for name in cls.model_fields}
+
+
+class SettingsError(ValueError):
+    """The environment holds unknown or invalid ClassPulse settings."""
+
+
+def check_environment(environ: Mapping[str, str] | None = None, classes: Iterable[type[BaseSettings]] | None = None) -> None:
+    """Raise :class:`SettingsError` naming every unknown ``CLASSPULSE_*`` variable."""
+    env = os.environ if environ is None else environ
+    known: set[str] = set()
+    for cls in classes if classes is not None else _REGISTRY:
+        known |= env_names(cls)
+    unknown = sorted(k for k in env if k.upper().startswith(ENV_ROOT) and k.upper() not in known)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise SettingsError("unknown ClassPulse settings: " + ", ".join(hints) + "; see the settings table in README.md")
+
+
+class StrictSettings(BaseSettings):
+    """Base for every ClassPulse settings class: unknown keys rejected, values validated."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=False)
+
+
+@register_settings
+class CommonSettings(StrictSettings):
+    """Settings every service shares: transports, logging, tokens."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_ROOT, extra="forbid", case_sensitive=False)
+
+    transport: Literal["memory", "distributed"] = Field(
+        default="memory",
+        description="'memory': everything in one process (embedded default); 'distributed': Redis + Kafka.",
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (media stream and live fan-out)."
+    )
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    media_stream_maxlen: int = Field(
+        default=512, ge=8, le=100_000, description="Bound of the media stream; the oldest entries are evicted past it."
+    )
+    token_secret: SecretStr = Field(
+        default=SecretStr(DEV_TOKEN_SECRET),
+        description="HMAC secret that signs bearer tokens; set your own outside development.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_json: bool = Field(default=False, description="Write logs as JSON lines.")
+    log_redact_pii: bool = Field(default=False, description="Drop personal data (participant ids) from logs.")

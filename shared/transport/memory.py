@@ -1,0 +1,253 @@
+"""In-memory transports for the embedded default (one process) and unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from shared.metrics import Metrics
+from shared.transport.base import AppendResult, EventRecord, StreamEntry
+
+
+@dataclass
+class _Pending:
+    consumer: str
+    since: float
+    data: bytes
+
+
+@dataclass
+class _Group:
+    last_delivered: int = 0
+    pending: dict[int, _Pending] = field(default_factory=dict)
+
+
+class MemoryMediaBus:
+    """A bounded stream with consumer groups, in process (Redis Streams semantics)."""
+
+    def __init__(self, *, maxlen: int, metrics: Metrics | None = None) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be >= 1")
+        self.maxlen = maxlen
+        self._metrics = metrics
+        self._entries: OrderedDict[int, bytes] = OrderedDict()
+        self._groups: dict[str, _Group] = {}
+        self._next_id = 1
+        self._cond: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, data: bytes) -> AppendResult:
+        entry_id = self._next_id
+        self._next_id += 1
+        self._entries[entry_id] = data
+        evicted = 0
+        while len(self._entries) > self.maxlen:
+            old_id, _ = self._entries.popitem(last=False)
+            for group in self._groups.values():
+                group.pending.pop(old_id, None)
+            evicted += 1
+        if evicted and self._metrics is not None:
+            self._metrics.media_dropped_total.labels("stream_full").inc(evicted)
+        cond = self._condition()
+        async with cond:
+            cond.notify_all()
+        return AppendResult(id=str(entry_id), evicted=evicted)
+
+    async def ensure_group(self, group: str) -> None:
+        self._groups.setdefault(group, _Group())
+
+    def _take_new(self, group: _Group, consumer: str, count: int) -> list[StreamEntry]:
+        out: list[StreamEntry] = []
+        now = time.monotonic()
+        for entry_id, data in self._entries.items():
+            if entry_id <= group.last_delivered:
+                continue
+            group.pending[entry_id] = _Pending(consumer, now, data)
+            group.last_delivered = entry_id
+            out.append(StreamEntry(str(entry_id), data))
+            if len(out) >= count:
+                break
+        return out
+
+    async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
+        state = self._groups.get(group)
+        if state is None:
+            raise KeyError(f"consumer group {group!r} does not exist; call ensure_group first")
+        out = self._take_new(state, consumer, count)
+        if out or block_ms <= 0:
+            return out
+        cond = self._condition()
+        deadline = time.monotonic() + block_ms / 1000
+        async with cond:
+            while True:
+                out = self._take_new(state, consumer, count)
+                remaining = deadline - time.monotonic()
+                if out or remaining <= 0:
+                    return out
+                try:
+                    await asyncio.wait_for(cond.wait(), remaining)
+                except TimeoutError:
+                    return self._take_new(state, consumer, count)
+
+    async def ack(self, group: str, ids: Sequence[str]) -> None:
+        state = self._groups.get(group)
+        for raw in ids:
+            entry_id = int(raw)
+            if state is not None:
+                state.pending.pop(entry_id, None)
+            self._entries.pop(entry_id, None)
+
+    async def claim_stale(self, group: str, consumer: str, *, min_idle_ms: int, count: int) -> list[StreamEntry]:
+        state = self._groups.get(group)
+        if state is None:
+            return []
+        now = time.monotonic()
+        out: list[StreamEntry] = []
+        for entry_id, pend in sorted(state.pending.items()):
+            if pend.consumer != consumer and (now - pend.since) * 1000 >= min_idle_ms:
+                state.pending[entry_id] = _Pending(consumer, now, pend.data)
+                out.append(StreamEntry(str(entry_id), pend.data))
+                if len(out) >= count:
+                    break
+        return out
+
+    async def length(self) -> int:
+        return len(self._entries)
+
+
+class MemoryEventBus:
+    """An in-process append-only log per topic with consumer-group offsets (one partition)."""
+
+    def __init__(self) -> None:
+        self._logs: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        self._committed: dict[tuple[str, str], int] = {}
+        self._cond: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        self._logs[topic].append((key, value))
+        cond = self._condition()
+        async with cond:
+            cond.notify_all()
+
+    def consumer(self, topics: Sequence[str], *, group: str, from_beginning: bool = True) -> MemoryEventConsumer:
+        return MemoryEventConsumer(self, list(topics), group, from_beginning)
+
+    def records(self, topic: str) -> list[tuple[str, bytes]]:
+        """Everything published to ``topic`` (for replay and tests)."""
+        return list(self._logs[topic])
+
+
+class MemoryEventConsumer:
+    def __init__(self, bus: MemoryEventBus, topics: list[str], group: str, from_beginning: bool) -> None:
+        self._bus = bus
+        self._topics = topics
+        self._group = group
+        self._from_beginning = from_beginning
+        self._position: dict[str, int] = {}
+
+    async def start(self) -> None:
+        for topic in self._topics:
+            committed = self._bus._committed.get((self._group, topic))
+            if committed is None:
+                committed = 0 if self._from_beginning else len(self._bus._logs[topic])
+            self._position[topic] = committed
+
+    async def close(self) -> None:
+        return None
+
+    def _take(self, max_records: int) -> list[EventRecord]:
+        out: list[EventRecord] = []
+        for topic in self._topics:
+            log = self._bus._logs[topic]
+            pos = self._position[topic]
+            while pos < len(log) and len(out) < max_records:
+                key, value = log[pos]
+                out.append(EventRecord(topic, key, value, 0, pos))
+                pos += 1
+            self._position[topic] = pos
+        return out
+
+    async def poll(self, *, max_records: int, timeout_ms: int) -> list[EventRecord]:
+        out = self._take(max_records)
+        if out or timeout_ms <= 0:
+            return out
+        cond = self._bus._condition()
+        try:
+            async with cond:
+                await asyncio.wait_for(cond.wait_for(lambda: self._has_new()), timeout_ms / 1000)
+        except TimeoutError:
+            return []
+        return self._take(max_records)
+
+    def _has_new(self) -> bool:
+        return any(self._position[t] < len(self._bus._logs[t]) for t in self._topics)
+
+    async def commit(self) -> None:
+        for topic, pos in self._position.items():
+            self._bus._committed[(self._group, topic)] = pos
+
+
+class MemoryLiveBus:
+    """In-process fan-out with bounded per-subscriber queues (slow viewers lose oldest)."""
+
+    def __init__(self, *, queue_size: int = 256) -> None:
+        self._queue_size = queue_size
+        self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = defaultdict(set)
+        self._state: dict[str, dict[str, bytes]] = defaultdict(dict)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        for queue in list(self._subscribers.get(channel, ())):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(data)
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(self._queue_size)
+        self._subscribers[channel].add(queue)
+
+        async def messages() -> AsyncIterator[bytes]:
+            while True:
+                yield await queue.get()
+
+        try:
+            yield messages()
+        finally:
+            self._subscribers[channel].discard(queue)
+
+    async def set_state(self, key: str, field: str, data: bytes) -> None:
+        self._state[key][field] = data
+
+    async def get_state(self, key: str) -> dict[str, bytes]:
+        return dict(self._state.get(key, {}))

@@ -1,0 +1,79 @@
+"""In-memory transports keep the same semantics as Redis Streams and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.metrics import Metrics
+from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
+
+pytestmark = pytest.mark.unit
+
+
+async def test_media_bus_bounded_drops_oldest_and_counts() -> None:
+    metrics = Metrics(CollectorRegistry())
+    bus = MemoryMediaBus(maxlen=3, metrics=metrics)
+    await bus.ensure_group("g")
+    for i in range(5):
+        await bus.append(f"m{i}".encode())
+    got = await bus.read_group("g", "c1", count=10, block_ms=0)
+    assert [e.data for e in got] == [b"m2", b"m3", b"m4"]
+    assert metrics.media_dropped_total.labels("stream_full")._value.get() == 2
+
+
+async def test_media_bus_claims_stale_pending_of_dead_consumer() -> None:
+    bus = MemoryMediaBus(maxlen=10)
+    await bus.ensure_group("g")
+    await bus.append(b"a")
+    await bus.append(b"b")
+    first = await bus.read_group("g", "dead", count=10, block_ms=0)
+    assert len(first) == 2
+    assert await bus.claim_stale("g", "alive", min_idle_ms=10_000, count=10) == []
+    await asyncio.sleep(0.02)
+    claimed = await bus.claim_stale("g", "alive", min_idle_ms=10, count=10)
+    assert [e.data for e in claimed] == [b"a", b"b"]
+    await bus.ack("g", [e.id for e in claimed])
+    assert await bus.length() == 0
+
+
+async def test_media_bus_read_blocks_until_append() -> None:
+    bus = MemoryMediaBus(maxlen=10)
+    await bus.ensure_group("g")
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await bus.append(b"x")
+
+    task = asyncio.create_task(later())
+    got = await bus.read_group("g", "c", count=1, block_ms=2000)
+    await task
+    assert [e.data for e in got] == [b"x"]
+
+
+async def test_event_bus_at_least_once_redelivers_uncommitted() -> None:
+    bus = MemoryEventBus()
+    for i in range(3):
+        await bus.publish("t", "s1", str(i).encode())
+    c1 = bus.consumer(["t"], group="g")
+    await c1.start()
+    assert [r.value for r in await c1.poll(max_records=2, timeout_ms=0)] == [b"0", b"1"]
+    await c1.commit()
+    assert [r.value for r in await c1.poll(max_records=10, timeout_ms=0)] == [b"2"]
+    # crash before commit: a new member of the group gets record 2 again
+    c2 = bus.consumer(["t"], group="g")
+    await c2.start()
+    assert [r.value for r in await c2.poll(max_records=10, timeout_ms=0)] == [b"2"]
+
+
+async def test_live_bus_fan_out_and_state() -> None:
+    bus = MemoryLiveBus(queue_size=2)
+    async with bus.subscribe("ch") as messages:
+        for i in range(3):
+            await bus.publish("ch", str(i).encode())
+        it = aiter(messages)
+        assert [await anext(it), await anext(it)] == [b"1", b"2"]  # slow viewer keeps the latest
+    await bus.set_state("k", "p1", b"v")
+    assert await bus.get_state("k") == {"p1": b"v"}
