@@ -1,0 +1,90 @@
+"""Session summary and the replay report (public contract, see README "Replay report").
+
+Producer: the aggregation core (summary) and ``classpulse replay`` (report).
+Consumers: users (report.json / report.html / timeline.csv), the gateway's report API.
+Keys may be added; the documented ones never change meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.events import Role
+
+
+class ParticipantSummary(BaseModel):
+    """One participant over the whole session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role = "student"
+    present_ratio: float = Field(ge=0.0, le=1.0, description="Share of seconds with a face in frame.")
+    attentive_ratio: float = Field(ge=0.0, le=1.0, description="Share of seconds attentive to the screen.")
+    talk_time_s: float = Field(ge=0.0, description="Seconds of own voice activity.")
+    hand_raises: int = Field(ge=0, description="Distinct hand raises (rising edges).")
+    turns: int = Field(default=0, ge=0, description="Distinct speaking turns.")
+    engagement_mean: float = Field(default=0.0, ge=0.0, le=1.0)
+    away_time_s: float = Field(default=0.0, ge=0.0, description="Seconds not present after joining.")
+    joined_at: float | None = Field(default=None, description="Session time of the first media.")
+    late: bool = Field(default=False, description="Joined after the session's grace period.")
+
+
+class SessionSummary(BaseModel):
+    """Per-participant and class-level figures for a whole session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    participants: dict[str, ParticipantSummary] = Field(default_factory=dict)
+    duration_s: float = Field(default=0.0, ge=0.0)
+    engagement_mean: float = Field(default=0.0, ge=0.0, le=1.0)
+    attentive_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    teacher_talk_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    talk_equity_gini: float = Field(default=0.0, ge=0.0, le=1.0)
+    hand_equity_gini: float = Field(default=0.0, ge=0.0, le=1.0)
+    mean_wait_time_s: float | None = None
+    alerts_raised: int = Field(default=0, ge=0)
+
+
+class TimelineRow(BaseModel):
+    """One participant during one second of media (``t`` = start of that second)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    t: float
+    participant: str
+    present: bool
+    attentive: bool
+    speaking: bool
+    hand_raised: bool
+    engagement: float = Field(ge=0.0, le=1.0)
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class ReportSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    source: str
+    duration_s: float = Field(ge=0.0)
+
+
+class ReportParticipant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    role: Literal["student", "teacher"] = "student"
+
+
+class Report(BaseModel):
+    """``report.json`` written by ``classpulse replay``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    session: ReportSession
+    participants: list[ReportParticipant]
+    timeline: list[TimelineRow]
+    summary: SessionSummary
+    warnings: list[str] = Field(default_factory=list, description="E.g. media truncated, no audio track.")
