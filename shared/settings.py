@@ -45,7 +45,9 @@ class SettingsError(ValueError):
     """The environment holds unknown or invalid ClassPulse settings."""
 
 
-def check_environment(environ: Mapping[str, str] | None = None, classes: Iterable[type[BaseSettings]] | None = None) -> None:
+def check_environment(
+    environ: Mapping[str, str] | None = None, classes: Iterable[type[BaseSettings]] | None = None
+) -> None:
     """Raise :class:`SettingsError` naming every unknown ``CLASSPULSE_*`` variable."""
     env = os.environ if environ is None else environ
     known: set[str] = set()
@@ -57,7 +59,9 @@ def check_environment(environ: Mapping[str, str] | None = None, classes: Iterabl
         for name in unknown:
             close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
-        raise SettingsError("unknown ClassPulse settings: " + ", ".join(hints) + "; see the settings table in README.md")
+        raise SettingsError(
+            "unknown ClassPulse settings: " + ", ".join(hints) + "; see the settings table in README.md"
+        )
 
 
 class StrictSettings(BaseSettings):

@@ -50,7 +50,13 @@ def _unb64(text: str) -> bytes:
 
 
 def issue_token(
-    *, secret: str, session: str, participant: str, role: TokenRole, ttl_s: float = DEFAULT_TTL_S, now: float | None = None
+    *,
+    secret: str,
+    session: str,
+    participant: str,
+    role: TokenRole,
+    ttl_s: float = DEFAULT_TTL_S,
+    now: float | None = None,
 ) -> str:
     """Sign a token for one session, participant and role."""
     if role not in ROLES:
@@ -72,7 +78,9 @@ def verify_token(token: str, *, secret: str, now: float | None = None) -> Claims
         if not hmac.compare_digest(expected, _unb64(sig)):
             raise TokenError("token signature is invalid; ask for a new token with `classpulse token`", status=401)
         data = json.loads(_unb64(body))
-        claims = Claims(session=str(data["sid"]), participant=str(data["pid"]), role=data["role"], expires=float(data["exp"]))
+        claims = Claims(
+            session=str(data["sid"]), participant=str(data["pid"]), role=data["role"], expires=float(data["exp"])
+        )
     except TokenError:
         raise
     except (ValueError, KeyError, TypeError) as exc:

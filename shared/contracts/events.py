@@ -155,9 +155,7 @@ class Alert(BaseModel):
     timing: TimingTrail
 
 
-LifecycleKind = Literal[
-    "joined", "left", "camera_off", "camera_on", "mic_muted", "mic_unmuted", "session_ended"
-]
+LifecycleKind = Literal["joined", "left", "camera_off", "camera_on", "mic_muted", "mic_unmuted", "session_ended"]
 
 
 class LifecycleEvent(BaseModel):

@@ -17,15 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.timing import TimingTrail
 
-MEDIA_SCHEMA_VERSION = 1
-
 
 class MediaHeader(BaseModel):
     """Ids and timing common to every media message."""
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = MEDIA_SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     session: str = Field(min_length=1, max_length=128)
     participant: str = Field(min_length=1, max_length=128)
     role: Literal["student", "teacher"] = "student"

@@ -86,7 +86,7 @@ class RedisMediaBus:
                 raise
 
     async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
-        raw = await self.redis.xreadgroup(
+        raw: Any = await self.redis.xreadgroup(
             group, consumer, {self.stream: ">"}, count=count, block=block_ms if block_ms > 0 else None
         )
         if not raw:
@@ -157,7 +157,7 @@ class RedisLiveBus:
             yield messages()
         finally:
             await pubsub.unsubscribe(channel)
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def set_state(self, key: str, field: str, data: bytes) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -166,5 +166,5 @@ class RedisLiveBus:
             await pipe.execute()
 
     async def get_state(self, key: str) -> dict[str, bytes]:
-        raw = await self.redis.hgetall(key)
-        return {_text(k): v for k, v in raw.items()}
+        raw: dict[Any, Any] = await self.redis.hgetall(key)
+        return {_text(k): bytes(v) for k, v in raw.items()}

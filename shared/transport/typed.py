@@ -23,7 +23,7 @@ class EventPublisher(Generic[E]):
         self._codec = EventCodec(topic.model)
 
     async def publish(self, event: E) -> None:
-        key = str(getattr(event, "session"))
+        key = str(getattr(event, "session"))  # noqa: B009  (every event model has a session)
         await self._bus.publish(self.topic.name, key, self._codec.encode(event))
 
 

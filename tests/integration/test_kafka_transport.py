@@ -23,9 +23,18 @@ async def _poll_all(sub: EventSubscriber[ScoreEvent], want: int, rounds: int = 4
 
 def _score(session: str, seq: int) -> ScoreEvent:
     return ScoreEvent(
-        event_id=ScoreEvent.make_id(session, "p", seq), session=session, participant="p", seq=seq,
-        media_time=seq * 0.2, present=True, attentive=True, speaking=False, hand_raised=False,
-        engagement=0.5, confidence=0.8, timing=TimingTrail(capture_ts=1.0),
+        event_id=ScoreEvent.make_id(session, "p", seq),
+        session=session,
+        participant="p",
+        seq=seq,
+        media_time=seq * 0.2,
+        present=True,
+        attentive=True,
+        speaking=False,
+        hand_raised=False,
+        engagement=0.5,
+        confidence=0.8,
+        timing=TimingTrail(capture_ts=1.0),
     )
 
 

@@ -40,8 +40,9 @@ def test_video_frame_round_trip_keeps_pixels_and_ids() -> None:
 
 def test_audio_chunk_round_trip() -> None:
     wave = np.linspace(-1, 1, 8000, dtype=np.float32)
-    chunk = AudioChunk.from_waveform(wave, sample_rate=16000, session="s", participant="p", seq=0, media_time=0.0,
-                                     timing=_trail())
+    chunk = AudioChunk.from_waveform(
+        wave, sample_rate=16000, session="s", participant="p", seq=0, media_time=0.0, timing=_trail()
+    )
     back = decode_media(encode_media(chunk))
     assert isinstance(back, AudioChunk)
     assert back.duration == pytest.approx(0.5)
@@ -50,7 +51,13 @@ def test_audio_chunk_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"XXXX\x00\x00\x00\x00", b"CPM1\xff\x00\x00\x00{}", b"CPM1\x02\x00\x00\x00{}", b'CPM1\x10\x00\x00\x00{"kind":"video"}'],
+    [
+        b"",
+        b"XXXX\x00\x00\x00\x00",
+        b"CPM1\xff\x00\x00\x00{}",
+        b"CPM1\x02\x00\x00\x00{}",
+        b'CPM1\x10\x00\x00\x00{"kind":"video"}',
+    ],
 )
 def test_malformed_media_raises_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError):
@@ -58,8 +65,9 @@ def test_malformed_media_raises_decode_error(data: bytes) -> None:
 
 
 def test_video_payload_size_is_checked() -> None:
-    frame = VideoFrame.from_image(np.zeros((4, 4, 3), np.uint8), session="s", participant="p", seq=0,
-                                  media_time=0.0, timing=_trail())
+    frame = VideoFrame.from_image(
+        np.zeros((4, 4, 3), np.uint8), session="s", participant="p", seq=0, media_time=0.0, timing=_trail()
+    )
     with pytest.raises(DecodeError, match="width"):
         decode_media(encode_media(frame)[:-3])
 
@@ -67,9 +75,19 @@ def test_video_payload_size_is_checked() -> None:
 def test_score_event_json_round_trip_and_rejects_unknown_fields() -> None:
     codec = EventCodec(ScoreEvent)
     event = ScoreEvent(
-        event_id=ScoreEvent.make_id("s", "p", 3), session="s", participant="p", seq=3, media_time=0.6,
-        present=True, attentive=False, speaking=True, hand_raised=False, engagement=0.4, confidence=0.9,
-        contributions={"attention": -0.2}, timing=_trail(),
+        event_id=ScoreEvent.make_id("s", "p", 3),
+        session="s",
+        participant="p",
+        seq=3,
+        media_time=0.6,
+        present=True,
+        attentive=False,
+        speaking=True,
+        hand_raised=False,
+        engagement=0.4,
+        confidence=0.9,
+        contributions={"attention": -0.2},
+        timing=_trail(),
     )
     assert codec.decode(codec.encode(event)) == event
     bad = json.loads(codec.encode(event))
