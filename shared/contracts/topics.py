@@ -18,12 +18,12 @@ INFERENCE_GROUP = "inference"
 
 
 def live_channel(session: str) -> str:
-    """Redis pub/sub channel with every live event of one session (for dashboards)."""
+    """Redis pub/sub channel with every live event of one session (envelope: ``shared.contracts.live``)."""
     return f"classpulse:live:{session}"
 
 
 def state_key(session: str) -> str:
-    """Redis hash with the latest state of one session (participant -> latest JSON)."""
+    """Redis hash with the latest live messages of one session (fields: ``shared.contracts.live.state_field``)."""
     return f"classpulse:state:{session}"
 
 
