@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 S = TypeVar("S", bound=type[BaseSettings])
 
 ENV_ROOT = "CLASSPULSE_"
+# Reserved for the test harness and deploy/local/services.sh, not read by services.
+RESERVED_PREFIXES = ("CLASSPULSE_TEST_", "CLASSPULSE_LOCAL_")
 DEV_TOKEN_SECRET = "classpulse-dev-secret-change-me"
 
 _REGISTRY: list[type[BaseSettings]] = []
@@ -53,7 +55,11 @@ def check_environment(
     known: set[str] = set()
     for cls in classes if classes is not None else _REGISTRY:
         known |= env_names(cls)
-    unknown = sorted(k for k in env if k.upper().startswith(ENV_ROOT) and k.upper() not in known)
+    unknown = sorted(
+        k
+        for k in env
+        if k.upper().startswith(ENV_ROOT) and k.upper() not in known and not k.upper().startswith(RESERVED_PREFIXES)
+    )
     if unknown:
         hints = []
         for name in unknown:
