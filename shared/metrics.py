@@ -98,6 +98,44 @@ class Metrics:
             registry=registry,
         )
 
+        # Class analytics (fed from class aggregates; labelled by session).
+        self.class_engagement = Gauge(
+            "classpulse_class_engagement",
+            "Mean engagement of the class in the latest aggregate window (0..1).",
+            ["session"],
+            registry=registry,
+        )
+        self.class_attentive_ratio = Gauge(
+            "classpulse_class_attentive_ratio",
+            "Share of present participants attentive in the latest aggregate window (0..1).",
+            ["session"],
+            registry=registry,
+        )
+        self.class_participants = Gauge(
+            "classpulse_class_participants",
+            "Participants of a session in the latest aggregate window, by state (total, present).",
+            ["session", "state"],
+            registry=registry,
+        )
+        self.class_teacher_talk_share = Gauge(
+            "classpulse_class_teacher_talk_share",
+            "Teacher's share of talk time in the latest aggregate window (0..1).",
+            ["session"],
+            registry=registry,
+        )
+        self.talk_seconds_total = Counter(
+            "classpulse_talk_seconds_total",
+            "Seconds of talk (own voice activity) summed over aggregate windows, by session and role.",
+            ["session", "role"],
+            registry=registry,
+        )
+        self.live_viewers = Gauge(
+            "classpulse_live_viewers",
+            "Open live feeds (WebSocket/SSE) on the gateway.",
+            ["transport"],
+            registry=registry,
+        )
+
     def observe_trail(self, trail: TimingTrail, *, stage: str) -> None:
         """Record one stage's time and capture->emit latency from a stamped trail."""
         stamp = trail.stage(stage)
