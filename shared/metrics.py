@@ -136,6 +136,39 @@ class Metrics:
             registry=registry,
         )
 
+        # Inference worker.
+        self.inference_seconds = Histogram(
+            "classpulse_inference_seconds",
+            "Inference time per micro-batch, by part (perception, audio, fusion, total).",
+            ["part"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_item_seconds = Histogram(
+            "classpulse_inference_item_seconds",
+            "Inference time per item (batch total / items), by device.",
+            ["device"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_queue_wait_seconds = Histogram(
+            "classpulse_inference_queue_wait_seconds",
+            "Time a media item waited in the worker's micro-batch queue before its batch ran.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_device = Gauge(
+            "classpulse_inference_device",
+            "1 for the device the fusion model runs on (cpu or cuda).",
+            ["device"],
+            registry=registry,
+        )
+        self.inference_gpu_memory_bytes = Gauge(
+            "classpulse_inference_gpu_memory_bytes",
+            "CUDA memory allocated by the inference worker (only on CUDA).",
+            registry=registry,
+        )
+
     def observe_trail(self, trail: TimingTrail, *, stage: str) -> None:
         """Record one stage's time and capture->emit latency from a stamped trail."""
         stamp = trail.stage(stage)
