@@ -1,0 +1,46 @@
+"""Ingest settings (environment variables ``CLASSPULSE_INGEST_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import StrictSettings, register_settings
+
+
+@register_settings
+class IngestSettings(StrictSettings):
+    """WHIP endpoint, sampling rates and publisher limits of the ingest service."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSPULSE_INGEST_", extra="forbid", case_sensitive=False)
+
+    host: str = Field(
+        default="127.0.0.1", min_length=1, max_length=253, description="Address `classpulse ingest` binds."
+    )
+    port: int = Field(default=8081, ge=0, le=65535, description="Port `classpulse ingest` binds (0 = any free port).")
+    analysis_fps: float = Field(default=5.0, gt=0.0, le=30.0, description="Video frames per second sent to analysis.")
+    frame_width: int = Field(
+        default=640, ge=64, le=3840, description="Width of analysed frames in pixels (height keeps the aspect)."
+    )
+    audio_chunk_s: float = Field(default=0.5, ge=0.1, le=5.0, description="Length of one audio chunk in seconds.")
+    max_publishers: int = Field(
+        default=64, ge=1, le=10_000, description="Publishers one ingest process accepts; more get 429."
+    )
+    max_sdp_bytes: int = Field(
+        default=65_536, ge=1_024, le=1_048_576, description="Largest SDP offer accepted; larger bodies get 413."
+    )
+    cors_origin: str = Field(
+        default="*", min_length=1, max_length=2048, description="Access-Control-Allow-Origin sent on WHIP responses."
+    )
+    max_decoded_backlog: int = Field(
+        default=8,
+        ge=1,
+        le=1_000,
+        description="Decoded frames allowed to wait in aiortc's queue per track; older ones are dropped and counted.",
+    )
+    camera_off_after_s: float = Field(
+        default=2.0, ge=0.2, le=60.0, description="Seconds without (or with only black) video before 'camera_off'."
+    )
+    mic_muted_after_s: float = Field(
+        default=2.0, ge=0.2, le=60.0, description="Seconds of digital silence or no audio before 'mic_muted'."
+    )
