@@ -1,0 +1,380 @@
+"""The aggregation core: one session's windows, participation figures and alerts (no I/O).
+
+Used by the faust app (:mod:`services.aggregator.faust_app`), the plain Kafka consumer
+and in-process by ``classpulse up`` / ``classpulse replay``.
+
+Time model
+----------
+* Event time = ``event.timing.capture_ts`` (epoch s). Session time = event time minus the
+  session origin: the explicit ``origin`` or the earliest event/lifecycle time seen before
+  anything was closed.
+* Events may arrive out of order by up to ``lateness_s``. ``advance(now)`` finalizes every
+  event older than the *frontier* ``now - lateness_s - max_gap_s`` (in time order, so the
+  result does not depend on arrival order), then closes the windows that end before it.
+  An event arriving more than ``lateness_s`` after ``now`` has passed its time is counted in
+  :attr:`SessionAggregator.late_events` and ignored; a repeated ``event_id`` is counted in
+  :attr:`SessionAggregator.duplicate_events` and ignored.
+* One score event covers one analysis step: it lasts until the participant's next event when
+  that comes within ``max_gap_s``, else ``step_s``. Talk, presence and attention are durations.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Literal
+
+from services.aggregator.alerts import AlertBook, alert_order
+from services.aggregator.config import AggregationConfig
+from services.aggregator.equity import gini, ratio
+from services.aggregator.state import Cell, Lifecycle, Participant, Sample
+from services.aggregator.windows import Buckets, build_aggregate, class_attentive_ratio, merge_cells
+from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+from shared.contracts.report import ParticipantSummary, SessionSummary
+
+__all__ = ["AggregationConfig", "SessionAggregator"]
+
+_EPS = 1e-9
+Outputs = tuple[list[ClassAggregate], list[Alert]]
+
+
+class SessionAggregator:
+    """Windows, participation figures and alerts of one session."""
+
+    def __init__(self, *, session: str, config: AggregationConfig, origin: float | None = None) -> None:
+        self.session = session
+        self.config = config
+        self.origin: float | None = origin
+        self._origin_fixed = False
+        self._min_seen = math.inf
+        self.watermark = -math.inf
+        """Latest event time seen (epoch s): a driver without a wall clock advances to it."""
+        self._last_now = -math.inf
+        self.late_events = 0
+        self.duplicate_events = 0
+        self.ended = False
+        self._seen: dict[str, float] = {}
+        self._pending: dict[str, list[Sample]] = {}
+        self._lifecycle: list[Lifecycle] = []
+        self._participants: dict[str, Participant] = {}
+        self._buckets: Buckets = {}
+        self._last_t: float | None = None
+        self._next_tumbling: dict[float, int] = {size: 0 for size in config.tumbling_sizes_s}
+        self._next_hopping = 0
+        self._next_dip_bucket = 0
+        self._dip_since: float | None = None
+        self._silence_since: float | None = None
+        self._teacher_end: float | None = None
+        self._awaiting_answer = False
+        self._waits: list[tuple[float, float]] = []
+        self.alerts = AlertBook(session=session)
+        self._out_alerts: list[Alert] = []
+
+    # ------------------------------------------------------------------ input
+    def add_score(self, event: ScoreEvent) -> None:
+        """Buffer one score event (idempotent by ``event_id``; too-late events are counted and ignored)."""
+        sample = Sample.of(event)
+        if not self._admit(sample.event_id, sample.ts):
+            return
+        bisect.insort(self._pending.setdefault(sample.participant, []), sample, key=Sample.order)
+
+    def add_lifecycle(self, event: LifecycleEvent) -> None:
+        """Buffer one lifecycle change (same idempotency and lateness rules as scores)."""
+        if not self._admit(event.event_id, event.ts):
+            return
+        if event.kind == "session_ended":
+            self.ended = True
+        self._lifecycle.append(Lifecycle(ts=event.ts, event_id=event.event_id, participant=event.participant,
+                                         role=event.role, kind=event.kind))
+
+    def _admit(self, event_id: str, ts: float) -> bool:
+        if event_id in self._seen:
+            self.duplicate_events += 1
+            return False
+        if ts < self._last_now - self.config.lateness_s:
+            self.late_events += 1
+            return False
+        self._seen[event_id] = ts
+        self._min_seen = min(self._min_seen, ts)
+        self.watermark = max(self.watermark, ts)
+        return True
+
+    # ------------------------------------------------------------------ closing
+    def advance(self, now: float) -> Outputs:
+        """Close every window that ended before ``now - lateness`` (``now`` in epoch s, event clock)."""
+        self._last_now = max(self._last_now, now)
+        return self._close(self._last_now - self.config.close_delay_s, final=False)
+
+    def flush(self) -> Outputs:
+        """Close everything (session end); later events count as late."""
+        self._last_now = math.inf
+        return self._close(math.inf, final=True)
+
+    def _close(self, frontier_epoch: float, *, final: bool) -> Outputs:
+        if not self._origin_fixed:
+            if self._min_seen == math.inf or (not final and self._min_seen >= frontier_epoch):
+                return [], []
+            if self.origin is None:
+                self.origin = self._min_seen
+            self._origin_fixed = True
+        origin = self._origin()
+        frontier = frontier_epoch - origin
+        self._out_alerts = []
+        for t, _, _, _, item, dur in self._finalizable(frontier, origin):
+            self._tick(t)
+            if isinstance(item, Sample):
+                self._apply_sample(item, t, dur)
+            else:
+                self._apply_lifecycle(item, t)
+        if final:
+            if self._last_t is not None:
+                self._tick(max(p.last_end or 0.0 for p in self._participants.values()))
+            limit = 0 if self._last_t is None else math.floor(self._last_t / self.config.bucket_s) + 1
+        else:
+            self._tick(frontier)
+            limit = math.floor(frontier / self.config.bucket_s + _EPS)
+        self._attention(limit)
+        aggregates = self._windows(limit, final=final)
+        self._prune(frontier_epoch)
+        alerts = sorted(self._out_alerts, key=alert_order)
+        self._out_alerts = []
+        return aggregates, alerts
+
+    def _origin(self) -> float:
+        assert self.origin is not None
+        return self.origin
+
+    def _finalizable(
+        self, frontier: float, origin: float
+    ) -> list[tuple[float, int, str, int, Sample | Lifecycle, float]]:
+        cfg = self.config
+        items: list[tuple[float, int, str, int, Sample | Lifecycle, float]] = []
+        for pid, pending in self._pending.items():
+            k = bisect.bisect_left(pending, frontier + origin, key=lambda s: s.ts)
+            for i in range(k):
+                s = pending[i]
+                dur = cfg.step_s
+                if i + 1 < len(pending):
+                    gap = round(pending[i + 1].ts - s.ts, 6)
+                    if gap <= cfg.max_gap_s + _EPS:
+                        dur = gap
+                items.append((round(s.ts - origin, 6), 1, pid, s.seq, s, dur))
+            del pending[:k]
+        keep: list[Lifecycle] = []
+        for lc in self._lifecycle:
+            if lc.ts - origin < frontier:
+                items.append((round(lc.ts - origin, 6), 0, lc.participant, 0, lc, 0.0))
+            else:
+                keep.append(lc)
+        self._lifecycle = keep
+        items.sort(key=lambda it: (it[0], it[1], it[2], it[3]))
+        return items
+
+    def _emit(self, alert: Alert | None) -> None:
+        if alert is not None:
+            self._out_alerts.append(alert)
+
+    # ------------------------------------------------------------------ event effects
+    def _apply_sample(self, s: Sample, t: float, dur: float) -> None:
+        cfg, origin = self.config, self._origin()
+        p = self._participants.setdefault(s.participant, Participant(role=s.role))
+        p.role = s.role
+        p.left = False
+        if p.joined_at is None:
+            p.joined_at = t
+        self._last_t = t if self._last_t is None else max(self._last_t, t)
+        cell = self._buckets.setdefault(math.floor(t / cfg.bucket_s + _EPS), {}).setdefault(
+            s.participant, Cell(role=s.role)
+        )
+        cell.role = s.role
+        p.add(cell, dur=dur, sample=s)
+        if s.role == "student" and self._silence_since is None:
+            self._silence_since = t
+        if s.speaking:
+            if p.last_speech_end is None or t - p.last_speech_end > cfg.turn_gap_s:
+                p.turns += 1
+                cell.turns += 1
+            p.last_speech_end = t + dur
+            if s.role == "teacher":
+                self._teacher_end = max(self._teacher_end or 0.0, t + dur)
+                self._awaiting_answer = True
+            else:
+                if self._awaiting_answer and self._teacher_end is not None:
+                    wait = t - self._teacher_end
+                    if -_EPS <= wait <= cfg.wait_time_max_s:
+                        self._waits.append((t, max(0.0, wait)))
+                self._awaiting_answer = False
+                self._emit(self.alerts.clear("silence", None, at=t, origin=origin))
+                self._silence_since = t + dur
+        if s.hand and not p.hand:
+            p.hand_raises += 1
+            cell.hand_raises += 1
+            p.hand_since = t
+        if not s.hand:
+            p.hand_since = None
+        p.hand = s.hand
+        cell.hand_any = cell.hand_any or s.hand
+        cell.hand_last = s.hand
+        cell.hand_since = p.hand_since
+        if s.present:
+            self._emit(self.alerts.clear("away", s.participant, at=t, origin=origin))
+            p.absent_since = None
+        elif p.absent_since is None:
+            p.absent_since = t
+        if s.camera_on:
+            self._emit(self.alerts.clear("camera_off", s.participant, at=t, origin=origin))
+            p.camera_off_since = None
+        elif p.camera_off_since is None:
+            p.camera_off_since = t
+        p.last_end = t + dur
+
+    def _apply_lifecycle(self, lc: Lifecycle, t: float) -> None:
+        origin = self._origin()
+        p = self._participants.setdefault(lc.participant, Participant(role=lc.role))
+        if lc.kind == "joined":
+            p.role = lc.role
+            p.left = False
+            if lc.role == "student" and self._silence_since is None:
+                self._silence_since = t
+        elif lc.kind == "left":
+            p.left = True
+            p.hand = False
+            p.hand_since = None
+            p.absent_since = None
+            p.camera_off_since = None
+            self._emit(self.alerts.clear("away", lc.participant, at=t, origin=origin))
+            self._emit(self.alerts.clear("camera_off", lc.participant, at=t, origin=origin))
+        elif lc.kind == "camera_off":
+            if p.camera_off_since is None:
+                p.camera_off_since = t
+        elif lc.kind == "camera_on":
+            p.camera_off_since = None
+            self._emit(self.alerts.clear("camera_off", lc.participant, at=t, origin=origin))
+
+    def _tick(self, t: float) -> None:
+        """Raise the alerts whose condition has lasted long enough by session time ``t``."""
+        cfg, origin = self.config, self._origin()
+        for pid, p in self._participants.items():
+            if p.left:
+                continue
+            since = p.absent_since
+            if since is None and p.last_end is not None and t - p.last_end > cfg.max_gap_s:
+                since = p.last_end
+            if since is not None and t - since >= cfg.away_after_s and not self.alerts.is_open("away", pid):
+                p.absent_since = since
+                self._emit(self.alerts.raise_("away", pid, since=since, at=since + cfg.away_after_s,
+                                              origin=origin, threshold=cfg.away_after_s))
+            cam = p.camera_off_since
+            if cam is not None and t - cam >= cfg.camera_off_after_s:
+                self._emit(self.alerts.raise_("camera_off", pid, since=cam, at=cam + cfg.camera_off_after_s,
+                                              origin=origin, threshold=cfg.camera_off_after_s))
+        quiet = self._silence_since
+        if quiet is not None and t - quiet >= cfg.silence_after_s:
+            self._emit(self.alerts.raise_("silence", None, since=quiet, at=quiet + cfg.silence_after_s,
+                                          origin=origin, minutes=cfg.silence_after_s / 60.0))
+
+    def _attention(self, limit: int) -> None:
+        """Run the class attention-dip alert over the buckets closed up to ``limit`` (exclusive)."""
+        cfg, origin = self.config, self._origin()
+        for k in range(self._next_dip_bucket, limit):
+            level = class_attentive_ratio(self._buckets.get(k, {}))
+            if level is None:
+                continue
+            start = k * cfg.bucket_s
+            if level < cfg.attention_threshold:
+                if self._dip_since is None:
+                    self._dip_since = start
+                if start + cfg.bucket_s - self._dip_since >= cfg.attention_dip_s - _EPS:
+                    self._emit(self.alerts.raise_(
+                        "attention_dip", None, since=self._dip_since, at=self._dip_since + cfg.attention_dip_s,
+                        origin=origin, threshold=cfg.attention_threshold * 100, duration=cfg.attention_dip_s))
+            else:
+                self._dip_since = None
+                self._emit(self.alerts.clear("attention_dip", None, at=start, origin=origin))
+        self._next_dip_bucket = max(self._next_dip_bucket, limit)
+
+    def _windows(self, limit: int, *, final: bool) -> list[ClassAggregate]:
+        """Aggregates of every tumbling and hopping window closed up to bucket ``limit``."""
+        cfg = self.config
+        if self._last_t is None:
+            return []
+        last_k = math.floor(self._last_t / cfg.bucket_s + _EPS)
+        out: list[ClassAggregate] = []
+
+        def due(first: int, size: int) -> bool:
+            return first <= last_k and (final or first + size <= limit)
+
+        for size_s in cfg.tumbling_sizes_s:
+            size = cfg.buckets(size_s)
+            while due(self._next_tumbling[size_s], size):
+                first = self._next_tumbling[size_s]
+                out.append(self._aggregate("tumbling", first, first + size))
+                self._next_tumbling[size_s] = first + size
+        if cfg.hopping_size_s is not None:
+            size, step = cfg.buckets(cfg.hopping_size_s), cfg.buckets(cfg.hopping_step_s)
+            while due(self._next_hopping, size):
+                out.append(self._aggregate("hopping", self._next_hopping, self._next_hopping + size))
+                self._next_hopping += step
+        out.sort(key=lambda a: (a.window.end, a.window.size_s, a.window.kind))
+        return out
+
+    def _aggregate(self, kind: Literal["tumbling", "hopping"], first: int, last: int) -> ClassAggregate:
+        b = self.config.bucket_s
+        start, end = round(first * b, 6), round(last * b, 6)
+        waits = [w for t, w in self._waits if t < end]
+        return build_aggregate(
+            session=self.session, kind=kind, start=start, end=end, origin=self._origin(),
+            cells=merge_cells(self._buckets, first, last), wait_time_s=waits[-1] if waits else None,
+        )
+
+    def _prune(self, frontier_epoch: float) -> None:
+        keep_from = min([*self._next_tumbling.values(), self._next_hopping, self._next_dip_bucket])
+        for k in [k for k in self._buckets if k < keep_from]:
+            del self._buckets[k]
+        if frontier_epoch != math.inf:
+            for eid in [e for e, ts in self._seen.items() if ts < frontier_epoch - self.config.lateness_s]:
+                del self._seen[eid]
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> SessionSummary:
+        """Whole-session figures from every finalized event (call :meth:`flush` first at session end)."""
+        late_after = self.config.late_after_s
+        parts: dict[str, ParticipantSummary] = {}
+        for pid in sorted(self._participants):
+            p = self._participants[pid]
+            if p.observed <= 0:
+                continue
+            parts[pid] = ParticipantSummary(
+                role=p.role,
+                present_ratio=ratio(p.present, p.observed),
+                attentive_ratio=ratio(p.attentive, p.observed),
+                talk_time_s=p.talk,
+                hand_raises=p.hand_raises,
+                turns=p.turns,
+                engagement_mean=ratio(p.engagement, p.observed),
+                away_time_s=max(0.0, p.observed - p.present),
+                joined_at=p.joined_at,
+                late=p.joined_at is not None and p.joined_at > late_after,
+            )
+        actors = {k: v for k, v in self._participants.items() if k in parts}
+        students = [p for p in actors.values() if p.role == "student"] or list(actors.values())
+        observed = sum(p.observed for p in students)
+        teacher_talk = sum(p.talk for p in actors.values() if p.role == "teacher")
+        total_talk = sum(p.talk for p in actors.values())
+        only_students = [p for p in actors.values() if p.role == "student"]
+        return SessionSummary(
+            participants=parts,
+            duration_s=max((p.last_end or 0.0 for p in actors.values()), default=0.0),
+            engagement_mean=ratio(sum(p.engagement for p in students), observed),
+            attentive_ratio=ratio(sum(p.attentive for p in students), observed),
+            teacher_talk_share=ratio(teacher_talk, total_talk),
+            talk_equity_gini=gini([p.talk for p in only_students]),
+            hand_equity_gini=gini([float(p.hand_raises) for p in only_students]),
+            mean_wait_time_s=sum(w for _, w in self._waits) / len(self._waits) if self._waits else None,
+            alerts_raised=self.alerts.raised_total,
+        )
+
+    @property
+    def open_alerts(self) -> dict[tuple[str, str], float]:
+        """Open alerts: (kind, participant or '') -> session time they started."""
+        return dict(self.alerts.open)

@@ -1,0 +1,110 @@
+"""Mutable per-session state of the aggregation core: samples, buckets, participants.
+
+Plain slotted dataclasses so that a whole session can be snapshotted to JSON-able
+dicts (:mod:`services.aggregator.snapshot`) and restored after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.contracts.events import Role, ScoreEvent
+
+
+@dataclass(slots=True)
+class Sample:
+    """The part of one score event the core needs (``ts`` = capture time, epoch s)."""
+
+    ts: float
+    seq: int
+    event_id: str
+    participant: str
+    role: Role
+    present: bool
+    attentive: bool
+    speaking: bool
+    hand: bool
+    camera_on: bool
+    engagement: float
+
+    @classmethod
+    def of(cls, event: ScoreEvent) -> Sample:
+        return cls(
+            ts=event.timing.capture_ts,
+            seq=event.seq,
+            event_id=event.event_id,
+            participant=event.participant,
+            role=event.role,
+            present=event.present,
+            attentive=event.attentive,
+            speaking=event.speaking,
+            hand=event.hand_raised,
+            camera_on=event.camera_on,
+            engagement=event.engagement,
+        )
+
+    def order(self) -> tuple[float, int, str]:
+        return (self.ts, self.seq, self.event_id)
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """A pending lifecycle change (``ts`` epoch s)."""
+
+    ts: float
+    event_id: str
+    participant: str
+    role: Role
+    kind: str
+
+
+@dataclass(slots=True)
+class Cell:
+    """One participant's accumulated figures within one time bucket (times in seconds)."""
+
+    role: Role = "student"
+    observed: float = 0.0
+    present: float = 0.0
+    attentive: float = 0.0
+    talk: float = 0.0
+    engagement: float = 0.0
+    """Engagement weighted by duration (divide by ``observed`` for the mean)."""
+    turns: int = 0
+    hand_raises: int = 0
+    hand_any: bool = False
+    hand_last: bool = False
+    hand_since: float | None = None
+
+
+@dataclass(slots=True)
+class Participant:
+    """One participant's running state and whole-session totals (session times)."""
+
+    role: Role = "student"
+    joined_at: float | None = None
+    left: bool = False
+    last_end: float | None = None
+    last_speech_end: float | None = None
+    hand: bool = False
+    hand_since: float | None = None
+    absent_since: float | None = None
+    camera_off_since: float | None = None
+    observed: float = 0.0
+    present: float = 0.0
+    attentive: float = 0.0
+    talk: float = 0.0
+    engagement: float = 0.0
+    turns: int = 0
+    hand_raises: int = 0
+
+    def add(self, cell: Cell, *, dur: float, sample: Sample) -> None:
+        """Add one sample of duration ``dur`` to this participant's totals and to ``cell``."""
+        for acc in (self, cell):
+            acc.observed += dur
+            if sample.present:
+                acc.present += dur
+            if sample.attentive:
+                acc.attentive += dur
+            if sample.speaking:
+                acc.talk += dur
+            acc.engagement += sample.engagement * dur

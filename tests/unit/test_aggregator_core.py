@@ -1,0 +1,161 @@
+"""Aggregation core: windows, durations, participation figures, alerts on scripted timelines."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.aggregator.core import AggregationConfig, SessionAggregator
+from services.aggregator.scripted import Behaviour, Script, between, constant, lifecycle_event, score_event
+from shared.contracts.events import Alert, ClassAggregate
+
+pytestmark = pytest.mark.unit
+
+BASE = 1_700_000_000.0
+
+
+def run_all(agg: SessionAggregator, script: Script) -> tuple[list[ClassAggregate], list[Alert]]:
+    """Feed every event in order, advancing the clock to each event's time, then flush."""
+    aggs: list[ClassAggregate] = []
+    alerts: list[Alert] = []
+    for ev in script.events():
+        agg.add_score(ev)
+        a, b = agg.advance(ev.timing.capture_ts)
+        aggs += a
+        alerts += b
+    a, b = agg.flush()
+    return aggs + a, alerts + b
+
+
+def test_talk_time_is_a_duration_not_an_event_count() -> None:
+    script = Script(session="s1", base=BASE)
+    script.add("t", between(0, 4, Behaviour(speaking=True)), role="teacher", end=10)
+    script.add("a", between(5, 7, Behaviour(speaking=True)), end=10)
+    agg = SessionAggregator(session="s1", config=AggregationConfig())
+    run_all(agg, script)
+    s = agg.summary()
+    assert s.participants["t"].talk_time_s == pytest.approx(4.0, abs=1e-6)
+    assert s.participants["a"].talk_time_s == pytest.approx(2.0, abs=1e-6)
+    assert s.teacher_talk_share == pytest.approx(4 / 6)
+    assert s.participants["a"].turns == 1
+    # the student answered 1 s after the teacher stopped
+    assert s.mean_wait_time_s == pytest.approx(1.0, abs=1e-6)
+    assert s.duration_s == pytest.approx(10.0, abs=1e-6)
+
+
+def test_event_duration_follows_the_rate_of_the_source() -> None:
+    # 10 fps source: events 0.1 s apart still add up to the real time
+    script = Script(session="s2", base=BASE, step_s=0.1)
+    script.add("a", constant(speaking=True), end=3)
+    agg = SessionAggregator(session="s2", config=AggregationConfig(step_s=0.1))
+    run_all(agg, script)
+    assert agg.summary().participants["a"].talk_time_s == pytest.approx(3.0, abs=1e-6)
+
+
+def test_tumbling_and_hopping_windows_cover_the_session() -> None:
+    script = Script(session="s3", base=BASE)
+    script.add("a", constant(), end=125)
+    aggs, _ = run_all(SessionAggregator(session="s3", config=AggregationConfig()), script)
+    tumbling = {size: [a for a in aggs if a.window.kind == "tumbling" and a.window.size_s == size]
+                for size in (1.0, 10.0, 60.0)}
+    assert len(tumbling[1.0]) == 125
+    assert len(tumbling[10.0]) == 13
+    assert [a.window.start for a in tumbling[60.0]] == [0.0, 60.0, 120.0]
+    hopping = [a for a in aggs if a.window.kind == "hopping"]
+    assert [a.window.start for a in hopping][:3] == [0.0, 10.0, 20.0]
+    assert all(a.window.size_s == 60.0 for a in hopping)
+    full = tumbling[10.0][0]
+    assert full.participants["a"].present_ratio == 1.0
+    assert full.participants_present == 1
+    assert full.event_id == "s3/tumbling/10/0"
+    assert full.timing.capture_ts == BASE + 10.0
+    assert len({a.event_id for a in aggs}) == len(aggs)
+
+
+def test_duplicates_and_late_events_are_counted_and_ignored() -> None:
+    cfg = AggregationConfig(lateness_s=1.0)
+    agg = SessionAggregator(session="s4", config=cfg)
+    on = Behaviour(speaking=True)
+    events = [score_event(session="s4", participant="a", seq=i, t=i * 0.2, base=BASE, b=on) for i in range(50)]
+    for ev in events:
+        agg.add_score(ev)
+        agg.add_score(ev)
+    assert agg.duplicate_events == 50
+    agg.advance(BASE + 9.8)
+    late = score_event(session="s4", participant="a", seq=999, t=5.0, base=BASE, b=on)
+    agg.add_score(late)
+    assert agg.late_events == 1
+    agg.flush()
+    assert agg.summary().participants["a"].talk_time_s == pytest.approx(10.0, abs=1e-6)
+
+
+def test_away_alert_raises_after_threshold_and_clears_on_return() -> None:
+    script = Script(session="s5", base=BASE)
+    script.add("a", between(10, 25, Behaviour(present=False, attentive=False)), end=40)
+    cfg = AggregationConfig(away_after_s=10.0)
+    _, alerts = run_all(SessionAggregator(session="s5", config=cfg), script)
+    away = [a for a in alerts if a.kind == "away"]
+    assert [(a.state, a.since, a.at) for a in away] == [("raised", 10.0, 20.0), ("cleared", 10.0, 25.0)]
+    assert away[0].participant == "a"
+
+
+def test_away_alert_when_a_participant_stops_sending() -> None:
+    script = Script(session="s6", base=BASE)
+    script.add("a", constant(), end=5)
+    script.add("b", constant(), end=30)
+    _, alerts = run_all(SessionAggregator(session="s6", config=AggregationConfig(away_after_s=10.0)), script)
+    assert [(a.participant, a.state, a.at) for a in alerts if a.kind == "away"] == [("a", "raised", 15.0)]
+
+
+def test_left_participant_is_not_away() -> None:
+    agg = SessionAggregator(session="s7", config=AggregationConfig(away_after_s=10.0))
+    script = Script(session="s7", base=BASE)
+    script.add("a", constant(), end=5)
+    script.add("b", constant(), end=30)
+    agg.add_lifecycle(lifecycle_event(session="s7", participant="a", kind="left", t=5.0, base=BASE))
+    _, alerts = run_all(agg, script)
+    assert [a for a in alerts if a.kind == "away"] == []
+
+
+def test_attention_dip_raises_and_clears() -> None:
+    script = Script(session="s8", base=BASE)
+    dip = Behaviour(attentive=False)
+    for pid in ("a", "b", "c"):
+        script.add(pid, between(20, 60, dip), end=90)
+    cfg = AggregationConfig(attention_threshold=0.5, attention_dip_s=30.0)
+    _, alerts = run_all(SessionAggregator(session="s8", config=cfg), script)
+    dips = [(a.state, a.since, a.at) for a in alerts if a.kind == "attention_dip"]
+    assert dips == [("raised", 20.0, 50.0), ("cleared", 20.0, 60.0)]
+
+
+def test_short_attention_dip_raises_nothing() -> None:
+    script = Script(session="s9", base=BASE)
+    script.add("a", between(20, 45, Behaviour(attentive=False)), end=90)
+    _, alerts = run_all(SessionAggregator(session="s9", config=AggregationConfig(attention_dip_s=30.0)), script)
+    assert [a for a in alerts if a.kind == "attention_dip"] == []
+
+
+def test_silence_and_camera_off_alerts() -> None:
+    script = Script(session="s10", base=BASE)
+    script.add("a", between(0, 2, Behaviour(speaking=True)), end=200)
+    script.add("b", between(150, 152, Behaviour(speaking=True), Behaviour()), end=200)
+    script.add("c", between(30, 40, Behaviour(camera_on=False, present=False)), end=200)
+    cfg = AggregationConfig(silence_after_s=120.0, camera_off_after_s=5.0, away_after_s=60.0)
+    _, alerts = run_all(SessionAggregator(session="s10", config=cfg), script)
+    silence = [(a.state, a.since, a.at) for a in alerts if a.kind == "silence"]
+    assert silence == [("raised", 2.0, 122.0), ("cleared", 2.0, 150.0)]
+    cam = [(a.participant, a.state, a.at) for a in alerts if a.kind == "camera_off"]
+    assert cam == [("c", "raised", 35.0), ("c", "cleared", 40.0)]
+
+
+def test_hand_queue_in_raise_order_and_equity() -> None:
+    script = Script(session="s11", base=BASE)
+    up = Behaviour(hand_raised=True)
+    script.add("a", between(3, 9, up), end=10)
+    script.add("b", between(1, 9, up), end=10)
+    script.add("c", constant(), end=10)
+    aggs, _ = run_all(SessionAggregator(session="s11", config=AggregationConfig()), script)
+    window = next(a for a in aggs if a.window.kind == "tumbling" and a.window.size_s == 1.0 and a.window.start == 5.0)
+    assert window.hand_queue == ["b", "a"]
+    ten = next(a for a in aggs if a.window.size_s == 10.0)
+    assert ten.hand_equity_gini == pytest.approx(1 / 3)
+    assert ten.participants["c"].hand_raised is False
