@@ -52,8 +52,15 @@ def _aggregate() -> ClassAggregate:
 
 def test_every_kind_round_trips_and_has_its_own_state_field() -> None:
     alert = Alert(
-        event_id="s1/away/a/1", session="s1", participant="a", kind="away", state="raised", since=1, at=11,
-        message="a away for 10 s", timing=TimingTrail(capture_ts=1.0),
+        event_id="s1/away/a/1",
+        session="s1",
+        participant="a",
+        kind="away",
+        state="raised",
+        since=1,
+        at=11,
+        message="a away for 10 s",
+        timing=TimingTrail(capture_ts=1.0),
     )
     life = LifecycleEvent(event_id="s1/a/joined", session="s1", participant="a", kind="joined", ts=5.0)
     fields = set()

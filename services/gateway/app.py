@@ -1,0 +1,80 @@
+"""The gateway app factory: history reader + live hub + routes on one aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import suppress
+
+from aiohttp import web
+
+from services.gateway.context import GATEWAY, GatewayContext
+from services.gateway.history import HistoryReader, SessionHistory
+from services.gateway.hub import LiveHub
+from services.gateway.routes import add_gateway_routes
+from services.gateway.settings import GatewaySettings
+from shared.log import get_logger, spawn
+from shared.metrics import Metrics
+from shared.settings import CommonSettings
+from shared.transport.factory import Transports
+
+_log = get_logger(__name__)
+
+
+def add_gateway(
+    app: web.Application,
+    *,
+    settings: GatewaySettings,
+    common: CommonSettings,
+    transports: Transports,
+    metrics: Metrics,
+    with_metrics: bool = True,
+) -> GatewayContext:
+    """Add the gateway (routes, history reader, live hub) to ``app``; transports are started by the caller."""
+    history = SessionHistory(
+        metrics=metrics,
+        max_sessions=settings.max_sessions,
+        max_rows=settings.max_timeline_rows,
+        max_aggregates=settings.max_aggregates,
+    )
+    ctx = GatewayContext(
+        live=transports.live,
+        hub=LiveHub(bus=transports.live, metrics=metrics, queue_size=settings.viewer_queue),
+        history=history,
+        metrics=metrics,
+        token_secret=common.token_secret.get_secret_value(),
+        heartbeat_s=settings.heartbeat_s,
+    )
+    app[GATEWAY] = ctx
+    add_gateway_routes(app, with_metrics=with_metrics)
+    group = settings.history_group or f"gateway-{uuid.uuid4().hex[:12]}"
+
+    async def history_task(app: web.Application) -> AsyncIterator[None]:
+        reader = HistoryReader(bus=transports.events, history=history, metrics=metrics, group=group)
+        task = spawn(reader.run(), name="gateway-history")
+        yield
+        await ctx.hub.close()
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(history_task)
+    return ctx
+
+
+def create_gateway_app(
+    *, settings: GatewaySettings, common: CommonSettings, transports: Transports, metrics: Metrics
+) -> web.Application:
+    """A standalone gateway app that starts and closes its own transports."""
+    app = web.Application()
+
+    async def transports_ctx(app: web.Application) -> AsyncIterator[None]:
+        await transports.start()
+        _log.info("gateway transports state %s -> %s", "new", "started")
+        yield
+        await transports.close()
+
+    app.cleanup_ctx.append(transports_ctx)
+    add_gateway(app, settings=settings, common=common, transports=transports, metrics=metrics)
+    return app

@@ -1,0 +1,31 @@
+"""Bearer-token checks for every gateway route (header or ``?token=`` for browser feeds)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.tokens import Claims, TokenError, bearer, verify_token
+
+TOKEN_QUERY = "token"
+
+
+def request_token(request: web.Request) -> str:
+    """The bearer token of a request: ``Authorization: Bearer`` or ``?token=`` (WebSocket/SSE in browsers)."""
+    header = request.headers.get("Authorization")
+    if header is None and request.query.get(TOKEN_QUERY):
+        return request.query[TOKEN_QUERY]
+    return bearer(header)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def viewer_claims(request: web.Request, *, secret: str, session: str | None) -> Claims:
+    """Claims of a teacher/viewer token for ``session`` (any session when None); raises TokenError."""
+    claims = verify_token(request_token(request), secret=secret)
+    if claims.role not in ("teacher", "viewer"):
+        raise TokenError(f"a {claims.role} token may only publish; ask for a viewer or teacher token", status=403)
+    if session is not None and not claims.can_view(session):
+        raise TokenError("this token is scoped to another session", status=403)
+    return claims

@@ -1,0 +1,209 @@
+"""The gateway's memory of sessions, read from the event log (scores, aggregates, alerts, lifecycle).
+
+It backs the REST history routes (sessions, participants, timelines, aggregates,
+alerts, reports) and feeds the class-analytics gauges for Grafana. Events are
+at-least-once: scores dedupe on (participant, seq), the rest on ``event_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from services.gateway.timeline import TimelineBuilder
+from shared.contracts.codec import DecodeError, EventCodec
+from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
+from shared.contracts.timing import wall_clock
+from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
+from shared.log import get_logger
+from shared.metrics import Metrics
+from shared.transport.base import EventBus, EventConsumer, EventRecord
+
+_log = get_logger(__name__)
+_CODECS: dict[str, EventCodec[BaseModel]] = {
+    t.name: EventCodec(t.model)  # type: ignore[misc]
+    for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE)
+}
+
+
+@dataclass
+class ParticipantRecord:
+    role: Role
+    first_seen: float
+    last_seen: float
+    last_seq: int = -1
+    status: str = "active"
+    media_time: float = 0.0
+
+
+@dataclass
+class SessionRecord:
+    """Everything the gateway remembers about one session."""
+
+    id: str
+    started: float
+    max_aggregates: int
+    timeline: TimelineBuilder
+    last_event: float = 0.0
+    ended: bool = False
+    participants: dict[str, ParticipantRecord] = field(default_factory=dict)
+    aggregates: deque[ClassAggregate] = field(default_factory=deque)
+    alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
+    scores: int = 0
+    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def seen(self, event_id: str) -> bool:
+        """True when ``event_id`` was handled already (remembers the last 10,000 ids)."""
+        if event_id in self._seen:
+            return True
+        self._seen[event_id] = None
+        if len(self._seen) > 10_000:
+            self._seen.popitem(last=False)
+        return False
+
+    def duration_s(self) -> float:
+        return max((p.media_time for p in self.participants.values()), default=0.0)
+
+
+class SessionHistory:
+    """Sessions, participants, timelines, aggregates and alerts, bounded in memory."""
+
+    def __init__(self, *, metrics: Metrics, max_sessions: int, max_rows: int, max_aggregates: int) -> None:
+        self._metrics = metrics
+        self._max_sessions = max_sessions
+        self._max_rows = max_rows
+        self._max_aggregates = max_aggregates
+        self._sessions: OrderedDict[str, SessionRecord] = OrderedDict()
+
+    def get(self, session: str) -> SessionRecord | None:
+        return self._sessions.get(session)
+
+    def _session(self, session: str) -> SessionRecord:
+        record = self._sessions.get(session)
+        if record is None:
+            record = SessionRecord(
+                id=session,
+                started=wall_clock(),
+                max_aggregates=self._max_aggregates,
+                timeline=TimelineBuilder(max_rows=self._max_rows),
+            )
+            self._sessions[session] = record
+            while len(self._sessions) > self._max_sessions:
+                old, _ = self._sessions.popitem(last=False)
+                self._forget_gauges(old)
+        record.last_event = wall_clock()
+        return record
+
+    def apply(self, event: BaseModel) -> None:
+        """Fold one event into the history."""
+        if isinstance(event, ScoreEvent):
+            self._score(event)
+        elif isinstance(event, ClassAggregate):
+            self._aggregate(event)
+        elif isinstance(event, Alert):
+            record = self._session(event.session)
+            if not record.seen(event.event_id):
+                record.alerts.append(event)
+        elif isinstance(event, LifecycleEvent):
+            self._lifecycle(event)
+
+    def _participant(self, record: SessionRecord, pid: str, role: Role, ts: float) -> ParticipantRecord:
+        part = record.participants.get(pid)
+        if part is None:
+            part = record.participants[pid] = ParticipantRecord(role=role, first_seen=ts, last_seen=ts)
+        return part
+
+    def _score(self, event: ScoreEvent) -> None:
+        record = self._session(event.session)
+        ts = event.timing.capture_ts
+        part = self._participant(record, event.participant, event.role, ts)
+        if event.seq <= part.last_seq:
+            return
+        part.last_seq = event.seq
+        part.last_seen = max(part.last_seen, ts)
+        part.media_time = max(part.media_time, event.media_time)
+        part.status = "active"
+        record.scores += 1
+        record.timeline.add(event)
+
+    def _aggregate(self, event: ClassAggregate) -> None:
+        record = self._session(event.session)
+        if record.seen(event.event_id):
+            return
+        record.aggregates.append(event)
+        while len(record.aggregates) > record.max_aggregates:
+            record.aggregates.popleft()
+        m, s = self._metrics, event.session
+        m.class_engagement.labels(s).set(event.engagement_mean)
+        m.class_attentive_ratio.labels(s).set(event.attentive_ratio)
+        m.class_participants.labels(s, "total").set(event.participants_total)
+        m.class_participants.labels(s, "present").set(event.participants_present)
+        m.class_teacher_talk_share.labels(s).set(event.teacher_talk_share)
+        for role in ("student", "teacher"):
+            talk = sum(p.talk_time_s for p in event.participants.values() if p.role == role)
+            m.talk_seconds_total.labels(s, role).inc(talk)
+
+    def _lifecycle(self, event: LifecycleEvent) -> None:
+        record = self._session(event.session)
+        if record.seen(event.event_id):
+            return
+        if event.kind == "session_ended":
+            record.ended = True
+            return
+        part = self._participant(record, event.participant, event.role, event.ts)
+        part.last_seen = max(part.last_seen, event.ts)
+        part.status = {"joined": "active", "left": "left"}.get(event.kind, part.status)
+
+    def _forget_gauges(self, session: str) -> None:
+        m = self._metrics
+        for gauge in (m.class_engagement, m.class_attentive_ratio, m.class_teacher_talk_share):
+            try:
+                gauge.remove(session)
+            except KeyError:
+                pass
+        for state in ("total", "present"):
+            try:
+                m.class_participants.remove(session, state)
+            except KeyError:
+                pass
+
+    def sessions(self) -> list[SessionRecord]:
+        return list(self._sessions.values())
+
+
+class HistoryReader:
+    """Consumes the four event topics into a :class:`SessionHistory` (a background task)."""
+
+    def __init__(self, *, bus: EventBus, history: SessionHistory, metrics: Metrics, group: str) -> None:
+        self._consumer: EventConsumer = bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
+        self._history = history
+        self._metrics = metrics
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        _log.info("history reader state %s -> %s", "starting", "running")
+        self.ready.set()
+        try:
+            while True:
+                records = await self._consumer.poll(max_records=500, timeout_ms=500)
+                for record in records:
+                    self._handle(record)
+                if records:
+                    await self._consumer.commit()
+        finally:
+            await self._consumer.close()
+            _log.info("history reader state %s -> %s", "running", "stopped")
+
+    def _handle(self, record: EventRecord) -> None:
+        try:
+            event = _CODECS[record.topic].decode(record.value)
+        except DecodeError as exc:
+            self._metrics.errors_total.labels("gateway", "decode").inc()
+            _log.warning("history event skipped on %s: %s", record.topic, exc)
+            return
+        self._metrics.messages_total.labels("gateway", record.topic.rsplit(".", 1)[-1]).inc()
+        self._history.apply(event)

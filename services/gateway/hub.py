@@ -1,0 +1,97 @@
+"""Live fan-out inside the gateway: one bus subscription per watched session, many viewers.
+
+Each message is decoded once, stamped with the ``gateway`` stage (so the timing trail
+reaches the dashboard), measured (hop from the previous stage, capture -> gateway), and
+put on every viewer's bounded queue; a slow viewer loses its oldest messages, never
+blocks the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from shared.contracts.codec import DecodeError
+from shared.contracts.live import LiveLifecycle, decode_live, encode_live
+from shared.contracts.timing import wall_clock
+from shared.contracts.topics import live_channel
+from shared.log import get_logger, spawn
+from shared.metrics import Metrics
+from shared.transport.base import LiveBus
+
+_log = get_logger(__name__)
+STAGE = "gateway"
+
+
+class LiveHub:
+    """Shares one live-bus subscription per session among all of its viewers."""
+
+    def __init__(self, *, bus: LiveBus, metrics: Metrics, queue_size: int) -> None:
+        self._bus = bus
+        self._metrics = metrics
+        self._queue_size = queue_size
+        self._viewers: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._subscribed: dict[str, asyncio.Event] = {}
+
+    @asynccontextmanager
+    async def watch(self, session: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+        """A queue of encoded live messages for one viewer of ``session`` (subscribed on entry)."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(self._queue_size)
+        viewers = self._viewers.setdefault(session, set())
+        viewers.add(queue)
+        if session not in self._pumps:
+            self._subscribed[session] = asyncio.Event()
+            self._pumps[session] = spawn(self._pump(session), name=f"gateway-live-{len(self._pumps)}")
+        await self._subscribed[session].wait()
+        try:
+            yield queue
+        finally:
+            viewers.discard(queue)
+            if not viewers:
+                await self._stop(session)
+
+    async def _stop(self, session: str) -> None:
+        self._viewers.pop(session, None)
+        self._subscribed.pop(session, None)
+        task = self._pumps.pop(session, None)
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def close(self) -> None:
+        for session in list(self._pumps):
+            await self._stop(session)
+
+    async def _pump(self, session: str) -> None:
+        async with self._bus.subscribe(live_channel(session)) as feed:
+            self._subscribed[session].set()
+            async for data in feed:
+                out = self._stamp(data)
+                if out is None:
+                    continue
+                for queue in list(self._viewers.get(session, ())):
+                    if queue.full():
+                        queue.get_nowait()
+                        self._metrics.errors_total.labels(STAGE, "viewer_overflow").inc()
+                    queue.put_nowait(out)
+
+    def _stamp(self, data: bytes) -> bytes | None:
+        received = wall_clock()
+        try:
+            message = decode_live(data)
+        except DecodeError as exc:
+            self._metrics.errors_total.labels(STAGE, "decode").inc()
+            _log.warning("live message skipped: %s", exc)
+            return None
+        self._metrics.messages_total.labels(STAGE, f"live_{message.kind}").inc()
+        if isinstance(message, LiveLifecycle):
+            return data
+        trail = message.event.timing
+        self._metrics.observe_hop(trail, transport="live", received=received)
+        stamped = trail.stamped(STAGE, received=received)
+        message.event.timing = stamped
+        self._metrics.observe_trail(stamped, stage=STAGE)
+        return encode_live(message)

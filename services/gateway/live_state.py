@@ -1,0 +1,28 @@
+"""The live snapshot of one session, read from the live bus's latest-state hash."""
+
+from __future__ import annotations
+
+from services.gateway.models import LiveParticipant, LiveState
+from shared.contracts.live import LiveAggregate, LiveAlert, LiveScore
+from shared.contracts.timing import wall_clock
+from shared.transport.base import LiveBus
+from shared.transport.live import read_state
+
+
+async def live_state(bus: LiveBus, session: str) -> LiveState:
+    messages = await read_state(bus, session)
+    participants = sorted(
+        (LiveParticipant.from_score(m.event) for m in messages if isinstance(m, LiveScore)),
+        key=lambda p: p.participant,
+    )
+    aggregates = [m.event for m in messages if isinstance(m, LiveAggregate)]
+    alerts = sorted(
+        (m.event for m in messages if isinstance(m, LiveAlert) and m.event.state == "raised"), key=lambda a: a.since
+    )
+    return LiveState(
+        session=session,
+        ts=wall_clock(),
+        participants=participants,
+        aggregate=aggregates[0] if aggregates else None,
+        alerts=alerts,
+    )

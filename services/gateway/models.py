@@ -1,0 +1,141 @@
+"""Response models of the gateway's REST API (the OpenAPI document is generated from them)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.events import Alert, ClassAggregate, Role, ScoreEvent
+from shared.contracts.report import Report, TimelineRow
+from shared.contracts.timing import TimingTrail
+
+
+class LiveParticipant(BaseModel):
+    """A participant's latest signals: a timeline row's keys plus ``ts`` and the explanation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    t: float = Field(description="Start of the media second of the latest score.")
+    participant: str
+    present: bool
+    attentive: bool
+    speaking: bool
+    hand_raised: bool
+    engagement: float = Field(ge=0.0, le=1.0)
+    confidence: float = Field(ge=0.0, le=1.0)
+    ts: float = Field(description="Wall-clock capture time of the media behind the latest score (epoch s).")
+    role: Role
+    camera_on: bool
+    mic_on: bool
+    seq: int
+    media_time: float
+    contributions: dict[str, float] = Field(description="Signed contribution of each signal to engagement.")
+    timing: TimingTrail
+
+    @classmethod
+    def from_score(cls, e: ScoreEvent) -> LiveParticipant:
+        return cls(
+            t=float(int(e.media_time)),
+            participant=e.participant,
+            present=e.present,
+            attentive=e.attentive,
+            speaking=e.speaking,
+            hand_raised=e.hand_raised,
+            engagement=e.engagement,
+            confidence=e.confidence,
+            ts=e.timing.capture_ts,
+            role=e.role,
+            camera_on=e.camera_on,
+            mic_on=e.mic_on,
+            seq=e.seq,
+            media_time=e.media_time,
+            contributions=e.contributions,
+            timing=e.timing,
+        )
+
+
+class LiveState(BaseModel):
+    """``GET /api/sessions/{session}/live``: latest signals of every participant and the class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: str
+    ts: float = Field(description="Server time of this snapshot (epoch s).")
+    participants: list[LiveParticipant]
+    aggregate: ClassAggregate | None = Field(description="The latest class aggregate, if any yet.")
+    alerts: list[Alert] = Field(description="Alerts currently raised.")
+
+
+class ParticipantInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    role: Role
+    status: str = Field(description="'active' or 'left'.")
+    first_seen: float
+    last_seen: float
+    media_time: float = Field(description="Seconds of this participant's media analysed so far.")
+
+
+class SessionInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    started: float = Field(description="When the gateway first saw the session (epoch s).")
+    last_event: float
+    ended: bool
+    participants: list[ParticipantInfo]
+    scores: int = Field(description="Score events received.")
+    duration_s: float
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(description="What is wrong and what to do.")
+
+
+class TimelinePage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session: str
+    rows: list[TimelineRow]
+
+
+class AggregatePage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session: str
+    aggregates: list[ClassAggregate]
+
+
+class AlertPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session: str
+    alerts: list[Alert]
+
+
+class ParticipantPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session: str
+    participants: list[ParticipantInfo]
+
+
+class SessionList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sessions: list[SessionInfo]
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    LiveState,
+    SessionInfo,
+    SessionList,
+    ParticipantPage,
+    TimelinePage,
+    AggregatePage,
+    AlertPage,
+    Report,
+    ErrorBody,
+)

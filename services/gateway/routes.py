@@ -1,0 +1,204 @@
+"""The gateway's HTTP routes: one table drives both registration and the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from services.gateway.auth import error_response, viewer_claims
+from services.gateway.context import GATEWAY
+from services.gateway.feeds import sse_feed, websocket_feed
+from services.gateway.history import SessionRecord
+from services.gateway.live_state import live_state
+from services.gateway.models import (
+    AggregatePage,
+    AlertPage,
+    LiveState,
+    ParticipantInfo,
+    ParticipantPage,
+    SessionInfo,
+    SessionList,
+    TimelinePage,
+)
+from services.gateway.report import build_report
+from shared.contracts.report import Report
+from shared.tokens import TokenError
+
+_NOT_FOUND = '{"error": "no events seen for this session yet; publish to it first"}'
+Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """One token-protected route under ``/api/sessions/{session}``."""
+
+    path: str
+    handler: Handler
+    summary: str
+    response: type[BaseModel] | None
+    kind: str = "json"
+    query: tuple[tuple[str, str, str], ...] = ()
+
+
+def _info(record: SessionRecord) -> SessionInfo:
+    return SessionInfo(
+        id=record.id,
+        started=record.started,
+        last_event=record.last_event,
+        ended=record.ended,
+        participants=[
+            ParticipantInfo(
+                id=pid,
+                role=p.role,
+                status=p.status,
+                first_seen=p.first_seen,
+                last_seen=p.last_seen,
+                media_time=p.media_time,
+            )
+            for pid, p in record.participants.items()
+        ],
+        scores=record.scores,
+        duration_s=record.duration_s(),
+    )
+
+
+def _json(model: BaseModel) -> web.Response:
+    return web.json_response(text=model.model_dump_json())
+
+
+def _record(request: web.Request, session: str) -> SessionRecord:
+    record = request.app[GATEWAY].history.get(session)
+    if record is None:
+        raise web.HTTPNotFound(text=_NOT_FOUND, content_type="application/json")
+    return record
+
+
+async def session_info(request: web.Request, session: str) -> web.StreamResponse:
+    return _json(_info(_record(request, session)))
+
+
+async def participants(request: web.Request, session: str) -> web.StreamResponse:
+    return _json(ParticipantPage(session=session, participants=_info(_record(request, session)).participants))
+
+
+async def live(request: web.Request, session: str) -> web.StreamResponse:
+    return _json(await live_state(request.app[GATEWAY].live, session))
+
+
+def _float_query(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "query parameter {name} must be a number of seconds"}}', content_type="application/json"
+        ) from None
+
+
+async def timeline(request: web.Request, session: str) -> web.StreamResponse:
+    record = _record(request, session)
+    since = _float_query(request, "since", 0.0)
+    rows = record.timeline.rows(participant=request.query.get("participant"), since=since)
+    return _json(TimelinePage(session=session, rows=rows))
+
+
+async def aggregates(request: web.Request, session: str) -> web.StreamResponse:
+    record = _record(request, session)
+    limit = int(_float_query(request, "limit", 600))
+    items = list(record.aggregates)[-max(1, limit) :]
+    return _json(AggregatePage(session=session, aggregates=items))
+
+
+async def alerts(request: web.Request, session: str) -> web.StreamResponse:
+    return _json(AlertPage(session=session, alerts=list(_record(request, session).alerts)))
+
+
+async def report(request: web.Request, session: str) -> web.StreamResponse:
+    return _json(build_report(_record(request, session)))
+
+
+API_ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("", session_info, "Session: participants, counts, duration", SessionInfo),
+    ApiRoute("/participants", participants, "Participants seen in the session", ParticipantPage),
+    ApiRoute("/live", live, "Latest signals of every participant and the class aggregates", LiveState),
+    ApiRoute(
+        "/timeline",
+        timeline,
+        "Per-second timeline rows (replay report shape)",
+        TimelinePage,
+        query=(("participant", "string", "only this participant"), ("since", "number", "rows with t >= since")),
+    ),
+    ApiRoute(
+        "/aggregates",
+        aggregates,
+        "Recent class aggregates (class engagement timeline)",
+        AggregatePage,
+        query=(("limit", "integer", "most recent N (default 600)"),),
+    ),
+    ApiRoute("/alerts", alerts, "Alerts raised and cleared", AlertPage),
+    ApiRoute("/report", report, "Report of the session so far (replay report shape)", Report),
+    ApiRoute("/ws", websocket_feed, "WebSocket feed: snapshot, then every live message", None, kind="websocket"),
+    ApiRoute("/sse", sse_feed, "Server-Sent Events feed: snapshot, then every live message", None, kind="sse"),
+)
+SESSION_PREFIX = "/api/sessions/{session}"
+
+
+def _protected(route: ApiRoute) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        session = request.match_info["session"]
+        try:
+            viewer_claims(request, secret=request.app[GATEWAY].token_secret, session=session)
+        except TokenError as exc:
+            return error_response(exc.status, str(exc))
+        return await route.handler(request, session)
+
+    return handler
+
+
+async def list_sessions(request: web.Request) -> web.StreamResponse:
+    try:
+        claims = viewer_claims(request, secret=request.app[GATEWAY].token_secret, session=None)
+    except TokenError as exc:
+        return error_response(exc.status, str(exc))
+    record = request.app[GATEWAY].history.get(claims.session)
+    return _json(SessionList(sessions=[_info(record)] if record else []))
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = generate_latest(request.app[GATEWAY].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        text = resources.files("services.gateway").joinpath("static", name).read_text()
+        return web.Response(text=text, content_type=content_type, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+def add_gateway_routes(app: web.Application, *, with_metrics: bool = True) -> None:
+    """Register every gateway route on ``app`` (which must hold a GatewayContext under GATEWAY)."""
+    from services.gateway.openapi import openapi_handler
+
+    app.router.add_get("/api/sessions", list_sessions)
+    for route in API_ROUTES:
+        app.router.add_get(SESSION_PREFIX + route.path, _protected(route))
+    app.router.add_get("/api/openapi.json", openapi_handler)
+    app.router.add_get("/dashboard", _static("dashboard.html", "text/html"))
+    app.router.add_get("/static/gateway/dashboard.js", _static("dashboard.js", "application/javascript"))
+    app.router.add_get("/static/gateway/dashboard.css", _static("dashboard.css", "text/css"))
+    app.router.add_get("/healthz", health)
+    if with_metrics:
+        app.router.add_get("/metrics", metrics)

@@ -1,0 +1,38 @@
+"""Gateway settings (``CLASSPULSE_GATEWAY_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import StrictSettings, register_settings
+
+
+@register_settings
+class GatewaySettings(StrictSettings):
+    """REST, live feeds (WebSocket/SSE) and the teacher dashboard."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSPULSE_GATEWAY_", extra="forbid", case_sensitive=False)
+
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255, description="Address to listen on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port to listen on (0: any free port).")
+    viewer_queue: int = Field(
+        default=256, ge=8, le=10_000, description="Messages buffered per live viewer; a slow viewer loses the oldest."
+    )
+    heartbeat_s: float = Field(
+        default=10.0, ge=1.0, le=120.0, description="Seconds between keep-alive pings on idle WebSocket/SSE feeds."
+    )
+    max_sessions: int = Field(
+        default=200, ge=1, le=100_000, description="Sessions whose history the gateway keeps (oldest forgotten)."
+    )
+    max_timeline_rows: int = Field(
+        default=200_000, ge=100, le=10_000_000, description="Per-second timeline rows kept per session."
+    )
+    max_aggregates: int = Field(
+        default=3_600, ge=10, le=1_000_000, description="Class aggregates kept per session (the class timeline)."
+    )
+    history_group: str = Field(
+        default="",
+        max_length=200,
+        description="Kafka consumer group of the history reader; empty: a unique group per gateway process.",
+    )

@@ -1,0 +1,278 @@
+// ClassPulse teacher dashboard: one WebSocket feed, no libraries, no build step.
+// Messages: {kind: "snapshot", state} then {kind: "score"|"aggregate"|"alert"|"lifecycle", event}.
+"use strict";
+
+(function () {
+  const params = new URLSearchParams(location.search);
+  const session = params.get("session");
+  const token = params.get("token");
+  const $ = (id) => document.getElementById(id);
+  const STALE_S = 5;
+  const MAX_POINTS = 180;
+  const MAX_LATENCIES = 300;
+
+  const state = {
+    participants: new Map(),  // id -> latest score event
+    handsSince: new Map(),    // id -> first time the hand was seen raised (fallback queue)
+    aggregate: null,
+    seenAggregates: new Set(),
+    points: [],               // [window.end, engagement_mean, attentive_ratio]
+    talk: new Map(),          // id -> {role, seconds}
+    alerts: new Map(),        // participant/kind -> alert
+    latencies: [],            // capture -> dashboard, seconds
+    stageSums: new Map(),     // stage/hop name -> [sum, n]
+  };
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // ---------- latency from the timing trail ----------
+  function observeTiming(timing) {
+    if (!timing) return;
+    const now = Date.now() / 1000;
+    state.latencies.push(now - timing.capture_ts);
+    if (state.latencies.length > MAX_LATENCIES) state.latencies.shift();
+    let prevEmit = timing.capture_ts;
+    let prevName = "capture";
+    for (const s of timing.stages || []) {
+      addStage(prevName + " → " + s.stage, s.received - prevEmit);
+      addStage(s.stage, s.emitted - s.received);
+      prevEmit = s.emitted;
+      prevName = s.stage;
+    }
+    addStage(prevName + " → dashboard", now - prevEmit);
+  }
+  function addStage(name, seconds) {
+    const cur = state.stageSums.get(name) || [0, 0];
+    state.stageSums.set(name, [cur[0] + Math.max(0, seconds), cur[1] + 1]);
+  }
+  function quantile(sorted, q) {
+    if (!sorted.length) return NaN;
+    const idx = Math.min(sorted.length - 1, Math.floor(q * sorted.length));
+    return sorted[idx];
+  }
+  function renderLatency() {
+    const sorted = [...state.latencies].sort((a, b) => a - b);
+    const ms = (v) => (Number.isFinite(v) ? Math.round(v * 1000) : "–");
+    $("lat-p50").textContent = ms(quantile(sorted, 0.5));
+    $("lat-p95").textContent = ms(quantile(sorted, 0.95));
+    $("lat-n").textContent = String(sorted.length);
+    const body = $("stages").querySelector("tbody");
+    body.replaceChildren();
+    for (const [name, [sum, n]] of state.stageSums) {
+      const tr = el("tr");
+      tr.append(el("td", "", name), el("td", "", (1000 * sum / n).toFixed(1)));
+      body.append(tr);
+    }
+  }
+
+  // ---------- students ----------
+  function applyScore(e) {
+    state.participants.set(e.participant, e);
+    if (e.hand_raised && !state.handsSince.has(e.participant)) state.handsSince.set(e.participant, e.media_time);
+    if (!e.hand_raised) state.handsSince.delete(e.participant);
+  }
+  function badge(label, on) {
+    return el("span", "badge " + (on ? "on" : "off"), label);
+  }
+  function renderTiles() {
+    const box = $("tiles");
+    const ids = [...state.participants.keys()].sort();
+    $("count").textContent = ids.length ? "(" + ids.length + ")" : "";
+    if (!ids.length) return;
+    box.replaceChildren();
+    const now = Date.now() / 1000;
+    for (const id of ids) {
+      const e = state.participants.get(id);
+      const tile = el("div", "tile");
+      tile.dataset.participant = id;
+      tile.dataset.present = String(e.present);
+      if (!e.present) tile.classList.add("absent");
+      if (now - (e.receivedAt || now) > STALE_S) tile.classList.add("stale");
+      const name = el("div", "name", id);
+      name.append(el("span", "role", e.role));
+      const badges = el("div", "badges");
+      badges.append(
+        badge(e.present ? "present" : "away", e.present),
+        badge(e.attentive ? "attentive" : "not attentive", e.attentive),
+        badge(e.speaking ? "speaking" : "silent", e.speaking),
+      );
+      if (e.hand_raised) badges.append(badge("✋ hand raised", true));
+      if (e.camera_on === false) badges.append(badge("camera off", false));
+      if (e.mic_on === false) badges.append(badge("mic muted", false));
+      const eng = el("div", "engagement", "engagement " + Math.round(e.engagement * 100) + "%");
+      eng.dataset.value = String(e.engagement);
+      const meter = el("div", "meter");
+      const fill = el("div");
+      fill.style.width = Math.round(e.engagement * 100) + "%";
+      meter.append(fill);
+      const explain = el("ul", "explain");
+      const contribs = Object.entries(e.contributions || {}).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+      for (const [signal, value] of contribs.slice(0, 4)) {
+        explain.append(el("li", value >= 0 ? "pos" : "neg", (value >= 0 ? "+" : "−") + Math.abs(value).toFixed(2) + " " + signal));
+      }
+      tile.append(name, badges, eng, meter, explain);
+      box.append(tile);
+    }
+  }
+
+  // ---------- class ----------
+  function applyAggregate(a) {
+    if (state.seenAggregates.has(a.event_id)) return;
+    state.seenAggregates.add(a.event_id);
+    state.aggregate = a;
+    state.points.push([a.window.end, a.engagement_mean, a.attentive_ratio]);
+    state.points.sort((x, y) => x[0] - y[0]);
+    if (state.points.length > MAX_POINTS) state.points.shift();
+    for (const [id, p] of Object.entries(a.participants || {})) {
+      const cur = state.talk.get(id) || { role: p.role, seconds: 0 };
+      cur.seconds += p.talk_time_s;
+      cur.role = p.role;
+      state.talk.set(id, cur);
+    }
+  }
+  function renderTimeline() {
+    const canvas = $("timeline");
+    const ctx = canvas.getContext("2d");
+    const w = canvas.width, h = canvas.height;
+    ctx.clearRect(0, 0, w, h);
+    ctx.strokeStyle = "#e5e7eb";
+    for (const y of [0.25, 0.5, 0.75]) {
+      ctx.beginPath(); ctx.moveTo(0, h - y * h); ctx.lineTo(w, h - y * h); ctx.stroke();
+    }
+    const pts = state.points;
+    if (pts.length < 1) return;
+    const t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1);
+    const line = (idx, color) => {
+      ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
+      pts.forEach((p, i) => {
+        const x = ((p[0] - t0) / (t1 - t0)) * (w - 4) + 2, y = h - p[idx] * (h - 4) - 2;
+        if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+      });
+      ctx.stroke();
+    };
+    line(2, "#a7f3d0");
+    line(1, "#2563eb");
+    const a = state.aggregate;
+    $("class-figures").textContent =
+      "engagement " + Math.round(a.engagement_mean * 100) + "% · attentive " + Math.round(a.attentive_ratio * 100) +
+      "% · present " + a.participants_present + "/" + a.participants_total +
+      (a.wait_time_s != null ? " · wait time " + a.wait_time_s.toFixed(1) + " s" : "");
+  }
+  function renderTalk() {
+    const box = $("talk");
+    const rows = [...state.talk.entries()].sort((a, b) => b[1].seconds - a[1].seconds);
+    const total = rows.reduce((s, r) => s + r[1].seconds, 0);
+    if (!rows.length || total <= 0) return;
+    const teacher = rows.filter((r) => r[1].role === "teacher").reduce((s, r) => s + r[1].seconds, 0);
+    $("teacher-share").textContent = "teacher " + Math.round((100 * teacher) / total) + "%";
+    const max = rows[0][1].seconds;
+    box.replaceChildren();
+    for (const [id, t] of rows) {
+      const row = el("div", "row");
+      const bar = el("div", "bar" + (t.role === "teacher" ? " teacher" : ""));
+      bar.style.width = Math.max(2, Math.round((100 * t.seconds) / max)) + "%";
+      const holder = el("div");
+      holder.append(bar);
+      row.append(el("span", "", id), holder, el("span", "muted", t.seconds.toFixed(0) + " s"));
+      box.append(row);
+    }
+  }
+  function renderHands() {
+    const list = $("hands");
+    let queue = state.aggregate ? [...state.aggregate.hand_queue] : [];
+    const derived = [...state.handsSince.entries()].sort((a, b) => a[1] - b[1]).map((x) => x[0]);
+    for (const id of derived) if (!queue.includes(id)) queue.push(id);
+    queue = queue.filter((id) => !state.participants.has(id) || state.participants.get(id).hand_raised);
+    list.replaceChildren();
+    if (!queue.length) { list.append(el("li", "muted", "none")); return; }
+    for (const id of queue) list.append(el("li", "", id));
+  }
+  function applyAlert(a) {
+    state.alerts.set((a.participant || "*") + "/" + a.kind, a);
+  }
+  function renderAlerts() {
+    const list = $("alerts");
+    const items = [...state.alerts.values()].sort((a, b) => b.at - a.at).slice(0, 12);
+    list.replaceChildren();
+    if (!items.length) { list.append(el("li", "muted", "none")); return; }
+    for (const a of items) list.append(el("li", a.state, a.message));
+  }
+
+  function renderAll() {
+    renderTiles(); renderTimeline(); renderTalk(); renderHands(); renderAlerts(); renderLatency();
+  }
+
+  // ---------- feed ----------
+  function handle(msg) {
+    const now = Date.now() / 1000;
+    if (msg.kind === "snapshot") {
+      for (const p of msg.state.participants) applyScore({ ...p, receivedAt: now, media_time: p.media_time });
+      if (msg.state.aggregate) applyAggregate(msg.state.aggregate);
+      for (const a of msg.state.alerts) applyAlert(a);
+    } else if (msg.kind === "score") {
+      observeTiming(msg.event.timing);
+      applyScore({ ...msg.event, receivedAt: now });
+    } else if (msg.kind === "aggregate") {
+      observeTiming(msg.event.timing);
+      applyAggregate(msg.event);
+    } else if (msg.kind === "alert") {
+      applyAlert(msg.event);
+    }
+  }
+
+  let dirty = false;
+  function schedule() {
+    if (!dirty) { dirty = true; requestAnimationFrame(() => { dirty = false; renderAll(); }); }
+  }
+
+  function setStatus(kind, text) {
+    const s = $("feed-status");
+    s.className = "status " + kind;
+    s.textContent = text;
+    document.body.classList.toggle("disconnected", kind !== "live");
+  }
+
+  let retry = 0;
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const url = proto + "//" + location.host + "/api/sessions/" + encodeURIComponent(session) + "/ws?token=" + encodeURIComponent(token);
+    const ws = new WebSocket(url);
+    ws.onopen = () => { retry = 0; setStatus("live", "live"); };
+    ws.onmessage = (ev) => { handle(JSON.parse(ev.data)); schedule(); };
+    ws.onclose = (ev) => {
+      if (ev.code === 1008 || ev.code === 4401 || ev.code === 4403) {
+        setStatus("down", "access denied — check the token");
+        return;
+      }
+      const delay = Math.min(10, 0.5 * 2 ** retry++);
+      setStatus("down", "feed disconnected — reconnecting in " + delay.toFixed(1) + " s");
+      setTimeout(connect, delay * 1000);
+    };
+  }
+
+  async function preload() {
+    try {
+      const r = await fetch("/api/sessions/" + encodeURIComponent(session) + "/aggregates?limit=" + MAX_POINTS, {
+        headers: { Authorization: "Bearer " + token },
+      });
+      if (r.status === 401 || r.status === 403) { setStatus("down", "access denied — check the token"); return false; }
+      if (r.ok) for (const a of (await r.json()).aggregates) applyAggregate(a);
+    } catch (err) { /* the feed reconnect loop reports connectivity */ }
+    return true;
+  }
+
+  if (!session || !token) {
+    $("login").hidden = false;
+    $("main").hidden = true;
+    setStatus("down", "no session");
+    return;
+  }
+  $("session-name").textContent = session;
+  setInterval(schedule, 1000);  // ages tiles to "stale" when the feed goes quiet
+  preload().then((ok) => { if (ok) { schedule(); connect(); } });
+})();
