@@ -1,0 +1,200 @@
+"""The fusion model: a window of per-step features -> behaviour heads + per-signal contributions.
+
+Architecture (a small, inspectable torch ``nn.Module``, batched across participants):
+
+1. **Evidence gates.** Each input signal ``x_f`` becomes evidence
+   ``z_f = sigmoid(direction_f * (x_f - centre_f) / scale_f)`` in 0..1 (learnable centre and
+   scale); an unmeasured value takes a learnable "missing" evidence instead.
+2. **Temporal pooling.** Per head and signal, a softmax over the window's valid steps
+   (learnable logits; padding steps are masked out).
+3. **Heads.** ``attentive``, ``speaking``, ``hand_raised``, ``engagement``: a sigmoid of a
+   weighted sum of the pooled evidence. ``confidence`` is a sigmoid of the window's
+   measurement coverage and how decisive the three boolean heads are.
+4. **Contributions.** Integrated gradients of ``engagement`` along a straight path from
+   "no evidence" to the actual evidence. For a sigmoid of a linear function this is exact:
+   ``c_f = w_f * p_f * (sigmoid(L) - sigmoid(b)) / (L - b)``; they sum to engagement minus
+   its no-evidence level.
+
+**Where the default parameters come from.** Nobody trained these defaults on real
+classroom data. :func:`prior_state` sets every parameter by hand from published
+conventions and this project's design targets: a head-pose cone of +/- 20 deg yaw and
++/- 20 deg pitch around the participant's own baseline (gaze-cone conventions of
+head-pose attention studies), an eye aspect ratio of 0.15 for closed eyes (Soukupova &
+Cech 2016 use 0.2 on dlib points; mediapipe's points run lower), silero-vad's own 0.5
+speech threshold, wrists above the shoulder line for a raised hand, and an AND of the
+attention cues. These priors were then checked against generated media (photos placed in
+frames and warped, espeak-ng speech in noise; see ``tests/unit/test_inference_*``). The
+model can be retrained with ``classpulse train`` on labelled timelines; weights saved
+by it replace the priors via ``CLASSPULSE_INFERENCE_WEIGHTS_PATH``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from services.inference.features_audio import N_MELS
+
+SIGNALS: tuple[str, ...] = (
+    "face_present",
+    "head_yaw",
+    "head_pitch",
+    "eyes_open",
+    "gaze",
+    "mouth_activity",
+    "hand_raised",
+    "motion",
+    "voice",
+    "audio_level",
+    "camera_on",
+    "mic_on",
+    *(f"mel_{i}" for i in range(N_MELS)),
+)
+"""Input signals, in the order of the feature vector."""
+N_SIGNALS = len(SIGNALS)
+HEADS: tuple[str, ...] = ("attentive", "speaking", "hand_raised", "engagement")
+IDX = {name: i for i, name in enumerate(SIGNALS)}
+
+# Prior gates: (centre, scale, direction, evidence when missing). Units are the raw feature units:
+# yaw/pitch = |deviation from baseline| in degrees, eyes = eye aspect ratio, gaze = 0..1 offset,
+# audio_level = dBFS, mel = dB.
+_PRIOR_GATES: dict[str, tuple[float, float, float, float]] = {
+    "face_present": (0.5, 0.05, 1.0, 0.0),
+    "head_yaw": (20.0, 2.0, -1.0, 0.0),
+    "head_pitch": (20.0, 2.0, -1.0, 0.0),
+    "eyes_open": (0.15, 0.015, 1.0, 0.0),
+    "gaze": (0.65, 0.05, -1.0, 1.0),
+    "mouth_activity": (0.03, 0.01, 1.0, 0.0),
+    "hand_raised": (0.5, 0.05, 1.0, 0.0),
+    "motion": (0.02, 0.01, 1.0, 0.0),
+    "voice": (0.5, 0.05, 1.0, 0.0),
+    "audio_level": (-50.0, 3.0, 1.0, 0.0),
+    "camera_on": (0.5, 0.05, 1.0, 0.0),
+    "mic_on": (0.5, 0.05, 1.0, 0.0),
+}
+# Head weights over pooled evidence (missing names = 0) and biases.
+_ATTENTION_CUES = ("face_present", "head_yaw", "head_pitch", "eyes_open", "gaze")
+_PRIOR_HEADS: dict[str, tuple[dict[str, float], float]] = {
+    # AND of the five cues: positive only when every cue holds (margin half a cue).
+    "attentive": (dict.fromkeys(_ATTENTION_CUES, 10.0), -10.0 * (len(_ATTENTION_CUES) - 0.5)),
+    # Voice activity on the participant's own open mic.
+    "speaking": ({"voice": 12.0, "mic_on": 3.0}, -9.0),
+    "hand_raised": ({"hand_raised": 10.0}, -5.0),
+    "engagement": (
+        {
+            "face_present": 1.5,
+            "head_yaw": 1.0,
+            "head_pitch": 0.5,
+            "eyes_open": 0.5,
+            "gaze": 0.5,
+            "voice": 1.0,
+            "hand_raised": 1.0,
+            "motion": 0.2,
+            "camera_on": 0.5,
+        },
+        -3.0,
+    ),
+}
+# Recency of each head's pooling: logit of step t (0 = oldest) is -decay * (T - 1 - t).
+_PRIOR_DECAY = {"attentive": 1.0, "speaking": 1.2, "hand_raised": 0.3, "engagement": 0.5}
+_EYES_DECAY = 0.4
+"""Eyes pool over a flatter window, so a blink does not read as inattention."""
+
+
+@dataclass(frozen=True)
+class FusionOutput:
+    probs: Tensor
+    """(B, 4) probabilities of HEADS."""
+    confidence: Tensor
+    """(B,)"""
+    contributions: Tensor
+    """(B, N_SIGNALS) contribution of each signal to engagement (probability units)."""
+
+
+class FusionModel(nn.Module):
+    """Window of features (B, T, F) + measured mask -> heads, confidence, contributions."""
+
+    def __init__(self, *, window: int) -> None:
+        super().__init__()
+        self.window = window
+        h, f = len(HEADS), N_SIGNALS
+        self.centre = nn.Parameter(torch.zeros(f))
+        self.log_scale = nn.Parameter(torch.zeros(f))
+        self.register_buffer("direction", torch.ones(f))
+        self.missing_logit = nn.Parameter(torch.zeros(f))
+        self.time_logits = nn.Parameter(torch.zeros(h, f, window))
+        self.head_w = nn.Parameter(torch.zeros(h, f))
+        self.head_b = nn.Parameter(torch.zeros(h))
+        self.conf_w = nn.Parameter(torch.zeros(2))
+        self.conf_b = nn.Parameter(torch.zeros(()))
+        self.load_state_dict(prior_state(window))
+
+    def set_cones(self, *, yaw_deg: float, pitch_deg: float) -> None:
+        """Set the attention cone of the head-pose gates (prior weights only)."""
+        with torch.no_grad():
+            self.centre[IDX["head_yaw"]] = yaw_deg
+            self.centre[IDX["head_pitch"]] = pitch_deg
+
+    def forward(self, x: Tensor, measured: Tensor, valid: Tensor) -> FusionOutput:
+        """``x``/``measured``: (B, T, F) floats; ``valid``: (B, T) 1 for real steps, 0 for padding."""
+        direction: Tensor = self.direction  # type: ignore[assignment]
+        gate = torch.sigmoid(direction * (x - self.centre) / torch.exp(self.log_scale))
+        evidence = measured * gate + (1 - measured) * torch.sigmoid(self.missing_logit)
+        logits = self.time_logits.unsqueeze(0) + torch.log(valid.clamp_min(1e-6))[:, None, None, :]
+        weights = torch.softmax(logits, dim=-1)  # (B, H, F, T)
+        pooled = torch.einsum("bhft,btf->bhf", weights, evidence)
+        head_logit = (pooled * self.head_w).sum(-1) + self.head_b
+        probs = torch.sigmoid(head_logit)
+        e = HEADS.index("engagement")
+        terms = pooled[:, e, :] * self.head_w[e]
+        lin = head_logit[:, e] - self.head_b[e]
+        base = torch.sigmoid(self.head_b[e])
+        safe = torch.where(lin.abs() > 1e-6, lin, torch.ones_like(lin))
+        slope = torch.where(lin.abs() > 1e-6, (probs[:, e] - base) / safe, base * (1 - base))
+        contributions = terms * slope[:, None]
+        coverage = (measured.mean(-1) * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
+        decisive = (2 * probs[:, :3] - 1).abs().mean(-1)
+        confidence = torch.sigmoid(self.conf_w[0] * coverage + self.conf_w[1] * decisive + self.conf_b)
+        return FusionOutput(probs=probs, confidence=confidence, contributions=contributions)
+
+
+def _logit(p: float) -> float:
+    return float(torch.logit(torch.tensor(min(max(p, 1e-4), 1 - 1e-4))))
+
+
+def prior_state(window: int) -> dict[str, Tensor]:
+    """Hand-set parameters from documented priors (see the module docstring); no training."""
+    h, f = len(HEADS), N_SIGNALS
+    centre = torch.zeros(f)
+    log_scale = torch.zeros(f)
+    direction = torch.ones(f)
+    missing = torch.full((f,), _logit(0.0))
+    for name, (c, s, d, miss) in _PRIOR_GATES.items():
+        i = IDX[name]
+        centre[i], log_scale[i], direction[i], missing[i] = c, torch.log(torch.tensor(s)), d, _logit(miss)
+    for i in range(N_MELS):  # log-mel bands: neutral gates (dB around -60, 10 dB scale), unused by the priors
+        centre[IDX[f"mel_{i}"]], log_scale[IDX[f"mel_{i}"]] = -60.0, torch.log(torch.tensor(10.0))
+    steps = torch.arange(window, dtype=torch.float32)
+    time_logits = torch.zeros(h, f, window)
+    head_w = torch.zeros(h, f)
+    head_b = torch.zeros(h)
+    for k, head in enumerate(HEADS):
+        time_logits[k] = -_PRIOR_DECAY[head] * (window - 1 - steps)
+        weights, bias = _PRIOR_HEADS[head]
+        for name, w in weights.items():
+            head_w[k, IDX[name]] = w
+        head_b[k] = bias
+    time_logits[0, IDX["eyes_open"]] = -_EYES_DECAY * (window - 1 - steps)
+    return {
+        "centre": centre,
+        "log_scale": log_scale,
+        "direction": direction,
+        "missing_logit": missing,
+        "time_logits": time_logits,
+        "head_w": head_w,
+        "head_b": head_b,
+        "conf_w": torch.tensor([3.0, 2.0]),
+        "conf_b": torch.tensor(-2.0),
+    }

@@ -1,0 +1,171 @@
+"""CPU reference perception on mediapipe 0.10.14 (models ship in the wheel, no downloads).
+
+Per frame:
+
+1. **Face.** When the participant's face was meshed on its previous frame, its mesh box
+   (expanded) is cropped and meshed directly (tracking; no full-frame detection). Otherwise
+   BlazeFace *full range* (small faces, far from the camera) runs on the frame downscaled to
+   ``detect_width``, and the best box is cropped and meshed. Face mesh runs with
+   ``refine_landmarks=True`` (478 points including both irises) on a fixed-size crop, so
+   its cost does not grow with the frame size.
+2. **Pose** (BlazePose, ``model_complexity=1``, the one that works offline) on the
+   downscaled frame, only when the caller asks (every Nth frame with a face).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from services.inference.perception import (
+    FaceObservation,
+    FloatArray,
+    PerceptionRequest,
+    PerceptionResult,
+    PoseObservation,
+)
+
+MESH_CROP = 256
+"""Side of the square crop the face mesh sees (pixels)."""
+CROP_SCALE = 1.7
+"""A detector box is expanded by this factor around its centre before meshing."""
+TRACK_SCALE = 1.35
+"""A previous mesh box (tighter than a detector box) is expanded by this factor."""
+
+
+def _square_crop(
+    image: NDArray[np.uint8], box: tuple[float, float, float, float], scale: float
+) -> tuple[NDArray[np.uint8], float, float, float]:
+    """A ``MESH_CROP`` square around ``box`` (padded with black), plus its origin and side in pixels."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(x1 - x0, y1 - y0) * scale
+    side = max(side, 16.0)
+    ox, oy = cx - side / 2, cy - side / 2
+    # Affine map from the square to MESH_CROP pixels; borders are black.
+    k = MESH_CROP / side
+    matrix = np.array([[k, 0.0, -ox * k], [0.0, k, -oy * k]], dtype=np.float64)
+    crop = cv2.warpAffine(image, matrix, (MESH_CROP, MESH_CROP), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    return np.asarray(crop, dtype=np.uint8), ox, oy, side
+
+
+def _mesh_box(points: FloatArray) -> tuple[float, float, float, float]:
+    return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
+
+
+class MediapipeBackend:
+    """Face detection (full range) + face mesh with iris + pose, on CPU."""
+
+    name = "mediapipe"
+
+    def __init__(self, *, detect_width: int = 320, min_detection: float = 0.5, min_mesh: float = 0.5) -> None:
+        self.detect_width = detect_width
+        self.min_detection = min_detection
+        self.min_mesh = min_mesh
+        self._detector: Any = None
+        self._mesh: Any = None
+        self._pose: Any = None
+        self._track: dict[str, tuple[float, float, float, float]] = {}
+
+    def load(self) -> None:
+        import mediapipe as mp
+
+        solutions: Any = mp.solutions  # type: ignore[attr-defined]
+        self._detector = solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=self.min_detection
+        )
+        self._mesh = solutions.face_mesh.FaceMesh(
+            static_image_mode=True,
+            max_num_faces=1,
+            refine_landmarks=True,
+            min_detection_confidence=self.min_mesh,
+        )
+        self._pose = solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False)
+
+    def close(self) -> None:
+        for part in (self._detector, self._mesh, self._pose):
+            if part is not None:
+                part.close()
+        self._detector = self._mesh = self._pose = None
+
+    def forget(self, key: str) -> None:
+        self._track.pop(key, None)
+
+    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+        if self._mesh is None:
+            raise RuntimeError("MediapipeBackend used before load()")
+        return [self._one(req) for req in requests]
+
+    def _one(self, req: PerceptionRequest) -> PerceptionResult:
+        image = req.image
+        h, w = image.shape[:2]
+        small: NDArray[np.uint8] | None = None
+        face: FaceObservation | None = None
+        hint = self._track.get(req.key)
+        if hint is not None:
+            face = self._mesh_crop(image, hint, TRACK_SCALE, score=1.0)
+        if face is None:
+            small = self._downscaled(image)
+            box = self._detect(small, w, h)
+            if box is not None:
+                face = self._mesh_crop(image, box[0], CROP_SCALE, score=box[1]) or FaceObservation(
+                    box=box[0], score=box[1], landmarks=None
+                )
+        if face is not None and face.landmarks is not None:
+            self._track[req.key] = _mesh_box(face.landmarks)
+        else:
+            self._track.pop(req.key, None)
+        pose: PoseObservation | None = None
+        if req.want_pose:
+            if small is None:
+                small = self._downscaled(image)
+            pose = self._run_pose(small, w, h)
+        return PerceptionResult(face=face, pose=pose, pose_ran=req.want_pose)
+
+    def _downscaled(self, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        h, w = image.shape[:2]
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if w <= self.detect_width:
+            return np.asarray(rgb, dtype=np.uint8)
+        nh = max(1, round(h * self.detect_width / w))
+        return np.asarray(cv2.resize(rgb, (self.detect_width, nh), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+    def _detect(
+        self, small_rgb: NDArray[np.uint8], w: int, h: int
+    ) -> tuple[tuple[float, float, float, float], float] | None:
+        result = self._detector.process(small_rgb)
+        best: tuple[tuple[float, float, float, float], float] | None = None
+        for det in result.detections or ():
+            rb = det.location_data.relative_bounding_box
+            score = float(det.score[0]) if det.score else 0.0
+            box = (rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h)
+            area = (box[2] - box[0]) * (box[3] - box[1])
+            if best is None or area * score > (best[0][2] - best[0][0]) * (best[0][3] - best[0][1]) * best[1]:
+                best = (box, score)
+        return best
+
+    def _mesh_crop(
+        self, image: NDArray[np.uint8], box: tuple[float, float, float, float], scale: float, *, score: float
+    ) -> FaceObservation | None:
+        crop, ox, oy, side = _square_crop(image, box, scale)
+        result = self._mesh.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
+        if not result.multi_face_landmarks:
+            return None
+        lms = result.multi_face_landmarks[0].landmark
+        pts = np.array([(p.x, p.y, p.z) for p in lms], dtype=np.float32) * np.float32(side)
+        pts[:, 0] += ox
+        pts[:, 1] += oy
+        return FaceObservation(box=_mesh_box(pts), score=score, landmarks=pts)
+
+    def _run_pose(self, small_rgb: NDArray[np.uint8], w: int, h: int) -> PoseObservation | None:
+        result = self._pose.process(small_rgb)
+        if result.pose_landmarks is None:
+            return None
+        arr = np.array(
+            [(p.x * w, p.y * h, p.z * w, p.visibility) for p in result.pose_landmarks.landmark], dtype=np.float32
+        )
+        return PoseObservation(landmarks=arr)

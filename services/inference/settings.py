@@ -1,0 +1,76 @@
+"""Settings of the inference worker (``CLASSPULSE_INFERENCE_*``).
+
+Batching defaults come from ``python -m bench.inference_cpu`` on a 2-core box: at 5 fps per
+stream a 16-item batch with a 50 ms wait budget keeps per-frame latency well under the
+500 ms live target while amortising the per-batch costs (VAD and fusion run once per batch).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import StrictSettings, register_settings
+
+
+@register_settings
+class InferenceSettings(StrictSettings):
+    """Perception, fusion and micro-batching of the inference worker."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSPULSE_INFERENCE_", extra="forbid", case_sensitive=False)
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the fusion model runs: 'auto' picks CUDA when available, else CPU."
+    )
+    backend: Literal["mediapipe"] = Field(default="mediapipe", description="Perception backend (CPU reference).")
+    batch_max: int = Field(default=16, ge=1, le=1024, description="Flush a micro-batch when it holds this many items.")
+    batch_wait_ms: float = Field(
+        default=50.0, ge=0.0, le=5000.0, description="Flush when the oldest item in the batch has waited this long."
+    )
+    queue_max: int = Field(
+        default=256, ge=1, le=100_000, description="Bound of the worker's in-process queue (oldest dropped past it)."
+    )
+    read_count: int = Field(default=64, ge=1, le=4096, description="Entries read from the media stream per call.")
+    read_block_ms: int = Field(default=20, ge=1, le=10_000, description="How long one stream read may wait.")
+    claim_idle_ms: int = Field(
+        default=5000, ge=100, le=600_000, description="Claim media another worker left pending this long (dead worker)."
+    )
+    claim_interval_s: float = Field(default=2.0, gt=0.0, le=600.0, description="How often to look for stale media.")
+    consumer_name: str = Field(
+        default="", max_length=128, description="Consumer name in the group; empty = hostname-pid (unique per process)."
+    )
+    window_steps: int = Field(default=8, ge=1, le=64, description="Recent analysis steps the fusion model sees.")
+    calibration_s: float = Field(
+        default=3.0, ge=0.0, le=120.0, description="Seconds of face-present media used for the yaw/pitch baseline."
+    )
+    baseline_limit_deg: float = Field(
+        default=20.0, ge=0.0, le=45.0, description="The calibrated yaw/pitch baseline is clamped to +/- this."
+    )
+    yaw_cone_deg: float = Field(
+        default=20.0, gt=0.0, le=90.0, description="Attentive: |yaw - baseline| below this (prior weights only)."
+    )
+    pitch_cone_deg: float = Field(
+        default=20.0, gt=0.0, le=90.0, description="Attentive: |pitch - baseline| below this (prior weights only)."
+    )
+    detect_width: int = Field(
+        default=320, ge=96, le=1920, description="Frames are downscaled to this width for full-range face detection."
+    )
+    pose_every: int = Field(
+        default=5, ge=1, le=1000, description="Run pose (hand raise) on every Nth frame of a participant with a face."
+    )
+    camera_off_after_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=60.0,
+        description="No frame for this long (media time) = camera off; audio then drives steps.",
+    )
+    audio_grace_s: float = Field(
+        default=0.5, ge=0.0, le=10.0, description="Wait this long for a first frame before scoring audio-only."
+    )
+    weights_path: str = Field(
+        default="",
+        max_length=4096,
+        description="Fusion weights written by `classpulse train` (.pt); empty = built-in priors.",
+    )

@@ -1,0 +1,199 @@
+"""The inference worker: media stream -> micro-batches -> engine -> Kafka scores + live bus.
+
+One worker is one member of the media stream's consumer group ``INFERENCE_GROUP``:
+
+1. a reader task reads new entries (and, every ``claim_interval_s``, claims entries a dead
+   worker left pending longer than ``claim_idle_ms``), decodes them and queues them per
+   participant in a bounded :class:`MicroBatcher` (it stops reading while the batcher is
+   full, so backlog stays in the bounded stream, where the oldest media is evicted);
+2. the batch loop flushes when a batch is full or its oldest item waited its budget, runs
+   the engine in a worker thread (one batch at a time), publishes every ScoreEvent to
+   Kafka ``classpulse.scores`` (keyed by session) and to the live bus, and only then acks
+   the media (at-least-once; event ids are stable, so consumers dedupe redeliveries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.inference.batcher import MicroBatcher
+from services.inference.engine import InferenceEngine
+from services.inference.settings import InferenceSettings
+from shared.contracts.codec import DecodeError, decode_media
+from shared.contracts.events import ScoreEvent
+from shared.contracts.media import MediaMessage
+from shared.contracts.timing import wall_clock
+from shared.contracts.topics import INFERENCE_GROUP, SCORES
+from shared.log import get_logger, spawn
+from shared.metrics import Metrics
+from shared.transport.base import StreamEntry
+from shared.transport.factory import Transports
+from shared.transport.live import LivePublisher
+from shared.transport.typed import EventPublisher
+
+log = get_logger(__name__)
+STAGE = "inference"
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    entry_id: str
+    msg: MediaMessage
+    received: float
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class InferenceWorker:
+    """A consumer-group member that micro-batches media across streams through the engine."""
+
+    def __init__(
+        self,
+        *,
+        engine: InferenceEngine,
+        transports: Transports,
+        settings: InferenceSettings,
+        metrics: Metrics,
+        consumer: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.consumer = consumer or settings.consumer_name or default_consumer_name()
+        self._media = transports.media
+        self._scores = EventPublisher(bus=transports.events, topic=SCORES)
+        self._live = LivePublisher(bus=transports.live)
+        self._metrics = metrics
+        self._clock = clock
+        self._batcher: MicroBatcher[_Item] = MicroBatcher(
+            max_batch=settings.batch_max,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            capacity=max(settings.queue_max, settings.batch_max),
+            clock=clock,
+        )
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._stopping = asyncio.Event()
+        self.batches = 0
+        self.published = 0
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or cancellation); the engine must be loaded."""
+        await self._media.ensure_group(INFERENCE_GROUP)
+        log.info("inference worker %s -> %s", "starting", "running", extra={"consumer": self.consumer})
+        reader = spawn(self._read_loop(), name=f"inference-reader-{self.consumer}")
+        try:
+            await self._batch_loop()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            log.info("inference worker %s -> %s", "running", "stopped", extra={"consumer": self.consumer})
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        s = self.settings
+        next_claim = self._clock()
+        while not self._stopping.is_set():
+            await self._space.wait()
+            if self._clock() >= next_claim:
+                next_claim = self._clock() + s.claim_interval_s
+                claimed = await self._media.claim_stale(
+                    INFERENCE_GROUP, self.consumer, min_idle_ms=s.claim_idle_ms, count=s.read_count
+                )
+                if claimed:
+                    log.info("stale media %s -> %s", "pending", "claimed", extra={"entries": len(claimed)})
+                    await self._enqueue(claimed)
+            entries = await self._media.read_group(
+                INFERENCE_GROUP, self.consumer, count=s.read_count, block_ms=s.read_block_ms
+            )
+            await self._enqueue(entries)
+
+    async def _enqueue(self, entries: list[StreamEntry]) -> None:
+        if not entries:
+            return
+        now = wall_clock()
+        bad: list[str] = []
+        for entry in entries:
+            try:
+                msg = decode_media(entry.data)
+            except DecodeError as exc:
+                log.warning("media entry rejected: %s", exc)
+                self._metrics.errors_total.labels(STAGE, "decode").inc()
+                bad.append(entry.id)
+                continue
+            self._metrics.observe_hop(msg.timing, transport="media", received=now)
+            dropped = self._batcher.put(f"{msg.session}/{msg.participant}", _Item(entry.id, msg, now))
+            if dropped is not None:
+                self._metrics.media_dropped_total.labels("inference_queue_full").inc()
+                bad.append(dropped.value.entry_id)
+        if bad:
+            await self._media.ack(INFERENCE_GROUP, bad)
+        self._metrics.queue_depth.labels("inference_batcher").set(len(self._batcher))
+        if self._batcher.full:
+            self._space.clear()
+        self._wake.set()
+
+    # -- batching --------------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        while not self._stopping.is_set():
+            delay = self._batcher.time_to_deadline()
+            if delay is None or delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay if delay is not None else 0.5)
+                except TimeoutError:
+                    pass
+            if self._batcher.ready():
+                await self._run_batch()
+
+    async def _run_batch(self) -> None:
+        queued = self._batcher.take()
+        self._space.set()
+        self._metrics.queue_depth.labels("inference_batcher").set(len(self._batcher))
+        if not queued:
+            return
+        now = self._clock()
+        for q in queued:
+            self._metrics.inference_queue_wait_seconds.observe(max(0.0, now - q.enqueued))
+        items = [q.value for q in queued]
+        self._metrics.batch_size.observe(len(items))
+        try:
+            events = await asyncio.to_thread(
+                self.engine.process, [i.msg for i in items], received=[i.received for i in items]
+            )
+        except Exception:
+            log.exception("inference batch failed; its media stays pending for a retry")
+            self._metrics.errors_total.labels(STAGE, "batch").inc()
+            return
+        await self._publish(events)
+        await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in items])
+        for item in items:
+            self._metrics.messages_total.labels(STAGE, item.msg.kind).inc()
+        self.batches += 1
+
+    async def _publish(self, events: list[ScoreEvent]) -> None:
+        if not events:
+            return
+        await asyncio.gather(*(self._scores.publish(ev) for ev in events))
+        for ev in events:
+            try:
+                await self._live.publish(ev)
+            except Exception as exc:  # live views are best effort; Kafka has the event
+                log.warning("live publish failed: %s", exc)
+                self._metrics.errors_total.labels(STAGE, "live_publish").inc()
+            self._metrics.observe_trail(ev.timing, stage=STAGE)
+        self.published += len(events)
