@@ -37,6 +37,7 @@ def add_gateway(
         max_sessions=settings.max_sessions,
         max_rows=settings.max_timeline_rows,
         max_aggregates=settings.max_aggregates,
+        class_window_s=settings.class_window_s,
     )
     ctx = GatewayContext(
         live=transports.live,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from services.aggregator.config import AggregationConfig
+from services.aggregator.core import SessionAggregator
 from services.gateway.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
@@ -47,6 +49,7 @@ class SessionRecord:
     started: float
     max_aggregates: int
     timeline: TimelineBuilder
+    aggregator: SessionAggregator
     last_event: float = 0.0
     ended: bool = False
     participants: dict[str, ParticipantRecord] = field(default_factory=dict)
@@ -71,8 +74,19 @@ class SessionRecord:
 class SessionHistory:
     """Sessions, participants, timelines, aggregates and alerts, bounded in memory."""
 
-    def __init__(self, *, metrics: Metrics, max_sessions: int, max_rows: int, max_aggregates: int) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        max_sessions: int,
+        max_rows: int,
+        max_aggregates: int,
+        class_window_s: float = 1.0,
+        aggregation: AggregationConfig | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._class_window_s = class_window_s
+        self._aggregation = aggregation or AggregationConfig()
         self._max_sessions = max_sessions
         self._max_rows = max_rows
         self._max_aggregates = max_aggregates
@@ -89,6 +103,7 @@ class SessionHistory:
                 started=wall_clock(),
                 max_aggregates=self._max_aggregates,
                 timeline=TimelineBuilder(max_rows=self._max_rows),
+                aggregator=SessionAggregator(session=session, config=self._aggregation),
             )
             self._sessions[session] = record
             while len(self._sessions) > self._max_sessions:
@@ -128,8 +143,12 @@ class SessionHistory:
         part.status = "active"
         record.scores += 1
         record.timeline.add(event)
+        record.aggregator.add_score(event)
 
     def _aggregate(self, event: ClassAggregate) -> None:
+        window = event.window
+        if window.kind != "tumbling" or abs(window.size_s - self._class_window_s) > 1e-9:
+            return  # the class timeline and gauges follow one window size
         record = self._session(event.session)
         if record.seen(event.event_id):
             return
@@ -150,6 +169,7 @@ class SessionHistory:
         record = self._session(event.session)
         if record.seen(event.event_id):
             return
+        record.aggregator.add_lifecycle(event)
         if event.kind == "session_ended":
             record.ended = True
             return
@@ -173,6 +193,12 @@ class SessionHistory:
     def sessions(self) -> list[SessionRecord]:
         return list(self._sessions.values())
 
+    def settle(self) -> None:
+        """Let each session's aggregation close what its event clock allows (bounds its buffers)."""
+        for record in self._sessions.values():
+            if record.aggregator.watermark > 0:
+                record.aggregator.advance(record.aggregator.watermark)
+
 
 class HistoryReader:
     """Consumes the four event topics into a :class:`SessionHistory` (a background task)."""
@@ -193,6 +219,7 @@ class HistoryReader:
                 for record in records:
                     self._handle(record)
                 if records:
+                    self._history.settle()
                     await self._consumer.commit()
         finally:
             await self._consumer.close()

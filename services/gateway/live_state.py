@@ -15,7 +15,10 @@ async def live_state(bus: LiveBus, session: str) -> LiveState:
         (LiveParticipant.from_score(m.event) for m in messages if isinstance(m, LiveScore)),
         key=lambda p: p.participant,
     )
-    aggregates = [m.event for m in messages if isinstance(m, LiveAggregate)]
+    windows = sorted(
+        (m.event for m in messages if isinstance(m, LiveAggregate)), key=lambda a: (a.window.kind, a.window.size_s)
+    )
+    tumbling = [a for a in windows if a.window.kind == "tumbling"]
     alerts = sorted(
         (m.event for m in messages if isinstance(m, LiveAlert) and m.event.state == "raised"), key=lambda a: a.since
     )
@@ -23,6 +26,7 @@ async def live_state(bus: LiveBus, session: str) -> LiveState:
         session=session,
         ts=wall_clock(),
         participants=participants,
-        aggregate=aggregates[0] if aggregates else None,
+        aggregate=tumbling[0] if tumbling else None,
+        windows=windows,
         alerts=alerts,
     )

@@ -61,7 +61,8 @@ class LiveState(BaseModel):
     session: str
     ts: float = Field(description="Server time of this snapshot (epoch s).")
     participants: list[LiveParticipant]
-    aggregate: ClassAggregate | None = Field(description="The latest class aggregate, if any yet.")
+    aggregate: ClassAggregate | None = Field(description="The latest aggregate of the finest tumbling window, if any.")
+    windows: list[ClassAggregate] = Field(description="The latest aggregate of every window kind and size.")
     alerts: list[Alert] = Field(description="Alerts currently raised.")
 
 

@@ -31,6 +31,12 @@ class GatewaySettings(StrictSettings):
     max_aggregates: int = Field(
         default=3_600, ge=10, le=1_000_000, description="Class aggregates kept per session (the class timeline)."
     )
+    class_window_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=3600.0,
+        description="Tumbling window (s) the dashboard, the class timeline and the class gauges follow.",
+    )
     history_group: str = Field(
         default="",
         max_length=200,

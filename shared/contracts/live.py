@@ -92,7 +92,8 @@ def state_field(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle) 
     if isinstance(message, LiveScore):
         return f"score:{message.event.participant}"
     if isinstance(message, LiveAggregate):
-        return "aggregate"
+        window = message.event.window
+        return f"aggregate:{window.kind}:{window.size_s:g}"
     if isinstance(message, LiveAlert):
         return f"alert:{message.event.participant or '*'}:{message.event.kind}"
     return f"lifecycle:{message.event.participant}"

@@ -22,6 +22,7 @@ from shared.transport.live import LivePublisher
 from shared.transport.typed import EventPublisher
 
 SECRET = "unit-test-secret"
+START = wall_clock() - 30.0
 
 
 def token(session: str, role: TokenRole, participant: str = "*", secret: str = SECRET) -> str:
@@ -44,9 +45,9 @@ def score(
     engagement: float = 0.6,
     role: str = "student",
 ) -> ScoreEvent:
-    now = wall_clock()
-    trail = TimingTrail(capture_ts=now - 0.05).stamped("ingest", received=now - 0.04, emitted=now - 0.035)
-    trail = trail.stamped("inference", received=now - 0.03, emitted=now - 0.01)
+    capture = START + seq * 0.2  # event time follows media time, as from a real capture
+    trail = TimingTrail(capture_ts=capture).stamped("ingest", received=capture + 0.01, emitted=capture + 0.015)
+    trail = trail.stamped("inference", received=capture + 0.02, emitted=capture + 0.04)
     return ScoreEvent(
         event_id=ScoreEvent.make_id(session, participant, seq),
         session=session,

@@ -69,7 +69,7 @@ def test_every_kind_round_trips_and_has_its_own_state_field() -> None:
         back = decode_live(encode_live(message))
         assert back == message
         fields.add(state_field(back))
-    assert fields == {"score:a", "aggregate", "alert:a:away", "lifecycle:a"}
+    assert fields == {"score:a", "aggregate:tumbling:1", "alert:a:away", "lifecycle:a"}
 
 
 def test_decode_rejects_a_bare_event() -> None:
