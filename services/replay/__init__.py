@@ -1,0 +1,1 @@
+"""Replay: recorded sessions (files or a Kafka event log) to a per-second report."""

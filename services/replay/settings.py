@@ -1,0 +1,25 @@
+"""Replay settings (environment variables ``CLASSPULSE_REPLAY_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import StrictSettings, register_settings
+
+
+@register_settings
+class ReplaySettings(StrictSettings):
+    """Sampling and pipelining of ``classpulse replay`` (perception/fusion use CLASSPULSE_INFERENCE_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSPULSE_REPLAY_", extra="forbid", case_sensitive=False)
+
+    analysis_fps: float = Field(default=5.0, gt=0.0, le=30.0, description="Video frames per second analysed.")
+    frame_width: int = Field(
+        default=640, ge=64, le=3840, description="Width of analysed frames in pixels (height keeps the aspect)."
+    )
+    audio_chunk_s: float = Field(default=0.5, ge=0.1, le=5.0, description="Length of one analysed audio chunk (s).")
+    batch_max: int = Field(default=16, ge=1, le=1024, description="Messages handed to the inference engine at once.")
+    queue_max: int = Field(
+        default=64, ge=2, le=10_000, description="Decoded messages buffered between the decode thread and analysis."
+    )
