@@ -13,7 +13,13 @@ import sys
 from collections.abc import Sequence
 
 # Modules that add commands. Each defines register(subparsers) -> None.
-COMMAND_MODULES: tuple[str, ...] = ("services.core_commands", "services.gateway.cli", "services.inference.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "services.core_commands",
+    "services.gateway.cli",
+    "services.inference.cli",
+    "services.ingest.cli",
+    "services.up.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

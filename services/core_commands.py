@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 # Settings modules of every service, imported by check-config so their classes register.
-SETTINGS_MODULES: tuple[str, ...] = ("shared.settings", "services.gateway.settings", "services.inference.settings")
+SETTINGS_MODULES: tuple[str, ...] = (
+    "shared.settings",
+    "services.gateway.settings",
+    "services.inference.settings",
+    "services.ingest.settings",
+)
 
 
 def register(sub: Any) -> None:

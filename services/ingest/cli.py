@@ -1,0 +1,99 @@
+"""``classpulse ingest`` (standalone WHIP ingest) and ``classpulse simulate`` (load/demo publishers)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ingest", help="run the WHIP ingest service (join page, /whip, /metrics) on its own")
+    p.add_argument("--host", default=None, help="address to bind (default: CLASSPULSE_INGEST_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port to bind (default: CLASSPULSE_INGEST_PORT)")
+    p.set_defaults(handler=_ingest)
+
+    p = sub.add_parser(
+        "simulate", help="publish N simulated students over WHIP (pre-encoded media, no re-encoding) for load and demos"
+    )
+    p.add_argument("--session", required=True, help="session id to publish into")
+    p.add_argument("--students", type=int, default=1, help="number of publishers (default 1)")
+    p.add_argument("--media", type=Path, default=None, help="VP8/H.264 + Opus file to relay (default: synthetic clip)")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of the ingest server")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds to publish (default: until Ctrl-C)")
+    p.add_argument("--prefix", default="student", help="participant ids are PREFIX-1 .. PREFIX-N")
+    p.set_defaults(handler=_simulate)
+
+
+def _load_settings() -> tuple[Any, Any] | None:
+    from pydantic import ValidationError
+
+    from services.ingest.settings import IngestSettings
+    from shared.settings import CommonSettings, SettingsError, check_environment
+
+    try:
+        check_environment()
+        return IngestSettings(), CommonSettings()
+    except (SettingsError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from services.ingest.app import create_ingest_app
+    from shared.log import setup_logging
+    from shared.metrics import default_metrics
+    from shared.transport.factory import build_transports
+
+    loaded = _load_settings()
+    if loaded is None:
+        return 2
+    settings, common = loaded
+    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
+    metrics = default_metrics()
+    transports = build_transports(common, metrics=metrics, client_id="classpulse-ingest")
+    app = create_ingest_app(settings=settings, common=common, transports=transports, metrics=metrics)
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    try:
+        web.run_app(app, host=host, port=port, print=lambda _: print(f"ingest listening on http://{host}:{port}/join"))
+    except OSError as exc:
+        print(f"error: cannot serve on {host}:{port} ({exc.strerror}); choose another --port", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.ingest.simulate import SimulationError, run_simulation
+    from shared.log import setup_logging
+
+    loaded = _load_settings()
+    if loaded is None:
+        return 2
+    _, common = loaded
+    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
+    if not 1 <= args.students <= 500:
+        print("error: --students must be between 1 and 500", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(
+            run_simulation(
+                base_url=args.url,
+                session=args.session,
+                students=args.students,
+                media=args.media,
+                duration_s=args.duration or None,
+                prefix=args.prefix,
+                secret=common.token_secret.get_secret_value(),
+            )
+        )
+    except SimulationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0 if report.connected == args.students else 1

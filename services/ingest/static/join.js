@@ -1,0 +1,102 @@
+// ClassPulse student join page: camera/mic preview and WHIP publishing (RFC 9725), no CDN.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const stateEl = $("state");
+  let pc = null;
+  let stream = null;
+  let resourceUrl = null;
+
+  function show(state, text) {
+    stateEl.dataset.state = state;
+    stateEl.textContent = text;
+  }
+
+  // Fill the form from ?session=&participant=&token= (or #token=, kept out of server logs).
+  const params = new URLSearchParams(location.search);
+  const hash = new URLSearchParams(location.hash.slice(1));
+  for (const key of ["session", "participant", "token"]) {
+    const value = hash.get(key) || params.get(key);
+    if (value) $(key).value = value;
+  }
+
+  function whipUrl(session, participant) {
+    const base = document.body.dataset.whipBase || "/whip/";
+    return new URL(base + encodeURIComponent(session) + "/" + encodeURIComponent(participant), location.href);
+  }
+
+  function waitForIce(conn, timeoutMs) {
+    if (conn.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { conn.removeEventListener("icegatheringstatechange", check); resolve(); };
+      const check = () => { if (conn.iceGatheringState === "complete") done(); };
+      conn.addEventListener("icegatheringstatechange", check);
+      setTimeout(done, timeoutMs);
+    });
+  }
+
+  async function start(event) {
+    event.preventDefault();
+    const session = $("session").value.trim();
+    const participant = $("participant").value.trim();
+    const token = $("token").value.trim();
+    $("start").disabled = true;
+    try {
+      show("media", "Asking for camera and microphone…");
+      stream = await navigator.mediaDevices.getUserMedia({
+        video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 } },
+        audio: true,
+      });
+      $("preview").srcObject = stream;
+      pc = new RTCPeerConnection({ iceServers: [] });
+      for (const track of stream.getTracks()) {
+        pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      }
+      pc.addEventListener("connectionstatechange", () => {
+        const s = pc.connectionState;
+        show(s, s === "connected" ? "Connected — you are in class" : "Connection: " + s);
+      });
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIce(pc, 3000);
+      show("connecting", "Connecting…");
+      const url = whipUrl(session, participant);
+      const response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/sdp", "Authorization": "Bearer " + token },
+        body: pc.localDescription.sdp,
+      });
+      const text = await response.text();
+      if (response.status !== 201) {
+        throw new Error("server said " + response.status + ": " + text.trim());
+      }
+      resourceUrl = new URL(response.headers.get("Location"), url);
+      await pc.setRemoteDescription({ type: "answer", sdp: text });
+      $("stop").disabled = false;
+      $("stop").dataset.token = token;
+    } catch (err) {
+      show("error", "Could not join: " + (err && err.message ? err.message : err));
+      await stop();
+    }
+  }
+
+  async function stop() {
+    const token = $("stop").dataset.token || $("token").value.trim();
+    if (resourceUrl) {
+      try {
+        await fetch(resourceUrl, { method: "DELETE", headers: { "Authorization": "Bearer " + token } });
+      } catch (err) { /* the server ends the session when the connection drops */ }
+      resourceUrl = null;
+    }
+    if (pc) { pc.close(); pc = null; }
+    if (stream) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
+    $("start").disabled = false;
+    $("stop").disabled = true;
+    if (stateEl.dataset.state !== "error") show("idle", "Not connected");
+  }
+
+  $("form").addEventListener("submit", start);
+  $("stop").addEventListener("click", stop);
+  window.addEventListener("pagehide", stop);
+  window.classpulseJoin = { stop };
+})();
