@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.inference.cli",
     "services.ingest.cli",
     "services.up.cli",
+    "services.replay.cli",
 )
 
 

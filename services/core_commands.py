@@ -15,6 +15,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.gateway.settings",
     "services.inference.settings",
     "services.ingest.settings",
+    "services.replay.settings",
 )
 
 

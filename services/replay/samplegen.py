@@ -14,7 +14,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, cast
@@ -125,6 +126,24 @@ def truth_timeline(script: SampleScript) -> list[TruthRow]:
             )
         )
     return rows
+
+
+SIGNALS = ("present", "attentive", "speaking")
+
+
+def agreement(truth: list[TruthRow], rows: Sequence[object], participant: str | None = None) -> dict[str, float]:
+    """Share of seconds where each signal matches the truth, excluding seconds within 1 s of its changes.
+
+    ``rows`` are timeline rows (anything with ``t`` and the signal attributes); a missing
+    second counts as a miss.
+    """
+    by_t = {float(getattr(r, "t")): r for r in rows if participant is None or getattr(r, "participant") == participant}
+    out: dict[str, float] = {}
+    for sig in SIGNALS:
+        judged = [x for x in truth if not x.near_boundary.get(sig, False)]
+        hits = sum(1 for x in judged if x.t in by_t and bool(getattr(by_t[x.t], sig)) == getattr(x, sig))
+        out[sig] = hits / len(judged) if judged else 1.0
+    return out
 
 
 def _near(t: int, edges: list[float]) -> bool:
@@ -349,4 +368,9 @@ def write_sample(
             out.mux(vstream.encode(None))
         if astream is not None:
             out.mux(astream.encode(None))
-    return truth_timeline(script)
+    truth = truth_timeline(script)
+    if not video:
+        truth = [replace(x, present=False, attentive=False) for x in truth]
+    if not audio:
+        truth = [replace(x, speaking=False) for x in truth]
+    return truth

@@ -69,17 +69,18 @@ class TimelineBuilder:
         self.last_media_time = 0.0
         self.events = 0
 
-    def add(self, event: ScoreEvent) -> bool:
-        """Add one event; False when its ``event_id`` was already seen."""
+    def add(self, event: ScoreEvent, *, at: float | None = None) -> bool:
+        """Add one event at ``at`` seconds (default: its ``media_time``); False when its id was already seen."""
         if event.event_id in self._seen:
             return False
         self._seen.add(event.event_id)
         self.events += 1
         self._roles.setdefault(event.participant, event.role)
-        second = math.floor(event.media_time)
+        at = event.media_time if at is None else max(0.0, at)
+        second = math.floor(at)
         per = self._seconds.setdefault(event.participant, {})
         per.setdefault(second, _Second()).add(event)
-        self.last_media_time = max(self.last_media_time, event.media_time)
+        self.last_media_time = max(self.last_media_time, at)
         return True
 
     def add_all(self, events: Iterable[ScoreEvent]) -> None:

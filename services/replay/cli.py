@@ -1,0 +1,186 @@
+"""``classpulse replay`` (a recording or a past session's Kafka log -> report) and ``classpulse demo``.
+
+Handlers import the heavy modules (PyAV, mediapipe, torch) lazily. Errors a user can fix
+print one line on stderr and exit 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="analyse a recording (or a past live session's Kafka events) into report.json/.html/timeline.csv",
+        description=(
+            "Analyse a recorded class (mp4/webm/mkv; H.264, VP8/VP9, AV1; audio optional) faster than real time, "
+            "or rebuild a past live session's report from its Kafka score events, and write DIR/report.json, "
+            "DIR/report.html and DIR/timeline.csv."
+        ),
+    )
+    p.add_argument("input", nargs="?", type=Path, help="recording to analyse (omit with --from-kafka)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: ./<input name>-report)")
+    p.add_argument("--session", default=None, help="session id (default: the file name; required with --from-kafka)")
+    p.add_argument("--participant", default="p1", help="participant id of the person in the recording (default p1)")
+    p.add_argument("--role", choices=["student", "teacher"], default="student", help="their role (default student)")
+    p.add_argument("--from-kafka", action="store_true", help="rebuild from the session's stored score events")
+    p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default CLASSPULSE_KAFKA_BOOTSTRAP)")
+    p.add_argument("--topic", default=None, help="score topic (default classpulse.scores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(handler=_replay)
+
+    p = sub.add_parser(
+        "demo",
+        help="make a sample class recording (photo + espeak-ng speech), replay it and print where the report is",
+    )
+    p.add_argument("--out", type=Path, default=None, help="folder for sample.mp4 and the report (default: a new temp dir)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the sample clip (10..600 s, default 30)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(handler=_demo)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _quiet_native_logs() -> None:
+    """Keep mediapipe/TFLite/absl chatter and deprecation warnings off the user's terminal."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _setup() -> None:
+    from shared.log import setup_logging
+    from shared.settings import CommonSettings
+
+    common = CommonSettings()
+    setup_logging(level="WARNING" if common.log_level == "INFO" else common.log_level, json_lines=common.log_json,
+                  redact_pii=common.log_redact_pii)
+    _quiet_native_logs()
+
+
+def _print_outcome(paths: Any, report: Any, extra: str = "") -> None:
+    print(f"report: {paths.html}")
+    print(f"        {paths.json}")
+    print(f"        {paths.csv}")
+    if extra:
+        print(extra)
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from shared.settings import SettingsError
+
+    try:
+        _setup()
+        if args.from_kafka:
+            return _replay_kafka(args)
+        return _replay_file(args)
+    except (SettingsError, ValidationError) as exc:
+        return _fail(f"invalid ClassPulse settings: {exc}".splitlines()[0] + "; see `classpulse check-config`")
+
+
+def _replay_file(args: argparse.Namespace) -> int:
+    from services.ingest.sources.errors import MediaSourceError
+    from services.replay.files import replay_file
+
+    if args.input is None:
+        return _fail("give a recording to analyse (classpulse replay FILE --out DIR) or use --from-kafka --session ID")
+    out = args.out or Path(f"{args.input.stem or 'replay'}-report")
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out} is a file; give a folder for the report")
+    try:
+        outcome = replay_file(
+            args.input, out_dir=out, session=args.session, participant=args.participant, role=args.role,
+            show_progress=not args.no_progress,
+        )
+    except MediaSourceError as exc:
+        return _fail(exc.message)
+    except PermissionError as exc:
+        return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
+    except Exception as exc:  # the user gets one line; details go to the log at DEBUG
+        from shared.log import get_logger
+
+        get_logger(__name__).debug("replay failed", exc_info=True)
+        return _fail(f"replay of {args.input} failed: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    s = outcome.stats
+    _print_outcome(
+        outcome.paths, outcome.report,
+        f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), "
+        f"{s.frames} frames, {s.audio_chunks} audio chunks",
+    )
+    return 0
+
+
+def _replay_kafka(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.replay.from_events import EventLogError, fetch_session_scores, report_from_events
+    from services.replay.report_files import write_report
+    from shared.contracts.topics import SCORES
+    from shared.settings import CommonSettings
+
+    if args.input is not None:
+        return _fail("give either a recording or --from-kafka, not both")
+    if not args.session:
+        return _fail("--from-kafka needs --session ID (the live session to rebuild)")
+    bootstrap = args.bootstrap or CommonSettings().kafka_bootstrap
+    topic = args.topic or SCORES.name
+    out = args.out or Path(f"{args.session}-report")
+    try:
+        events, skipped = asyncio.run(fetch_session_scores(bootstrap=bootstrap, session=args.session, topic=topic))
+        report = report_from_events(events, session=args.session, source=f"kafka://{bootstrap}/{topic}")
+    except EventLogError as exc:
+        return _fail(str(exc))
+    if skipped:
+        report.warnings.append(f"{skipped} stored record(s) of this session did not match the score contract; skipped")
+    try:
+        paths = write_report(report, out)
+    except OSError as exc:
+        return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
+    _print_outcome(paths, report, f"{len(events)} score events, {len(report.participants)} participant(s)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.replay.files import replay_file
+    from services.replay.samplegen import agreement, default_script, write_sample
+
+    if not 10.0 <= args.seconds <= 600.0:
+        return _fail("--seconds must be between 10 and 600")
+    _setup()
+    out: Path = args.out or Path(tempfile.mkdtemp(prefix="classpulse-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    sample = out / "sample.mp4"
+    print(f"making a {args.seconds:.0f} s sample class recording (Grace Hopper's photo + espeak-ng speech): {sample}")
+    try:
+        truth = write_sample(sample, script=default_script(args.seconds))
+    except (RuntimeError, OSError) as exc:
+        return _fail(f"cannot make the sample: {exc}")
+    outcome = replay_file(sample, out_dir=out, session="demo", show_progress=not args.no_progress)
+    s = outcome.stats
+    scores = agreement(truth, outcome.report.timeline)
+    _print_outcome(
+        outcome.paths, outcome.report,
+        f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time)\n"
+        "agreement with the sample's script (seconds next to a change excluded): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()),
+    )
+    print(f"open {outcome.paths.html} in a browser")
+    return 0
