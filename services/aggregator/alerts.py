@@ -82,6 +82,6 @@ class AlertBook:
         )
 
 
-def alert_order(alert: Alert) -> tuple[float, int, str, str]:
-    """Deterministic output order: by time, clears before raises at the same time."""
-    return (alert.at, 0 if alert.state == "cleared" else 1, alert.kind, alert.participant or "")
+def alert_order(alert: Alert) -> tuple[float, str, str, float, int]:
+    """Deterministic output order: by time, then alert, then episode (a raise before its own clear)."""
+    return (alert.at, alert.kind, alert.participant or "", alert.since, 0 if alert.state == "raised" else 1)
