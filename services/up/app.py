@@ -1,0 +1,87 @@
+"""One aiohttp app with everything: ingest (WHIP, join page), inference worker, in-process
+aggregation and the gateway (REST, live feeds, dashboard, ``/metrics``) on memory transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services.aggregator.config import AggregationConfig
+from services.gateway.app import add_gateway
+from services.gateway.settings import GatewaySettings
+from services.inference.engine import InferenceEngine
+from services.inference.settings import InferenceSettings
+from services.inference.worker import InferenceWorker
+from services.ingest.app import add_ingest_routes
+from services.ingest.settings import IngestSettings
+from services.up.aggregation import InProcessAggregation
+from shared.log import get_logger, spawn
+from shared.metrics import Metrics
+from shared.settings import CommonSettings
+from shared.transport.factory import Transports, build_transports
+
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    """Every service's settings, as loaded by ``classpulse up``."""
+
+    common: CommonSettings
+    gateway: GatewaySettings
+    ingest: IngestSettings
+    inference: InferenceSettings
+    aggregation: AggregationConfig
+
+
+async def _landing(request: web.Request) -> web.Response:
+    return web.Response(
+        text=(
+            "<!doctype html><meta charset=utf-8><title>ClassPulse</title>"
+            "<h1>ClassPulse</h1><ul>"
+            '<li><a href="/join">Join a class (student camera + microphone)</a></li>'
+            '<li><a href="/dashboard">Teacher dashboard</a> (<code>/dashboard?session=S&amp;token=T</code>)</li>'
+            '<li><a href="/api/openapi.json">REST API (OpenAPI)</a></li>'
+            '<li><a href="/metrics">Prometheus metrics</a></li></ul>'
+            "<p>Tokens: <code>classpulse token --session S --participant P --role student|teacher|viewer</code></p>"
+        ),
+        content_type="text/html",
+    )
+
+
+def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEngine | None = None) -> web.Application:
+    """The whole system as one app; transports are memory ones unless the settings say otherwise."""
+    transports: Transports = build_transports(settings.common, metrics=metrics, client_id="classpulse-up")
+    engine = engine or InferenceEngine(settings=settings.inference, metrics=metrics)
+    app = web.Application()
+
+    async def pipeline(_: web.Application) -> AsyncIterator[None]:
+        await transports.start()
+        await asyncio.to_thread(engine.load)
+        worker = InferenceWorker(engine=engine, transports=transports, settings=settings.inference, metrics=metrics)
+        aggregation = InProcessAggregation(
+            events=transports.events, live=transports.live, metrics=metrics, config=settings.aggregation
+        )
+        tasks = [spawn(worker.run(), name="up-inference"), spawn(aggregation.run(), name="up-aggregation")]
+        _log.info("classpulse up state %s -> %s", "starting", "running")
+        yield
+        worker.stop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        engine.close()
+        await transports.close()
+        _log.info("classpulse up state %s -> %s", "running", "stopped")
+
+    app.cleanup_ctx.append(pipeline)
+    add_ingest_routes(app, settings=settings.ingest, common=settings.common, transports=transports, metrics=metrics)
+    add_gateway(app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics)
+    app.router.add_get("/", _landing)
+    return app

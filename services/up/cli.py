@@ -1,0 +1,91 @@
+"""``classpulse up``: the whole system in one process on one port (embedded memory transports)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "up", help="run ingest, inference, aggregation and gateway in one process on one port (embedded default)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
+    p.set_defaults(handler=_up)
+
+
+def _up(args: argparse.Namespace) -> int:
+    import importlib
+    import sys
+
+    from pydantic import ValidationError
+
+    from services.aggregator.config import AggregationConfig
+    from services.core_commands import SETTINGS_MODULES
+    from services.gateway.settings import GatewaySettings
+    from services.inference.settings import InferenceSettings
+    from services.ingest.settings import IngestSettings
+    from services.up.app import UpSettings, create_up_app
+    from shared.log import setup_logging
+    from shared.metrics import default_metrics
+    from shared.settings import CommonSettings, SettingsError, check_environment
+
+    if not 0 <= args.port <= 65535:
+        print("error: --port must be between 0 and 65535", file=sys.stderr)
+        return 2
+    for name in SETTINGS_MODULES:
+        importlib.import_module(name)
+    try:
+        check_environment()
+        settings = UpSettings(
+            common=CommonSettings(),
+            gateway=GatewaySettings(),
+            ingest=IngestSettings(),
+            inference=InferenceSettings(),
+            aggregation=AggregationConfig(),
+        )
+    except (SettingsError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    common = settings.common
+    if common.transport != "memory":
+        print(
+            "error: `classpulse up` runs on memory transports; unset CLASSPULSE_TRANSPORT, or run the services "
+            "separately (classpulse ingest|inference|aggregator|gateway)",
+            file=sys.stderr,
+        )
+        return 2
+    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
+    app = create_up_app(settings=settings, metrics=default_metrics())
+    try:
+        asyncio.run(serve(app, host=args.host, port=args.port))
+    except OSError as exc:
+        print(
+            f"error: cannot serve on {args.host}:{args.port} ({exc.strerror}); choose another --port", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+async def serve(app: Any, *, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM; prints the bound URL (the real port when ``port`` is 0)."""
+    import signal
+
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        print(f"ClassPulse is up: http://{host}:{bound}/  (join: /join, dashboard: /dashboard)", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
