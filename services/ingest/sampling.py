@@ -212,7 +212,8 @@ class AudioChunker:
                 self._reset(rate)
         if not self._buffered:
             self._start_time = max(0.0, media_time)
-            self._start_capture = capture_ts
+        # Re-derive the chunk's start from the newest mapping, so clock updates apply at once.
+        self._start_capture = capture_ts - self._buffered / rate
         self._parts.append(samples)
         self._buffered += len(samples)
         self._received = now

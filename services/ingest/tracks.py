@@ -16,6 +16,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.ingest.publisher import StreamPublisher
+from services.ingest.rtcp_clock import SenderReportClock
 from services.ingest.sampling import AudioChunker, FrameSampler
 from shared.contracts.timing import wall_clock
 from shared.metrics import Metrics
@@ -91,6 +92,19 @@ def _frame_time(frame: av.VideoFrame | av.AudioFrame) -> float | None:
     return float(frame.pts * frame.time_base)
 
 
+def _timing(
+    frame: av.VideoFrame | av.AudioFrame, clock: MediaClock, sender: SenderReportClock | None, arrival: float
+) -> tuple[float, float]:
+    """``(media_time, capture_ts)``: sender-report time when plausible, else arrival-based."""
+    ts = _frame_time(frame)
+    media_time, capture = clock.map(arrival if ts is None else ts, arrival)
+    if sender is not None and frame.pts is not None and frame.time_base is not None and frame.time_base > 0:
+        reported = sender.capture(int(frame.pts), round(1 / frame.time_base), arrival)
+        if reported is not None:
+            capture = reported
+    return media_time, capture
+
+
 async def consume_video(
     track: MediaStreamTrack,
     *,
@@ -99,6 +113,7 @@ async def consume_video(
     observer: TrackObserver,
     metrics: Metrics,
     max_backlog: int,
+    sender: SenderReportClock | None = None,
 ) -> None:
     """Run until the track ends: keep the latest frame, publish one per analysis tick."""
     clock = MediaClock()
@@ -111,8 +126,7 @@ async def consume_video(
         drain_backlog(track, limit=max_backlog, metrics=metrics)
         if not isinstance(frame, av.VideoFrame):
             continue
-        ts = _frame_time(frame)
-        media_time, capture = clock.map(arrival if ts is None else ts, arrival)
+        media_time, capture = _timing(frame, clock, sender, arrival)
         msg = sampler.push(frame, media_time=media_time, capture_ts=capture, received=arrival)
         if msg is None:
             observer.video_frame(arrival, black=None)
@@ -129,6 +143,7 @@ async def consume_audio(
     observer: TrackObserver,
     metrics: Metrics,
     max_backlog: int,
+    sender: SenderReportClock | None = None,
 ) -> None:
     """Run until the track ends: cut 16 kHz mono chunks and publish each."""
     clock = MediaClock()
@@ -141,8 +156,7 @@ async def consume_audio(
         drain_backlog(track, limit=max_backlog * 4, metrics=metrics)
         if not isinstance(frame, av.AudioFrame):
             continue
-        ts = _frame_time(frame)
-        media_time, capture = clock.map(arrival if ts is None else ts, arrival)
+        media_time, capture = _timing(frame, clock, sender, arrival)
         for chunk in chunker.push(frame, media_time=media_time, capture_ts=capture, received=arrival):
             wave = chunk.waveform()
             observer.audio_frame(arrival, silent=float(np.sqrt(np.mean(wave * wave))) < SILENCE_RMS)

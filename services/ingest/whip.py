@@ -20,6 +20,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from services.ingest.lifecycle import LifecycleReporter, PresenceMonitor
 from services.ingest.publisher import StreamPublisher
+from services.ingest.rtcp_clock import attach_sr_clock
 from services.ingest.sampling import AudioChunker, FrameSampler
 from services.ingest.sdp import OfferSummary, SdpError, validate_offer
 from services.ingest.settings import IngestSettings
@@ -249,6 +250,7 @@ class WhipService:
         publisher = StreamPublisher(bus=self.transports.media, metrics=self.metrics, name=name)
         publisher.start()
         resource.publishers.append(publisher)
+        sender = attach_sr_clock(resource.pc, track)
         self.metrics.active_streams.labels(track.kind).inc()
         if track.kind == "video":
             sampler = FrameSampler(
@@ -266,6 +268,7 @@ class WhipService:
                 observer=resource.monitor,
                 metrics=self.metrics,
                 max_backlog=s.max_decoded_backlog,
+                sender=sender,
             )
         else:
             chunker = AudioChunker(
@@ -279,6 +282,7 @@ class WhipService:
                 observer=resource.monitor,
                 metrics=self.metrics,
                 max_backlog=s.max_decoded_backlog,
+                sender=sender,
             )
         resource.tasks.append(spawn(coro, name=f"consume-{name}"))
 

@@ -1,0 +1,96 @@
+"""Capture time from RTCP Sender Reports: RTP timestamp -> sender's wall clock.
+
+A sender report pairs an RTP timestamp with the sender's NTP wall-clock time, so a
+frame's capture time is ``sr_wall + (frame_rtp - sr_rtp) / clock_rate``. That holds
+when the publisher's clock is synchronised with ours (same host, or NTP); a result in
+the future or more than ``max_lag_s`` in the past means the clocks disagree, and the
+caller falls back to arrival-based timing (:class:`services.ingest.tracks.MediaClock`).
+
+aiortc keeps sender reports to itself, so :func:`attach_sr_clock` wraps the receiver's
+RTCP handler (an instance attribute, looked up per packet) to observe them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtp import RtcpSrPacket
+
+_NTP_UNIX_OFFSET = 2_208_988_800
+_WRAP = 1 << 32
+
+
+def ntp_to_unix(ntp: int) -> float:
+    """A 64-bit NTP timestamp as epoch seconds."""
+    return (ntp >> 32) - _NTP_UNIX_OFFSET + (ntp & 0xFFFFFFFF) / _WRAP
+
+
+class SenderReportClock:
+    """Maps RTP timestamps of one receiver to the sender's wall clock from its latest SR."""
+
+    def __init__(self, *, receiver: Any = None, max_lag_s: float = 10.0, max_ahead_s: float = 0.05) -> None:
+        self._receiver = receiver
+        self.max_lag_s = max_lag_s
+        self.max_ahead_s = max_ahead_s
+        self._sr: tuple[float, int] | None = None  # (wall time, 32-bit rtp timestamp)
+        self.reports = 0
+        self.rejected = 0
+
+    def on_report(self, ntp: int, rtp: int) -> None:
+        self._sr = (ntp_to_unix(ntp), rtp & 0xFFFFFFFF)
+        self.reports += 1
+
+    def _origin(self) -> int | None:
+        mapper = getattr(self._receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        origin = getattr(mapper, "_origin", None)
+        return int(origin) if origin is not None else None
+
+    def capture(self, pts: int, clock_rate: int, arrival: float) -> float | None:
+        """Sender wall time of a frame whose aiortc ``pts`` is ``pts``; None when unknown or implausible."""
+        if self._sr is None or clock_rate <= 0:
+            return None
+        origin = self._origin()
+        if origin is None:
+            return None
+        return self.capture_rtp((pts + origin) % _WRAP, clock_rate, arrival)
+
+    def capture_rtp(self, rtp: int, clock_rate: int, arrival: float) -> float | None:
+        """Sender wall time of a 32-bit RTP timestamp; None when unknown or implausible."""
+        if self._sr is None:
+            return None
+        wall, sr_rtp = self._sr
+        diff = (rtp - sr_rtp) % _WRAP
+        if diff >= _WRAP // 2:
+            diff -= _WRAP
+        capture = wall + diff / clock_rate
+        if capture > arrival + self.max_ahead_s or capture < arrival - self.max_lag_s:
+            self.rejected += 1
+            return None
+        return min(capture, arrival)
+
+
+def _receiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpReceiver | None:
+    for receiver in pc.getReceivers():
+        if receiver.track is track:
+            return receiver
+    return None
+
+
+def attach_sr_clock(pc: RTCPeerConnection, track: MediaStreamTrack) -> SenderReportClock | None:
+    """Observe the sender reports of ``track``'s receiver; None if aiortc's internals differ."""
+    receiver = _receiver_of(pc, track)
+    original: Callable[[Any], Awaitable[None]] | None = getattr(receiver, "_handle_rtcp_packet", None)
+    if receiver is None or original is None:
+        return None
+    clock = SenderReportClock(receiver=receiver)
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            clock.on_report(packet.sender_info.ntp_timestamp, packet.sender_info.rtp_timestamp)
+        await original(packet)
+
+    receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+    return clock
