@@ -43,7 +43,9 @@ def register(sub: Any) -> None:
         "demo",
         help="make a sample class recording (photo + espeak-ng speech), replay it and print where the report is",
     )
-    p.add_argument("--out", type=Path, default=None, help="folder for sample.mp4 and the report (default: a new temp dir)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="folder for sample.mp4 and the report (default: a new temp dir)",
+    )
     p.add_argument("--seconds", type=float, default=30.0, help="length of the sample clip (10..600 s, default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=_demo)
@@ -70,6 +72,13 @@ def _setup() -> None:
     setup_logging(level="WARNING" if common.log_level == "INFO" else common.log_level, json_lines=common.log_json,
                   redact_pii=common.log_redact_pii)
     _quiet_native_logs()
+
+
+def _mute_native() -> bool:
+    """Mute C++ chatter on stderr during analysis unless the user asked for debug logs."""
+    from shared.settings import CommonSettings
+
+    return CommonSettings().log_level != "DEBUG"
 
 
 def _print_outcome(paths: Any, report: Any, extra: str = "") -> None:
@@ -108,7 +117,7 @@ def _replay_file(args: argparse.Namespace) -> int:
     try:
         outcome = replay_file(
             args.input, out_dir=out, session=args.session, participant=args.participant, role=args.role,
-            show_progress=not args.no_progress,
+            show_progress=not args.no_progress, quiet_native=_mute_native(),
         )
     except MediaSourceError as exc:
         return _fail(exc.message)
@@ -173,7 +182,9 @@ def _demo(args: argparse.Namespace) -> int:
         truth = write_sample(sample, script=default_script(args.seconds))
     except (RuntimeError, OSError) as exc:
         return _fail(f"cannot make the sample: {exc}")
-    outcome = replay_file(sample, out_dir=out, session="demo", show_progress=not args.no_progress)
+    outcome = replay_file(
+        sample, out_dir=out, session="demo", show_progress=not args.no_progress, quiet_native=_mute_native()
+    )
     s = outcome.stats
     scores = agreement(truth, outcome.report.timeline)
     _print_outcome(

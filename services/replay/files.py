@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from services.replay.pipeline import ReplayJob, ReplayStats, Role, default_session_id, run_replay
 from services.replay.progress import NoProgress, ProgressBar, ProgressSink
 from services.replay.report_files import ReportPaths, write_report
 from services.replay.settings import ReplaySettings
 from shared.contracts.report import Report
+
+
+@contextlib.contextmanager
+def native_stderr_muted(enabled: bool = True) -> Iterator[TextIO]:
+    """Send file descriptor 2 to /dev/null for a while and yield a stream on the real stderr.
+
+    mediapipe/TFLite print absl warnings straight from C++ while their graphs start, which
+    would bury the CLI's progress bar and messages; those go to the yielded stream instead.
+    """
+    if not enabled:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    real = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    try:
+        os.dup2(devnull, 2)
+        yield real
+    finally:
+        real.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        real.close()
 
 
 @dataclass(frozen=True)
@@ -28,6 +58,7 @@ def replay_file(
     role: Role = "student",
     settings: ReplaySettings | None = None,
     show_progress: bool = False,
+    quiet_native: bool = False,
 ) -> ReplayOutcome:
     """Analyse one recording and write its report; raises MediaSourceError for unusable input."""
     from services.aggregator.core import AggregationConfig, SessionAggregator
@@ -50,16 +81,18 @@ def replay_file(
     if not info.has_audio:
         warnings.append(f"{path.name} has no audio track: speaking and talk time were not observed (all false)")
     engine = InferenceEngine(settings=InferenceSettings())
-    engine.load()
-    progress: ProgressSink = ProgressBar(total_s=info.duration_s) if show_progress else NoProgress()
-    try:
+    summariser = SessionAggregator(session=session_id, config=AggregationConfig())
+    with native_stderr_muted(quiet_native) as stderr:
+        progress: ProgressSink = ProgressBar(total_s=info.duration_s, stream=stderr) if show_progress else NoProgress()
         job = ReplayJob(
-            source=source, scorer=engine, summariser=SessionAggregator(session=session_id, config=AggregationConfig()),
-            session=session_id, source_name=path.name, participant=participant, role=role,
-            expected_duration_s=info.duration_s, warnings=warnings, batch_max=settings.batch_max,
-            queue_max=settings.queue_max, frame_step_s=1.0 / settings.analysis_fps, progress=progress,
+            source=source, scorer=engine, summariser=summariser, session=session_id, source_name=path.name,
+            participant=participant, role=role, expected_duration_s=info.duration_s, warnings=warnings,
+            batch_max=settings.batch_max, queue_max=settings.queue_max, frame_step_s=1.0 / settings.analysis_fps,
+            progress=progress,
         )
-        report, stats = run_replay(job)
-    finally:
-        engine.close()
+        engine.load()
+        try:
+            report, stats = run_replay(job)
+        finally:
+            engine.close()
     return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)

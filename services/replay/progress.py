@@ -26,7 +26,9 @@ class NoProgress:
 
 
 class ProgressBar:
-    """``[#####.....]  42%  12.6/30.0 s  96 frames/s  21x real time`` redrawn in place on a terminal.
+    """The clock starts at the first update (after models load).
+
+    ``[#####.....]  42%  12.6/30.0 s  96 frames/s  21x real time`` redrawn in place on a terminal.
 
     Not a terminal (CI logs, pipes): one plain line per 10 % instead of carriage returns.
     """
@@ -36,13 +38,15 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._started = time.perf_counter()
+        self._started: float | None = None
         self._last_draw = 0.0
         self._last_decile = -1
 
     def _line(self, media_time: float, frames: int) -> str:
+        if self._started is None:
+            self._started = time.perf_counter()
         elapsed = max(time.perf_counter() - self._started, 1e-6)
-        speed = f"{frames / elapsed:5.0f} frames/s  {media_time / elapsed:5.1f}x real time"
+        speed = f"{frames / elapsed:5.0f} frames/s  {media_time / elapsed:5.1f}x real time" if elapsed > 0.1 else ""
         if self.total_s is None:
             return f"analysed {media_time:7.1f} s  {speed}"
         share = min(1.0, media_time / self.total_s)

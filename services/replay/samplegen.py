@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from shared.contracts.report import TimelineRow
+
 Visual = Literal["frontal", "away", "empty"]
 AUDIO_RATE = 48_000
 SPEECH_TEXT = (
@@ -131,13 +133,12 @@ def truth_timeline(script: SampleScript) -> list[TruthRow]:
 SIGNALS = ("present", "attentive", "speaking")
 
 
-def agreement(truth: list[TruthRow], rows: Sequence[object], participant: str | None = None) -> dict[str, float]:
+def agreement(truth: list[TruthRow], rows: Sequence[TimelineRow], participant: str | None = None) -> dict[str, float]:
     """Share of seconds where each signal matches the truth, excluding seconds within 1 s of its changes.
 
-    ``rows`` are timeline rows (anything with ``t`` and the signal attributes); a missing
-    second counts as a miss.
+    A second missing from ``rows`` counts as a miss.
     """
-    by_t = {float(getattr(r, "t")): r for r in rows if participant is None or getattr(r, "participant") == participant}
+    by_t = {r.t: r for r in rows if participant is None or r.participant == participant}
     out: dict[str, float] = {}
     for sig in SIGNALS:
         judged = [x for x in truth if not x.near_boundary.get(sig, False)]
