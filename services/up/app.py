@@ -54,6 +54,14 @@ async def _landing(request: web.Request) -> web.Response:
     )
 
 
+async def _sample_media_depth(transports: Transports, metrics: Metrics, period_s: float = 1.0) -> None:
+    """Export the media stream's length as ``classpulse_queue_depth{queue="media_stream"}``."""
+    gauge = metrics.queue_depth.labels("media_stream")
+    while True:
+        gauge.set(await transports.media.length())
+        await asyncio.sleep(period_s)
+
+
 def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEngine | None = None) -> web.Application:
     """The whole system as one app; transports are memory ones unless the settings say otherwise."""
     transports: Transports = build_transports(settings.common, metrics=metrics, client_id="classpulse-up")
@@ -67,7 +75,11 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
         aggregation = InProcessAggregation(
             events=transports.events, live=transports.live, metrics=metrics, config=settings.aggregation
         )
-        tasks = [spawn(worker.run(), name="up-inference"), spawn(aggregation.run(), name="up-aggregation")]
+        tasks = [
+            spawn(worker.run(), name="up-inference"),
+            spawn(aggregation.run(), name="up-aggregation"),
+            spawn(_sample_media_depth(transports, metrics), name="up-media-depth"),
+        ]
         _log.info("classpulse up state %s -> %s", "starting", "running")
         yield
         worker.stop()
