@@ -88,13 +88,16 @@ class FileSource:
         options = {"rw_timeout": "10000000"} if _is_url(self.path) else {}
         try:
             container = av.open(self.path, mode="r", options=options, timeout=10.0)
-        except av.error.InvalidDataError as exc:
+        except (av.error.FFmpegError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            if _is_url(self.path):
+                raise MediaSourceError(
+                    f"cannot open {self.path} ({reason}); check the URL and that the stream is reachable"
+                ) from exc
             raise MediaSourceError(
-                f"{self._name()} is not a media file PyAV/ffmpeg can read, or it is truncated ({exc.strerror}); "
+                f"{self._name()} is not a media file PyAV/ffmpeg can read, or it is truncated ({reason}); "
                 "give a complete mp4, webm or mkv recording"
             ) from exc
-        except (av.error.FFmpegError, OSError) as exc:
-            raise MediaSourceError(f"cannot open {self._name()}: {exc}; check the path or URL") from exc
         if not container.streams.video and not container.streams.audio:
             container.close()
             raise MediaSourceError(
