@@ -28,7 +28,7 @@ from services.aggregator.alerts import AlertBook, alert_order
 from services.aggregator.config import AggregationConfig
 from services.aggregator.equity import gini, ratio
 from services.aggregator.state import Cell, Lifecycle, Participant, Sample
-from services.aggregator.windows import Buckets, build_aggregate, class_attentive_ratio, merge_cells
+from services.aggregator.windows import WindowKey, build_aggregate, class_attentive_ratio
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.report import ParticipantSummary, SessionSummary
 
@@ -57,7 +57,8 @@ class SessionAggregator:
         self._pending: dict[str, list[Sample]] = {}
         self._lifecycle: list[Lifecycle] = []
         self._participants: dict[str, Participant] = {}
-        self._buckets: Buckets = {}
+        self._dip_buckets: dict[int, dict[str, Cell]] = {}
+        self._open: dict[WindowKey, dict[str, Cell]] = {}
         self._last_t: float | None = None
         self._next_tumbling: dict[float, int] = {size: 0 for size in config.tumbling_sizes_s}
         self._next_hopping = 0
@@ -150,6 +151,8 @@ class SessionAggregator:
         cfg = self.config
         items: list[tuple[float, int, str, int, Sample | Lifecycle, float]] = []
         for pid, pending in self._pending.items():
+            if not pending or pending[0].ts >= frontier + origin:
+                continue
             k = bisect.bisect_left(pending, frontier + origin, key=lambda s: s.ts)
             for i in range(k):
                 s = pending[i]
@@ -183,17 +186,18 @@ class SessionAggregator:
         if p.joined_at is None:
             p.joined_at = t
         self._last_t = t if self._last_t is None else max(self._last_t, t)
-        cell = self._buckets.setdefault(math.floor(t / cfg.bucket_s + _EPS), {}).setdefault(
-            s.participant, Cell(role=s.role)
-        )
-        cell.role = s.role
-        p.add(cell, dur=dur, sample=s)
+        k = math.floor(t / cfg.bucket_s + _EPS)
+        cells = [self._dip_buckets.setdefault(k, {}).setdefault(s.participant, Cell(role=s.role))]
+        cells += [self._open.setdefault(key, {}).setdefault(s.participant, Cell(role=s.role))
+                  for key in self._window_keys(k)]
+        p.add(cells, dur=dur, sample=s)
         if s.role == "student" and self._silence_since is None:
             self._silence_since = t
         if s.speaking:
             if p.last_speech_end is None or t - p.last_speech_end > cfg.turn_gap_s:
                 p.turns += 1
-                cell.turns += 1
+                for cell in cells:
+                    cell.turns += 1
             p.last_speech_end = t + dur
             if s.role == "teacher":
                 self._teacher_end = max(self._teacher_end or 0.0, t + dur)
@@ -208,14 +212,17 @@ class SessionAggregator:
                 self._silence_since = t + dur
         if s.hand and not p.hand:
             p.hand_raises += 1
-            cell.hand_raises += 1
+            for cell in cells:
+                cell.hand_raises += 1
             p.hand_since = t
         if not s.hand:
             p.hand_since = None
         p.hand = s.hand
-        cell.hand_any = cell.hand_any or s.hand
-        cell.hand_last = s.hand
-        cell.hand_since = p.hand_since
+        for cell in cells:
+            cell.role = s.role
+            cell.hand_any = cell.hand_any or s.hand
+            cell.hand_last = s.hand
+            cell.hand_since = p.hand_since
         if s.present:
             self._emit(self.alerts.clear("away", s.participant, at=t, origin=origin))
             p.absent_since = None
@@ -277,7 +284,7 @@ class SessionAggregator:
         """Run the class attention-dip alert over the buckets closed up to ``limit`` (exclusive)."""
         cfg, origin = self.config, self._origin()
         for k in range(self._next_dip_bucket, limit):
-            level = class_attentive_ratio(self._buckets.get(k, {}))
+            level = class_attentive_ratio(self._dip_buckets.get(k, {}))
             if level is None:
                 continue
             start = k * cfg.bucket_s
@@ -318,21 +325,42 @@ class SessionAggregator:
         out.sort(key=lambda a: (a.window.end, a.window.size_s, a.window.kind))
         return out
 
+    def _window_keys(self, k: int) -> list[WindowKey]:
+        """The open windows that bucket ``k`` belongs to."""
+        cfg = self.config
+        keys: list[WindowKey] = []
+        for size_s in cfg.tumbling_sizes_s:
+            size = cfg.buckets(size_s)
+            keys.append(("tumbling", size, (k // size) * size))
+        if cfg.hopping_size_s is not None:
+            size, step = cfg.buckets(cfg.hopping_size_s), cfg.buckets(cfg.hopping_step_s)
+            j = max(0, -(-(k - size + 1) // step))
+            while j * step <= k:
+                keys.append(("hopping", size, j * step))
+                j += 1
+        return keys
+
     def _aggregate(self, kind: Literal["tumbling", "hopping"], first: int, last: int) -> ClassAggregate:
         b = self.config.bucket_s
         start, end = round(first * b, 6), round(last * b, 6)
         waits = [w for t, w in self._waits if t < end]
         return build_aggregate(
             session=self.session, kind=kind, start=start, end=end, origin=self._origin(),
-            cells=merge_cells(self._buckets, first, last), wait_time_s=waits[-1] if waits else None,
+            cells=self._open.pop((kind, last - first, first), {}), wait_time_s=waits[-1] if waits else None,
         )
 
     def _prune(self, frontier_epoch: float) -> None:
-        keep_from = min([*self._next_tumbling.values(), self._next_hopping, self._next_dip_bucket])
-        for k in [k for k in self._buckets if k < keep_from]:
-            del self._buckets[k]
+        for k in [k for k in self._dip_buckets if k < self._next_dip_bucket]:
+            del self._dip_buckets[k]
         if frontier_epoch != math.inf:
-            for eid in [e for e, ts in self._seen.items() if ts < frontier_epoch - self.config.lateness_s]:
+            # ids arrive roughly in time order: drop from the oldest until one is still needed
+            cutoff = frontier_epoch - self.config.lateness_s
+            drop: list[str] = []
+            for eid, ts in self._seen.items():
+                if ts >= cutoff:
+                    break
+                drop.append(eid)
+            for eid in drop:
                 del self._seen[eid]
 
     # ------------------------------------------------------------------ summary

@@ -8,7 +8,7 @@ The configuration is not stored: the restoring worker supplies its own.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 from services.aggregator.config import AggregationConfig
@@ -16,6 +16,16 @@ from services.aggregator.core import SessionAggregator
 from services.aggregator.state import Cell, Lifecycle, Participant, Sample
 
 SNAPSHOT_VERSION = 1
+
+
+def astuple(obj: Sample | Lifecycle | Participant | Cell) -> list[object]:
+    """Field values in declaration order (flat dataclasses; much faster than dataclasses.astuple)."""
+    return [getattr(obj, name) for name in _FIELDS[type(obj)]]
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in (Sample, Lifecycle, Participant, Cell)
+}
 
 
 class SnapshotError(ValueError):
@@ -37,10 +47,11 @@ def dump(agg: SessionAggregator) -> bytes:
         "dup": agg.duplicate_events,
         "ended": agg.ended,
         "seen": a._seen,
-        "pending": {pid: [asdict(s) for s in lst] for pid, lst in a._pending.items() if lst},
-        "lifecycle": [asdict(lc) for lc in a._lifecycle],
-        "participants": {pid: asdict(p) for pid, p in a._participants.items()},
-        "buckets": {str(k): {pid: asdict(c) for pid, c in cells.items()} for k, cells in a._buckets.items()},
+        "pending": {pid: [astuple(s) for s in lst] for pid, lst in a._pending.items() if lst},
+        "lifecycle": [astuple(lc) for lc in a._lifecycle],
+        "participants": {pid: astuple(p) for pid, p in a._participants.items()},
+        "dip_buckets": [[k, {pid: astuple(c) for pid, c in cells.items()}] for k, cells in a._dip_buckets.items()],
+        "open": [[*key, {pid: astuple(c) for pid, c in cells.items()}] for key, cells in a._open.items()],
         "last_t": a._last_t,
         "next_tumbling": [[size, k] for size, k in a._next_tumbling.items()],
         "next_hopping": a._next_hopping,
@@ -72,10 +83,12 @@ def load(raw: bytes, *, config: AggregationConfig) -> SessionAggregator:
         agg.duplicate_events = data["dup"]
         agg.ended = data["ended"]
         a._seen = dict(data["seen"])
-        a._pending = {pid: [Sample(**s) for s in lst] for pid, lst in data["pending"].items()}
-        a._lifecycle = [Lifecycle(**lc) for lc in data["lifecycle"]]
-        a._participants = {pid: Participant(**p) for pid, p in data["participants"].items()}
-        a._buckets = {int(k): {pid: Cell(**c) for pid, c in cells.items()} for k, cells in data["buckets"].items()}
+        a._pending = {pid: [Sample(*s) for s in lst] for pid, lst in data["pending"].items()}
+        a._lifecycle = [Lifecycle(*lc) for lc in data["lifecycle"]]
+        a._participants = {pid: Participant(*p) for pid, p in data["participants"].items()}
+        a._dip_buckets = {int(k): {pid: Cell(*c) for pid, c in cells.items()} for k, cells in data["dip_buckets"]}
+        a._open = {(kind, int(size), int(first)): {pid: Cell(*c) for pid, c in cells.items()}
+                   for kind, size, first, cells in data["open"]}
         a._last_t = data["last_t"]
         stored = {float(size): int(k) for size, k in data["next_tumbling"]}
         a._next_tumbling = {size: stored.get(size, 0) for size in config.tumbling_sizes_s}

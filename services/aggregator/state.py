@@ -97,9 +97,10 @@ class Participant:
     turns: int = 0
     hand_raises: int = 0
 
-    def add(self, cell: Cell, *, dur: float, sample: Sample) -> None:
-        """Add one sample of duration ``dur`` to this participant's totals and to ``cell``."""
-        for acc in (self, cell):
+    def add(self, cells: list[Cell], *, dur: float, sample: Sample) -> None:
+        """Add one sample of duration ``dur`` to this participant's totals and to every cell."""
+        accs: list[Participant | Cell] = [self, *cells]
+        for acc in accs:
             acc.observed += dur
             if sample.present:
                 acc.present += dur

@@ -10,7 +10,8 @@ from services.aggregator.state import Cell
 from shared.contracts.events import ClassAggregate, ParticipantWindow, WindowRef
 from shared.contracts.timing import TimingTrail
 
-Buckets = dict[int, dict[str, Cell]]
+WindowKey = tuple[str, int, int]
+"""(kind, size in buckets, first bucket) of an open window."""
 
 PRESENT_MIN_RATIO = 0.5
 """A participant counts as present in a window when in frame at least this share of it."""
@@ -18,26 +19,6 @@ PRESENT_MIN_RATIO = 0.5
 
 def window_id(session: str, window: WindowRef) -> str:
     return f"{session}/{window.kind}/{window.size_s:g}/{window.start:g}"
-
-
-def merge_cells(buckets: Mapping[int, Mapping[str, Cell]], first: int, last: int) -> dict[str, Cell]:
-    """Per-participant sums over buckets ``first .. last - 1`` (hand state from the latest bucket)."""
-    out: dict[str, Cell] = {}
-    for k in range(first, last):
-        for pid, cell in buckets.get(k, {}).items():
-            acc = out.setdefault(pid, Cell(role=cell.role))
-            acc.observed += cell.observed
-            acc.present += cell.present
-            acc.attentive += cell.attentive
-            acc.talk += cell.talk
-            acc.engagement += cell.engagement
-            acc.turns += cell.turns
-            acc.hand_raises += cell.hand_raises
-            acc.hand_any = acc.hand_any or cell.hand_any
-            if cell.observed > 0:
-                acc.hand_last = cell.hand_last
-                acc.hand_since = cell.hand_since
-    return out
 
 
 def class_attentive_ratio(cells: Mapping[str, Cell]) -> float | None:
