@@ -136,6 +136,13 @@ class Metrics:
             registry=registry,
         )
 
+        # Aggregator.
+        self.aggregator_sessions = Gauge(
+            "classpulse_aggregator_sessions",
+            "Sessions whose aggregation state this aggregator holds in memory.",
+            registry=registry,
+        )
+
         # Inference worker.
         self.inference_seconds = Histogram(
             "classpulse_inference_seconds",
