@@ -31,6 +31,12 @@
   }
 
   // ---------- latency from the timing trail ----------
+  // Student signals (scores) measure capture -> dashboard; class aggregates are emitted when
+  // their window closes, so their delay (window end -> dashboard) is shown on its own line.
+  function observeAggregateDelay(timing) {
+    if (!timing) return;
+    addStage("class aggregate: window end → dashboard", Date.now() / 1000 - timing.capture_ts);
+  }
   function observeTiming(timing) {
     if (!timing) return;
     const now = Date.now() / 1000;
@@ -157,6 +163,10 @@
     };
     line(2, "#a7f3d0");
     line(1, "#2563eb");
+    ctx.fillStyle = "#2563eb";
+    const last = pts[pts.length - 1];
+    const lx = ((last[0] - t0) / (t1 - t0)) * (w - 4) + 2, ly = h - last[1] * (h - 4) - 2;
+    ctx.beginPath(); ctx.arc(lx, ly, 3, 0, 2 * Math.PI); ctx.fill();
     const a = state.aggregate;
     $("class-figures").textContent =
       "engagement " + Math.round(a.engagement_mean * 100) + "% · attentive " + Math.round(a.attentive_ratio * 100) +
@@ -218,7 +228,7 @@
       observeTiming(msg.event.timing);
       applyScore({ ...msg.event, receivedAt: now });
     } else if (msg.kind === "aggregate") {
-      observeTiming(msg.event.timing);
+      observeAggregateDelay(msg.event.timing);
       applyAggregate(msg.event);
     } else if (msg.kind === "alert") {
       applyAlert(msg.event);
