@@ -19,7 +19,8 @@ def ev(t: float, seq: int, *, participant: str = "p1", present: bool = True, att
     return ScoreEvent(
         event_id=ScoreEvent.make_id("s", participant, seq), session="s", participant=participant, seq=seq,
         media_time=t, present=present, attentive=attentive, speaking=speaking, hand_raised=hand,
-        engagement=engagement, confidence=confidence, timing=TimingTrail(capture_ts=1000.0 + (t if capture is None else capture)),
+        engagement=engagement, confidence=confidence,
+        timing=TimingTrail(capture_ts=1000.0 + (t if capture is None else capture)),
     )
 
 
