@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.ingest.cli",
     "services.up.cli",
     "services.replay.cli",
+    "services.aggregator.cli",
 )
 
 

@@ -16,6 +16,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.inference.settings",
     "services.ingest.settings",
     "services.replay.settings",
+    "services.aggregator.settings",
 )
 
 

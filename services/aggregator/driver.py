@@ -1,0 +1,185 @@
+"""Drives one :class:`SessionAggregator` per session from raw Kafka records.
+
+Shared by both engines (faust worker and plain aiokafka consumer); the swappable parts
+are Protocols: where snapshots live (:class:`SnapshotStore`) and how results leave
+(:class:`Emitter`). Order per batch: feed records -> close windows -> emit (and wait for
+the broker's ack) -> publish live state -> save the snapshot. A crash after emitting and
+before saving re-emits the same events (same ``event_id``) on restart: at least once,
+never lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Literal, Protocol
+
+from services.aggregator.config import AggregationConfig
+from services.aggregator.core import SessionAggregator
+from services.aggregator.snapshot import SnapshotError, dump, load
+from shared.contracts.codec import DecodeError, EventCodec
+from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+from shared.contracts.timing import wall_clock
+from shared.log import get_logger, pii
+from shared.metrics import Metrics
+from shared.transport.live import LivePublisher
+
+_log = get_logger(__name__)
+STAGE = "aggregator"
+Output = ClassAggregate | Alert
+
+
+class SnapshotStore(Protocol):
+    """Where session snapshots live (a faust table, a dict)."""
+
+    def load(self, session: str) -> bytes | None: ...
+
+    def save(self, session: str, data: bytes) -> None: ...
+
+
+class Emitter(Protocol):
+    """Sends aggregates and alerts keyed by session; returns once the broker has them."""
+
+    async def emit(self, session: str, events: Sequence[Output]) -> None: ...
+
+
+class DictStore:
+    """Snapshots in a plain dict (tests, the plain engine)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def load(self, session: str) -> bytes | None:
+        return self.data.get(session)
+
+    def save(self, session: str, data: bytes) -> None:
+        self.data[session] = data
+
+
+class SessionDriver:
+    """Feeds records to per-session aggregators and publishes what they close."""
+
+    def __init__(
+        self,
+        *,
+        config: AggregationConfig,
+        clock: Literal["wall", "event"],
+        store: SnapshotStore,
+        emitter: Emitter,
+        metrics: Metrics,
+        live: LivePublisher | None = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._store = store
+        self._emitter = emitter
+        self._metrics = metrics
+        self._live = live
+        self._scores = EventCodec(ScoreEvent)
+        self._lifecycle = EventCodec(LifecycleEvent)
+        self.sessions: dict[str, SessionAggregator] = {}
+        self._dirty: set[str] = set()
+        self.finished: set[str] = set()
+        """Sessions that ended and were flushed (not reloaded by time-driven closes)."""
+
+    def session(self, session: str) -> SessionAggregator:
+        """The session's aggregator: cached, restored from its snapshot, or new."""
+        agg = self.sessions.get(session)
+        if agg is not None:
+            return agg
+        raw = self._store.load(session)
+        if raw is not None:
+            try:
+                agg = load(raw, config=self._config)
+                _log.info("session state %s -> %s", "snapshot", "restored", extra=pii(session=session))
+            except SnapshotError as exc:
+                self._metrics.errors_total.labels(STAGE, "snapshot").inc()
+                _log.error("session snapshot unusable, starting empty: %s", exc, extra=pii(session=session))
+        if agg is None:
+            agg = SessionAggregator(session=session, config=self._config)
+        self.sessions[session] = agg
+        self._metrics.aggregator_sessions.set(len(self.sessions))
+        return agg
+
+    def forget(self) -> None:
+        """Drop cached aggregators (partitions moved): they reload from snapshots when needed."""
+        self.sessions.clear()
+        self._dirty.clear()
+        self._metrics.aggregator_sessions.set(0)
+
+    def add(self, kind: Literal["score", "lifecycle"], value: bytes) -> str | None:
+        """Feed one record; returns its session (None for an undecodable record, which is counted)."""
+        try:
+            if kind == "score":
+                score = self._scores.decode(value)
+                self._metrics.observe_hop(score.timing, transport="events")
+                agg = self.session(score.session)
+                late, dup = agg.late_events, agg.duplicate_events
+                agg.add_score(score)
+                self._count(agg, late, dup)
+                session = score.session
+            else:
+                life = self._lifecycle.decode(value)
+                agg = self.session(life.session)
+                agg.add_lifecycle(life)
+                self._metrics.messages_total.labels(STAGE, "lifecycle").inc()
+                session = life.session
+        except DecodeError as exc:
+            self._metrics.errors_total.labels(STAGE, "decode").inc()
+            _log.warning("aggregator input skipped: %s", exc)
+            return None
+        self._dirty.add(session)
+        return session
+
+    def _count(self, agg: SessionAggregator, late: int, dup: int) -> None:
+        if agg.late_events > late:
+            self._metrics.messages_total.labels(STAGE, "score_late").inc()
+        elif agg.duplicate_events > dup:
+            self._metrics.messages_total.labels(STAGE, "score_duplicate").inc()
+        else:
+            self._metrics.messages_total.labels(STAGE, "score").inc()
+
+    def _now(self, agg: SessionAggregator) -> float:
+        return agg.watermark if self._clock == "event" else max(wall_clock(), agg.watermark)
+
+    async def close(self, sessions: Iterable[str], *, received: float) -> int:
+        """Close what time allows in ``sessions``; emit, publish live, snapshot. Returns outputs emitted."""
+        emitted = 0
+        for session in sorted(set(sessions)):
+            agg = self.session(session)
+            aggregates, alerts = agg.flush() if agg.ended else agg.advance(self._now(agg))
+            outputs: list[Output] = [*aggregates, *alerts]
+            for event in outputs:
+                event.timing = event.timing.stamped(STAGE, received=received)
+                self._metrics.observe_trail(event.timing, stage=STAGE)
+                self._metrics.messages_total.labels(STAGE, "aggregate" if isinstance(event, ClassAggregate)
+                                                    else "alert").inc()
+            if outputs:
+                await self._emitter.emit(session, outputs)
+                await self._publish_live(outputs)
+                emitted += len(outputs)
+            if outputs or session in self._dirty:
+                started = time.perf_counter()
+                self._store.save(session, dump(agg))
+                self._metrics.stage_seconds.labels("aggregator_snapshot").observe(time.perf_counter() - started)
+                self._dirty.discard(session)
+            if agg.ended:
+                del self.sessions[session]
+                self.finished.add(session)
+                self._metrics.aggregator_sessions.set(len(self.sessions))
+                _log.info("session aggregation %s -> %s", "open", "ended", extra=pii(session=session))
+        return emitted
+
+    async def tick(self) -> int:
+        """Time-driven close of every cached session."""
+        return await self.close(list(self.sessions), received=wall_clock())
+
+    async def _publish_live(self, outputs: Sequence[Output]) -> None:
+        if self._live is None:
+            return
+        try:
+            for event in outputs:
+                await self._live.publish(event)
+        except Exception as exc:  # live views are best effort; Kafka has every event
+            self._metrics.errors_total.labels(STAGE, "live").inc()
+            _log.warning("live state not written: %s", exc)

@@ -1,0 +1,93 @@
+"""The aggregator without faust: one aiokafka consumer-group member, state in memory.
+
+Same core and driver as the faust worker; offsets are committed after each batch was
+emitted. State is not recovered after a restart (a restarted consumer continues from the
+committed offsets with empty sessions), so use the faust engine where that matters. Also
+the baseline that the benchmark compares faust with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Literal
+
+from services.aggregator.driver import DictStore, Output, SessionDriver
+from services.aggregator.settings import AggregatorSettings
+from shared.contracts.codec import EventCodec
+from shared.contracts.events import Alert, ClassAggregate
+from shared.contracts.timing import wall_clock
+from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
+from shared.log import get_logger
+from shared.metrics import Metrics
+from shared.transport.base import EventBus, LiveBus
+from shared.transport.live import LivePublisher
+
+_log = get_logger(__name__)
+
+
+class BusEmitter:
+    """Publishes outputs on an :class:`EventBus` (acks=all on Kafka), keyed by session."""
+
+    def __init__(self, *, bus: EventBus, aggregates_topic: str, alerts_topic: str) -> None:
+        self._bus = bus
+        self._topics = (aggregates_topic, alerts_topic)
+        self._aggregate_codec = EventCodec(ClassAggregate)
+        self._alert_codec = EventCodec(Alert)
+
+    async def emit(self, session: str, events: Sequence[Output]) -> None:
+        for event in events:
+            if isinstance(event, ClassAggregate):
+                await self._bus.publish(self._topics[0], session, self._aggregate_codec.encode(event))
+            else:
+                await self._bus.publish(self._topics[1], session, self._alert_codec.encode(event))
+
+
+class PlainAggregator:
+    """Consume scores + lifecycle, aggregate, emit; ``run`` until cancelled."""
+
+    def __init__(
+        self, *, settings: AggregatorSettings, events: EventBus, metrics: Metrics, live: LiveBus | None
+    ) -> None:
+        self.settings = settings
+        self._scores_topic = settings.topic(SCORES.name)
+        self._consumer = events.consumer(
+            [self._scores_topic, settings.topic(LIFECYCLE.name)], group=f"{settings.app_id}-plain"
+        )
+        self.driver = SessionDriver(
+            config=settings.aggregation_config(),
+            clock=settings.clock,
+            store=DictStore(),
+            emitter=BusEmitter(bus=events, aggregates_topic=settings.topic(AGGREGATES.name),
+                               alerts_topic=settings.topic(ALERTS.name)),
+            metrics=metrics,
+            live=LivePublisher(bus=live) if live is not None else None,
+        )
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        _log.info("plain aggregator %s -> %s", "starting", "running")
+        last_tick = 0.0
+        try:
+            while True:
+                records = await self._consumer.poll(
+                    max_records=self.settings.batch_max, timeout_ms=int(self.settings.tick_s * 1000)
+                )
+                received = wall_clock()
+                touched = set()
+                for record in records:
+                    kind: Literal["score", "lifecycle"] = "score" if record.topic == self._scores_topic else "lifecycle"
+                    session = self.driver.add(kind, record.value)
+                    if session is not None:
+                        touched.add(session)
+                await self.driver.close(touched, received=received)
+                if received - last_tick >= self.settings.tick_s:
+                    await self.driver.tick()
+                    last_tick = received
+                if records:
+                    await self._consumer.commit()
+        except asyncio.CancelledError:
+            _log.info("plain aggregator %s -> %s", "running", "stopped")
+            raise
+        finally:
+            await self._consumer.close()
