@@ -61,17 +61,17 @@ def engagement_plot(report: Report) -> str:
     fig = Figure(figsize=(10, 3.2))
     ax: Axes = fig.add_subplot()
     for pid, rows in per.items():
-        ax.plot([r.t for r in rows], [r.engagement for r in rows], linewidth=1.2, label=pid)
+        ax.plot([r.t + 0.5 for r in rows], [r.engagement for r in rows], linewidth=1.2, label=pid)
     if len(per) > 1:
         seconds = sorted({r.t for r in report.timeline})
         mean = [
             sum(rows[i].engagement for rows in per.values() if i < len(rows)) / len(per) for i in range(len(seconds))
         ]
-        ax.plot(seconds, mean, color="black", linewidth=2.0, linestyle="--", label="class mean")
+        ax.plot([t + 0.5 for t in seconds], mean, color="black", linewidth=2.0, linestyle="--", label="class mean")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, max(report.session.duration_s, 1.0))
     ax.set_xlabel("media time (s)")
-    ax.set_ylabel("engagement")
+    ax.set_ylabel("engagement (mean of each second)")
     ax.grid(alpha=0.3)
     if len(per) <= 12:
         ax.legend(loc="upper right", fontsize=8, ncols=min(4, len(per) + 1))
