@@ -1,0 +1,252 @@
+"""End to end latency of ``classpulse up``: capture -> dashboard, next to bare WebRTC loopback.
+
+    python -m bench.e2e_latency [--students 1 10 20] [--seconds 20] [--warmup 4]
+
+For each student count, in one run and side by side:
+
+* **webrtc alone**: an ingest-only server (WHIP + decode + sampling, memory transports,
+  nothing else running) in this process; N simulated students (``classpulse simulate``,
+  a separate process relaying pre-encoded VP8+Opus, so no publisher encodes) publish to
+  it; latency = the moment a sampled video frame reaches the media stream minus its
+  capture time (RTCP sender-report clock) — the WebRTC transport + decode floor.
+* **end to end**: a ``classpulse up`` subprocess (ingest + inference + aggregation +
+  gateway), the same N students, and a dashboard-like WebSocket viewer in this process;
+  latency = receive time minus ``timing.capture_ts`` of every score message, and the share
+  of each stage from its timing trail (capture -> ingest, ingest, -> inference, inference,
+  -> gateway, gateway, -> viewer).
+
+Messages of the first ``--warmup`` seconds (connection set-up, calibration) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+
+SECRET = "bench-secret"
+SESSION = "bench"
+SEGMENTS = (
+    "capture->ingest",
+    "ingest",
+    "ingest->inference",
+    "inference",
+    "inference->gateway",
+    "gateway",
+    "gateway->viewer",
+)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
+    env.update(CLASSPULSE_TOKEN_SECRET=SECRET, CLASSPULSE_LOG_LEVEL="WARNING")
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _classpulse(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", *args]
+
+
+async def _wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                async with http.get(f"{url}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+async def _simulate(url: str, students: int, seconds: float) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *_classpulse(
+            "simulate", "--session", SESSION, "--students", str(students), "--url", url, "--duration", str(seconds)
+        ),
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"simulate failed: {out.decode()[-500:]}")
+    print("   ", out.decode().strip().splitlines()[-1], flush=True)
+
+
+@dataclass
+class Samples:
+    latency: list[float] = field(default_factory=list)
+    segments: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SEGMENTS})
+
+    def quantiles(self) -> tuple[float, float, int]:
+        if not self.latency:
+            return float("nan"), float("nan"), 0
+        a = np.array(self.latency) * 1000
+        return float(np.percentile(a, 50)), float(np.percentile(a, 95)), len(a)
+
+
+def _segments(timing: dict[str, object], now: float, out: Samples) -> None:
+    stages = {s["stage"]: s for s in timing["stages"]}  # type: ignore[index,union-attr,attr-defined]
+    try:
+        ing, inf, gw = stages["ingest"], stages["inference"], stages["gateway"]
+    except KeyError:
+        return
+    cap = float(timing["capture_ts"])  # type: ignore[arg-type]
+    values = (
+        ing["received"] - cap,
+        ing["emitted"] - ing["received"],
+        inf["received"] - ing["emitted"],
+        inf["emitted"] - inf["received"],
+        gw["received"] - inf["emitted"],
+        gw["emitted"] - gw["received"],
+        now - gw["emitted"],
+    )
+    for name, value in zip(SEGMENTS, values, strict=True):
+        out.segments[name].append(max(0.0, value))
+
+
+async def end_to_end(students: int, seconds: float, warmup: float) -> Samples:
+    from shared.tokens import issue_token
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = await asyncio.create_subprocess_exec(
+        *_classpulse("up", "--port", str(port)),
+        env=_env(),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    samples = Samples()
+    try:
+        await _wait_healthy(url, proc)
+        token = issue_token(secret=SECRET, session=SESSION, participant="*", role="viewer")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"{url}/api/sessions/{SESSION}/ws", params={"token": token}, max_msg_size=0) as ws,
+        ):
+            sim = asyncio.create_task(_simulate(url, students, seconds))
+            start = time.time()
+            while not sim.done():
+                try:
+                    msg = await ws.receive(timeout=0.5)
+                except TimeoutError:
+                    continue
+                now = time.time()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                data = json.loads(msg.data)
+                if data.get("kind") != "score" or now - start < warmup:
+                    continue
+                timing = data["event"]["timing"]
+                samples.latency.append(now - timing["capture_ts"])
+                _segments(timing, now, samples)
+            await sim
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    return samples
+
+
+async def webrtc_alone(students: int, seconds: float, warmup: float) -> Samples:
+    """WHIP ingest only, in this process; video frames' capture -> media stream latency."""
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from services.ingest.app import create_ingest_app
+    from services.ingest.settings import IngestSettings
+    from shared.contracts.codec import decode_media
+    from shared.contracts.topics import INFERENCE_GROUP
+    from shared.metrics import Metrics
+    from shared.settings import CommonSettings
+    from shared.transport.factory import build_transports
+
+    common = CommonSettings(token_secret=SECRET)  # type: ignore[arg-type]
+    metrics = Metrics(CollectorRegistry())
+    transports = build_transports(common, metrics=metrics)
+    app = create_ingest_app(settings=IngestSettings(), common=common, transports=transports, metrics=metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    samples = Samples()
+    try:
+        await transports.media.ensure_group(INFERENCE_GROUP)
+        sim = asyncio.create_task(_simulate(url, students, seconds))
+        start = time.time()
+        while not sim.done():
+            entries = await transports.media.read_group(INFERENCE_GROUP, "bench", count=256, block_ms=100)
+            now = time.time()
+            for entry in entries:
+                msg = decode_media(entry.data)
+                stamp = msg.timing.stage("ingest")
+                if msg.kind == "video" and stamp is not None and now - start >= warmup:
+                    samples.latency.append(stamp.emitted - msg.timing.capture_ts)
+            if entries:
+                await transports.media.ack(INFERENCE_GROUP, [e.id for e in entries])
+        await sim
+    finally:
+        await runner.cleanup()
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--students", type=int, nargs="+", default=[1, 10, 20])
+    parser.add_argument("--seconds", type=float, default=20.0, help="publishing time per case (default 20)")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds left out at the start (default 4)")
+    args = parser.parse_args()
+    rows = []
+    for n in args.students:
+        print(f"== {n} student(s): webrtc alone", flush=True)
+        base = asyncio.run(webrtc_alone(n, args.seconds, args.warmup))
+        print(f"== {n} student(s): classpulse up end to end", flush=True)
+        e2e = asyncio.run(end_to_end(n, args.seconds, args.warmup))
+        rows.append((n, base, e2e))
+    print()
+    print("students | webrtc alone p50/p95 ms | capture->dashboard p50/p95 ms (n) | ratio p50 / p95")
+    for n, base, e2e in rows:
+        b50, b95, _ = base.quantiles()
+        e50, e95, count = e2e.quantiles()
+        print(
+            f"{n:>8} | {b50:8.1f} / {b95:8.1f}   | {e50:8.1f} / {e95:8.1f} ({count:>5})    | "
+            f"{e50 / b50:5.2f} / {e95 / b95:5.2f}"
+        )
+    print()
+    print("share of capture->dashboard (mean of each segment / mean total):")
+    print("students | " + " | ".join(SEGMENTS))
+    for n, _, e2e in rows:
+        means = {s: float(np.mean(v)) if v else 0.0 for s, v in e2e.segments.items()}
+        total = sum(means.values()) or 1.0
+        print(
+            f"{n:>8} | " + " | ".join(f"{100 * means[s] / total:5.1f} % ({1000 * means[s]:.0f} ms)" for s in SEGMENTS)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
