@@ -33,8 +33,8 @@ MESH_CROP = 256
 """Side of the square crop the face mesh sees (pixels)."""
 CROP_SCALE = 1.7
 """A detector box is expanded by this factor around its centre before meshing."""
-TRACK_SCALE = 1.35
-"""A previous mesh box (tighter than a detector box) is expanded by this factor."""
+TRACK_SCALE = CROP_SCALE
+"""The square tracking box from a previous mesh is expanded like a detector box (same crop geometry)."""
 
 
 def _square_crop(
@@ -55,6 +55,18 @@ def _square_crop(
 
 def _mesh_box(points: FloatArray) -> tuple[float, float, float, float]:
     return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
+
+
+def _track_box(points: FloatArray) -> tuple[float, float, float, float]:
+    """A detector-like square box from a mesh: as wide as the face oval, centred on it.
+
+    Keeps tracked crops at the same scale as detector crops, so the mesh (and the head pose
+    read from it) does not shift between tracked and detected frames.
+    """
+    x0, y0, x1, y1 = _mesh_box(points)
+    half = (x1 - x0) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (cx - half, cy - half, cx + half, cy + half)
 
 
 class MediapipeBackend:
@@ -116,7 +128,7 @@ class MediapipeBackend:
                     box=box[0], score=box[1], landmarks=None
                 )
         if face is not None and face.landmarks is not None:
-            self._track[req.key] = _mesh_box(face.landmarks)
+            self._track[req.key] = _track_box(face.landmarks)
         else:
             self._track.pop(req.key, None)
         pose: PoseObservation | None = None

@@ -55,6 +55,7 @@ class ParticipantState:
     calib_pitch: list[float] = field(default_factory=list)
     baseline: tuple[float, float] = (0.0, 0.0)
     calibrated: bool = False
+    recent_pose: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=3))
     last_wrist: bool | None = None
     wrist_frame: int = -1
     thumbnail: NDArray[np.float32] | None = None
@@ -73,7 +74,10 @@ class ParticipantState:
         self.last_wall = wall
 
     def calibrate(self, media_time: float, yaw: float, pitch: float) -> tuple[float, float]:
-        """Yaw/pitch relative to the baseline: the median over the first seconds with a face."""
+        """Yaw/pitch (median of the last 3 frames) relative to the baseline (median of the first seconds)."""
+        self.recent_pose.append((yaw, pitch))
+        yaw = statistics.median(p[0] for p in self.recent_pose)
+        pitch = statistics.median(p[1] for p in self.recent_pose)
         if not self.calibrated:
             if self.first_face_time is None:
                 self.first_face_time = media_time
