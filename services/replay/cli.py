@@ -7,6 +7,7 @@ print one line on stderr and exit 2; nothing prints a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -149,7 +150,10 @@ def _replay_kafka(args: argparse.Namespace) -> int:
         return _fail("give either a recording or --from-kafka, not both")
     if not args.session:
         return _fail("--from-kafka needs --session ID (the live session to rebuild)")
-    bootstrap = args.bootstrap or CommonSettings().kafka_bootstrap
+    common = CommonSettings()
+    if common.log_level != "DEBUG":  # aiokafka logs connection errors itself; the user gets our one line
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    bootstrap = args.bootstrap or common.kafka_bootstrap
     topic = args.topic or SCORES.name
     out = args.out or Path(f"{args.session}-report")
     try:

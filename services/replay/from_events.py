@@ -59,7 +59,6 @@ async def fetch_session_scores(
     """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
-    from aiokafka.structs import TopicPartition
 
     codec = EventCodec(ScoreEvent)
     consumer = AIOKafkaConsumer(
@@ -74,16 +73,19 @@ async def fetch_session_scores(
     try:
         if topic not in await consumer.topics():
             raise EventLogError(f"Kafka at {bootstrap} has no topic {topic!r}: no live session was recorded there")
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
+        consumer.subscribe([topic])  # without a group: every partition is assigned to this reader
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not consumer.assignment():
+            if loop.time() > deadline:
+                raise EventLogError(f"timed out reading {topic!r} from Kafka at {bootstrap}; try again")
+            await asyncio.sleep(0.05)
+        tps = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         wanted = session.encode()
         out: list[ScoreEvent] = []
         skipped = 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             if loop.time() > deadline:
