@@ -142,8 +142,9 @@ class AudioChunker:
 
     Each chunk is resampled as one block (torchaudio, cached kernel per input rate).
     ``media_time`` is the chunk's first sample; ``capture_ts`` is the wall-clock time of
-    its *last* sample (``capture_start + duration``), since a chunk exists only once it
-    is complete. A gap in the input timestamps drops the partial chunk and restarts.
+    its *last* sample (``capture_start + duration``, never after the frame that completed
+    it arrived), since a chunk exists only once it is complete. A gap in the input
+    timestamps drops the partial chunk and restarts.
     """
 
     def __init__(
@@ -246,7 +247,9 @@ class AudioChunker:
             role=self.role,
             seq=self.seq,
             media_time=self._start_time,
-            timing=ingest_trail(capture_ts=self._start_capture + duration, received=self._received),
+            timing=ingest_trail(
+                capture_ts=min(self._start_capture + duration, self._received), received=self._received
+            ),
         )
         self.seq += 1
         self._start_time += duration
