@@ -43,6 +43,8 @@ class MicroBatcher(Generic[T]):
         self.capacity = capacity
         self._clock = clock
         self._queues: dict[str, deque[Queued[T]]] = {}
+        self._served: dict[str, int] = {}
+        self._turn = 0
         self._size = 0
 
     def __len__(self) -> int:
@@ -58,7 +60,7 @@ class MicroBatcher(Generic[T]):
         self._size += 1
         if self._size <= self.capacity:
             return None
-        longest = max(self._queues.values(), key=len)
+        longest = max(self._queues.values(), key=lambda q: (len(q), -q[0].enqueued))
         dropped = longest.popleft()
         self._size -= 1
         if not longest:
@@ -89,13 +91,18 @@ class MicroBatcher(Generic[T]):
         """Up to ``max_batch`` items, round-robin across streams ordered by their oldest item."""
         batch: list[Queued[T]] = []
         while self._queues and len(batch) < self.max_batch:
-            order = sorted(self._queues, key=lambda s: self._queues[s][0].enqueued)
+            # Oldest head first; among equally old heads, the stream served longest ago.
+            order = sorted(self._queues, key=lambda s: (self._queues[s][0].enqueued, self._served.get(s, -1)))
             for stream in order:
                 if len(batch) >= self.max_batch:
                     break
                 queue = self._queues[stream]
                 batch.append(queue.popleft())
+                self._turn += 1
+                self._served[stream] = self._turn
                 self._size -= 1
                 if not queue:
                     del self._queues[stream]
+        if len(self._served) > 4 * self.capacity:  # forget streams that went quiet
+            self._served = {k: v for k, v in self._served.items() if k in self._queues}
         return batch

@@ -74,6 +74,13 @@ def _inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def _model(window: int, weights: Path | None) -> Any:
     from services.inference.fusion import FusionModel
     from services.inference.training import load_weights
@@ -93,7 +100,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.lr <= 0:
         print("error: --epochs must be >= 1 and --lr > 0", file=sys.stderr)
         return 2
-    window = InferenceSettings().window_steps
+    settings = InferenceSettings()
+    _threads(settings.torch_threads)
+    window = settings.window_steps
     try:
         rows = read_timeline(args.timeline)
         model = _model(window, args.init)
@@ -113,7 +122,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from services.inference.settings import InferenceSettings
     from services.inference.training import TimelineError, build_dataset, evaluate, read_timeline
 
-    window = InferenceSettings().window_steps
+    settings = InferenceSettings()
+    _threads(settings.torch_threads)
+    window = settings.window_steps
     try:
         rows = read_timeline(args.timeline)
         model = _model(window, args.weights)

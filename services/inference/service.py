@@ -20,6 +20,10 @@ async def serve(
     *, settings: InferenceSettings, common: CommonSettings, metrics_port: int | None, metrics_host: str
 ) -> None:
     """Run one worker until SIGINT/SIGTERM; transports come from settings (memory or Redis + Kafka)."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     metrics = default_metrics()
     if metrics_port is not None:
         from prometheus_client import start_http_server

@@ -69,6 +69,13 @@ class InferenceSettings(StrictSettings):
     audio_grace_s: float = Field(
         default=0.5, ge=0.0, le=10.0, description="Wait this long for a first frame before scoring audio-only."
     )
+    torch_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="torch intra-op threads set by the worker/train entry points (0 = torch's default); "
+        "the fusion model is tiny, and extra threads only contend on small boxes.",
+    )
     weights_path: str = Field(
         default="",
         max_length=4096,

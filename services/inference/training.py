@@ -159,10 +159,16 @@ def loss_of(model: FusionModel, data: Dataset) -> torch.Tensor:
     return (bce * data.target_mask).sum() / data.target_mask.sum().clamp_min(1.0)
 
 
+CENTRE_LR_SCALE = 20.0
+
+
 def train(model: FusionModel, data: Dataset, *, epochs: int, lr: float, seed: int = 0) -> list[float]:
     """Full-batch Adam; returns the loss before training and after each epoch."""
     torch.manual_seed(seed)
-    optim = torch.optim.Adam(model.parameters(), lr=lr)
+    # Gate centres live in raw feature units (degrees, dB), so they get a larger step.
+    others = [p for name, p in model.named_parameters() if name != "centre"]
+    groups: list[dict[str, Any]] = [{"params": others}, {"params": [model.centre], "lr": lr * CENTRE_LR_SCALE}]
+    optim = torch.optim.Adam(groups, lr=lr)
     model.train()
     with torch.no_grad():
         history = [float(loss_of(model, data))]
