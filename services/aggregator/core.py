@@ -48,11 +48,13 @@ class SessionAggregator:
         self._origin_fixed = False
         self._min_seen = math.inf
         self.watermark = -math.inf
-        """Latest event time seen (epoch s): a driver without a wall clock advances to it."""
+        """Latest score capture time seen (epoch s): a driver without a wall clock advances to it."""
         self._last_now = -math.inf
         self.late_events = 0
         self.duplicate_events = 0
         self.ended = False
+        self.ended_at: float | None = None
+        """Time (epoch s) of the session_ended lifecycle event, once seen."""
         self._seen: dict[str, float] = {}
         self._pending: dict[str, list[Sample]] = {}
         self._lifecycle: list[Lifecycle] = []
@@ -77,14 +79,20 @@ class SessionAggregator:
         sample = Sample.of(event)
         if not self._admit(sample.event_id, sample.ts):
             return
+        self.watermark = max(self.watermark, sample.ts)
         bisect.insort(self._pending.setdefault(sample.participant, []), sample, key=Sample.order)
 
     def add_lifecycle(self, event: LifecycleEvent) -> None:
-        """Buffer one lifecycle change (same idempotency and lateness rules as scores)."""
+        """Buffer one lifecycle change (same idempotency and lateness rules as scores).
+
+        Lifecycle events come from another topic than scores, so they do not move the
+        watermark; 'session_ended' is never late (it only marks the session for its final flush).
+        """
+        if event.kind == "session_ended" and not self.ended:
+            self.ended = True
+            self.ended_at = event.ts
         if not self._admit(event.event_id, event.ts):
             return
-        if event.kind == "session_ended":
-            self.ended = True
         self._lifecycle.append(Lifecycle(ts=event.ts, event_id=event.event_id, participant=event.participant,
                                          role=event.role, kind=event.kind))
 
@@ -97,7 +105,6 @@ class SessionAggregator:
             return False
         self._seen[event_id] = ts
         self._min_seen = min(self._min_seen, ts)
-        self.watermark = max(self.watermark, ts)
         return True
 
     # ------------------------------------------------------------------ closing

@@ -68,6 +68,7 @@ class SessionDriver:
         emitter: Emitter,
         metrics: Metrics,
         live: LivePublisher | None = None,
+        end_grace_s: float = 2.0,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -79,6 +80,8 @@ class SessionDriver:
         self._lifecycle = EventCodec(LifecycleEvent)
         self.sessions: dict[str, SessionAggregator] = {}
         self._dirty: set[str] = set()
+        self._end_grace_s = end_grace_s
+        self._last_record: dict[str, float] = {}
         self.finished: set[str] = set()
         """Sessions that ended and were flushed (not reloaded by time-driven closes)."""
 
@@ -129,6 +132,7 @@ class SessionDriver:
             _log.warning("aggregator input skipped: %s", exc)
             return None
         self._dirty.add(session)
+        self._last_record[session] = wall_clock()
         return session
 
     def _count(self, agg: SessionAggregator, late: int, dup: int) -> None:
@@ -147,7 +151,8 @@ class SessionDriver:
         emitted = 0
         for session in sorted(set(sessions)):
             agg = self.session(session)
-            aggregates, alerts = agg.flush() if agg.ended else agg.advance(self._now(agg))
+            ending = self._ending(session, agg)
+            aggregates, alerts = agg.flush() if ending else agg.advance(self._now(agg))
             outputs: list[Output] = [*aggregates, *alerts]
             for event in outputs:
                 event.timing = event.timing.stamped(STAGE, received=received)
@@ -163,12 +168,28 @@ class SessionDriver:
                 self._store.save(session, dump(agg))
                 self._metrics.stage_seconds.labels("aggregator_snapshot").observe(time.perf_counter() - started)
                 self._dirty.discard(session)
-            if agg.ended:
+            if ending:
                 del self.sessions[session]
+                self._last_record.pop(session, None)
                 self.finished.add(session)
                 self._metrics.aggregator_sessions.set(len(self.sessions))
                 _log.info("session aggregation %s -> %s", "open", "ended", extra=pii(session=session))
         return emitted
+
+    def _ending(self, session: str, agg: SessionAggregator) -> bool:
+        """Flush an ended session once its scores caught up with the end, or went quiet.
+
+        Scores and lifecycle come from different topics, so 'session_ended' may be read
+        before the last scores: flushing at once would make those late. Scores have caught
+        up when they reach the end time (less the close delay); a session whose
+        participants stopped sending earlier is flushed after ``end_grace_s`` without records.
+        """
+        if not agg.ended:
+            return False
+        if agg.ended_at is not None and agg.watermark >= agg.ended_at - self._config.close_delay_s:
+            return True
+        quiet_since = self._last_record.setdefault(session, wall_clock())
+        return wall_clock() - quiet_since >= self._end_grace_s
 
     async def tick(self) -> int:
         """Time-driven close of every cached session."""

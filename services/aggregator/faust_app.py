@@ -144,7 +144,7 @@ class AggregatorFaustApp:
         self.inputs = self.app.topic(self.scores_topic, settings.topic(LIFECYCLE.name), **raw)
         self.aggregates = self.app.topic(settings.topic(AGGREGATES.name), partitions=partitions, **raw)
         self.alerts = self.app.topic(settings.topic(ALERTS.name), partitions=partitions, **raw)
-        self.table = self.app.Table(TABLE, default=None, partitions=partitions, **raw)
+        self.table = self.app.Table(TABLE, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
         self.store = FaustTableStore(table=self.table)
         self.driver = SessionDriver(
             config=settings.aggregation_config(),
@@ -153,6 +153,7 @@ class AggregatorFaustApp:
             emitter=FaustEmitter(aggregates=self.aggregates, alerts=self.alerts),
             metrics=metrics,
             live=LivePublisher(bus=live) if live is not None else None,
+            end_grace_s=settings.end_grace_s,
         )
         self.app.agent(self.inputs, name=f"{settings.app_id}.aggregate")(self._aggregate)
         self.app.timer(settings.tick_s, name=f"{settings.app_id}.tick")(self._tick)

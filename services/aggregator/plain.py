@@ -62,6 +62,7 @@ class PlainAggregator:
                                alerts_topic=settings.topic(ALERTS.name)),
             metrics=metrics,
             live=LivePublisher(bus=live) if live is not None else None,
+            end_grace_s=settings.end_grace_s,
         )
 
     async def run(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from services.aggregator.settings import AggregatorSettings
 from shared.log import get_logger, setup_logging
@@ -72,8 +71,8 @@ def _run_faust(settings: AggregatorSettings, common: CommonSettings, partitions:
         settings=settings, common=common, metrics=default_metrics(), partitions=partitions,
         live=_live_bus(settings, common),
     )
-    level = logging.getLevelName(max(logging.WARNING, logging.getLogger().level))
-    worker = faust.Worker(worker_app.app, loop=loop, quiet=True, loglevel=level)
+    # keep the ClassPulse log format (setup_logging above) instead of faust's own
+    worker = faust.Worker(worker_app.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
     _log.info("faust aggregator %s -> %s", "starting", "running", extra={"partitions": partitions})
     try:
         worker.execute_from_commandline()

@@ -59,6 +59,10 @@ class AggregatorSettings(StrictSettings):
     )
     metrics_port: int = Field(default=9103, ge=0, le=65535, description="Port of /metrics (0: no metrics server).")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, description="Address of /metrics.")
+    end_grace_s: float = Field(
+        default=2.0, ge=0.0, le=600.0,
+        description="After 'session_ended', wait this long (s) for the last scores before the final flush.",
+    )
     live_state: bool = Field(default=True, description="Write the latest class state and alerts to Redis.")
 
     tumbling_sizes_s: list[float] = Field(

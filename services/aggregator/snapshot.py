@@ -46,6 +46,7 @@ def dump(agg: SessionAggregator) -> bytes:
         "late": agg.late_events,
         "dup": agg.duplicate_events,
         "ended": agg.ended,
+        "ended_at": agg.ended_at,
         "seen": a._seen,
         "pending": {pid: [astuple(s) for s in lst] for pid, lst in a._pending.items() if lst},
         "lifecycle": [astuple(lc) for lc in a._lifecycle],
@@ -82,6 +83,7 @@ def load(raw: bytes, *, config: AggregationConfig) -> SessionAggregator:
         agg.late_events = data["late"]
         agg.duplicate_events = data["dup"]
         agg.ended = data["ended"]
+        agg.ended_at = data["ended_at"]
         a._seen = dict(data["seen"])
         a._pending = {pid: [Sample(*s) for s in lst] for pid, lst in data["pending"].items()}
         a._lifecycle = [Lifecycle(*lc) for lc in data["lifecycle"]]
