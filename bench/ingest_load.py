@@ -1,0 +1,247 @@
+"""Ingest load: N simulated students publishing over WHIP to one ingest process.
+
+    python -m bench.ingest_load [--students 1 5 10 20] [--seconds 30] [--warmup 5]
+
+For each N, three processes:
+
+* **server**: the ingest app (WHIP, aiortc decode, sampling at 5 fps, publish to an
+  in-memory media stream) plus a stand-in consumer that drains the stream the way
+  inference would (it reads, decodes the header, acks) and records each message's
+  capture -> media-transport latency (``ingest.emitted - capture_ts``; capture time from
+  the publishers' RTCP sender reports, same host clock);
+* **publishers**: ``classpulse simulate`` relaying a pre-encoded 640x480 @ 15 fps VP8 +
+  Opus clip (no encoding), in its own process;
+* this orchestrator, which samples both processes' CPU from ``/proc`` over the measured
+  window (after ``--warmup``) and reads the server's stats.
+
+Reported per N: server CPU (% of one core), publisher CPU, sampled video frames/s per
+stream, audio chunks/s per stream, drops by reason, latency p50/p95, server RSS at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+SECRET = "bench-ingest-secret"
+SESSION = "load"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# -- server mode ---------------------------------------------------------------------------
+
+
+async def _serve(port: int) -> None:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from services.ingest.app import WHIP_SERVICE, create_ingest_app
+    from services.ingest.settings import IngestSettings
+    from shared.contracts.codec import decode_media
+    from shared.metrics import Metrics
+    from shared.settings import CommonSettings
+    from shared.transport.factory import build_transports
+
+    common = CommonSettings(token_secret=SECRET)  # type: ignore[arg-type]
+    metrics = Metrics(CollectorRegistry())
+    transports = build_transports(common, metrics=metrics)
+    app = create_ingest_app(
+        settings=IngestSettings(max_publishers=200), common=common, transports=transports, metrics=metrics
+    )
+    state: dict[str, object] = {"latency": [], "counts": Counter(), "since": time.time()}
+
+    async def consume() -> None:
+        bus = transports.media
+        await bus.ensure_group("bench")
+        while True:
+            entries = await bus.read_group("bench", "c", count=64, block_ms=200)
+            for entry in entries:
+                msg = decode_media(entry.data)
+                stamp = msg.timing.stage("ingest")
+                if stamp is not None and msg.kind == "video":
+                    state["latency"].append(stamp.emitted - msg.timing.capture_ts)  # type: ignore[attr-defined]
+                state["counts"][msg.kind] += 1  # type: ignore[index]
+            if entries:
+                await bus.ack("bench", [e.id for e in entries])
+
+    def dropped() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for metric in metrics.media_dropped_total.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    out[sample.labels["reason"]] = sample.value
+        return out
+
+    async def reset(_: web.Request) -> web.Response:
+        state.update(latency=[], counts=Counter(), since=time.time(), drops=dropped())
+        return web.json_response({"ok": True})
+
+    async def stats(_: web.Request) -> web.Response:
+        base = state.get("drops", {})
+        now = dropped()
+        drops = {k: v - base.get(k, 0.0) for k, v in now.items()}  # type: ignore[attr-defined]
+        rss_kb = _rss_kb()
+        return web.json_response(
+            {
+                "window_s": time.time() - float(state["since"]),  # type: ignore[arg-type]
+                "latency": state["latency"],
+                "counts": dict(state["counts"]),  # type: ignore[call-overload]
+                "drops": drops,
+                "publishers": len(app[WHIP_SERVICE].resources),
+                "rss_mb": rss_kb / 1024,
+            }
+        )
+
+    app.router.add_post("/bench/reset", reset)
+    app.router.add_get("/bench/stats", stats)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(json.dumps({"port": bound}), flush=True)
+    task = asyncio.create_task(consume())
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    task.cancel()
+    await runner.cleanup()
+
+
+def _rss_kb() -> int:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+
+# -- orchestrator --------------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
+    env["CLASSPULSE_TOKEN_SECRET"] = SECRET
+    env["CLASSPULSE_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def _spawn(cmd: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=_env(), text=True)
+
+
+async def _run_one(n: int, *, seconds: float, warmup: float, media: Path | None) -> dict[str, object]:
+    server = _spawn([sys.executable, "-m", "bench.ingest_load", "--serve"])
+    assert server.stdout is not None
+    port = json.loads(await asyncio.to_thread(server.stdout.readline))["port"]
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "services.cli", "simulate", "--session", SESSION, "--students", str(n),
+        "--url", url, "--duration", str(warmup + seconds + 30),
+    ]  # fmt: skip
+    if media is not None:
+        cmd += ["--media", str(media)]
+    sim = _spawn(cmd)
+    try:
+        assert sim.stdout is not None
+        line = await asyncio.to_thread(sim.stdout.readline)
+        if not line.startswith(f"{n}/{n}"):
+            raise RuntimeError(f"simulate did not connect every publisher: {line.strip()!r}")
+        await asyncio.sleep(warmup)
+        async with aiohttp.ClientSession() as http:
+            await (await http.post(url + "/bench/reset")).release()
+            cpu0 = (_cpu_s(server.pid), _cpu_s(sim.pid))
+            t0 = time.monotonic()
+            await asyncio.sleep(seconds)
+            cpu1 = (_cpu_s(server.pid), _cpu_s(sim.pid))
+            elapsed = time.monotonic() - t0
+            stats = await (await http.get(url + "/bench/stats")).json()
+    finally:
+        for proc in (sim, server):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (sim, server):
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    window = float(stats["window_s"])
+    lat = np.array(stats["latency"]) * 1000 if stats["latency"] else np.array([np.nan])
+    counts = stats["counts"]
+    return {
+        "students": n,
+        "server_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / elapsed, 1),
+        "publisher_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / elapsed, 1),
+        "video_fps_per_stream": round(counts.get("video", 0) / window / n, 2),
+        "audio_chunks_per_s_per_stream": round(counts.get("audio", 0) / window / n, 2),
+        "drops": {k: int(v) for k, v in stats["drops"].items() if v},
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
+        "server_rss_mb": round(stats["rss_mb"], 1),
+        "window_s": round(window, 1),
+    }
+
+
+async def _main(args: argparse.Namespace) -> None:
+    load1 = os.getloadavg()[0]
+    print(f"ingest load: {args.seconds:.0f} s per run after {args.warmup:.0f} s warm-up; "
+          f"{os.cpu_count()} cores; load average before start {load1:.2f}", flush=True)  # fmt: skip
+    header = (
+        f"{'N':>3} {'server CPU%':>11} {'publ. CPU%':>10} {'fps/stream':>10} {'chunks/s':>8} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'RSS MB':>7}  drops"
+    )
+    print(header, flush=True)
+    results = []
+    media = args.media
+    with tempfile.TemporaryDirectory(prefix="classpulse-bench-") as tmp:
+        if media is None:
+            from services.ingest.simulate import default_clip
+
+            media = await asyncio.to_thread(default_clip, Path(tmp), seconds=20.0)
+        for n in args.students:
+            results.append(await _run_one(n, seconds=args.seconds, warmup=args.warmup, media=media))
+            _print_row(results[-1])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _print_row(r: dict[str, object]) -> None:
+    print(
+        f"{r['students']!s:>3} {r['server_cpu_pct']!s:>11} {r['publisher_cpu_pct']!s:>10} "
+        f"{r['video_fps_per_stream']!s:>10} {r['audio_chunks_per_s_per_stream']!s:>8} {r['latency_p50_ms']!s:>7} "
+        f"{r['latency_p95_ms']!s:>7} {r['server_rss_mb']!s:>7}  {r['drops'] or 'none'}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--students", type=int, nargs="+", default=[1, 5, 10, 20])
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window per run")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    parser.add_argument("--media", type=Path, default=None, help="VP8/H.264 + Opus clip (default: synthetic)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.port))
+    else:
+        asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
