@@ -1,5 +1,6 @@
-"""One aiohttp app with everything: ingest (WHIP, join page), inference worker, in-process
-aggregation and the gateway (REST, live feeds, dashboard, ``/metrics``) on memory transports.
+"""One aiohttp app with everything: ingest (WHIP, join page), inference worker, aggregation
+(the aggregator's plain engine over the in-memory event bus) and the gateway (REST, live
+feeds, dashboard, ``/metrics``) on memory transports.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from services.aggregator.config import AggregationConfig
+from services.aggregator.plain import PlainAggregator
+from services.aggregator.settings import AggregatorSettings
 from services.gateway.app import add_gateway
 from services.gateway.settings import GatewaySettings
 from services.inference.engine import InferenceEngine
@@ -19,7 +21,6 @@ from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
 from services.ingest.app import add_ingest_routes
 from services.ingest.settings import IngestSettings
-from services.up.aggregation import InProcessAggregation
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
@@ -36,7 +37,7 @@ class UpSettings:
     gateway: GatewaySettings
     ingest: IngestSettings
     inference: InferenceSettings
-    aggregation: AggregationConfig
+    aggregator: AggregatorSettings
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -72,8 +73,11 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
         await transports.start()
         await asyncio.to_thread(engine.load)
         worker = InferenceWorker(engine=engine, transports=transports, settings=settings.inference, metrics=metrics)
-        aggregation = InProcessAggregation(
-            events=transports.events, live=transports.live, metrics=metrics, config=settings.aggregation
+        aggregation = PlainAggregator(
+            settings=settings.aggregator,
+            events=transports.events,
+            metrics=metrics,
+            live=transports.live if settings.aggregator.live_state else None,
         )
         tasks = [
             spawn(worker.run(), name="up-inference"),

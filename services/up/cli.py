@@ -22,7 +22,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from services.aggregator.config import AggregationConfig
+    from services.aggregator.settings import AggregatorSettings
     from services.core_commands import SETTINGS_MODULES
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
@@ -44,7 +44,7 @@ def _up(args: argparse.Namespace) -> int:
             gateway=GatewaySettings(),
             ingest=IngestSettings(),
             inference=InferenceSettings(),
-            aggregation=AggregationConfig(),
+            aggregator=AggregatorSettings(),
         )
     except (SettingsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
