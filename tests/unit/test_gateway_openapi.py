@@ -8,22 +8,13 @@ from typing import Any
 import jsonschema
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from services.gateway.openapi import build_openapi
+from services.gateway.openapi import build_openapi, served_paths
 
 from .gateway_fixtures import aggregate, alert, gateway, score, token
 
 pytestmark = pytest.mark.unit
-
-
-def _app_paths(app: web.Application) -> set[str]:
-    out = set()
-    for resource in app.router.resources():
-        info = resource.get_info()
-        path = info.get("path") or info.get("formatter")
-        if path and not path.startswith("/static/"):
-            out.add(str(path))
-    return out
 
 
 def _validator(doc: dict[str, Any], path: str) -> jsonschema.Draft202012Validator:
@@ -35,8 +26,8 @@ def _validator(doc: dict[str, Any], path: str) -> jsonschema.Draft202012Validato
 async def test_document_matches_routes_and_responses() -> None:
     async with gateway() as h:
         doc = await (await h.client.get("/api/openapi.json")).json()
-        assert doc == build_openapi()
-        assert set(doc["paths"]) == _app_paths(h.client.app)  # type: ignore[arg-type]
+        assert doc == build_openapi(served_paths(h.client.app))  # type: ignore[arg-type]
+        assert set(doc["paths"]) == served_paths(h.client.app)  # type: ignore[arg-type]
         for path, ops in doc["paths"].items():
             if path.startswith("/api/sessions/"):
                 assert {"401", "403"} <= set(ops["get"]["responses"]), path
@@ -64,3 +55,35 @@ async def test_document_matches_routes_and_responses() -> None:
         jsonschema.Draft202012Validator(
             {"$ref": "#/components/schemas/ErrorBody", "components": doc["components"]}
         ).validate(await bad.json())
+
+
+def _methods(app: web.Application) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method != "HEAD" and not path.startswith("/static/") and not path.endswith((".js", ".css")):
+            out.add((path, route.method.lower()))
+    return out
+
+
+def test_document_of_the_whole_up_app_lists_whip_with_every_method() -> None:
+    from services.gateway.app import add_gateway
+    from services.gateway.settings import GatewaySettings
+    from services.ingest.app import add_ingest_routes
+    from services.ingest.settings import IngestSettings
+    from services.up.app import _landing
+    from shared.metrics import Metrics
+    from shared.settings import CommonSettings
+    from shared.transport.factory import build_transports
+
+    common = CommonSettings()
+    metrics = Metrics(CollectorRegistry())
+    transports = build_transports(common, metrics=metrics)
+    app = web.Application()
+    add_ingest_routes(app, settings=IngestSettings(), common=common, transports=transports, metrics=metrics)
+    add_gateway(app, settings=GatewaySettings(), common=common, transports=transports, metrics=metrics)
+    app.router.add_get("/", _landing)
+    doc = build_openapi(served_paths(app))
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert documented == _methods(app)
+    assert "201" in doc["paths"]["/whip/{session}/{participant}"]["post"]["responses"]
