@@ -11,9 +11,10 @@ import asyncio
 import json
 from contextlib import suppress
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from services.gateway.context import GATEWAY
+from services.gateway.hub import END
 from services.gateway.live_state import live_state
 from shared.log import get_logger
 
@@ -50,6 +51,9 @@ async def websocket_feed(request: web.Request, session: str) -> web.StreamRespon
 async def _send_loop(ws: web.WebSocketResponse, queue: asyncio.Queue[bytes]) -> None:
     while not ws.closed:
         data = await queue.get()
+        if data == END:
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"live feed unavailable; reconnect")
+            return
         await ws.send_str(data.decode())
 
 
@@ -69,6 +73,8 @@ async def sse_feed(request: web.Request, session: str) -> web.StreamResponse:
                 except TimeoutError:
                     await resp.write(b": ping\n\n")
                     continue
+                if data == END:
+                    break
                 await resp.write(b"data: " + data + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         _log.debug("sse viewer state %s -> %s", "open", "closed")

@@ -22,6 +22,8 @@ from shared.transport.base import LiveBus
 
 _log = get_logger(__name__)
 STAGE = "gateway"
+END = b""
+"""Put on a viewer's queue when the session's live feed failed."""
 
 
 class LiveHub:
@@ -37,19 +39,22 @@ class LiveHub:
 
     @asynccontextmanager
     async def watch(self, session: str) -> AsyncIterator[asyncio.Queue[bytes]]:
-        """A queue of encoded live messages for one viewer of ``session`` (subscribed on entry)."""
+        """A queue of encoded live messages for one viewer of ``session`` (subscribed on entry).
+
+        An empty message (:data:`END`) means the live feed failed: close the viewer, who reconnects.
+        """
         queue: asyncio.Queue[bytes] = asyncio.Queue(self._queue_size)
         viewers = self._viewers.setdefault(session, set())
         viewers.add(queue)
         if session not in self._pumps:
-            self._subscribed[session] = asyncio.Event()
-            self._pumps[session] = spawn(self._pump(session), name=f"gateway-live-{len(self._pumps)}")
+            subscribed = self._subscribed[session] = asyncio.Event()
+            self._pumps[session] = spawn(self._pump(session, subscribed), name=f"gateway-live-{len(self._pumps)}")
         await self._subscribed[session].wait()
         try:
             yield queue
         finally:
             viewers.discard(queue)
-            if not viewers:
+            if not viewers and self._viewers.get(session) is viewers:
                 await self._stop(session)
 
     async def _stop(self, session: str) -> None:
@@ -65,18 +70,34 @@ class LiveHub:
         for session in list(self._pumps):
             await self._stop(session)
 
-    async def _pump(self, session: str) -> None:
-        async with self._bus.subscribe(live_channel(session)) as feed:
-            self._subscribed[session].set()
-            async for data in feed:
-                out = self._stamp(data)
-                if out is None:
-                    continue
-                for queue in list(self._viewers.get(session, ())):
+    async def _pump(self, session: str, subscribed: asyncio.Event) -> None:
+        try:
+            async with self._bus.subscribe(live_channel(session)) as feed:
+                subscribed.set()
+                _log.debug("live feed state %s -> %s", "new", "subscribed")
+                async for data in feed:
+                    out = self._stamp(data)
+                    if out is not None:
+                        self._fan_out(session, out)
+        except Exception as exc:
+            self._metrics.errors_total.labels(STAGE, "live_subscribe").inc()
+            _log.error("live feed state %s -> %s: %s", "subscribed", "failed", exc)
+            if self._pumps.get(session) is asyncio.current_task():
+                del self._pumps[session]
+                self._subscribed.pop(session, None)
+                viewers = self._viewers.pop(session, set())
+                for queue in viewers:
                     if queue.full():
                         queue.get_nowait()
-                        self._metrics.errors_total.labels(STAGE, "viewer_overflow").inc()
-                    queue.put_nowait(out)
+                    queue.put_nowait(END)
+            subscribed.set()
+
+    def _fan_out(self, session: str, out: bytes) -> None:
+        for queue in list(self._viewers.get(session, ())):
+            if queue.full():
+                queue.get_nowait()
+                self._metrics.errors_total.labels(STAGE, "viewer_overflow").inc()
+            queue.put_nowait(out)
 
     def _stamp(self, data: bytes) -> bytes | None:
         received = wall_clock()

@@ -17,6 +17,7 @@ from shared.contracts.topics import AGGREGATES, ALERTS, SCORES
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.tokens import TokenRole, issue_token
+from shared.transport.base import LiveBus
 from shared.transport.factory import Transports, build_transports
 from shared.transport.live import LivePublisher
 from shared.transport.typed import EventPublisher
@@ -122,10 +123,12 @@ class Harness:
 
 
 @asynccontextmanager
-async def gateway() -> AsyncIterator[Harness]:
+async def gateway(*, live: LiveBus | None = None) -> AsyncIterator[Harness]:
     common = CommonSettings(token_secret=SECRET)  # type: ignore[arg-type]
     metrics = Metrics(CollectorRegistry())
     transports = build_transports(common, metrics=metrics)
+    if live is not None:
+        transports.live = live
     app = create_gateway_app(
         settings=GatewaySettings(heartbeat_s=1.0), common=common, transports=transports, metrics=metrics
     )

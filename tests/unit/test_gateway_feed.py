@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
+from services.gateway.hub import END, LiveHub
 from shared.contracts.live import decode_live
+from shared.metrics import Metrics
+from shared.transport.live import LivePublisher
+from shared.transport.memory import MemoryLiveBus
 
 from .gateway_fixtures import aggregate, alert, gateway, score, token
 
@@ -66,3 +75,59 @@ async def test_two_viewers_share_one_subscription_and_both_receive() -> None:
         await h.emit(score("s1", "alice", 2))
         assert (await b.receive_json(timeout=3))["event"]["seq"] == 2
         await b.close()
+
+
+class _FailingLiveBus(MemoryLiveBus):
+    """A live bus whose subscriptions break after ``after`` messages (like a Redis restart)."""
+
+    def __init__(self, *, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.subscriptions = 0
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        self.subscriptions += 1
+        async with super().subscribe(channel) as inner:
+
+            async def broken() -> AsyncIterator[bytes]:
+                for _ in range(self.after):
+                    yield await inner.__anext__()
+                await inner.__anext__()  # the next message never arrives: the connection drops
+                raise ConnectionError("live bus connection lost")
+
+            yield broken()
+
+
+async def test_a_failed_live_feed_closes_viewers_and_the_next_viewer_resubscribes() -> None:
+    bus = _FailingLiveBus(after=1)
+    hub = LiveHub(bus=bus, metrics=Metrics(CollectorRegistry()), queue_size=8)
+    publisher = LivePublisher(bus=bus)
+    async with hub.watch("s1") as queue:
+        await publisher.publish(score("s1", "alice", 1))
+        first = await asyncio.wait_for(queue.get(), 3)
+        assert decode_live(first).kind == "score"
+        await publisher.publish(score("s1", "alice", 2))  # the subscription breaks before this one
+        assert await asyncio.wait_for(queue.get(), 3) == END
+    async with hub.watch("s1") as queue:
+        await publisher.publish(score("s1", "alice", 3))
+        assert decode_live(await asyncio.wait_for(queue.get(), 3)).event.seq == 3  # type: ignore[union-attr]
+    assert bus.subscriptions == 2
+    await hub.close()
+
+
+async def test_websocket_viewer_is_closed_when_the_live_feed_fails() -> None:
+    async with gateway(live=_FailingLiveBus(after=1)) as h:
+        ws = await h.client.ws_connect("/api/sessions/s1/ws", params={"token": token("s1", "viewer")})
+        assert (await ws.receive_json(timeout=3))["kind"] == "snapshot"
+        await h.emit(score("s1", "alice", 1))
+        assert (await ws.receive_json(timeout=3))["event"]["seq"] == 1
+        await h.emit(score("s1", "alice", 2))
+        msg = await ws.receive(timeout=3)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.INTERNAL_ERROR
+        assert (
+            h.metrics.registry.get_sample_value(
+                "classpulse_errors_total", {"stage": "gateway", "error": "live_subscribe"}
+            )
+            == 1
+        )
