@@ -73,7 +73,7 @@ def engagement_plot(report: Report) -> str:
     ax.set_xlabel("media time (s)")
     ax.set_ylabel("engagement (mean of each second)")
     ax.grid(alpha=0.3)
-    if len(per) <= 12:
+    if 0 < len(per) <= 12:
         ax.legend(loc="upper right", fontsize=8, ncols=min(4, len(per) + 1))
     return _svg(fig)
 
@@ -89,7 +89,7 @@ def strips_plot(report: Report) -> str:
         ax.broken_barh(list(_runs(per[pid], sig)), (y + 0.15, 0.7), facecolors=colour)
         labels.append((y + 0.5, f"{pid} · {sig.replace('_', ' ')}"))
     ax.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
-    ax.set_ylim(0, len(lanes))
+    ax.set_ylim(0, max(1, len(lanes)))
     ax.set_xlim(0, max(report.session.duration_s, 1.0))
     ax.set_xlabel("media time (s)")
     ax.grid(axis="x", alpha=0.3)

@@ -87,3 +87,17 @@ def test_html_is_self_contained_with_three_plots_and_escaped_text(written: Path)
     assert "s&lt;1&gt;&amp;" in html and "s<1>&" not in html.replace("s&lt;1&gt;&amp;", "")
     assert "media truncated at 11.0 s &lt;test&gt;" in html
     assert "teacher talk share" in html
+
+
+def test_empty_report_renders_without_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    from shared.contracts.report import Report, ReportSession, SessionSummary
+
+    empty = Report(session=ReportSession(id="x", source="y.mp4", duration_s=0.0), participants=[], timeline=[],
+                   summary=SessionSummary())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = write_report(empty, tmp_path)
+    assert paths.csv.read_text() == ",".join(CSV_COLUMNS) + "\n"
+    assert json.loads(paths.json.read_text())["timeline"] == []
