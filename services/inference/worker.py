@@ -28,7 +28,7 @@ from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import MediaMessage
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import INFERENCE_GROUP, SCORES
+from shared.contracts.topics import INFERENCE_GROUP, SCORES, EventTopic
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.transport.base import StreamEntry
@@ -63,12 +63,13 @@ class InferenceWorker:
         metrics: Metrics,
         consumer: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scores_topic: EventTopic[ScoreEvent] = SCORES,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or default_consumer_name()
         self._media = transports.media
-        self._scores = EventPublisher(bus=transports.events, topic=SCORES)
+        self._scores = EventPublisher(bus=transports.events, topic=scores_topic)
         self._live = LivePublisher(bus=transports.live)
         self._metrics = metrics
         self._clock = clock

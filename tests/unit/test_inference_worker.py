@@ -1,0 +1,106 @@
+"""The worker on in-memory transports: batches across streams, publishes scores + live state, acks media."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bench.inference_media import frames, speech_scene
+from services.inference.engine import InferenceEngine
+from services.inference.perception import PerceptionRequest, PerceptionResult
+from services.inference.settings import InferenceSettings
+from services.inference.worker import InferenceWorker
+from shared.contracts.codec import EventCodec, encode_media
+from shared.contracts.events import ScoreEvent
+from shared.contracts.media import AudioChunk
+from shared.contracts.timing import TimingTrail
+from shared.contracts.topics import INFERENCE_GROUP, SCORES
+from shared.metrics import Metrics
+from shared.transport.factory import Transports
+from shared.transport.live import read_state
+from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
+
+pytestmark = pytest.mark.unit
+
+
+class NoFaces:
+    """Fast perception fake: every frame is analysed, none holds a face."""
+
+    name = "no-faces"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+        self.batches.append(len(requests))
+        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
+
+    def forget(self, key: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+async def test_worker_batches_across_streams_publishes_and_acks() -> None:
+    metrics = Metrics(CollectorRegistry())
+    media = MemoryMediaBus(maxlen=1000, metrics=metrics)
+    events, live = MemoryEventBus(), MemoryLiveBus()
+    transports = Transports(media=media, events=events, live=live)
+    settings = InferenceSettings(batch_max=8, batch_wait_ms=20, read_block_ms=5)
+    backend = NoFaces()
+    engine = InferenceEngine(settings=settings, metrics=metrics, backend=backend)
+    engine.load()
+    worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=metrics, consumer="w1")
+    await media.ensure_group(INFERENCE_GROUP)
+    image = np.zeros((120, 160, 3), np.uint8)
+    sent = 0
+    for p in range(3):
+        for msg in frames([image] * 6, session="s1", participant=f"p{p}"):
+            await media.append(encode_media(msg))
+            sent += 1
+    wave, _ = speech_scene([(0.2, "hello there")], seconds=2.0, snr_db=None)
+    for k in range(4):  # an audio-only participant: 0.5 s chunks
+        chunk = AudioChunk.from_waveform(
+            wave[k * 8000 : (k + 1) * 8000],
+            sample_rate=16000,
+            session="s1",
+            participant="mic-only",
+            seq=k,
+            media_time=k * 0.5,
+            timing=TimingTrail(capture_ts=time.time()),
+        )
+        await media.append(encode_media(chunk))
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            if worker.published >= sent + 4 and await media.length() == 0:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    codec = EventCodec(ScoreEvent)
+    out = [codec.decode(v) for _, v in events.records(SCORES.name)]
+    assert len(out) == sent + 4 and len({e.event_id for e in out}) == len(out)
+    assert await media.length() == 0  # every entry acked after its scores were published
+    assert max(backend.batches) > 1  # frames of several streams shared a perception batch
+    for e in out:
+        stamp = e.timing.stage("inference")
+        assert stamp is not None and stamp.received <= stamp.emitted
+    for p in range(3):
+        mine = sorted((e for e in out if e.participant == f"p{p}"), key=lambda e: e.seq)
+        assert [e.seq for e in mine] == [2 * i for i in range(6)] and not any(e.present for e in mine)
+    audio_only = [e for e in out if e.participant == "mic-only"]
+    assert len(audio_only) == 4 and all(not e.camera_on and e.mic_on for e in audio_only)
+    state = await read_state(live, "s1")
+    assert {m.event.participant for m in state if m.kind == "score"} == {"p0", "p1", "p2", "mic-only"}
+    assert metrics.registry.get_sample_value("classpulse_inference_batch_size_count") == worker.batches
