@@ -24,6 +24,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from services.aggregator.settings import AggregatorSettings
     from services.core_commands import SETTINGS_MODULES
+    from services.gateway.serving import serve
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
     from services.ingest.settings import IngestSettings
@@ -60,32 +61,17 @@ def _up(args: argparse.Namespace) -> int:
     setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
     app = create_up_app(settings=settings, metrics=default_metrics())
     try:
-        asyncio.run(serve(app, host=args.host, port=args.port))
+        asyncio.run(
+            serve(
+                app,
+                host=args.host,
+                port=args.port,
+                banner=lambda url: f"ClassPulse is up: {url}/  (join: /join, dashboard: /dashboard)",
+            )
+        )
     except OSError as exc:
         print(
             f"error: cannot serve on {args.host}:{args.port} ({exc.strerror}); choose another --port", file=sys.stderr
         )
         return 1
     return 0
-
-
-async def serve(app: Any, *, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM; prints the bound URL (the real port when ``port`` is 0)."""
-    import signal
-
-    from aiohttp import web
-
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1]
-        print(f"ClassPulse is up: http://{host}:{bound}/  (join: /join, dashboard: /dashboard)", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await runner.cleanup()

@@ -1,0 +1,27 @@
+"""Serve an aiohttp app until SIGINT/SIGTERM, printing the bound URL (the real port when asked for 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+
+async def serve(app: web.Application, *, host: str, port: int, banner: Callable[[str], str]) -> None:
+    """Run ``app`` on ``host:port``; prints ``banner(base_url)`` once listening; cleans up on exit."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        print(banner(f"http://{host}:{bound}"), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
