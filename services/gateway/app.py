@@ -14,6 +14,7 @@ from services.gateway.history import HistoryReader, SessionHistory
 from services.gateway.hub import LiveHub
 from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
+from shared.contracts.live import encode_live, wrap_live
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
@@ -52,7 +53,13 @@ def add_gateway(
     group = settings.history_group or f"gateway-{uuid.uuid4().hex[:12]}"
 
     async def history_task(app: web.Application) -> AsyncIterator[None]:
-        reader = HistoryReader(bus=transports.events, history=history, metrics=metrics, group=group)
+        reader = HistoryReader(
+            bus=transports.events,
+            history=history,
+            metrics=metrics,
+            group=group,
+            on_lifecycle=lambda event: ctx.hub.deliver(event.session, encode_live(wrap_live(event))),
+        )
         task = spawn(reader.run(), name="gateway-history")
         yield
         await ctx.hub.close()

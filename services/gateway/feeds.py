@@ -22,7 +22,7 @@ _log = get_logger(__name__)
 
 
 async def _snapshot(request: web.Request, session: str) -> str:
-    state = await live_state(request.app[GATEWAY].live, session)
+    state = await live_state(request.app[GATEWAY].live, session, request.app[GATEWAY].history.get(session))
     return json.dumps({"kind": "snapshot", "state": state.model_dump(mode="json")})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -56,6 +57,8 @@ class SessionRecord:
     aggregates: deque[ClassAggregate] = field(default_factory=deque)
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
     scores: int = 0
+    lifecycle: dict[str, LifecycleEvent] = field(default_factory=dict)
+    """Latest lifecycle change per participant (joined, left, camera off ...)."""
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def seen(self, event_id: str) -> bool:
@@ -175,6 +178,9 @@ class SessionHistory:
             return
         part = self._participant(record, event.participant, event.role, event.ts)
         part.last_seen = max(part.last_seen, event.ts)
+        current = record.lifecycle.get(event.participant)
+        if current is None or current.ts <= event.ts:
+            record.lifecycle[event.participant] = event
         part.status = {"joined": "active", "left": "left"}.get(event.kind, part.status)
 
     def _forget_gauges(self, session: str) -> None:
@@ -203,9 +209,18 @@ class SessionHistory:
 class HistoryReader:
     """Consumes the four event topics into a :class:`SessionHistory` (a background task)."""
 
-    def __init__(self, *, bus: EventBus, history: SessionHistory, metrics: Metrics, group: str) -> None:
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        history: SessionHistory,
+        metrics: Metrics,
+        group: str,
+        on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
+    ) -> None:
         self._consumer: EventConsumer = bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
         self._history = history
+        self._on_lifecycle = on_lifecycle
         self._metrics = metrics
         self.ready = asyncio.Event()
 
@@ -234,3 +249,5 @@ class HistoryReader:
             return
         self._metrics.messages_total.labels("gateway", record.topic.rsplit(".", 1)[-1]).inc()
         self._history.apply(event)
+        if isinstance(event, LifecycleEvent) and self._on_lifecycle is not None:
+            self._on_lifecycle(event)

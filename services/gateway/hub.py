@@ -92,6 +92,10 @@ class LiveHub:
                     queue.put_nowait(END)
             subscribed.set()
 
+    def deliver(self, session: str, data: bytes) -> None:
+        """Hand a message produced inside the gateway (lifecycle from the event log) to the session's viewers."""
+        self._fan_out(session, data)
+
     def _fan_out(self, session: str, out: bytes) -> None:
         for queue in list(self._viewers.get(session, ())):
             if queue.full():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.gateway.history import SessionRecord
 from services.gateway.models import LiveParticipant, LiveState
 from shared.contracts.live import LiveAggregate, LiveAlert, LiveScore
 from shared.contracts.timing import wall_clock
@@ -9,7 +10,8 @@ from shared.transport.base import LiveBus
 from shared.transport.live import read_state
 
 
-async def live_state(bus: LiveBus, session: str) -> LiveState:
+async def live_state(bus: LiveBus, session: str, record: SessionRecord | None = None) -> LiveState:
+    """The live bus's latest state of ``session``, plus lifecycle from the gateway's history (``record``)."""
     messages = await read_state(bus, session)
     participants = sorted(
         (LiveParticipant.from_score(m.event) for m in messages if isinstance(m, LiveScore)),
@@ -28,5 +30,6 @@ async def live_state(bus: LiveBus, session: str) -> LiveState:
         participants=participants,
         aggregate=tumbling[0] if tumbling else None,
         windows=windows,
+        lifecycle=sorted(record.lifecycle.values(), key=lambda e: e.participant) if record else [],
         alerts=alerts,
     )

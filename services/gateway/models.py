@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.events import Alert, ClassAggregate, Role, ScoreEvent
+from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.report import Report, TimelineRow
 from shared.contracts.timing import TimingTrail
 
@@ -64,6 +64,9 @@ class LiveState(BaseModel):
     aggregate: ClassAggregate | None = Field(description="The latest aggregate of the finest tumbling window, if any.")
     windows: list[ClassAggregate] = Field(description="The latest aggregate of every window kind and size.")
     alerts: list[Alert] = Field(description="Alerts currently raised.")
+    lifecycle: list[LifecycleEvent] = Field(
+        default_factory=list, description="Latest lifecycle change per participant (joined, left, camera off ...)."
+    )
 
 
 class ParticipantInfo(BaseModel):

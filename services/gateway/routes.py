@@ -87,7 +87,7 @@ async def participants(request: web.Request, session: str) -> web.StreamResponse
 
 
 async def live(request: web.Request, session: str) -> web.StreamResponse:
-    return _json(await live_state(request.app[GATEWAY].live, session))
+    return _json(await live_state(request.app[GATEWAY].live, session, request.app[GATEWAY].history.get(session)))
 
 
 def _float_query(request: web.Request, name: str, default: float) -> float:

@@ -109,6 +109,10 @@ def test_student_tile_appears_present_on_the_dashboard(tmp_path: Path) -> None:
             assert int(dash.locator("#lat-n").inner_text()) > 0
             assert dash.locator("#feed-status").inner_text() == "live"
 
+            # The student leaves: the tile says so (lifecycle from ingest via the event log).
+            join.click("#stop")
+            dash.wait_for_selector(f'{tile} .badge:text-is("left")', timeout=15_000)
+
             # The feed drops (server gone): the dashboard says so and keeps retrying.
             up.proc.send_signal(signal.SIGINT)
             up.proc.wait(timeout=20)

@@ -131,3 +131,27 @@ async def test_websocket_viewer_is_closed_when_the_live_feed_fails() -> None:
             )
             == 1
         )
+
+
+async def test_lifecycle_from_the_event_log_reaches_viewers_and_the_snapshot() -> None:
+    from shared.contracts.events import LifecycleEvent
+    from shared.contracts.topics import LIFECYCLE
+    from shared.transport.typed import EventPublisher
+
+    async with gateway() as h:
+        ws = await h.client.ws_connect("/api/sessions/s1/ws", params={"token": token("s1", "viewer")})
+        assert (await ws.receive_json(timeout=3))["state"]["lifecycle"] == []
+        lifecycle = EventPublisher(bus=h.transports.events, topic=LIFECYCLE)
+        joined = LifecycleEvent(event_id="s1/alice/joined/1", session="s1", participant="alice", kind="joined", ts=10.0)
+        await lifecycle.publish(joined)
+        msg = await ws.receive_json(timeout=3)
+        assert msg["kind"] == "lifecycle" and msg["event"]["participant"] == "alice"
+        await ws.close()
+        left = LifecycleEvent(event_id="s1/alice/left/1", session="s1", participant="alice", kind="left", ts=20.0)
+        await lifecycle.publish(left)
+        for _ in range(100):
+            state = await (await h.client.get("/api/sessions/s1/live", params={"token": token("s1", "viewer")})).json()
+            if state["lifecycle"] and state["lifecycle"][0]["kind"] == "left":
+                break
+            await asyncio.sleep(0.02)
+        assert [(e["participant"], e["kind"]) for e in state["lifecycle"]] == [("alice", "left")]

@@ -13,6 +13,7 @@
 
   const state = {
     participants: new Map(),  // id -> latest score event
+    roster: new Map(),        // id -> latest lifecycle event (joined, left, camera_off ...)
     handsSince: new Map(),    // id -> first time the hand was seen raised (fallback queue)
     aggregate: null,
     seenAggregates: new Set(),
@@ -85,16 +86,36 @@
   function badge(label, on) {
     return el("span", "badge " + (on ? "on" : "off"), label);
   }
+  function applyLifecycle(e) {
+    if (e.kind === "session_ended") return;
+    const cur = state.roster.get(e.participant);
+    if (!cur || cur.ts <= e.ts) state.roster.set(e.participant, e);
+  }
+  function joiningTile(id, life) {
+    const tile = el("div", "tile stale");
+    tile.dataset.participant = id;
+    tile.dataset.present = "unknown";
+    const name = el("div", "name", id);
+    name.append(el("span", "role", life.role));
+    const badges = el("div", "badges");
+    badges.append(badge(life.kind === "left" ? "left" : "joined — waiting for the first signals", life.kind !== "left"));
+    tile.append(name, badges);
+    return tile;
+  }
   function renderTiles() {
     const box = $("tiles");
-    const ids = [...state.participants.keys()].sort();
+    const ids = [...new Set([...state.participants.keys(), ...state.roster.keys()])].sort();
     $("count").textContent = ids.length ? "(" + ids.length + ")" : "";
     if (!ids.length) return;
     box.replaceChildren();
     const now = Date.now() / 1000;
     for (const id of ids) {
       const e = state.participants.get(id);
+      const life = state.roster.get(id);
+      if (!e) { box.append(joiningTile(id, life)); continue; }
       const tile = el("div", "tile");
+      const left = life && life.kind === "left" && life.ts >= e.timing.capture_ts;
+      if (left) tile.classList.add("stale");
       tile.dataset.participant = id;
       tile.dataset.present = String(e.present);
       if (!e.present) tile.classList.add("absent");
@@ -107,6 +128,7 @@
         badge(e.attentive ? "attentive" : "not attentive", e.attentive),
         badge(e.speaking ? "speaking" : "silent", e.speaking),
       );
+      if (left) badges.append(badge("left", false));
       if (e.hand_raised) badges.append(badge("✋ hand raised", true));
       if (e.camera_on === false) badges.append(badge("camera off", false));
       if (e.mic_on === false) badges.append(badge("mic muted", false));
@@ -224,6 +246,7 @@
       for (const p of msg.state.participants) applyScore({ ...p, receivedAt: now, media_time: p.media_time });
       if (msg.state.aggregate) applyAggregate(msg.state.aggregate);
       for (const a of msg.state.alerts) applyAlert(a);
+      for (const l of msg.state.lifecycle || []) applyLifecycle(l);
     } else if (msg.kind === "score") {
       observeTiming(msg.event.timing);
       applyScore({ ...msg.event, receivedAt: now });
@@ -232,6 +255,8 @@
       applyAggregate(msg.event);
     } else if (msg.kind === "alert") {
       applyAlert(msg.event);
+    } else if (msg.kind === "lifecycle") {
+      applyLifecycle(msg.event);
     }
   }
 
