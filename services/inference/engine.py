@@ -145,10 +145,12 @@ class InferenceEngine:
         video = [(batch[i], recv[i]) for i in order if isinstance(batch[i], VideoFrame)]
         pending: list[_Pending] = []
         t0 = time.perf_counter()
-        self._audio_steps(audio, pending)  # type: ignore[arg-type]
+        audio_feats = self._audio_features(audio)  # type: ignore[arg-type]
         t1 = time.perf_counter()
         self._video_steps(video, pending)  # type: ignore[arg-type]
         t2 = time.perf_counter()
+        # Audio-only steps are decided after this batch's frames are known (camera on or off).
+        self._audio_steps(audio_feats, pending)
         events = self._fuse(pending)
         t3 = time.perf_counter()
         if self._metrics is not None and batch:
@@ -189,12 +191,15 @@ class InferenceEngine:
             log.info("participant state %s -> %s", "none", "tracked", extra=pii(participant=msg.participant))
         return state
 
-    def _audio_steps(self, items: Sequence[tuple[AudioChunk, float]], pending: list[_Pending]) -> None:
+    def _audio_features(
+        self, items: Sequence[tuple[AudioChunk, float]]
+    ) -> list[tuple[AudioChunk, AudioFeatures, float]]:
+        """VAD (batched across participants), level and log-mel per chunk; stored per participant."""
         if not items:
-            return
+            return []
         waves = [to_16k(chunk.waveform(), chunk.sample_rate) for chunk, _ in items]
         probs = self._vad.process([(f"{c.session}/{c.participant}", w) for (c, _), w in zip(items, waves, strict=True)])
-        s = self.settings
+        out = []
         for (chunk, recv), wave, prob in zip(items, waves, probs, strict=True):
             state = self._state(chunk)
             state.seen(chunk.media_time, recv)
@@ -206,12 +211,19 @@ class InferenceEngine:
                 mel_db=tuple(self._mel.bands(wave)),
             )
             state.audio.append(feats)
-            if state.last_video_time is None and not state.camera_off(
-                chunk.media_time, off_after=s.camera_off_after_s, grace=s.audio_grace_s
-            ):
+            out.append((chunk, feats, recv))
+        return out
+
+    def _audio_steps(self, items: Sequence[tuple[AudioChunk, AudioFeatures, float]], pending: list[_Pending]) -> None:
+        """Steps for participants whose camera is off (or who have no video at all)."""
+        s = self.settings
+        for chunk, feats, recv in items:
+            state = self._state(chunk)
+            off = state.camera_off(chunk.media_time, off_after=s.camera_off_after_s, grace=s.audio_grace_s)
+            if state.last_video_time is None and not off:
                 state.pending_audio.append((chunk, feats, recv))  # a first frame may still come
                 continue
-            if state.camera_off(chunk.media_time, off_after=s.camera_off_after_s, grace=s.audio_grace_s):
+            if off:
                 for held, held_feats, held_recv in state.pending_audio:
                     pending.append(self._audio_only_step(state, held, held_feats, held_recv))
                 state.pending_audio.clear()
@@ -267,6 +279,8 @@ class InferenceEngine:
         vec[IDX["face_present"]], mask[IDX["face_present"]] = float(present), 1.0
         vec[IDX["camera_on"]], mask[IDX["camera_on"]] = 1.0, 1.0
         snap["face_present"] = present
+        if res.face is None or res.face.landmarks is None:
+            state.recent_pose.clear()  # head-pose smoothing never spans an absence
         if res.face is not None and res.face.landmarks is not None:
             lm = res.face.landmarks
             pose = fv.head_pose(lm, frame.width, frame.height)

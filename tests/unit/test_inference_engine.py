@@ -1,0 +1,83 @@
+"""Engine step rules: frames drive steps, audio drives them only with the camera off; stable ids."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from bench.inference_media import chunks, frames, speech_scene
+from services.inference.engine import InferenceEngine
+from services.inference.perception import PerceptionRequest, PerceptionResult
+from services.inference.settings import InferenceSettings
+from shared.contracts.media import MediaMessage
+
+pytestmark = pytest.mark.unit
+
+
+class NoFaces:
+    name = "no-faces"
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
+
+    def forget(self, key: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def engine() -> InferenceEngine:
+    e = InferenceEngine(settings=InferenceSettings(), backend=NoFaces())
+    e.load()
+    return e
+
+
+def media(video_s: float, audio_s: float, participant: str = "p") -> list[MediaMessage]:
+    image = np.zeros((48, 64, 3), np.uint8)
+    vids = frames([image] * int(video_s * 5), session="s", participant=participant)
+    wave, _ = speech_scene([(0.5, "hello everyone")], seconds=audio_s, snr_db=None)
+    auds = chunks(wave, session="s", participant=participant, chunk_s=0.5)
+    return sorted([*vids, *auds], key=lambda m: (m.media_time, m.kind != "audio"))
+
+
+def test_audio_and_video_in_one_batch_give_one_step_per_frame() -> None:
+    msgs = media(3.0, 3.0)
+    events = engine().process(msgs)
+    assert len(events) == sum(1 for m in msgs if m.kind == "video")
+    assert all(e.camera_on and e.mic_on for e in events)
+    assert sorted(e.seq for e in events) == [2 * i for i in range(15)]
+
+
+def test_camera_off_mid_stream_switches_to_audio_steps() -> None:
+    msgs = media(2.0, 5.0)
+    e = engine()
+    events = [ev for i in range(0, len(msgs), 4) for ev in e.process(msgs[i : i + 4])]
+    video = [ev for ev in events if ev.camera_on]
+    audio = [ev for ev in events if not ev.camera_on]
+    assert len(video) == 10
+    assert audio and min(ev.media_time for ev in audio) >= 1.8 + 1.0  # camera off after 1 s without frames
+    assert all(not ev.present and ev.seq % 2 == 1 for ev in audio)
+
+
+def test_event_ids_are_stable_when_media_is_redelivered() -> None:
+    msgs = media(2.0, 2.0, participant="again")
+    first = {ev.event_id for ev in engine().process(msgs)}
+    time.sleep(0.01)
+    second = {ev.event_id for ev in engine().process(msgs)}
+    assert first == second and len(first) == 10
+
+
+def test_audio_only_participant_is_held_for_the_grace_then_scored() -> None:
+    wave, _ = speech_scene([(0.2, "hi")], seconds=2.0, snr_db=None)
+    e = engine()
+    early = e.process(chunks(wave, session="s", participant="voice", chunk_s=0.25)[:1])
+    assert early == []  # a first frame may still come
+    rest = e.process(chunks(wave, session="s", participant="voice", chunk_s=0.25)[1:]) + e.flush()
+    assert len(rest) == 8 and all(not ev.camera_on for ev in rest)
