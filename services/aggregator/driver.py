@@ -81,7 +81,8 @@ class SessionDriver:
         self.sessions: dict[str, SessionAggregator] = {}
         self._dirty: set[str] = set()
         self._end_grace_s = end_grace_s
-        self._last_record: dict[str, float] = {}
+        self._last_record = wall_clock()
+        self._event_clock = float("-inf")
         self.finished: set[str] = set()
         """Sessions that ended and were flushed (not reloaded by time-driven closes)."""
 
@@ -132,7 +133,8 @@ class SessionDriver:
             _log.warning("aggregator input skipped: %s", exc)
             return None
         self._dirty.add(session)
-        self._last_record[session] = wall_clock()
+        self._last_record = wall_clock()
+        self._event_clock = max(self._event_clock, agg.watermark)
         return session
 
     def _count(self, agg: SessionAggregator, late: int, dup: int) -> None:
@@ -151,7 +153,7 @@ class SessionDriver:
         emitted = 0
         for session in sorted(set(sessions)):
             agg = self.session(session)
-            ending = self._ending(session, agg)
+            ending = self._ending(agg)
             aggregates, alerts = agg.flush() if ending else agg.advance(self._now(agg))
             outputs: list[Output] = [*aggregates, *alerts]
             for event in outputs:
@@ -170,26 +172,27 @@ class SessionDriver:
                 self._dirty.discard(session)
             if ending:
                 del self.sessions[session]
-                self._last_record.pop(session, None)
                 self.finished.add(session)
                 self._metrics.aggregator_sessions.set(len(self.sessions))
                 _log.info("session aggregation %s -> %s", "open", "ended", extra=pii(session=session))
         return emitted
 
-    def _ending(self, session: str, agg: SessionAggregator) -> bool:
-        """Flush an ended session once its scores caught up with the end, or went quiet.
+    def _ending(self, agg: SessionAggregator) -> bool:
+        """Whether an ended session may get its final flush now.
 
         Scores and lifecycle come from different topics, so 'session_ended' may be read
-        before the last scores: flushing at once would make those late. Scores have caught
-        up when they reach the end time (less the close delay); a session whose
-        participants stopped sending earlier is flushed after ``end_grace_s`` without records.
+        long before the last scores (a backlog): flushing at once would make them late.
+        Flush when the clock (wall, or the latest score time over all sessions) is
+        ``end_grace_s`` past the end, or when no record at all arrived for ``end_grace_s``
+        (the input is drained). A session's own scores cannot tell: its last ones may
+        still wait behind the current batch.
         """
-        if not agg.ended:
-            return False
-        if agg.ended_at is not None and agg.watermark >= agg.ended_at - self._config.close_delay_s:
+        if not agg.ended or agg.ended_at is None:
+            return agg.ended
+        clock = self._event_clock if self._clock == "event" else wall_clock()
+        if clock >= agg.ended_at + self._end_grace_s:
             return True
-        quiet_since = self._last_record.setdefault(session, wall_clock())
-        return wall_clock() - quiet_since >= self._end_grace_s
+        return wall_clock() - self._last_record >= self._end_grace_s
 
     async def tick(self) -> int:
         """Time-driven close of every cached session."""

@@ -36,11 +36,14 @@ class BusEmitter:
         self._alert_codec = EventCodec(Alert)
 
     async def emit(self, session: str, events: Sequence[Output]) -> None:
-        for event in events:
-            if isinstance(event, ClassAggregate):
-                await self._bus.publish(self._topics[0], session, self._aggregate_codec.encode(event))
-            else:
-                await self._bus.publish(self._topics[1], session, self._alert_codec.encode(event))
+        """Publish concurrently (one round of broker acks for the batch, not one per event)."""
+        sends = [
+            self._bus.publish(self._topics[0], session, self._aggregate_codec.encode(event))
+            if isinstance(event, ClassAggregate)
+            else self._bus.publish(self._topics[1], session, self._alert_codec.encode(event))
+            for event in events
+        ]
+        await asyncio.gather(*sends)
 
 
 class PlainAggregator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ from shared.transport.memory import MemoryLiveBus
 pytestmark = pytest.mark.unit
 
 BASE = 1_700_000_000.0
+GRACE = 0.5
 CFG = AggregationConfig(tumbling_sizes_s=(1.0, 5.0), hopping_size_s=10.0, hopping_step_s=5.0, away_after_s=3.0)
 
 
@@ -37,7 +39,7 @@ class ListEmitter:
 def driver(store: DictStore, emitter: ListEmitter, live: MemoryLiveBus | None = None) -> SessionDriver:
     return SessionDriver(config=CFG, clock="event", store=store, emitter=emitter,
                          metrics=Metrics(CollectorRegistry()), live=LivePublisher(bus=live) if live else None,
-                         end_grace_s=60.0)
+                         end_grace_s=GRACE)
 
 
 def timeline() -> tuple[list[ScoreEvent], LifecycleEvent]:
@@ -72,6 +74,9 @@ async def test_ended_first_still_counts_every_score_and_writes_live_state() -> N
     assert d.add("lifecycle", EventCodec(LifecycleEvent).encode(end)) == "d1"
     await d.close({"d1"}, received=0.0)
     await feed(d, events)
+    assert "d1" not in d.finished, "flushed before the input went quiet"
+    await asyncio.sleep(GRACE * 1.2)
+    await d.tick()
     ids = [e.event_id for _, e in out.sent]
     assert len(ids) == len(set(ids))
     assert set(ids) == expected_ids()
@@ -92,6 +97,7 @@ async def test_restart_from_snapshot_loses_nothing() -> None:
     second = driver(store, out)
     await feed(second, events[half - 25:])
     second.add("lifecycle", EventCodec(LifecycleEvent).encode(end))
+    await asyncio.sleep(GRACE * 1.2)
     await second.close({"d1"}, received=0.0)
     ids = [e.event_id for _, e in out.sent]
     assert set(ids) == expected_ids()
