@@ -61,7 +61,8 @@ class AggregatorSettings(StrictSettings):
     metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, description="Address of /metrics.")
     end_grace_s: float = Field(
         default=2.0, ge=0.0, le=600.0,
-        description="After 'session_ended', wait this long (s) for the last scores before the final flush.",
+        description="After 'session_ended' the final flush waits until the clock is this far past the end "
+        "or no record arrived for this long (s).",
     )
     live_state: bool = Field(default=True, description="Write the latest class state and alerts to Redis.")
 
