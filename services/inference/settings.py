@@ -32,6 +32,13 @@ class InferenceSettings(StrictSettings):
     queue_max: int = Field(
         default=256, ge=1, le=100_000, description="Bound of the worker's in-process queue (oldest dropped past it)."
     )
+    max_lag_ms: float = Field(
+        default=1000.0,
+        ge=0.0,
+        le=600_000.0,
+        description="Live overload guard: a frame captured longer ago than this is dropped unscored (counted); "
+        "0 = never drop. Audio is always scored.",
+    )
     read_count: int = Field(default=64, ge=1, le=4096, description="Entries read from the media stream per call.")
     read_block_ms: int = Field(default=20, ge=1, le=10_000, description="How long one stream read may wait.")
     claim_idle_ms: int = Field(

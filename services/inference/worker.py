@@ -170,7 +170,9 @@ class InferenceWorker:
         now = self._clock()
         for q in queued:
             self._metrics.inference_queue_wait_seconds.observe(max(0.0, now - q.enqueued))
-        items = [q.value for q in queued]
+        items = await self._drop_stale([q.value for q in queued])
+        if not items:
+            return
         self._metrics.batch_size.observe(len(items))
         try:
             events = await asyncio.to_thread(
@@ -185,6 +187,20 @@ class InferenceWorker:
         for item in items:
             self._metrics.messages_total.labels(STAGE, item.msg.kind).inc()
         self.batches += 1
+
+    async def _drop_stale(self, items: list[_Item]) -> list[_Item]:
+        """Keep latency bounded under overload: frames older than ``max_lag_ms`` are acked unscored."""
+        if self.settings.max_lag_ms <= 0:
+            return items
+        limit = self.settings.max_lag_ms / 1000
+        now = wall_clock()
+        stale = [i for i in items if i.msg.kind == "video" and now - i.msg.timing.capture_ts > limit]
+        if not stale:
+            return items
+        await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in stale])
+        self._metrics.media_dropped_total.labels("inference_stale").inc(len(stale))
+        gone = {id(i) for i in stale}
+        return [i for i in items if id(i) not in gone]
 
     async def _publish(self, events: list[ScoreEvent]) -> None:
         if not events:
