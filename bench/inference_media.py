@@ -31,7 +31,7 @@ def photo(name: str) -> NDArray[np.uint8]:
     if name == "astronaut":
         from skimage import data
 
-        return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+        return np.ascontiguousarray(data.astronaut()[:, :, ::-1])  # type: ignore[no-untyped-call]
     path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -80,7 +80,7 @@ def speech(text: str, *, rate: int = 16000) -> NDArray[np.float32]:
     samples = raw.astype(np.float32) / 32768.0
     n = round(len(samples) * rate / src_rate)
     resampled = np.interp(np.linspace(0, len(samples) - 1, n), np.arange(len(samples)), samples)
-    return resampled.astype(np.float32)
+    return np.asarray(resampled, dtype=np.float32)
 
 
 def trim(wave_: NDArray[np.float32], *, rate: int = 16000, floor_db: float = -40.0) -> NDArray[np.float32]:

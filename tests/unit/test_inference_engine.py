@@ -81,3 +81,15 @@ def test_audio_only_participant_is_held_for_the_grace_then_scored() -> None:
     assert early == []  # a first frame may still come
     rest = e.process(chunks(wave, session="s", participant="voice", chunk_s=0.25)[1:]) + e.flush()
     assert len(rest) == 8 and all(not ev.camera_on for ev in rest)
+
+
+def test_device_choice() -> None:
+    import torch
+
+    from services.inference.engine import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
