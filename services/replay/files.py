@@ -90,9 +90,8 @@ def replay_file(
             batch_max=settings.batch_max, queue_max=settings.queue_max, frame_step_s=1.0 / settings.analysis_fps,
             progress=progress,
         )
-        engine.load()
         try:
-            report, stats = run_replay(job)
+            report, stats = run_replay(job)  # loads the engine while decoding starts
         finally:
             engine.close()
     return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)

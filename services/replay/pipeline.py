@@ -93,6 +93,8 @@ class ReplayJob:
     frame_step_s: float = 0.2
     warnings: list[str] = field(default_factory=list)
     batch_max: int = 16
+    load_scorer: bool = True
+    """Call ``scorer.load()`` after the decoder has started (overlaps model loading with decoding)."""
     batch_span_s: float = 0.6
     """Media time one batch may span. The engine scores a batch's audio before its frames, and audio
     more than ``camera_off_after_s`` (1 s) past the last frame reads as camera off; a short span keeps
@@ -155,8 +157,10 @@ def run_replay(
             on_events(events)
 
     log.info("replay %s -> %s", "idle", "running")
-    decoder.start()
+    decoder.start()  # decoding fills the bounded queue while the models load
     try:
+        if job.load_scorer:
+            job.scorer.load()
         done = False
         while not done:
             batch: list[MediaMessage] = []
