@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from shared.contracts.codec import DecodeError
-from shared.contracts.live import LiveLifecycle, decode_live, encode_live
+from shared.contracts.live import LiveLifecycle, LiveScore, decode_live, encode_live
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import live_channel
 from shared.log import get_logger, spawn
@@ -118,5 +118,10 @@ class LiveHub:
         self._metrics.observe_hop(trail, transport="live", received=received)
         stamped = trail.stamped(STAGE, received=received)
         message.event.timing = stamped
-        self._metrics.observe_trail(stamped, stage=STAGE)
+        # Student signals measure capture -> delivery ("gateway"); aggregates and alerts are
+        # emitted when their window closes, so their delay is kept apart ("gateway_aggregate" ...).
+        label = STAGE if isinstance(message, LiveScore) else f"{STAGE}_{message.kind}"
+        stamp = stamped.stages[-1]
+        self._metrics.stage_seconds.labels(label).observe(max(0.0, stamp.emitted - stamp.received))
+        self._metrics.since_capture_seconds.labels(label).observe(max(0.0, stamp.emitted - stamped.capture_ts))
         return encode_live(message)

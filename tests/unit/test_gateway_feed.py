@@ -42,7 +42,10 @@ async def test_websocket_snapshot_then_live_messages_with_gateway_stamp() -> Non
     gw = first.timing.stage("gateway")
     assert gw is not None and gw.emitted >= gw.received >= first.timing.stages[1].emitted
     reg = h.metrics.registry
-    assert reg.get_sample_value("classpulse_since_capture_seconds_count", {"stage": "gateway"}) == 3
+    # capture -> delivery of student signals, kept apart from window-delayed aggregates and alerts
+    assert reg.get_sample_value("classpulse_since_capture_seconds_count", {"stage": "gateway"}) == 1
+    assert reg.get_sample_value("classpulse_since_capture_seconds_count", {"stage": "gateway_aggregate"}) == 1
+    assert reg.get_sample_value("classpulse_since_capture_seconds_count", {"stage": "gateway_alert"}) == 1
     assert (
         reg.get_sample_value("classpulse_transport_hop_seconds_count", {"transport": "live"}) == 2
     )  # the alert has no stage to hop from
