@@ -7,11 +7,19 @@ import signal
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log lines without query strings: browser feeds carry their token in ``?token=``."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1f ms", request.method, request.path, response.status, time * 1000)
 
 
 async def serve(app: web.Application, *, host: str, port: int, banner: Callable[[str], str]) -> None:
     """Run ``app`` on ``host:port``; prints ``banner(base_url)`` once listening; cleans up on exit."""
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

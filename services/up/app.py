@@ -46,7 +46,7 @@ async def _landing(request: web.Request) -> web.Response:
             "<!doctype html><meta charset=utf-8><title>ClassPulse</title>"
             "<h1>ClassPulse</h1><ul>"
             '<li><a href="/join">Join a class (student camera + microphone)</a></li>'
-            '<li><a href="/dashboard">Teacher dashboard</a> (<code>/dashboard?session=S&amp;token=T</code>)</li>'
+            '<li><a href="/dashboard">Teacher dashboard</a> (<code>/dashboard?session=S#token=T</code>)</li>'
             '<li><a href="/api/openapi.json">REST API (OpenAPI)</a></li>'
             '<li><a href="/metrics">Prometheus metrics</a></li></ul>'
             "<p>Tokens: <code>classpulse token --session S --participant P --role student|teacher|viewer</code></p>"

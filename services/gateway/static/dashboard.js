@@ -3,9 +3,11 @@
 "use strict";
 
 (function () {
+  // ?session=S&token=T, or #token=T (a fragment never reaches server logs).
   const params = new URLSearchParams(location.search);
-  const session = params.get("session");
-  const token = params.get("token");
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const session = hash.get("session") || params.get("session");
+  const token = hash.get("token") || params.get("token");
   const $ = (id) => document.getElementById(id);
   const STALE_S = 5;
   const MAX_POINTS = 180;
