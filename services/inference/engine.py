@@ -290,7 +290,9 @@ class InferenceEngine:
                 vec[IDX["head_pitch"]], mask[IDX["head_pitch"]] = abs(dpitch), 1.0
                 snap.update(yaw_deg=round(dyaw, 2), pitch_deg=round(dpitch, 2), roll_deg=round(pose.roll, 2))
             ear = fv.eye_openness(lm)
-            state.observe_eyes(ear)
+            blink_rate = state.observe_eyes(ear, frame.media_time)
+            if blink_rate is not None:
+                snap["blinks_per_min"] = round(blink_rate, 1)
             vec[IDX["eyes_open"]], mask[IDX["eyes_open"]] = ear, 1.0
             snap["eye_openness"] = round(ear, 4)
             gaze = fv.gaze_offset(lm)

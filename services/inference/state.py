@@ -15,6 +15,7 @@ from shared.contracts.media import AudioChunk
 
 BLINK_EAR = 0.15
 """Eye aspect ratio below which the eyes count as closed (a blink when it reopens)."""
+BLINK_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class ParticipantState:
     mouth: deque[float] = field(default_factory=lambda: deque(maxlen=6))
     eyes_closed: bool = False
     blinks: int = 0
+    blink_times: deque[float] = field(default_factory=lambda: deque(maxlen=128))
     pending_audio: list[tuple[AudioChunk, AudioFeatures, float]] = field(default_factory=list)
     last_wall: float = 0.0
 
@@ -91,11 +93,20 @@ class ParticipantState:
                 self.calibrated = True
         return yaw - self.baseline[0], pitch - self.baseline[1]
 
-    def observe_eyes(self, ear: float) -> None:
+    def observe_eyes(self, ear: float, media_time: float) -> float | None:
+        """Count a blink when closed eyes reopen; blinks per minute over the last minute (after 10 s)."""
         closed = ear < BLINK_EAR
         if self.eyes_closed and not closed:
             self.blinks += 1
+            self.blink_times.append(media_time)
         self.eyes_closed = closed
+        if self.first_face_time is None:
+            return None
+        span = min(BLINK_WINDOW_S, media_time - self.first_face_time)
+        if span < 10.0:
+            return None
+        recent = sum(1 for t in self.blink_times if media_time - t <= BLINK_WINDOW_S)
+        return 60.0 * recent / span
 
     def mouth_activity(self, opening: float) -> float | None:
         self.mouth.append(opening)

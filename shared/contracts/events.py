@@ -37,6 +37,9 @@ class FeatureSnapshot(BaseModel):
     pitch_deg: float | None = Field(default=None, description="Head pitch relative to the calibrated baseline.")
     roll_deg: float | None = None
     eye_openness: float | None = Field(default=None, description="Eye aspect ratio, ~0.3 open, <0.15 closed.")
+    blinks_per_min: float | None = Field(
+        default=None, ge=0.0, description="Blinks per minute over the participant's recent face-present time."
+    )
     gaze_offset: float | None = Field(default=None, description="Iris offset from eye centre, 0 centred .. 1 edge.")
     mouth_activity: float | None = Field(default=None, description="Mouth opening variability in the window.")
     wrist_above_shoulder: bool | None = None

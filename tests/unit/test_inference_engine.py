@@ -93,3 +93,19 @@ def test_device_choice() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_blinks_per_minute_from_eye_aspect_ratio() -> None:
+    from services.inference.state import ParticipantState
+
+    state = ParticipantState(
+        session="s", participant="p", role="student", window_steps=8, calibration_s=3, baseline_limit_deg=20
+    )
+    state.calibrate(0.0, 0.0, 0.0)  # first face at t=0
+    rates = []
+    for i in range(150):  # 30 s at 5 fps, eyes closed for one frame every 3 s -> 20 blinks/min
+        t = i / 5
+        rates.append(state.observe_eyes(0.08 if i % 15 == 7 else 0.3, t))
+    assert rates[10] is None  # under 10 s of face time: no rate yet
+    assert state.blinks == 10
+    assert rates[-1] == pytest.approx(20.0, abs=2.5)
