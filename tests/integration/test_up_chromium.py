@@ -84,7 +84,7 @@ def test_student_tile_appears_present_on_the_dashboard(tmp_path: Path) -> None:
         )
         try:
             dash = browser.new_page(viewport={"width": 1280, "height": 900})
-            dash.goto(f"{up.url}/dashboard?session={SESSION}&token={teacher}")
+            dash.goto(f"{up.url}/dashboard?session={SESSION}#token={teacher}")
             dash.wait_for_selector("#feed-status.live", timeout=15_000)
 
             join = browser.new_page()
