@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
             "DIR/report.html and DIR/timeline.csv."
         ),
     )
-    p.add_argument("input", nargs="?", type=Path, help="recording to analyse (omit with --from-kafka)")
+    p.add_argument("input", nargs="?", help="recording (file or URL PyAV opens) to analyse; omit with --from-kafka")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./<input name>-report)")
     p.add_argument("--session", default=None, help="session id (default: the file name; required with --from-kafka)")
     p.add_argument("--participant", default="p1", help="participant id of the person in the recording (default p1)")
@@ -108,11 +108,11 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _replay_file(args: argparse.Namespace) -> int:
     from services.ingest.sources.errors import MediaSourceError
-    from services.replay.files import replay_file
+    from services.replay.files import media_name, replay_file
 
     if args.input is None:
         return _fail("give a recording to analyse (classpulse replay FILE --out DIR) or use --from-kafka --session ID")
-    out = args.out or Path(f"{args.input.stem or 'replay'}-report")
+    out = args.out or Path(f"{Path(media_name(args.input)).stem or 'replay'}-report")
     if out.exists() and not out.is_dir():
         return _fail(f"--out {out} is a file; give a folder for the report")
     try:

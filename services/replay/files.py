@@ -42,6 +42,15 @@ def native_stderr_muted(enabled: bool = True) -> Iterator[TextIO]:
         real.close()
 
 
+def media_name(location: str) -> str:
+    """The file name of a path or URL (``https://host/a/lesson.mp4?x=1`` -> ``lesson.mp4``)."""
+    if "://" in location:
+        from urllib.parse import urlparse
+
+        return Path(urlparse(location).path).name or urlparse(location).netloc
+    return Path(location).name
+
+
 @dataclass(frozen=True)
 class ReplayOutcome:
     report: Report
@@ -50,7 +59,7 @@ class ReplayOutcome:
 
 
 def replay_file(
-    path: Path,
+    path: Path | str,
     *,
     out_dir: Path,
     session: str | None = None,
@@ -67,25 +76,27 @@ def replay_file(
     from services.ingest.sources.file import FileSource
 
     settings = settings or ReplaySettings()
-    session_id = session or default_session_id(path)
+    location = str(path)  # a file path, or a URL PyAV opens (http, rtsp, ...)
+    name = media_name(location)
+    session_id = session or default_session_id(Path(name))
     source = FileSource(
-        path=str(path), session=session_id, participant=participant, role=role, fps=settings.analysis_fps,
+        path=location, session=session_id, participant=participant, role=role, fps=settings.analysis_fps,
         frame_width=settings.frame_width, audio_chunk_s=settings.audio_chunk_s, realtime=False,
     )
     info = source.probe()
     warnings = []
     if not info.has_video:
         warnings.append(
-            f"{path.name} has no video track: presence, attention and hand raising were not observed (all false)"
+            f"{name} has no video track: presence, attention and hand raising were not observed (all false)"
         )
     if not info.has_audio:
-        warnings.append(f"{path.name} has no audio track: speaking and talk time were not observed (all false)")
+        warnings.append(f"{name} has no audio track: speaking and talk time were not observed (all false)")
     engine = InferenceEngine(settings=InferenceSettings())
     summariser = SessionAggregator(session=session_id, config=AggregationConfig())
     with native_stderr_muted(quiet_native) as stderr:
         progress: ProgressSink = ProgressBar(total_s=info.duration_s, stream=stderr) if show_progress else NoProgress()
         job = ReplayJob(
-            source=source, scorer=engine, summariser=summariser, session=session_id, source_name=path.name,
+            source=source, scorer=engine, summariser=summariser, session=session_id, source_name=name,
             participant=participant, role=role, expected_duration_s=info.duration_s, warnings=warnings,
             batch_max=settings.batch_max, queue_max=settings.queue_max, frame_step_s=1.0 / settings.analysis_fps,
             progress=progress,

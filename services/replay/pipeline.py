@@ -96,9 +96,10 @@ class ReplayJob:
     load_scorer: bool = True
     """Call ``scorer.load()`` after the decoder has started (overlaps model loading with decoding)."""
     batch_span_s: float = 0.6
-    """Media time one batch may span. The engine scores a batch's audio before its frames, and audio
-    more than ``camera_off_after_s`` (1 s) past the last frame reads as camera off; a short span keeps
-    a recording's audio next to its frames."""
+    """Media time one batch may span. A batch is complete at ``batch_max`` messages or this span, so
+    its composition, and with it the result, never depends on how fast decoding runs. The engine
+    scores a batch's audio before its frames, and audio more than ``camera_off_after_s`` (1 s) past
+    the last frame reads as camera off; a short span keeps a recording's audio next to its frames."""
     queue_max: int = 64
     progress: ProgressSink = field(default_factory=NoProgress)
 
@@ -183,10 +184,7 @@ def run_replay(
                 batch.append(item)
                 if len(batch) >= job.batch_max or item.media_time - batch[0].media_time >= job.batch_span_s:
                     break
-                try:
-                    item = handoff.get_nowait()
-                except queue.Empty:
-                    break
+                item = handoff.get()  # batches never depend on decode timing: same file, same report
             if batch:
                 consume(job.scorer.process(batch))
                 job.progress.update(media_time=batch[-1].media_time, frames=frames)
