@@ -109,3 +109,20 @@ def test_blinks_per_minute_from_eye_aspect_ratio() -> None:
     assert rates[10] is None  # under 10 s of face time: no rate yet
     assert state.blinks == 10
     assert rates[-1] == pytest.approx(20.0, abs=2.5)
+
+
+def test_wrist_above_shoulder_rule() -> None:
+    from services.inference.features_video import wrist_above_shoulder
+    from services.inference.perception import PoseObservation
+
+    lm = np.zeros((33, 4), np.float32)
+    lm[:, 3] = 0.9
+    lm[11, :2], lm[12, :2] = (300, 300), (200, 300)  # shoulders at y=300, 100 px apart
+    lm[15, :2], lm[16, :2] = (310, 420), (190, 430)  # wrists down
+    assert not wrist_above_shoulder(PoseObservation(landmarks=lm.copy()))
+    lm[15, :2] = (320, 250)  # one wrist raised above the shoulder line
+    assert wrist_above_shoulder(PoseObservation(landmarks=lm.copy()))
+    lm[15, 3] = 0.1  # ... but not visible
+    assert not wrist_above_shoulder(PoseObservation(landmarks=lm.copy()))
+    lm[15, 3], lm[15, 1] = 0.9, 295  # visible but only at shoulder height (within the margin)
+    assert not wrist_above_shoulder(PoseObservation(landmarks=lm.copy()))

@@ -104,3 +104,36 @@ async def test_worker_batches_across_streams_publishes_and_acks() -> None:
     state = await read_state(live, "s1")
     assert {m.event.participant for m in state if m.kind == "score"} == {"p0", "p1", "p2", "mic-only"}
     assert metrics.registry.get_sample_value("classpulse_inference_batch_size_count") == worker.batches
+
+
+async def test_frames_older_than_max_lag_are_dropped_unscored_and_counted() -> None:
+    metrics = Metrics(CollectorRegistry())
+    media = MemoryMediaBus(maxlen=100, metrics=metrics)
+    events = MemoryEventBus()
+    transports = Transports(media=media, events=events, live=MemoryLiveBus())
+    settings = InferenceSettings(batch_max=4, batch_wait_ms=5, read_block_ms=5, max_lag_ms=500)
+    engine = InferenceEngine(settings=settings, metrics=metrics, backend=NoFaces())
+    engine.load()
+    worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=metrics, consumer="w")
+    await media.ensure_group(INFERENCE_GROUP)
+    image = np.zeros((48, 64, 3), np.uint8)
+    old = frames([image] * 3, session="lag", participant="late")
+    for msg in old:
+        msg.timing.capture_ts -= 5.0  # captured 5 s ago: too late to be worth scoring live
+        await media.append(encode_media(msg))
+    for msg in frames([image] * 2, session="lag", participant="fresh"):
+        await media.append(encode_media(msg))
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            if await media.length() == 0 and worker.published >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    codec = EventCodec(ScoreEvent)
+    out = [codec.decode(v) for _, v in events.records(SCORES.name)]
+    assert {e.participant for e in out} == {"fresh"} and len(out) == 2
+    assert await media.length() == 0  # stale frames were acked, not left pending
+    assert metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "inference_stale"}) == 3
