@@ -72,6 +72,7 @@ class SessionAggregator:
         self._waits: list[tuple[float, float]] = []
         self.alerts = AlertBook(session=session)
         self._out_alerts: list[Alert] = []
+        self._last_tick = -math.inf
 
     # ------------------------------------------------------------------ input
     def add_score(self, event: ScoreEvent) -> None:
@@ -266,7 +267,14 @@ class SessionAggregator:
             self._emit(self.alerts.clear("camera_off", lc.participant, at=t, origin=origin))
 
     def _tick(self, t: float) -> None:
-        """Raise the alerts whose condition has lasted long enough by session time ``t``."""
+        """Raise the alerts whose condition has lasted long enough by session time ``t``.
+
+        Runs once per distinct time: every raise is dated ``since + threshold``, so a condition
+        that starts at ``t`` itself is found, with the same dates, by the next tick.
+        """
+        if t == self._last_tick:
+            return
+        self._last_tick = t
         cfg, origin = self.config, self._origin()
         for pid, p in self._participants.items():
             if p.left:

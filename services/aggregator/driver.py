@@ -64,7 +64,7 @@ class SessionDriver:
         *,
         config: AggregationConfig,
         clock: Literal["wall", "event"],
-        store: SnapshotStore,
+        store: SnapshotStore | None,
         emitter: Emitter,
         metrics: Metrics,
         live: LivePublisher | None = None,
@@ -76,6 +76,9 @@ class SessionDriver:
         self._emitter = emitter
         self._metrics = metrics
         self._live = live
+        self._count_score = metrics.messages_total.labels(STAGE, "score")
+        self._count_late = metrics.messages_total.labels(STAGE, "score_late")
+        self._count_duplicate = metrics.messages_total.labels(STAGE, "score_duplicate")
         self._scores = EventCodec(ScoreEvent)
         self._lifecycle = EventCodec(LifecycleEvent)
         self.sessions: dict[str, SessionAggregator] = {}
@@ -91,7 +94,7 @@ class SessionDriver:
         agg = self.sessions.get(session)
         if agg is not None:
             return agg
-        raw = self._store.load(session)
+        raw = self._store.load(session) if self._store is not None else None
         if raw is not None:
             try:
                 agg = load(raw, config=self._config)
@@ -139,11 +142,11 @@ class SessionDriver:
 
     def _count(self, agg: SessionAggregator, late: int, dup: int) -> None:
         if agg.late_events > late:
-            self._metrics.messages_total.labels(STAGE, "score_late").inc()
+            self._count_late.inc()
         elif agg.duplicate_events > dup:
-            self._metrics.messages_total.labels(STAGE, "score_duplicate").inc()
+            self._count_duplicate.inc()
         else:
-            self._metrics.messages_total.labels(STAGE, "score").inc()
+            self._count_score.inc()
 
     def _now(self, agg: SessionAggregator) -> float:
         return agg.watermark if self._clock == "event" else max(wall_clock(), agg.watermark)
@@ -165,7 +168,7 @@ class SessionDriver:
                 await self._emitter.emit(session, outputs)
                 await self._publish_live(outputs)
                 emitted += len(outputs)
-            if outputs or session in self._dirty:
+            if self._store is not None and (outputs or session in self._dirty):
                 started = time.perf_counter()
                 self._store.save(session, dump(agg))
                 self._metrics.stage_seconds.labels("aggregator_snapshot").observe(time.perf_counter() - started)

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Literal
 
-from services.aggregator.driver import DictStore, Output, SessionDriver
+from services.aggregator.driver import Output, SessionDriver
 from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate
@@ -60,7 +60,7 @@ class PlainAggregator:
         self.driver = SessionDriver(
             config=settings.aggregation_config(),
             clock=settings.clock,
-            store=DictStore(),
+            store=None,
             emitter=BusEmitter(bus=events, aggregates_topic=settings.topic(AGGREGATES.name),
                                alerts_topic=settings.topic(ALERTS.name)),
             metrics=metrics,
