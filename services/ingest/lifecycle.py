@@ -33,8 +33,9 @@ class PresenceMonitor:
         self.mic_muted_after_s = mic_muted_after_s
         self.camera_on = has_video
         self.mic_on = has_audio
-        self._last_video = now
-        self._last_sound = now
+        # A track that was never offered never counts as live.
+        self._last_video = now if has_video else float("-inf")
+        self._last_sound = now if has_audio else float("-inf")
         self._black = False
 
     def video_frame(self, now: float, *, black: bool | None) -> None:

@@ -77,12 +77,16 @@ class FrameSampler:
         """Whether a frame at ``media_time`` would be emitted (callers may skip work otherwise)."""
         return media_time + 1e-6 >= self._next_tick
 
+    def note(self, frame: av.VideoFrame) -> None:
+        """Count a decoded frame and keep it as the latest (no conversion)."""
+        self.frames_seen += 1
+        self.latest = frame
+
     def push(
         self, frame: av.VideoFrame, *, media_time: float, capture_ts: float, received: float | None = None
     ) -> VideoFrame | None:
         """Offer one decoded frame; returns an analysis frame when a tick is due."""
-        self.frames_seen += 1
-        self.latest = frame
+        self.note(frame)
         if not self.due(media_time):
             return None
         image = frame_to_bgr(frame, self.width)

@@ -120,13 +120,14 @@ async def test_chromium_publishes_through_the_join_page(
         assert stamp is not None and 0.0 <= stamp.emitted - m.timing.capture_ts < 1.0
 
     await page.click("#stop")
+    kinds: list[str] = []
     for _ in range(50):
-        if not service.resources:
+        kinds = [LIFECYCLE.model.model_validate_json(v).kind for _, v in events.records(LIFECYCLE.name)]
+        if not service.resources and kinds[-1:] == ["left"]:
             break
         await asyncio.sleep(0.1)
     assert service.resources == {}
-    kinds = [LIFECYCLE.model.model_validate_json(v).kind for _, v in events.records(LIFECYCLE.name)]
-    assert kinds[0] == "joined" and kinds[-1] == "left"
+    assert kinds[0] == "joined" and kinds[-1] == "left", kinds
 
 
 async def test_join_page_shows_the_server_error(
