@@ -252,22 +252,42 @@ class InferenceEngine:
             vec[IDX[f"mel_{i}"]], mask[IDX[f"mel_{i}"]] = db, 1.0
 
     def _video_steps(self, items: Sequence[tuple[VideoFrame, float]], pending: list[_Pending]) -> None:
+        """Perception in rounds: round k holds the k-th frame of every participant in the batch.
+
+        Each round is one backend call (batched across participants), and a participant's next
+        frame is planned (pose or not) only after its previous frame's result is in its state.
+        """
         if not items:
             return
         assert self._backend is not None
-        requests: list[PerceptionRequest] = []
-        states: list[ParticipantState] = []
+        queues: dict[tuple[str, str], list[tuple[VideoFrame, float]]] = {}
         for frame, recv in items:
-            state = self._state(frame)
-            state.seen(frame.media_time, recv)
-            prev_face = bool(state.window) and state.window[-1][0][IDX["face_present"]] > 0.5
-            want_pose = prev_face and state.frames % self.settings.pose_every == 0
-            key = f"{frame.session}/{frame.participant}"
-            requests.append(PerceptionRequest(key=key, image=frame.image(), want_pose=want_pose))
-            states.append(state)
-        results = self._backend.analyze(requests)
-        for (frame, recv), req, state, result in zip(items, requests, states, results, strict=True):
-            pending.append(self._video_step(state, frame, recv, req.image, result))
+            queues.setdefault((frame.session, frame.participant), []).append((frame, recv))
+        rounds = max(len(q) for q in queues.values())
+        for k in range(rounds):
+            batch = [q[k] for q in queues.values() if len(q) > k]
+            requests: list[PerceptionRequest] = []
+            states: list[ParticipantState] = []
+            for frame, recv in batch:
+                state = self._state(frame)
+                state.seen(frame.media_time, recv)
+                prev_face = bool(state.window) and state.window[-1][0][IDX["face_present"]] > 0.5
+                want_pose = prev_face and self._pose_due(state)
+                key = f"{frame.session}/{frame.participant}"
+                requests.append(PerceptionRequest(key=key, image=frame.image(), want_pose=want_pose))
+                states.append(state)
+            results = self._backend.analyze(requests)
+            for (frame, recv), req, state, result in zip(batch, requests, states, results, strict=True):
+                pending.append(self._video_step(state, frame, recv, req.image, result))
+
+    def _pose_due(self, state: ParticipantState) -> bool:
+        """Pose (the costliest model) on every Nth frame, and only when it can change the answer."""
+        s = self.settings
+        if state.frames % s.pose_every:
+            return False
+        if s.pose_motion <= 0 or state.last_wrist is None or state.last_wrist:
+            return True
+        return state.motion_since_pose >= s.pose_motion or state.frames - state.wrist_frame >= s.pose_max_interval
 
     def _video_step(
         self, state: ParticipantState, frame: VideoFrame, recv: float, image: NDArray[np.uint8], res: PerceptionResult
@@ -306,13 +326,16 @@ class InferenceEngine:
         if res.pose_ran:
             state.last_wrist = res.pose is not None and fv.wrist_above_shoulder(res.pose)
             state.wrist_frame = state.frames
-        if state.last_wrist is not None and state.frames - state.wrist_frame <= 2 * self.settings.pose_every:
+            state.motion_since_pose = 0.0
+        held = max(2 * self.settings.pose_every, self.settings.pose_max_interval)
+        if state.last_wrist is not None and state.frames - state.wrist_frame <= held:
             vec[IDX["hand_raised"]], mask[IDX["hand_raised"]] = float(state.last_wrist), 1.0
             snap["wrist_above_shoulder"] = state.last_wrist
         thumb = fv.motion_thumbnail(image)
         moved = fv.motion(state.thumbnail, thumb)
         state.thumbnail = thumb
         if moved is not None:
+            state.motion_since_pose = max(state.motion_since_pose, moved)
             vec[IDX["motion"]], mask[IDX["motion"]] = moved, 1.0
             snap["motion"] = round(moved, 4)
         feats = state.audio_at(frame.media_time, AUDIO_MAX_AGE_S)

@@ -67,6 +67,19 @@ class InferenceSettings(StrictSettings):
     pose_every: int = Field(
         default=5, ge=1, le=1000, description="Run pose (hand raise) on every Nth frame of a participant with a face."
     )
+    pose_motion: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Pose runs on its Nth frame only after motion above this (mean thumbnail difference) since the "
+        "last pose, while a hand is up, or every pose_max_interval frames; 0 = every Nth frame.",
+    )
+    pose_max_interval: int = Field(
+        default=25,
+        ge=1,
+        le=10_000,
+        description="Run pose at least every this many frames of a participant with a face.",
+    )
     camera_off_after_s: float = Field(
         default=1.0,
         gt=0.0,

@@ -59,6 +59,7 @@ class ParticipantState:
     recent_pose: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=3))
     last_wrist: bool | None = None
     wrist_frame: int = -1
+    motion_since_pose: float = 0.0
     thumbnail: NDArray[np.float32] | None = None
     mouth: deque[float] = field(default_factory=lambda: deque(maxlen=6))
     eyes_closed: bool = False

@@ -126,3 +126,43 @@ def test_wrist_above_shoulder_rule() -> None:
     assert not wrist_above_shoulder(PoseObservation(landmarks=lm.copy()))
     lm[15, 3], lm[15, 1] = 0.9, 295  # visible but only at shoulder height (within the margin)
     assert not wrist_above_shoulder(PoseObservation(landmarks=lm.copy()))
+
+
+class FaceBoxOnly:
+    """A face is 'found' in every frame (no mesh); counts how often pose is requested."""
+
+    name = "face-box"
+
+    def __init__(self) -> None:
+        self.pose_requests = 0
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+        from services.inference.perception import FaceObservation
+
+        self.pose_requests += sum(r.want_pose for r in requests)
+        face = FaceObservation(box=(10.0, 10.0, 40.0, 40.0), score=0.9, landmarks=None)
+        return [PerceptionResult(face=face, pose=None, pose_ran=r.want_pose) for r in requests]
+
+    def forget(self, key: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_pose_runs_every_nth_frame_only_when_something_moved() -> None:
+    still = np.full((48, 64, 3), 100, np.uint8)
+    moving = [np.full((48, 64, 3), 100 + 60 * (i % 2), np.uint8) for i in range(60)]
+    counts = {}
+    for name, images in (("still", [still] * 60), ("moving", moving)):
+        backend = FaceBoxOnly()
+        e = InferenceEngine(settings=InferenceSettings(pose_every=5, pose_max_interval=25), backend=backend)
+        e.load()
+        events = e.process(frames(images, session="s", participant=name))
+        assert all(ev.present for ev in events)
+        counts[name] = backend.pose_requests
+    assert counts["moving"] == 11  # frames 5, 10 .. 55 (frame 0 comes before any face is known)
+    assert 2 <= counts["still"] <= 3  # first look, then the 25-frame safety check
