@@ -15,7 +15,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -135,16 +135,66 @@ class _Decoder(threading.Thread):
             self._put(exc)
 
 
-def run_replay(
-    job: ReplayJob, *, on_events: Callable[[list[ScoreEvent]], None] | None = None
-) -> tuple[Report, ReplayStats]:
+class _Batches:
+    """Batches off the hand-off queue: up to ``batch_max`` messages spanning at most ``span_s`` of media.
+
+    A batch is complete only by those two rules (or the end), never by what happens to be queued, so
+    the same file always gives the same batches and the same report.
+    """
+
+    def __init__(self, *, handoff: queue.Queue[object], batch_max: int, span_s: float, frame_step_s: float) -> None:
+        self.handoff = handoff
+        self.batch_max = batch_max
+        self.span_s = span_s
+        self.frame_step_s = frame_step_s
+        self.frames = self.chunks = self.peak = 0
+        self.media_end = 0.0
+        self._carry: MediaMessage | None = None
+
+    def _next(self) -> MediaMessage | None:
+        if self._carry is not None:
+            item: object = self._carry
+            self._carry = None
+            return item  # type: ignore[return-value]
+        item = self.handoff.get()
+        self.peak = max(self.peak, self.handoff.qsize() + 1)
+        if item is _END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, AudioChunk):
+            self.chunks += 1
+            self.media_end = max(self.media_end, item.media_time + item.duration)
+        elif isinstance(item, VideoFrame):
+            self.frames += 1
+            self.media_end = max(self.media_end, item.media_time + self.frame_step_s)
+        else:
+            raise TypeError(f"unexpected item from the media source: {type(item).__name__}")
+        return item
+
+    def __iter__(self) -> Iterator[list[MediaMessage]]:
+        while True:
+            batch: list[MediaMessage] = []
+            while len(batch) < self.batch_max:
+                item = self._next()
+                if item is None:
+                    if batch:
+                        yield batch
+                    return
+                if batch and item.media_time - batch[0].media_time > self.span_s + 1e-9:
+                    self._carry = item
+                    break
+                batch.append(item)
+            yield batch
+
+
+def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
     """Replay the job's source to a :class:`Report`; raises what the source raises (e.g. MediaSourceError)."""
     started = time.perf_counter()
     timeline = TimelineBuilder()
     handoff: queue.Queue[object] = queue.Queue(maxsize=job.queue_max)
     decoder = _Decoder(source=job.source, out=handoff)
-    frames = chunks = events_n = peak = 0
-    media_end = 0.0
+    events_n = 0
 
     def consume(events: list[ScoreEvent]) -> None:
         nonlocal events_n
@@ -154,46 +204,24 @@ def run_replay(
         events_n += len(events)
         if events:
             job.summariser.advance(max(e.timing.capture_ts for e in events))
-        if on_events is not None:
-            on_events(events)
 
     log.info("replay %s -> %s", "idle", "running")
     decoder.start()  # decoding fills the bounded queue while the models load
     try:
         if job.load_scorer:
             job.scorer.load()
-        done = False
-        while not done:
-            batch: list[MediaMessage] = []
-            item = handoff.get()
-            peak = max(peak, handoff.qsize() + 1)
-            while True:
-                if item is _END:
-                    done = True
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, AudioChunk):
-                    chunks += 1
-                    media_end = max(media_end, item.media_time + item.duration)
-                elif isinstance(item, VideoFrame):
-                    frames += 1
-                    media_end = max(media_end, item.media_time + job.frame_step_s)
-                else:
-                    raise TypeError(f"unexpected item from the media source: {type(item).__name__}")
-                batch.append(item)
-                if len(batch) >= job.batch_max or item.media_time - batch[0].media_time >= job.batch_span_s:
-                    break
-                item = handoff.get()  # batches never depend on decode timing: same file, same report
-            if batch:
-                consume(job.scorer.process(batch))
-                job.progress.update(media_time=batch[-1].media_time, frames=frames)
+        batches = _Batches(handoff=handoff, batch_max=job.batch_max, span_s=job.batch_span_s,
+                           frame_step_s=job.frame_step_s)
+        for batch in batches:
+            consume(job.scorer.process(batch))
+            job.progress.update(media_time=batch[-1].media_time, frames=batches.frames)
         consume(job.scorer.flush())
     finally:
         decoder.stop.set()
         decoder.join(timeout=5.0)
     job.summariser.flush()
-    media_s = _media_extent(media_end, job.expected_duration_s)
+    frames, chunks, peak = batches.frames, batches.chunks, batches.peak
+    media_s = _media_extent(batches.media_end, job.expected_duration_s)
     job.progress.finish(media_time=media_s, frames=frames)
     report = Report(
         session=ReportSession(id=job.session, source=job.source_name, duration_s=round(media_s, 3)),
