@@ -237,8 +237,9 @@ class SessionAggregator:
         elif p.absent_since is None:
             p.absent_since = t
         if s.camera_on:
-            self._emit(self.alerts.clear("camera_off", s.participant, at=t, origin=origin))
-            p.camera_off_since = None
+            if not p.camera_off_announced:
+                self._emit(self.alerts.clear("camera_off", s.participant, at=t, origin=origin))
+                p.camera_off_since = None
         elif p.camera_off_since is None:
             p.camera_off_since = t
         p.last_end = t + dur
@@ -257,12 +258,15 @@ class SessionAggregator:
             p.hand_since = None
             p.absent_since = None
             p.camera_off_since = None
+            p.camera_off_announced = False
             self._emit(self.alerts.clear("away", lc.participant, at=t, origin=origin))
             self._emit(self.alerts.clear("camera_off", lc.participant, at=t, origin=origin))
         elif lc.kind == "camera_off":
+            p.camera_off_announced = True
             if p.camera_off_since is None:
                 p.camera_off_since = t
         elif lc.kind == "camera_on":
+            p.camera_off_announced = False
             p.camera_off_since = None
             self._emit(self.alerts.clear("camera_off", lc.participant, at=t, origin=origin))
 

@@ -20,8 +20,10 @@ from services.aggregator.snapshot import SnapshotError, dump, load
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.timing import wall_clock
+from shared.contracts.topics import summary_key
 from shared.log import get_logger, pii
 from shared.metrics import Metrics
+from shared.transport.base import LiveBus
 from shared.transport.live import LivePublisher
 
 _log = get_logger(__name__)
@@ -67,7 +69,7 @@ class SessionDriver:
         store: SnapshotStore | None,
         emitter: Emitter,
         metrics: Metrics,
-        live: LivePublisher | None = None,
+        live: LiveBus | None = None,
         end_grace_s: float = 2.0,
     ) -> None:
         self._config = config
@@ -75,7 +77,8 @@ class SessionDriver:
         self._store = store
         self._emitter = emitter
         self._metrics = metrics
-        self._live = live
+        self._live_bus = live
+        self._live = LivePublisher(bus=live) if live is not None else None
         self._count_score = metrics.messages_total.labels(STAGE, "score")
         self._count_late = metrics.messages_total.labels(STAGE, "score_late")
         self._count_duplicate = metrics.messages_total.labels(STAGE, "score_duplicate")
@@ -174,6 +177,7 @@ class SessionDriver:
                 self._metrics.stage_seconds.labels("aggregator_snapshot").observe(time.perf_counter() - started)
                 self._dirty.discard(session)
             if ending:
+                await self._publish_summary(agg)
                 del self.sessions[session]
                 self.finished.add(session)
                 self._metrics.aggregator_sessions.set(len(self.sessions))
@@ -200,6 +204,16 @@ class SessionDriver:
     async def tick(self) -> int:
         """Time-driven close of every cached session."""
         return await self.close(list(self.sessions), received=wall_clock())
+
+    async def _publish_summary(self, agg: SessionAggregator) -> None:
+        if self._live_bus is None:
+            return
+        try:
+            await self._live_bus.set_state(summary_key(agg.session), "summary",
+                                           agg.summary().model_dump_json().encode())
+        except Exception as exc:  # live views are best effort; Kafka has every event
+            self._metrics.errors_total.labels(STAGE, "live").inc()
+            _log.warning("session summary not written: %s", exc)
 
     async def _publish_live(self, outputs: Sequence[Output]) -> None:
         if self._live is None:

@@ -35,7 +35,6 @@ from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.transport.base import LiveBus
-from shared.transport.live import LivePublisher
 
 _log = get_logger(__name__)
 TABLE = "sessions"
@@ -152,7 +151,7 @@ class AggregatorFaustApp:
             store=self.store,
             emitter=FaustEmitter(aggregates=self.aggregates, alerts=self.alerts),
             metrics=metrics,
-            live=LivePublisher(bus=live) if live is not None else None,
+            live=live,
             end_grace_s=settings.end_grace_s,
         )
         self.app.agent(self.inputs, name=f"{settings.app_id}.aggregate")(self._aggregate)

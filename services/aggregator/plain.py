@@ -21,7 +21,6 @@ from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.transport.base import EventBus, LiveBus
-from shared.transport.live import LivePublisher
 
 _log = get_logger(__name__)
 
@@ -64,7 +63,7 @@ class PlainAggregator:
             emitter=BusEmitter(bus=events, aggregates_topic=settings.topic(AGGREGATES.name),
                                alerts_topic=settings.topic(ALERTS.name)),
             metrics=metrics,
-            live=LivePublisher(bus=live) if live is not None else None,
+            live=live,
             end_grace_s=settings.end_grace_s,
         )
 

@@ -89,6 +89,8 @@ class Participant:
     hand_since: float | None = None
     absent_since: float | None = None
     camera_off_since: float | None = None
+    camera_off_announced: bool = False
+    """The camera-off came from a lifecycle event: only 'camera_on' (not a score) clears it."""
     observed: float = 0.0
     present: float = 0.0
     attentive: float = 0.0

@@ -27,6 +27,14 @@ def state_key(session: str) -> str:
     return f"classpulse:state:{session}"
 
 
+def summary_key(session: str) -> str:
+    """Redis hash with the session summary (field ``summary``: ``SessionSummary`` JSON), written at session end.
+
+    Producer: services.aggregator. Consumers: dashboards, the gateway.
+    """
+    return f"classpulse:summary:{session}"
+
+
 @dataclass(frozen=True)
 class EventTopic(Generic[E]):
     """A Kafka topic and the one model it carries, keyed by session."""

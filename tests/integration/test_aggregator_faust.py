@@ -21,7 +21,8 @@ from services.aggregator.scripted import Behaviour, Script, between, lifecycle_e
 from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
-from shared.contracts.topics import state_key
+from shared.contracts.report import SessionSummary
+from shared.contracts.topics import state_key, summary_key
 from shared.transport.kafka import KafkaEventBus
 
 pytestmark = pytest.mark.integration
@@ -183,9 +184,12 @@ async def test_scripted_scores_give_the_expected_aggregates_and_alerts(
     client = aioredis.from_url(redis_url)
     try:
         state = await client.hgetall(state_key(session))
+        summary = await client.hget(summary_key(session), "summary")
     finally:
         await client.aclose()
     assert b"aggregate:tumbling:1" in state and b"alert:b:away" in state
+    assert summary is not None
+    assert SessionSummary.model_validate_json(summary).participants["a"].talk_time_s == pytest.approx(2.0)
 
 
 async def test_restarted_worker_restores_state_from_the_changelog(

@@ -159,3 +159,29 @@ def test_hand_queue_in_raise_order_and_equity() -> None:
     ten = next(a for a in aggs if a.window.size_s == 10.0)
     assert ten.hand_equity_gini == pytest.approx(1 / 3)
     assert ten.participants["c"].hand_raised is False
+
+
+def test_camera_off_from_lifecycle_events() -> None:
+    agg = SessionAggregator(session="s12", config=AggregationConfig(camera_off_after_s=5.0))
+    script = Script(session="s12", base=BASE)
+    script.add("a", constant(), end=30)
+    agg.add_lifecycle(lifecycle_event(session="s12", participant="a", kind="camera_off", t=5.0, base=BASE))
+    agg.add_lifecycle(lifecycle_event(session="s12", participant="a", kind="camera_on", t=12.0, base=BASE))
+    _, alerts = run_all(agg, script)
+    assert [(a.state, a.since, a.at) for a in alerts if a.kind == "camera_off"] == [
+        ("raised", 5.0, 10.0), ("cleared", 5.0, 12.0)]
+
+
+def test_late_joiner_and_summary_figures() -> None:
+    script = Script(session="s13", base=BASE)
+    script.add("a", between(0, 10, Behaviour(present=False, attentive=False)), end=40)
+    script.add("b", constant(attentive=False), start=20.0, end=40)
+    agg = SessionAggregator(session="s13", config=AggregationConfig(late_after_s=15.0))
+    run_all(agg, script)
+    s = agg.summary()
+    assert s.participants["a"].joined_at == 0.0 and not s.participants["a"].late
+    assert s.participants["b"].joined_at == pytest.approx(20.0) and s.participants["b"].late
+    assert s.participants["a"].away_time_s == pytest.approx(10.0, abs=1e-6)
+    assert s.participants["a"].present_ratio == pytest.approx(0.75, abs=1e-6)
+    assert s.participants["b"].attentive_ratio == 0.0
+    assert s.attentive_ratio == pytest.approx(30 / 60, abs=1e-6)

@@ -16,9 +16,9 @@ from services.aggregator.scripted import Behaviour, Script, between, lifecycle_e
 from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import ClassAggregate, LifecycleEvent, ScoreEvent
-from shared.contracts.topics import state_key
+from shared.contracts.report import SessionSummary
+from shared.contracts.topics import state_key, summary_key
 from shared.metrics import Metrics
-from shared.transport.live import LivePublisher
 from shared.transport.memory import MemoryLiveBus
 
 pytestmark = pytest.mark.unit
@@ -38,7 +38,7 @@ class ListEmitter:
 
 def driver(store: DictStore, emitter: ListEmitter, live: MemoryLiveBus | None = None) -> SessionDriver:
     return SessionDriver(config=CFG, clock="event", store=store, emitter=emitter,
-                         metrics=Metrics(CollectorRegistry()), live=LivePublisher(bus=live) if live else None,
+                         metrics=Metrics(CollectorRegistry()), live=live,
                          end_grace_s=GRACE)
 
 
@@ -84,6 +84,8 @@ async def test_ended_first_still_counts_every_score_and_writes_live_state() -> N
     assert all(e.timing.stage("aggregator") is not None for _, e in out.sent)
     state = await live.get_state(state_key("d1"))
     assert "aggregate:tumbling:1" in state and "alert:b:away" in state
+    summary = SessionSummary.model_validate_json((await live.get_state(summary_key("d1")))["summary"])
+    assert summary.participants["a"].talk_time_s == pytest.approx(2.0)
 
 
 async def test_restart_from_snapshot_loses_nothing() -> None:
