@@ -131,6 +131,14 @@ class InferenceEngine:
             self._backend.forget(f"{session}/{participant}")
         self._vad.forget(f"{session}/{participant}")
 
+    def evict_idle(self, *, max_idle_s: float, now: float | None = None) -> int:
+        """Forget participants without media for ``max_idle_s`` of wall time; returns how many."""
+        cutoff = (wall_clock() if now is None else now) - max_idle_s
+        idle = [key for key, state in self._states.items() if state.last_wall < cutoff]
+        for session, participant in idle:
+            self.forget(session, participant)
+        return len(idle)
+
     # -- processing ------------------------------------------------------------------------
 
     def process(self, batch: Sequence[MediaMessage], *, received: Sequence[float] | None = None) -> list[ScoreEvent]:

@@ -1,8 +1,9 @@
 """Settings of the inference worker (``CLASSPULSE_INFERENCE_*``).
 
-Batching defaults come from ``python -m bench.inference_cpu`` on a 2-core box: at 5 fps per
-stream a 16-item batch with a 50 ms wait budget keeps per-frame latency well under the
-500 ms live target while amortising the per-batch costs (VAD and fusion run once per batch).
+Batching defaults, checked with ``python -m bench.inference_cpu`` on a shared 2-core box: a
+50 ms wait budget adds at most 50 ms to a frame (one 5 fps stream: p50 87 ms capture -> score),
+and 16 items are about three frames of each of five streams, enough to share the per-batch
+work (VAD and fusion run once per batch) while one batch stays well under a second on CPU.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ class InferenceSettings(StrictSettings):
     )
     audio_grace_s: float = Field(
         default=0.5, ge=0.0, le=10.0, description="Wait this long for a first frame before scoring audio-only."
+    )
+    state_idle_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        le=86_400.0,
+        description="The worker forgets a participant's state (baseline, windows) after this long without media.",
     )
     torch_threads: int = Field(
         default=1,

@@ -38,6 +38,7 @@ from shared.transport.typed import EventPublisher
 
 log = get_logger(__name__)
 STAGE = "inference"
+EVICT_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class InferenceWorker:
         self._stopping = asyncio.Event()
         self.batches = 0
         self.published = 0
+        self._next_evict = clock() + EVICT_INTERVAL_S
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or cancellation); the engine must be loaded."""
@@ -160,6 +162,11 @@ class InferenceWorker:
                     pass
             if self._batcher.ready():
                 await self._run_batch()
+            if self._clock() >= self._next_evict:
+                self._next_evict = self._clock() + EVICT_INTERVAL_S
+                evicted = await asyncio.to_thread(self.engine.evict_idle, max_idle_s=self.settings.state_idle_s)
+                if evicted:
+                    log.info("participant states %s -> %s", "idle", "forgotten", extra={"count": evicted})
 
     async def _run_batch(self) -> None:
         queued = self._batcher.take()

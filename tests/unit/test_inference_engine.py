@@ -166,3 +166,12 @@ def test_pose_runs_every_nth_frame_only_when_something_moved() -> None:
         counts[name] = backend.pose_requests
     assert counts["moving"] == 11  # frames 5, 10 .. 55 (frame 0 comes before any face is known)
     assert 2 <= counts["still"] <= 3  # first look, then the 25-frame safety check
+
+
+def test_idle_participants_are_forgotten() -> None:
+    e = engine()
+    e.process(media(1.0, 1.0, participant="gone"))
+    assert ("s", "gone") in e.participants()
+    assert e.evict_idle(max_idle_s=60.0) == 0
+    assert e.evict_idle(max_idle_s=60.0, now=time.time() + 120.0) == 1
+    assert e.participants() == []
