@@ -174,6 +174,7 @@ async def aggregate_rate(bootstrap: str, redis_url: str, prefix: str, engine: st
 async def live_latency(bootstrap: str, redis_url: str, tmp: Path, students: int, seconds: float,
                        partitions: int) -> dict[str, list[float]]:
     prefix = f"bl{uuid.uuid4().hex[:6]}."
+    await ensure_topics(bootstrap=bootstrap, settings=AggregatorSettings(topic_prefix=prefix, partitions=partitions))
     env = aggregator_env(bootstrap, redis_url, prefix, "faust", tmp, "wall", partitions)
     proc = worker(env, ["-m", "services.cli", "aggregator"], tmp / "agg-live.log")
     codec, out = EventCodec(ScoreEvent), EventCodec(ClassAggregate)
@@ -273,12 +274,14 @@ async def main() -> None:
         print(f"bare consumption   raw aiokafka {raw:9.0f} rec/s   faust agent {fst:9.0f} rec/s   "
               f"faust/raw = {fst / raw:.2f}")
     if "aggregate" not in skip:
-        rates = {}
+        rates: dict[str, float] = {}
         for engine in ("plain", "faust"):
             rates[engine] = await aggregate_rate(args.kafka, args.redis, prefixes[engine], engine, tmp, n,
                                                  args.sessions, args.seconds, args.partitions)
         print(f"full aggregation   plain aiokafka {rates['plain']:8.0f} scores/s   faust {rates['faust']:8.0f} "
               f"scores/s   faust/plain = {rates['faust'] / rates['plain']:.2f}")
+        raw = await raw_consume(args.kafka, f"{prefixes['faust']}classpulse.scores", n)
+        print(f"full aggregation   faust aggregator / bare raw aiokafka consumer = {rates['faust'] / raw:.3f}")
     if "live" not in skip:
         res = await live_latency(args.kafka, args.redis, tmp, args.students, args.live_seconds, args.partitions)
         for name, xs in res.items():
