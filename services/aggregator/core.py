@@ -302,8 +302,8 @@ class SessionAggregator:
     def _attention(self, limit: int) -> None:
         """Run the class attention-dip alert over the buckets closed up to ``limit`` (exclusive)."""
         cfg, origin = self.config, self._origin()
-        for k in range(self._next_dip_bucket, limit):
-            level = class_attentive_ratio(self._dip_buckets.get(k, {}))
+        for k in sorted(k for k in self._dip_buckets if self._next_dip_bucket <= k < limit):
+            level = class_attentive_ratio(self._dip_buckets[k])
             if level is None:
                 continue
             start = k * cfg.bucket_s
@@ -332,17 +332,30 @@ class SessionAggregator:
 
         for size_s in cfg.tumbling_sizes_s:
             size = cfg.buckets(size_s)
-            while due(self._next_tumbling[size_s], size):
-                first = self._next_tumbling[size_s]
+            while True:
+                first = self._next_tumbling[size_s] = self._skip_empty("tumbling", size, self._next_tumbling[size_s])
+                if not due(first, size):
+                    break
                 out.append(self._aggregate("tumbling", first, first + size))
                 self._next_tumbling[size_s] = first + size
         if cfg.hopping_size_s is not None:
             size, step = cfg.buckets(cfg.hopping_size_s), cfg.buckets(cfg.hopping_step_s)
-            while due(self._next_hopping, size):
-                out.append(self._aggregate("hopping", self._next_hopping, self._next_hopping + size))
-                self._next_hopping += step
+            while True:
+                first = self._next_hopping = self._skip_empty("hopping", size, self._next_hopping)
+                if not due(first, size):
+                    break
+                out.append(self._aggregate("hopping", first, first + size))
+                self._next_hopping = first + step
         out.sort(key=lambda a: (a.window.end, a.window.size_s, a.window.kind))
         return out
+
+    def _skip_empty(self, kind: str, size: int, first: int) -> int:
+        """The first window start at or after ``first`` that holds data (windows without any score
+        are not emitted, so a long pause, or one wild clock, never loops over empty windows)."""
+        if (kind, size, first) in self._open:
+            return first
+        later = [f for k, s, f in self._open if k == kind and s == size and f > first]
+        return min(later) if later else first
 
     def _window_keys(self, k: int) -> list[WindowKey]:
         """The open windows that bucket ``k`` belongs to."""

@@ -185,3 +185,14 @@ def test_late_joiner_and_summary_figures() -> None:
     assert s.participants["a"].present_ratio == pytest.approx(0.75, abs=1e-6)
     assert s.participants["b"].attentive_ratio == 0.0
     assert s.attentive_ratio == pytest.approx(30 / 60, abs=1e-6)
+
+
+def test_a_wild_clock_does_not_loop_over_empty_windows() -> None:
+    agg = SessionAggregator(session="s14", config=AggregationConfig())
+    far = 10_000_000.0  # 116 days later: e.g. one participant's broken capture clock
+    for seq, t in enumerate((0.0, 0.2, far, far + 0.2)):
+        agg.add_score(score_event(session="s14", participant="a", seq=seq, t=t, base=BASE, b=Behaviour()))
+    aggs, _ = agg.advance(BASE + far + 10)
+    starts = sorted({a.window.start for a in aggs if a.window.kind == "tumbling" and a.window.size_s == 1.0})
+    assert starts == [0.0, far]
+    assert all(a.participants_total == 1 for a in aggs)
