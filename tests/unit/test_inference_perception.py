@@ -94,3 +94,16 @@ def test_turned_face_reads_not_attentive_against_frontal_baseline(
     assert turned_events[-1].contributions.get("head_yaw", 0.0) < events[9].contributions["head_yaw"]
     ids = {e.event_id for e in events}
     assert len(ids) == len(events) and all(e.timing.stage("inference") is not None for e in events)
+
+
+@pytest.mark.parametrize(("name", "size"), [("astronaut", 200), ("grace_hopper", 150)])
+def test_small_faces_far_from_the_camera_are_found(backend: MediapipeBackend, name: str, size: int) -> None:
+    """Full-range detection + meshing the crop: faces ~35-50 px wide in a 640x480 frame."""
+    result = backend.analyze([PerceptionRequest(key=f"small-{name}", image=place(photo(name), size), want_pose=False)])[
+        0
+    ]
+    assert result.face is not None and result.face.landmarks is not None
+    width = result.face.box[2] - result.face.box[0]
+    assert 25 < width < 60
+    pose = head_pose(result.face.landmarks, 640, 480)
+    assert pose is not None and abs(pose.yaw) < 15
