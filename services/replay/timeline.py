@@ -6,6 +6,7 @@ Rules (the report's per-second semantics):
 * ``present``, ``attentive``, ``speaking``, ``hand_raised``: true when strictly more than
   half of that second's events say so (majority vote; a tie reads false);
 * ``engagement`` and ``confidence``: the mean over that second's events;
+* the last second counts only when the media lasts more than ``TAIL_S`` into it;
 * a second without any event of a participant (no media, a gap, before they joined)
   reads all false with engagement 0 and confidence 0 — nothing was observed;
 * events are deduplicated by ``event_id`` (the event log is at-least-once).
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 
 from shared.contracts.events import Role, ScoreEvent
 from shared.contracts.report import TimelineRow
+
+TAIL_S = 0.1
+"""Half an analysis step at 5 fps."""
 
 
 @dataclass
@@ -93,9 +97,13 @@ class TimelineBuilder:
         return dict(self._roles)
 
     def seconds(self, duration_s: float | None = None) -> int:
-        """Number of timeline seconds: ``ceil(duration)``, or up to the last event when unknown."""
+        """Number of timeline seconds: ``ceil(duration)``, or up to the last event when unknown.
+
+        A trailing sliver shorter than half an analysis step (``TAIL_S``; e.g. Opus padding that
+        makes a 6 s clip 6.007 s long) gets no row: nothing was analysed in it.
+        """
         if duration_s is not None and duration_s > 0:
-            return max(1, math.ceil(duration_s - 1e-6))
+            return max(1, math.ceil(duration_s - TAIL_S))
         last = max((max(s) for s in self._seconds.values() if s), default=-1)
         return last + 1
 

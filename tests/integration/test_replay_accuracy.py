@@ -159,3 +159,23 @@ def test_same_recording_over_http_gives_the_same_report(replays: dict[str, Any],
     assert again.session.source == "class.webm"
     assert again.timeline == report.timeline
     assert again.summary == report.summary
+
+
+ENCODERS = {
+    "vp9.webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"],
+    "av1.mkv": ["-c:v", "libsvtav1", "-preset", "12"],
+}
+
+
+@pytest.mark.parametrize(("name", "codec"), list(ENCODERS.items()))
+def test_vp9_and_av1(replays: dict[str, Any], tmp_path: Path, name: str, codec: list[str]) -> None:
+    import subprocess
+
+    truth, _, folder = replays["class.mp4"]
+    clip = tmp_path / name
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(folder.parent / "class.mp4"), "-t", "6", *codec,
+                    "-c:a", "libopus", str(clip)], check=True, timeout=120, capture_output=True)
+    report = _replay(clip, tmp_path / "out")
+    assert len(report.timeline) == 6 and report.warnings == []
+    assert agreement(truth[:6], report.timeline)["present"] == 1.0
+    assert agreement(truth[:6], report.timeline)["attentive"] == 1.0

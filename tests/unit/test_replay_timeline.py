@@ -87,3 +87,11 @@ def test_every_row_is_a_majority_of_its_second(samples: list[tuple[float, bool, 
         assert row.speaking == (2 * sum(s for s, _ in inside) > len(inside))
         mean = sum(e for _, e in inside) / len(inside) if inside else 0.0
         assert row.engagement == pytest.approx(mean, abs=1e-9)
+
+
+def test_a_trailing_sliver_gets_no_row() -> None:
+    b = TimelineBuilder()
+    b.add(ev(5.8, 0))
+    assert b.seconds(6.007) == 6  # Opus padding
+    assert b.seconds(6.3) == 7
+    assert b.seconds(0.05) == 1
