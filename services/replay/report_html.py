@@ -62,12 +62,13 @@ def engagement_plot(report: Report) -> str:
     ax: Axes = fig.add_subplot()
     for pid, rows in per.items():
         ax.plot([r.t + 0.5 for r in rows], [r.engagement for r in rows], linewidth=1.2, label=pid)
-    if len(per) > 1:
-        seconds = sorted({r.t for r in report.timeline})
-        mean = [
-            sum(rows[i].engagement for rows in per.values() if i < len(rows)) / len(per) for i in range(len(seconds))
-        ]
-        ax.plot([t + 0.5 for t in seconds], mean, color="black", linewidth=2.0, linestyle="--", label="class mean")
+    roles = {p.id: p.role for p in report.participants}
+    students = [rows for pid, rows in per.items() if roles.get(pid, "student") == "student"]
+    if len(per) > 1 and students:
+        n = min(len(rows) for rows in students)
+        mean = [sum(rows[i].engagement for rows in students) / len(students) for i in range(n)]
+        ax.plot([students[0][i].t + 0.5 for i in range(n)], mean, color="black", linewidth=2.0, linestyle="--",
+                label="class mean (students)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, max(report.session.duration_s, 1.0))
     ax.set_xlabel("media time (s)")
