@@ -15,7 +15,9 @@ For each N, three processes:
   window (after ``--warmup``) and reads the server's stats.
 
 Reported per N: server CPU (% of one core), publisher CPU, sampled video frames/s per
-stream, audio chunks/s per stream, drops by reason, latency p50/p95, server RSS at the end.
+stream, audio chunks/s per stream, drops by reason (plus ``kernel_udp``: datagrams the kernel
+dropped for full socket buffers, system-wide, from /proc/net/snmp), latency p50/p95, server
+RSS at the end. The box is shared: the load average before each run is printed with it.
 """
 
 from __future__ import annotations
@@ -142,6 +144,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def _udp_rcvbuf_errors() -> int:
+    """System-wide UDP datagrams the kernel dropped because a socket's receive buffer was full."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
     env["CLASSPULSE_TOKEN_SECRET"] = SECRET
@@ -174,9 +182,11 @@ async def _run_one(n: int, *, seconds: float, warmup: float, media: Path | None)
         async with aiohttp.ClientSession() as http:
             await (await http.post(url + "/bench/reset")).release()
             cpu0 = (_cpu_s(server.pid), _cpu_s(sim.pid))
+            udp0 = _udp_rcvbuf_errors()
             t0 = time.monotonic()
             await asyncio.sleep(seconds)
             cpu1 = (_cpu_s(server.pid), _cpu_s(sim.pid))
+            udp_drops = _udp_rcvbuf_errors() - udp0
             elapsed = time.monotonic() - t0
             stats = await (await http.get(url + "/bench/stats")).json()
     finally:
@@ -196,7 +206,7 @@ async def _run_one(n: int, *, seconds: float, warmup: float, media: Path | None)
         "publisher_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / elapsed, 1),
         "video_fps_per_stream": round(counts.get("video", 0) / window / n, 2),
         "audio_chunks_per_s_per_stream": round(counts.get("audio", 0) / window / n, 2),
-        "drops": {k: int(v) for k, v in stats["drops"].items() if v},
+        "drops": {k: int(v) for k, v in stats["drops"].items() if v} | ({"kernel_udp": udp_drops} if udp_drops else {}),
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
         "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
         "server_rss_mb": round(stats["rss_mb"], 1),
@@ -223,6 +233,7 @@ async def _main(args: argparse.Namespace) -> None:
         for n in args.students:
             results.append(await _run_one(n, seconds=args.seconds, warmup=args.warmup, media=media))
             _print_row(results[-1])
+            print(f"    (load average {os.getloadavg()[0]:.2f})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

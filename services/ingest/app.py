@@ -14,7 +14,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingest.settings import IngestSettings
-from services.ingest.udp import enable_batched_datagram_reads
 from services.ingest.whip import WhipService
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
@@ -39,7 +38,6 @@ def add_ingest_routes(
     The caller starts and closes ``transports`` (the app factory below does it for the
     standalone service).
     """
-    enable_batched_datagram_reads()
     service = WhipService(settings=settings, common=common, transports=transports, metrics=metrics)
     app[WHIP_SERVICE] = service
     base = "/whip/{session}/{participant}"

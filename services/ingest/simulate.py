@@ -24,7 +24,6 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.ingest.synthetic import write_clip
-from services.ingest.udp import enable_batched_datagram_reads
 from shared.log import get_logger
 from shared.tokens import issue_token
 
@@ -210,7 +209,6 @@ class Simulation:
 
     async def start(self) -> int:
         """Connect every publisher (concurrently); returns how many connected."""
-        enable_batched_datagram_reads()
         self._http = aiohttp.ClientSession()
         names = [f"{self.prefix}-{i + 1}" for i in range(self.students)]
         results = await asyncio.gather(*(self._publish(n) for n in names), return_exceptions=True)
