@@ -44,6 +44,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from services.ingest.app import create_ingest_app
+    from services.ingest.sampling import single_threaded_torch
     from shared.log import setup_logging
     from shared.metrics import default_metrics
     from shared.transport.factory import build_transports
@@ -53,6 +54,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return 2
     settings, common = loaded
     setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
+    single_threaded_torch()
     metrics = default_metrics()
     transports = build_transports(common, metrics=metrics, client_id="classpulse-ingest")
     app = create_ingest_app(settings=settings, common=common, transports=transports, metrics=metrics)
