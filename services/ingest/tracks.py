@@ -88,9 +88,10 @@ def drain_backlog(track: MediaStreamTrack, *, limit: int, metrics: Metrics) -> i
 
 
 def _frame_time(frame: av.VideoFrame | av.AudioFrame) -> float | None:
-    if frame.pts is None or frame.time_base is None:
+    tb = frame.time_base
+    if frame.pts is None or tb is None:
         return None
-    return float(frame.pts * frame.time_base)
+    return frame.pts * tb.numerator / tb.denominator  # floats: Fraction arithmetic is slow per frame
 
 
 def _timing(
@@ -99,8 +100,9 @@ def _timing(
     """``(media_time, capture_ts)``: sender-report time when plausible, else arrival-based."""
     ts = _frame_time(frame)
     media_time, capture = clock.map(arrival if ts is None else ts, arrival)
-    if sender is not None and frame.pts is not None and frame.time_base is not None and frame.time_base > 0:
-        reported = sender.capture(int(frame.pts), round(1 / frame.time_base), arrival)
+    tb = frame.time_base
+    if sender is not None and frame.pts is not None and tb is not None and tb.numerator > 0:
+        reported = sender.capture(int(frame.pts), tb.denominator // tb.numerator, arrival)
         if reported is not None:
             capture = reported
     return media_time, capture
