@@ -101,7 +101,8 @@ class SessionDriver:
         if raw is not None:
             try:
                 agg = load(raw, config=self._config)
-                _log.info("session state %s -> %s", "snapshot", "restored", extra=pii(session=session))
+                _log.info("session state %s -> %s (watermark %.3f, late %d, duplicate %d)", "snapshot", "restored",
+                          agg.watermark, agg.late_events, agg.duplicate_events, extra=pii(session=session))
             except SnapshotError as exc:
                 self._metrics.errors_total.labels(STAGE, "snapshot").inc()
                 _log.error("session snapshot unusable, starting empty: %s", exc, extra=pii(session=session))
@@ -181,7 +182,8 @@ class SessionDriver:
                 del self.sessions[session]
                 self.finished.add(session)
                 self._metrics.aggregator_sessions.set(len(self.sessions))
-                _log.info("session aggregation %s -> %s", "open", "ended", extra=pii(session=session))
+                _log.info("session aggregation %s -> %s (late %d, duplicate %d)", "open", "ended",
+                          agg.late_events, agg.duplicate_events, extra=pii(session=session))
         return emitted
 
     def _ending(self, agg: SessionAggregator) -> bool:

@@ -179,7 +179,15 @@ class AggregatorFaustApp:
                         touched.add(session)
                 await self.driver.close(touched, received=received)
 
+    def _recovering(self) -> bool:
+        """Partitions moving or tables still replaying their changelog: snapshots may be stale."""
+        recovery: Any = getattr(self.app.tables, "recovery", None)
+        in_recovery = bool(recovery is not None and recovery.in_recovery)
+        return bool(self.app.rebalancing or in_recovery or not self.app.flow_control.is_active())
+
     async def _tick(self) -> None:
+        if self._recovering():
+            return
         async with self._lock:
             await self._ensure_live()
             for session in self.store.sessions():
