@@ -46,6 +46,7 @@ class _Item:
     entry_id: str
     msg: MediaMessage
     received: float
+    claimed: bool
 
 
 def default_consumer_name() -> str:
@@ -84,6 +85,9 @@ class InferenceWorker:
         self._space = asyncio.Event()
         self._space.set()
         self._stopping = asyncio.Event()
+        self._held: set[str] = set()
+        """Entry ids read or claimed and not yet acked (queued or in the running batch)."""
+        self._claim_count = max(settings.read_count, settings.queue_max)
         self.batches = 0
         self.published = 0
         self._next_evict = clock() + EVICT_INTERVAL_S
@@ -97,7 +101,7 @@ class InferenceWorker:
             await self._batch_loop()
         finally:
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            await asyncio.wait([reader], timeout=5.0)
             log.info("inference worker %s -> %s", "running", "stopped", extra={"consumer": self.consumer})
 
     def stop(self) -> None:
@@ -113,18 +117,21 @@ class InferenceWorker:
             await self._space.wait()
             if self._clock() >= next_claim:
                 next_claim = self._clock() + s.claim_interval_s
+                # Scan every pending entry (the stream is bounded); entries this worker already
+                # holds are skipped, so its own slow batches are never claimed twice.
                 claimed = await self._media.claim_stale(
-                    INFERENCE_GROUP, self.consumer, min_idle_ms=s.claim_idle_ms, count=s.read_count
+                    INFERENCE_GROUP, self.consumer, min_idle_ms=s.claim_idle_ms, count=self._claim_count
                 )
+                claimed = [e for e in claimed if e.id not in self._held]
                 if claimed:
                     log.info("stale media %s -> %s", "pending", "claimed", extra={"entries": len(claimed)})
-                    await self._enqueue(claimed)
+                    await self._enqueue(claimed, claimed=True)
             entries = await self._media.read_group(
                 INFERENCE_GROUP, self.consumer, count=s.read_count, block_ms=s.read_block_ms
             )
             await self._enqueue(entries)
 
-    async def _enqueue(self, entries: list[StreamEntry]) -> None:
+    async def _enqueue(self, entries: list[StreamEntry], *, claimed: bool = False) -> None:
         if not entries:
             return
         now = wall_clock()
@@ -138,12 +145,14 @@ class InferenceWorker:
                 bad.append(entry.id)
                 continue
             self._metrics.observe_hop(msg.timing, transport="media", received=now)
-            dropped = self._batcher.put(f"{msg.session}/{msg.participant}", _Item(entry.id, msg, now))
+            self._held.add(entry.id)
+            dropped = self._batcher.put(f"{msg.session}/{msg.participant}", _Item(entry.id, msg, now, claimed))
             if dropped is not None:
                 self._metrics.media_dropped_total.labels("inference_queue_full").inc()
                 bad.append(dropped.value.entry_id)
         if bad:
             await self._media.ack(INFERENCE_GROUP, bad)
+            self._held.difference_update(bad)
         self._metrics.queue_depth.labels("inference_batcher").set(len(self._batcher))
         if self._batcher.full:
             self._space.clear()
@@ -188,23 +197,30 @@ class InferenceWorker:
         except Exception:
             log.exception("inference batch failed; its media stays pending for a retry")
             self._metrics.errors_total.labels(STAGE, "batch").inc()
+            self._held.difference_update(i.entry_id for i in items)  # claimable again once idle
             return
         await self._publish(events)
         await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in items])
+        self._held.difference_update(i.entry_id for i in items)
         for item in items:
             self._metrics.messages_total.labels(STAGE, item.msg.kind).inc()
         self.batches += 1
 
     async def _drop_stale(self, items: list[_Item]) -> list[_Item]:
-        """Keep latency bounded under overload: frames older than ``max_lag_ms`` are acked unscored."""
+        """Keep latency bounded under overload: frames older than ``max_lag_ms`` are acked unscored.
+
+        Media claimed from a dead worker is always scored: it is old by definition, and the
+        score log should not lose a stretch of a session because a worker died.
+        """
         if self.settings.max_lag_ms <= 0:
             return items
         limit = self.settings.max_lag_ms / 1000
         now = wall_clock()
-        stale = [i for i in items if i.msg.kind == "video" and now - i.msg.timing.capture_ts > limit]
+        stale = [i for i in items if i.msg.kind == "video" and not i.claimed and now - i.msg.timing.capture_ts > limit]
         if not stale:
             return items
         await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in stale])
+        self._held.difference_update(i.entry_id for i in stale)
         self._metrics.media_dropped_total.labels("inference_stale").inc(len(stale))
         gone = {id(i) for i in stale}
         return [i for i in items if id(i) not in gone]

@@ -57,6 +57,17 @@ class SlowNoFaces:
         return None
 
 
+async def _create_topic(bootstrap: str, name: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name=name, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
 async def _worker(
     name: str, *, redis_url: str, kafka: str, stream: str, topic: EventTopic[ScoreEvent], delay: float
 ) -> tuple[InferenceWorker, Transports]:
@@ -68,7 +79,13 @@ async def _worker(
     )
     await transports.start()
     settings = InferenceSettings(
-        batch_max=4, batch_wait_ms=10, read_count=8, read_block_ms=20, claim_idle_ms=300, claim_interval_s=0.2
+        batch_max=4,
+        batch_wait_ms=10,
+        read_count=8,
+        read_block_ms=20,
+        claim_idle_ms=300,
+        claim_interval_s=0.2,
+        max_lag_ms=0,  # this box is shared and slow: never drop frames for lateness here
     )
     engine = InferenceEngine(settings=settings, metrics=metrics, backend=SlowNoFaces(delay))
     engine.load()
@@ -84,6 +101,7 @@ async def test_scores_flow_redis_to_kafka_and_survive_a_killed_worker(
     stream = f"test:media:{unique}"
     topic = EventTopic(f"test.scores.{unique}", ScoreEvent)
     session = f"s-{unique}"
+    await _create_topic(kafka_bootstrap, topic.name)  # a consumer subscribed before auto-creation waits 5 min
     a, a_transports = await _worker(
         "a", redis_url=redis_url, kafka=kafka_bootstrap, stream=stream, topic=topic, delay=1.0
     )

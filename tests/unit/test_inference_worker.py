@@ -137,3 +137,36 @@ async def test_frames_older_than_max_lag_are_dropped_unscored_and_counted() -> N
     assert {e.participant for e in out} == {"fresh"} and len(out) == 2
     assert await media.length() == 0  # stale frames were acked, not left pending
     assert metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "inference_stale"}) == 3
+
+
+async def test_dead_workers_media_is_claimed_and_scored_even_when_old() -> None:
+    metrics = Metrics(CollectorRegistry())
+    media = MemoryMediaBus(maxlen=100, metrics=metrics)
+    events = MemoryEventBus()
+    transports = Transports(media=media, events=events, live=MemoryLiveBus())
+    settings = InferenceSettings(
+        batch_max=4, batch_wait_ms=5, read_block_ms=5, claim_idle_ms=100, claim_interval_s=0.05, max_lag_ms=500
+    )
+    engine = InferenceEngine(settings=settings, metrics=metrics, backend=NoFaces())
+    engine.load()
+    await media.ensure_group(INFERENCE_GROUP)
+    image = np.zeros((48, 64, 3), np.uint8)
+    msgs = frames([image] * 5, session="claim", participant="p")
+    for msg in msgs:
+        msg.timing.capture_ts -= 5.0  # the dead worker sat on them: old by now
+        await media.append(encode_media(msg))
+    taken = await media.read_group(INFERENCE_GROUP, "dead", count=10, block_ms=0)  # read, never acked
+    assert len(taken) == 5
+    worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=metrics, consumer="b")
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            if worker.published >= 5 and await media.length() == 0:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    out = [EventCodec(ScoreEvent).decode(v) for _, v in events.records(SCORES.name)]
+    assert sorted(e.seq for e in out) == [0, 2, 4, 6, 8]
+    assert await media.length() == 0
