@@ -19,17 +19,19 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 
 async def serve(app: web.Application, *, host: str, port: int, banner: Callable[[str], str]) -> None:
     """Run ``app`` on ``host:port``; prints ``banner(base_url)`` once listening; cleans up on exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before start-up (model loading), so a stop then counts too
+        loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
     await runner.setup()
     try:
+        if stop.is_set():
+            return
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[0][1]
         print(banner(f"http://{host}:{bound}"), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         await runner.cleanup()
