@@ -92,8 +92,15 @@ class InferenceEngine:
         started = time.perf_counter()
         if self._backend is None:
             from services.inference.perception_mediapipe import MediapipeBackend
+            from services.inference.perception_pool import ThreadedPerception
 
-            self._backend = MediapipeBackend(detect_width=self.settings.detect_width)
+            width = self.settings.detect_width
+            if self.settings.perception_threads > 1:
+                self._backend = ThreadedPerception(
+                    factory=lambda: MediapipeBackend(detect_width=width), workers=self.settings.perception_threads
+                )
+            else:
+                self._backend = MediapipeBackend(detect_width=width)
         self._backend.load()
         self._vad.load()
         self._mel.load()

@@ -62,6 +62,13 @@ class InferenceSettings(StrictSettings):
     pitch_cone_deg: float = Field(
         default=20.0, gt=0.0, le=90.0, description="Attentive: |pitch - baseline| below this (prior weights only)."
     )
+    perception_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Perception backend instances run in parallel threads on one batch (mediapipe releases the GIL); "
+        "a participant stays on one instance.",
+    )
     detect_width: int = Field(
         default=320, ge=96, le=1920, description="Frames are downscaled to this width for full-range face detection."
     )

@@ -175,3 +175,32 @@ def test_idle_participants_are_forgotten() -> None:
     assert e.evict_idle(max_idle_s=60.0) == 0
     assert e.evict_idle(max_idle_s=60.0, now=time.time() + 120.0) == 1
     assert e.participants() == []
+
+
+def test_threaded_perception_keeps_order_and_participant_affinity() -> None:
+    from services.inference.perception_pool import ThreadedPerception
+
+    seen: list[tuple[int, str]] = []
+
+    class Recorder(NoFaces):
+        def __init__(self, ident: int) -> None:
+            self.ident = ident
+
+        def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+            seen.extend((self.ident, r.key) for r in requests)
+            return [PerceptionResult(face=None, pose=None, pose_ran=r.key.endswith("7")) for r in requests]
+
+    made = iter(range(3))
+    pool = ThreadedPerception(factory=lambda: Recorder(next(made)), workers=3)
+    pool.load()
+    image = np.zeros((8, 8, 3), np.uint8)
+    for _ in range(3):
+        reqs = [PerceptionRequest(key=f"s/p{i}", image=image, want_pose=False) for i in range(10)]
+        results = pool.analyze(reqs)
+        assert [r.pose_ran for r in results] == [i == 7 for i in range(10)]  # results in request order
+    pool.close()
+    owners: dict[str, set[int]] = {}
+    for ident, key in seen:
+        owners.setdefault(key, set()).add(ident)
+    assert all(len(v) == 1 for v in owners.values())  # a participant always on the same instance
+    assert len({ident for ident, _ in seen}) > 1  # the work was spread
