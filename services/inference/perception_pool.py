@@ -2,7 +2,8 @@
 
 mediapipe releases the GIL while its graphs run, so N backend instances (each with its own
 graphs) in N threads use N cores. A participant always goes to the same instance (its face
-tracking lives there), and each instance handles its share of a batch in order.
+tracking lives there), and each instance handles its share of a batch in order. Instances
+past the first load on first use, so a single-participant replay pays for one.
 """
 
 from __future__ import annotations
@@ -23,21 +24,28 @@ class ThreadedPerception:
         self._backends = [factory() for _ in range(workers)]
         self.name = f"{self._backends[0].name}x{workers}"
         self._pool: ThreadPoolExecutor | None = None
+        self._loaded = [False] * workers
 
     def _slot(self, key: str) -> int:
         return zlib.crc32(key.encode()) % len(self._backends)
 
     def load(self) -> None:
-        for backend in self._backends:
-            backend.load()
+        self._ensure(0)
         self._pool = ThreadPoolExecutor(max_workers=len(self._backends), thread_name_prefix="classpulse-perception")
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        for backend in self._backends:
-            backend.close()
+        for backend, loaded in zip(self._backends, self._loaded, strict=True):
+            if loaded:
+                backend.close()
+        self._loaded = [False] * len(self._backends)
+
+    def _ensure(self, slot: int) -> None:
+        if not self._loaded[slot]:
+            self._backends[slot].load()
+            self._loaded[slot] = True
 
     def forget(self, key: str) -> None:
         self._backends[self._slot(key)].forget(key)
@@ -48,6 +56,8 @@ class ThreadedPerception:
         shares: dict[int, list[int]] = {}
         for i, req in enumerate(requests):
             shares.setdefault(self._slot(req.key), []).append(i)
+        for slot in shares:
+            self._ensure(slot)
         if len(shares) == 1:
             (slot,) = shares
             return self._backends[slot].analyze(requests)
