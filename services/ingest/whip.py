@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from services.ingest.lifecycle import LifecycleReporter, PresenceMonitor
 from services.ingest.publisher import StreamPublisher
-from services.ingest.rtcp_clock import attach_sr_clock
+from services.ingest.rtcp_clock import attach_sr_clock, throttle_remb
 from services.ingest.sampling import AudioChunker, FrameSampler
 from services.ingest.sdp import OfferSummary, SdpError, validate_offer
 from services.ingest.settings import IngestSettings
@@ -251,6 +251,7 @@ class WhipService:
         publisher.start()
         resource.publishers.append(publisher)
         sender = attach_sr_clock(resource.pc, track)
+        throttle_remb(resource.pc, track)
         self.metrics.active_streams.labels(track.kind).inc()
         if track.kind == "video":
             sampler = FrameSampler(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +135,30 @@ def test_header_only_file_has_nothing_to_decode(clips: dict[str, Path], tmp_path
     cut.write_bytes(data[:400])
     message = _error(cut)
     assert "head.webm" in message and "truncated" in message
+
+
+def test_http_url_source(clips: dict[str, Path]) -> None:
+    folder = str(clips["webm"].parent)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=folder, **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{clips['webm'].name}"
+        source = FileSource(path=url, session="s", participant="p")
+        assert source.probe().has_video
+        msgs = list(source)
+        assert len([m for m in msgs if isinstance(m, VideoFrame)]) == 15
+        missing = FileSource(path=url.replace("a.webm", "gone.webm"), session="s", participant="p")
+        with pytest.raises(MediaSourceError, match="check the URL"):
+            missing.probe()
+    finally:
+        server.shutdown()
+        server.server_close()
