@@ -4,7 +4,8 @@
 # Measures the fusion model on CUDA for batch sizes 1..256 (items/s, p95 latency, vs 1-thread CPU),
 # checks CPU and CUDA outputs agree (max abs diff <= 1e-4, same decisions), and runs the engine on
 # generated media with the fusion model on CPU and on CUDA (same event ids and flags).
-# Exit status: 0 all agree, 1 disagreement, 2 no CUDA device.
+# Exit status: 0 all agree, 1 disagreement, 2 no CUDA device. `bench/gpu_check.sh --dry-run-cpu` runs every
+# step with the CPU in place of CUDA (to check the script on a machine without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
