@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from services.inference import features_video as fv
 from services.inference.features_audio import LogMel, SileroVad, rms_dbfs, to_16k
-from services.inference.fusion import HEADS, IDX, N_SIGNALS, SIGNALS, FusionModel
+from services.inference.fusion import HEADS, IDX, SIGNALS, FusionModel
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
-from services.inference.state import AudioFeatures, ParticipantState, Step
+from services.inference.state import AudioFeatures, ParticipantState
+from services.inference.steps import audio_only_step, pose_due, video_step
 from shared.contracts.events import FeatureSnapshot, ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
@@ -37,9 +37,6 @@ from shared.log import get_logger, pii
 from shared.metrics import Metrics
 
 log = get_logger(__name__)
-
-AUDIO_MAX_AGE_S = 1.0
-"""A frame fuses audio features ending at most this long before it; older audio = mic off."""
 
 
 @dataclass(slots=True)
@@ -247,24 +244,9 @@ class InferenceEngine:
     def _audio_only_step(
         self, state: ParticipantState, chunk: AudioChunk, feats: AudioFeatures, recv: float
     ) -> _Pending:
-        vec = np.zeros(N_SIGNALS, dtype=np.float32)
-        mask = np.zeros(N_SIGNALS, dtype=np.float32)
-        self._put_audio(vec, mask, feats)
-        vec[IDX["camera_on"]], mask[IDX["camera_on"]] = 0.0, 1.0
-        snap = FeatureSnapshot(voice_prob=round(feats.voice_prob, 4), rms_dbfs=round(feats.rms_dbfs, 2))
-        window = state.push(Step(vector=vec, measured=mask, snapshot=snap))
-        return _Pending(state, chunk, recv, window, snap, False, False, True, 2 * chunk.seq + 1)
-
-    @staticmethod
-    def _put_audio(vec: NDArray[np.float32], mask: NDArray[np.float32], feats: AudioFeatures | None) -> None:
-        on = feats is not None
-        vec[IDX["mic_on"]], mask[IDX["mic_on"]] = float(on), 1.0
-        if feats is None:
-            return
-        vec[IDX["voice"]], mask[IDX["voice"]] = feats.voice_prob, 1.0
-        vec[IDX["audio_level"]], mask[IDX["audio_level"]] = feats.rms_dbfs, 1.0
-        for i, db in enumerate(feats.mel_db):
-            vec[IDX[f"mel_{i}"]], mask[IDX[f"mel_{i}"]] = db, 1.0
+        step = audio_only_step(feats)
+        window = state.push(step)
+        return _Pending(state, chunk, recv, window, step.snapshot, False, False, True, 2 * chunk.seq + 1)
 
     def _video_steps(self, items: Sequence[tuple[VideoFrame, float]], pending: list[_Pending]) -> None:
         """Perception in rounds: round k holds the k-th frame of every participant in the batch.
@@ -287,7 +269,7 @@ class InferenceEngine:
                 state = self._state(frame)
                 state.seen(frame.media_time, recv)
                 prev_face = bool(state.window) and state.window[-1][0][IDX["face_present"]] > 0.5
-                want_pose = prev_face and self._pose_due(state)
+                want_pose = prev_face and pose_due(state, self.settings)
                 key = f"{frame.session}/{frame.participant}"
                 requests.append(PerceptionRequest(key=key, image=frame.image(), want_pose=want_pose))
                 states.append(state)
@@ -295,74 +277,13 @@ class InferenceEngine:
             for (frame, recv), req, state, result in zip(batch, requests, states, results, strict=True):
                 pending.append(self._video_step(state, frame, recv, req.image, result))
 
-    def _pose_due(self, state: ParticipantState) -> bool:
-        """Pose (the costliest model) on every Nth frame, and only when it can change the answer."""
-        s = self.settings
-        if state.frames % s.pose_every:
-            return False
-        if s.pose_motion <= 0 or state.last_wrist is None or state.last_wrist:
-            return True
-        return state.motion_since_pose >= s.pose_motion or state.frames - state.wrist_frame >= s.pose_max_interval
-
     def _video_step(
         self, state: ParticipantState, frame: VideoFrame, recv: float, image: NDArray[np.uint8], res: PerceptionResult
     ) -> _Pending:
-        vec = np.zeros(N_SIGNALS, dtype=np.float32)
-        mask = np.zeros(N_SIGNALS, dtype=np.float32)
-        snap: dict[str, object] = {}
+        step, mic_on = video_step(state, frame, image, res, self.settings)
+        window = state.push(step)
         present = res.face is not None
-        vec[IDX["face_present"]], mask[IDX["face_present"]] = float(present), 1.0
-        vec[IDX["camera_on"]], mask[IDX["camera_on"]] = 1.0, 1.0
-        snap["face_present"] = present
-        if res.face is None or res.face.landmarks is None:
-            state.recent_pose.clear()  # head-pose smoothing never spans an absence
-        if res.face is not None and res.face.landmarks is not None:
-            lm = res.face.landmarks
-            pose = fv.head_pose(lm, frame.width, frame.height)
-            if pose is not None:
-                dyaw, dpitch = state.calibrate(frame.media_time, pose.yaw, pose.pitch)
-                vec[IDX["head_yaw"]], mask[IDX["head_yaw"]] = abs(dyaw), 1.0
-                vec[IDX["head_pitch"]], mask[IDX["head_pitch"]] = abs(dpitch), 1.0
-                snap.update(yaw_deg=round(dyaw, 2), pitch_deg=round(dpitch, 2), roll_deg=round(pose.roll, 2))
-            ear = fv.eye_openness(lm)
-            blink_rate = state.observe_eyes(ear, frame.media_time)
-            if blink_rate is not None:
-                snap["blinks_per_min"] = round(blink_rate, 1)
-            vec[IDX["eyes_open"]], mask[IDX["eyes_open"]] = ear, 1.0
-            snap["eye_openness"] = round(ear, 4)
-            gaze = fv.gaze_offset(lm)
-            if gaze is not None:
-                vec[IDX["gaze"]], mask[IDX["gaze"]] = gaze, 1.0
-                snap["gaze_offset"] = round(gaze, 4)
-            activity = state.mouth_activity(fv.mouth_opening(lm))
-            if activity is not None:
-                vec[IDX["mouth_activity"]], mask[IDX["mouth_activity"]] = activity, 1.0
-                snap["mouth_activity"] = round(activity, 4)
-        if res.pose_ran:
-            state.last_wrist = res.pose is not None and fv.wrist_above_shoulder(res.pose)
-            state.wrist_frame = state.frames
-            state.motion_since_pose = 0.0
-        held = max(2 * self.settings.pose_every, self.settings.pose_max_interval)
-        if state.last_wrist is not None and state.frames - state.wrist_frame <= held:
-            vec[IDX["hand_raised"]], mask[IDX["hand_raised"]] = float(state.last_wrist), 1.0
-            snap["wrist_above_shoulder"] = state.last_wrist
-        thumb = fv.motion_thumbnail(image)
-        moved = fv.motion(state.thumbnail, thumb)
-        state.thumbnail = thumb
-        if moved is not None:
-            state.motion_since_pose = max(state.motion_since_pose, moved)
-            vec[IDX["motion"]], mask[IDX["motion"]] = moved, 1.0
-            snap["motion"] = round(moved, 4)
-        feats = state.audio_at(frame.media_time, AUDIO_MAX_AGE_S)
-        self._put_audio(vec, mask, feats)
-        if feats is not None:
-            snap.update(voice_prob=round(feats.voice_prob, 4), rms_dbfs=round(feats.rms_dbfs, 2))
-        state.frames += 1
-        state.last_video_time = frame.media_time
-        state.pending_audio.clear()
-        snapshot = FeatureSnapshot.model_validate(snap)
-        window = state.push(Step(vector=vec, measured=mask, snapshot=snapshot))
-        return _Pending(state, frame, recv, window, snapshot, present, True, feats is not None, 2 * frame.seq)
+        return _Pending(state, frame, recv, window, step.snapshot, present, True, mic_on, 2 * frame.seq)
 
     def _fuse(self, pending: list[_Pending]) -> list[ScoreEvent]:
         if not pending:
