@@ -93,6 +93,12 @@ class CommonSettings(StrictSettings):
     media_stream_maxlen: int = Field(
         default=512, ge=8, le=100_000, description="Bound of the media stream; the oldest entries are evicted past it."
     )
+    memory_event_retention: int = Field(
+        default=300_000,
+        ge=1_000,
+        le=10_000_000,
+        description="Embedded mode: newest events kept per topic (~1 KB each), like Kafka retention.",
+    )
     token_secret: SecretStr = Field(
         default=SecretStr(DEV_TOKEN_SECRET),
         description="HMAC secret that signs bearer tokens; set your own outside development.",

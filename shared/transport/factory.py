@@ -33,7 +33,7 @@ def build_transports(settings: CommonSettings, *, metrics: Metrics, client_id: s
     if settings.transport == "memory":
         return Transports(
             media=MemoryMediaBus(maxlen=settings.media_stream_maxlen, metrics=metrics),
-            events=MemoryEventBus(),
+            events=MemoryEventBus(retention=settings.memory_event_retention),
             live=MemoryLiveBus(),
         )
     from shared.transport.kafka import KafkaEventBus

@@ -129,11 +129,44 @@ class MemoryMediaBus:
         return len(self._entries)
 
 
-class MemoryEventBus:
-    """An in-process append-only log per topic with consumer-group offsets (one partition)."""
+class _TopicLog:
+    """One topic's records with absolute offsets; the oldest fall off past the retention."""
+
+    __slots__ = ("base", "records")
 
     def __init__(self) -> None:
-        self._logs: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        self.base = 0
+        self.records: list[tuple[str, bytes]] = []
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.records)
+
+    def append(self, key: str, value: bytes, *, retention: int) -> None:
+        self.records.append((key, value))
+        # trim in chunks (amortised O(1)): keep at most retention * 1.25 records
+        if len(self.records) > retention + retention // 4:
+            cut = len(self.records) - retention
+            del self.records[:cut]
+            self.base += cut
+
+    def get(self, offset: int) -> tuple[str, bytes]:
+        return self.records[offset - self.base]
+
+
+class MemoryEventBus:
+    """An in-process log per topic with consumer-group offsets (one partition).
+
+    Like Kafka's retention, each topic keeps its newest ``retention`` records (so a
+    long-running ``classpulse up`` has bounded memory); a consumer whose position fell
+    behind the retained range continues from the oldest retained record.
+    """
+
+    def __init__(self, *, retention: int = 300_000) -> None:
+        if retention < 1:
+            raise ValueError("retention must be >= 1")
+        self.retention = retention
+        self._logs: dict[str, _TopicLog] = defaultdict(_TopicLog)
         self._committed: dict[tuple[str, str], int] = {}
         self._cond: asyncio.Condition | None = None
 
@@ -149,7 +182,7 @@ class MemoryEventBus:
         return None
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
-        self._logs[topic].append((key, value))
+        self._logs[topic].append(key, value, retention=self.retention)
         cond = self._condition()
         async with cond:
             cond.notify_all()
@@ -158,8 +191,8 @@ class MemoryEventBus:
         return MemoryEventConsumer(self, list(topics), group, from_beginning)
 
     def records(self, topic: str) -> list[tuple[str, bytes]]:
-        """Everything published to ``topic`` (for replay and tests)."""
-        return list(self._logs[topic])
+        """Every retained record of ``topic`` (for replay and tests)."""
+        return list(self._logs[topic].records)
 
 
 class MemoryEventConsumer:
@@ -172,9 +205,10 @@ class MemoryEventConsumer:
 
     async def start(self) -> None:
         for topic in self._topics:
+            log = self._bus._logs[topic]
             committed = self._bus._committed.get((self._group, topic))
             if committed is None:
-                committed = 0 if self._from_beginning else len(self._bus._logs[topic])
+                committed = log.base if self._from_beginning else log.end
             self._position[topic] = committed
 
     async def close(self) -> None:
@@ -184,9 +218,9 @@ class MemoryEventConsumer:
         out: list[EventRecord] = []
         for topic in self._topics:
             log = self._bus._logs[topic]
-            pos = self._position[topic]
-            while pos < len(log) and len(out) < max_records:
-                key, value = log[pos]
+            pos = max(self._position[topic], log.base)
+            while pos < log.end and len(out) < max_records:
+                key, value = log.get(pos)
                 out.append(EventRecord(topic, key, value, 0, pos))
                 pos += 1
             self._position[topic] = pos
@@ -205,7 +239,7 @@ class MemoryEventConsumer:
         return self._take(max_records)
 
     def _has_new(self) -> bool:
-        return any(self._position[t] < len(self._bus._logs[t]) for t in self._topics)
+        return any(self._position[t] < self._bus._logs[t].end for t in self._topics)
 
     async def commit(self) -> None:
         for topic, pos in self._position.items():

@@ -77,3 +77,16 @@ async def test_live_bus_fan_out_and_state() -> None:
         assert [await anext(it), await anext(it)] == [b"1", b"2"]  # slow viewer keeps the latest
     await bus.set_state("k", "p1", b"v")
     assert await bus.get_state("k") == {"p1": b"v"}
+
+
+async def test_event_bus_retention_bounds_memory_and_lagging_consumers_continue() -> None:
+    bus = MemoryEventBus(retention=4)
+    lagging = bus.consumer(["t"], group="slow")
+    await lagging.start()
+    for i in range(20):
+        await bus.publish("t", "s", str(i).encode())
+    kept = bus.records("t")
+    assert 4 <= len(kept) <= 5 and kept[-1] == ("s", b"19")
+    got = await lagging.poll(max_records=100, timeout_ms=0)
+    assert [r.value for r in got] == [v for _, v in kept]  # continues from the oldest retained record
+    assert [r.offset for r in got] == list(range(20 - len(kept), 20))  # offsets stay absolute
