@@ -78,3 +78,24 @@ def test_torch_thread_count_survives_loading_silero() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_other_sample_rates_are_converted_and_still_detect_speech(rate: int) -> None:
+    import numpy as np
+
+    from services.inference.features_audio import to_16k
+
+    wave16, truth = speech_scene([(0.5, "Can everyone hear me clearly today?")], seconds=4.0, snr_db=10.0, seed=3)
+    wave = np.interp(np.arange(int(len(wave16) * rate / 16000)) * 16000 / rate, np.arange(len(wave16)), wave16)
+    wave = wave.astype(np.float32)
+    assert abs(len(to_16k(wave[:rate], rate)) - 16000) <= 1
+    engine = InferenceEngine(settings=InferenceSettings(), backend=NoVideo())
+    engine.load()
+    msgs = chunks(wave, session="a", participant=f"sr{rate}", chunk_s=0.25, rate=rate)
+    events = sorted(engine.process(msgs) + engine.flush(), key=lambda e: e.media_time)
+    (start, end) = truth[0]
+    inside = [e.speaking for e in events if start + 0.3 <= e.media_time <= end - 0.5]
+    outside = [e.speaking for e in events if e.media_time + 0.25 <= start - 0.2 or e.media_time >= end + 0.5]
+    assert inside and sum(inside) / len(inside) > 0.8
+    assert outside and not any(outside)
