@@ -65,7 +65,9 @@ def test_ingest_rejects_an_unknown_setting(capsys: pytest.CaptureFixture[str], m
     assert "CLASSPULSE_INGEST_ANALYSIS_FPS" in capsys.readouterr().err
 
 
-def test_ingest_rejects_an_out_of_range_setting(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ingest_rejects_an_out_of_range_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CLASSPULSE_INGEST_ANALYSIS_FPS", "500")
     assert main(["ingest", "--port", "0"]) == 2
     assert "analysis_fps" in capsys.readouterr().err
