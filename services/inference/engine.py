@@ -91,13 +91,14 @@ class InferenceEngine:
             from services.inference.perception_mediapipe import MediapipeBackend
             from services.inference.perception_pool import ThreadedPerception
 
-            width = self.settings.detect_width
+            width, trackers = self.settings.detect_width, self.settings.mesh_trackers
             if self.settings.perception_threads > 1:
                 self._backend = ThreadedPerception(
-                    factory=lambda: MediapipeBackend(detect_width=width), workers=self.settings.perception_threads
+                    factory=lambda: MediapipeBackend(detect_width=width, mesh_trackers=trackers),
+                    workers=self.settings.perception_threads,
                 )
             else:
-                self._backend = MediapipeBackend(detect_width=width)
+                self._backend = MediapipeBackend(detect_width=width, mesh_trackers=trackers)
         self._backend.load()
         self._vad.load()
         self._mel.load()

@@ -69,6 +69,13 @@ class InferenceSettings(StrictSettings):
         description="Perception backend instances run in parallel threads on one batch (mediapipe releases the GIL); "
         "a participant stays on one instance.",
     )
+    mesh_trackers: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="Participants whose face mesh runs in mediapipe's tracking mode (one graph each): about half "
+        "the mesh cost, but a sudden head turn reads 3-4 frames late; 0 = static mode for everyone.",
+    )
     detect_width: int = Field(
         default=320, ge=96, le=1920, description="Frames are downscaled to this width for full-range face detection."
     )

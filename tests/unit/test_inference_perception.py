@@ -107,3 +107,19 @@ def test_small_faces_far_from_the_camera_are_found(backend: MediapipeBackend, na
     assert 25 < width < 60
     pose = head_pose(result.face.landmarks, 640, 480)
     assert pose is not None and abs(pose.yaw) < 15
+
+
+def test_tracking_mesh_mode_finds_faces_and_follows_a_turn_within_a_second() -> None:
+    tracked = MediapipeBackend(mesh_trackers=4)
+    tracked.load()
+    try:
+        e = InferenceEngine(settings=InferenceSettings(), backend=tracked)
+        e.load()
+        frontal = place(photo("astronaut"))
+        turned = turn(frontal, 55.0, (320.0, 190.0))
+        events = e.process(frames([frontal] * 10 + [turned] * 10, session="t", participant="tracked"))
+        assert all(ev.present and ev.attentive for ev in events[:10])
+        assert all(ev.present for ev in events[10:])
+        assert not any(ev.attentive for ev in events[15:]), [ev.features.yaw_deg for ev in events[10:]]
+    finally:
+        tracked.close()
