@@ -1,4 +1,6 @@
-"""Capture time from RTCP Sender Reports: RTP timestamp -> sender's wall clock.
+"""Small, contained hooks into aiortc receivers (private attributes; each checks it applies).
+
+Capture time from RTCP Sender Reports: RTP timestamp -> sender's wall clock.
 
 A sender report pairs an RTP timestamp with the sender's NTP wall-clock time, so a
 frame's capture time is ``sr_wall + (frame_rtp - sr_rtp) / clock_rate``. That holds
@@ -13,6 +15,10 @@ RTCP handler (an instance attribute, looked up per packet) to observe them.
 REMB per received packet while it sees "overuse", and a busy ingest process delays its
 own packet handling, so under load it measured ~345 REMB/s for 10 publishers (a SRTCP
 encrypt and a sendto each), adding load exactly when there is none to spare.
+
+:func:`bound_jitter_buffer` shrinks the video jitter buffer: aiortc's holds 512 packets
+and releases nothing past a lost packet until it overflows, so one loss stalls a stream
+for up to 512 packets (~6 s at 640x480) and keeps that backlog as latency.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket
 
@@ -119,4 +126,19 @@ def throttle_remb(pc: RTCPeerConnection, track: MediaStreamTrack, *, min_interva
         await original(packet)
 
     receiver._send_rtcp = send  # type: ignore[method-assign]
+    return True
+
+
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+
+
+def bound_jitter_buffer(pc: RTCPeerConnection, track: MediaStreamTrack, *, capacity: int) -> bool:
+    """Give ``track``'s video receiver a jitter buffer of ``capacity`` packets (a power of 2)."""
+    if capacity < 16 or capacity & (capacity - 1):
+        raise ValueError("jitter buffer capacity must be a power of 2, at least 16")
+    receiver = _receiver_of(pc, track)
+    current = getattr(receiver, _JITTER_ATTR, None)
+    if receiver is None or track.kind != "video" or not isinstance(current, JitterBuffer):
+        return False
+    setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=capacity, is_video=True))
     return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -37,6 +39,10 @@ class IngestSettings(StrictSettings):
         ge=1,
         le=1_000,
         description="Decoded frames allowed to wait in aiortc's queue per track; older ones are dropped and counted.",
+    )
+    video_jitter_packets: Literal[64, 128, 256, 512] = Field(
+        default=128,
+        description="Video jitter buffer in RTP packets; a lost packet can hold a stream back this long.",
     )
     camera_off_after_s: float = Field(
         default=2.0, ge=0.2, le=60.0, description="Seconds without (or with only black) video before 'camera_off'."

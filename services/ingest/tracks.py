@@ -16,8 +16,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from numpy.typing import NDArray
 
+from services.ingest.aiortc_hooks import SenderReportClock
 from services.ingest.publisher import StreamPublisher
-from services.ingest.rtcp_clock import SenderReportClock
 from services.ingest.sampling import AudioChunker, FrameSampler, frame_to_bgr
 from shared.contracts.timing import wall_clock
 from shared.metrics import Metrics

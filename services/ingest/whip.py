@@ -18,9 +18,9 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from services.ingest.aiortc_hooks import attach_sr_clock, bound_jitter_buffer, throttle_remb
 from services.ingest.lifecycle import LifecycleReporter, PresenceMonitor
 from services.ingest.publisher import StreamPublisher
-from services.ingest.rtcp_clock import attach_sr_clock, throttle_remb
 from services.ingest.sampling import AudioChunker, FrameSampler
 from services.ingest.sdp import OfferSummary, SdpError, validate_offer
 from services.ingest.settings import IngestSettings
@@ -252,6 +252,8 @@ class WhipService:
         resource.publishers.append(publisher)
         sender = attach_sr_clock(resource.pc, track)
         throttle_remb(resource.pc, track)
+        if track.kind == "video":
+            bound_jitter_buffer(resource.pc, track, capacity=s.video_jitter_packets)
         self.metrics.active_streams.labels(track.kind).inc()
         if track.kind == "video":
             sampler = FrameSampler(

@@ -107,6 +107,10 @@ async def test_publishers_deliver_sampled_media_with_ids_and_timing(
         assert await sim.start() == 2, sim.errors
         msgs = await _collect(server, 3.0)
         running = _ours()
+        for resource in server.service.resources.values():  # the bounded video jitter buffer is in place
+            for receiver in resource.pc.getReceivers():
+                if receiver.track.kind == "video":
+                    assert receiver._RTCRtpReceiver__jitter_buffer.capacity == 128  # type: ignore[attr-defined]
     except BaseException:
         await sim.stop()
         raise
