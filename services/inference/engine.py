@@ -16,6 +16,7 @@ Event ids are stable: video steps use ``seq = 2 * frame.seq``, audio-only steps
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ class InferenceEngine:
         self._model: FusionModel | None = None
         self.device = torch.device("cpu")
         self._states: dict[tuple[str, str], ParticipantState] = {}
+        self._audio_lock = threading.Lock()
+        self._audio_loaded = False
+        self._held: dict[tuple[str, str], list[tuple[AudioChunk, AudioFeatures, float]]] = {}
+        self._ahead: dict[tuple[str, str, int], tuple[float, float, tuple[float, ...]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -100,8 +105,7 @@ class InferenceEngine:
             else:
                 self._backend = MediapipeBackend(detect_width=width, mesh_trackers=trackers)
         self._backend.load()
-        self._vad.load()
-        self._mel.load()
+        self._load_audio()
         self.device = resolve_device(self.settings.device)
         model = FusionModel(window=self.settings.window_steps)
         if self.settings.weights_path:
@@ -114,6 +118,27 @@ class InferenceEngine:
         if self._metrics is not None:
             self._metrics.inference_device.labels(self.device.type).set(1)
         log.info("inference engine %s -> %s", "loading", "ready", extra={"seconds": time.perf_counter() - started})
+
+    def _load_audio(self) -> None:
+        with self._audio_lock:
+            if not self._audio_loaded:
+                self._vad.load()
+                self._mel.load()
+                self._audio_loaded = True
+
+    def prepare_audio(self, chunk: AudioChunk) -> None:
+        """Compute a chunk's VAD/level/log-mel ahead of :meth:`process` (file replay: in the decode thread).
+
+        Any thread may call it (onnxruntime releases the GIL, so it overlaps with perception),
+        but a participant's chunks must come in media order, all of them through here, before
+        ``process`` sees them; the results are exactly those ``process`` would compute.
+        """
+        self._load_audio()
+        with self._audio_lock:
+            wave = to_16k(chunk.waveform(), chunk.sample_rate)
+            (prob,) = self._vad.process([(f"{chunk.session}/{chunk.participant}", wave)])
+            feats = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
+            self._ahead[(chunk.session, chunk.participant, chunk.seq)] = feats
 
     def close(self) -> None:
         if self._backend is not None:
@@ -132,9 +157,13 @@ class InferenceEngine:
         """Drop a participant's state (left the session)."""
         key = (session, participant)
         self._states.pop(key, None)
+        self._held.pop(key, None)
         if self._backend is not None:
             self._backend.forget(f"{session}/{participant}")
-        self._vad.forget(f"{session}/{participant}")
+        with self._audio_lock:
+            self._vad.forget(f"{session}/{participant}")
+            for ahead in [k for k in self._ahead if k[:2] == key]:
+                del self._ahead[ahead]
 
     def evict_idle(self, *, max_idle_s: float, now: float | None = None) -> int:
         """Forget participants without media for ``max_idle_s`` of wall time; returns how many."""
@@ -160,10 +189,11 @@ class InferenceEngine:
         t0 = time.perf_counter()
         audio_feats = self._audio_features(audio)  # type: ignore[arg-type]
         t1 = time.perf_counter()
+        for chunk, feats, recv_t in audio_feats:
+            self._held.setdefault((chunk.session, chunk.participant), []).append((chunk, feats, recv_t))
         self._video_steps(video, pending)  # type: ignore[arg-type]
         t2 = time.perf_counter()
-        # Audio-only steps are decided after this batch's frames are known (camera on or off).
-        self._audio_steps(audio_feats, pending)
+        self._release_by_audio_clock(pending)
         events = self._fuse(pending)
         t3 = time.perf_counter()
         if self._metrics is not None and batch:
@@ -178,13 +208,10 @@ class InferenceEngine:
         return events
 
     def flush(self) -> list[ScoreEvent]:
-        """Score audio held back while waiting for a first frame (call at the end of a file)."""
+        """Score audio still held back (call at the end of a file): decided with the frames known now."""
         pending: list[_Pending] = []
-        for state in self._states.values():
-            if state.last_video_time is None:
-                for chunk, feats, recv in state.pending_audio:
-                    pending.append(self._audio_only_step(state, chunk, feats, recv))
-            state.pending_audio.clear()
+        for key in list(self._held):
+            self._resolve(self._states[key], pending, upto=None)
         return self._fuse(pending)
 
     def _state(self, msg: MediaMessage) -> ParticipantState:
@@ -210,37 +237,74 @@ class InferenceEngine:
         """VAD (batched across participants), level and log-mel per chunk; stored per participant."""
         if not items:
             return []
-        waves = [to_16k(chunk.waveform(), chunk.sample_rate) for chunk, _ in items]
-        probs = self._vad.process([(f"{c.session}/{c.participant}", w) for (c, _), w in zip(items, waves, strict=True)])
+        with self._audio_lock:
+            ahead = [self._ahead.pop((c.session, c.participant, c.seq), None) for c, _ in items]
+            todo = [i for i, a in enumerate(ahead) if a is None]
+            if todo:
+                waves = [to_16k(items[i][0].waveform(), items[i][0].sample_rate) for i in todo]
+                keys = [f"{items[i][0].session}/{items[i][0].participant}" for i in todo]
+                probs = self._vad.process(list(zip(keys, waves, strict=True)))
+                for i, wave, prob in zip(todo, waves, probs, strict=True):
+                    ahead[i] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
         out = []
-        for (chunk, recv), wave, prob in zip(items, waves, probs, strict=True):
+        for (chunk, recv), computed in zip(items, ahead, strict=True):
+            assert computed is not None
+            prob, level, mel = computed
             state = self._state(chunk)
             state.seen(chunk.media_time, recv)
             feats = AudioFeatures(
                 media_time=chunk.media_time,
                 end_time=chunk.media_time + chunk.duration,
                 voice_prob=prob,
-                rms_dbfs=rms_dbfs(wave),
-                mel_db=tuple(self._mel.bands(wave)),
+                rms_dbfs=level,
+                mel_db=mel,
             )
             state.audio.append(feats)
             out.append((chunk, feats, recv))
         return out
 
-    def _audio_steps(self, items: Sequence[tuple[AudioChunk, AudioFeatures, float]], pending: list[_Pending]) -> None:
-        """Steps for participants whose camera is off (or who have no video at all)."""
+    def _resolve(self, state: ParticipantState, pending: list[_Pending], *, upto: float | None) -> None:
+        """Decide held audio chunks starting at or before ``upto`` (all when None): camera off or not.
+
+        Called before a frame at ``upto`` is analysed (so every frame before the chunk is known
+        and its step lands in media order), when the audio clock has moved on, and by flush().
+        Before any frame: off when the first frame comes ``audio_grace_s`` or more after the
+        participant's first media (or never comes); later: off when the last frame is
+        ``camera_off_after_s`` or more before the chunk. Chunks with the camera on make no step
+        (the frames carry their audio). The outcome never depends on how media is batched.
+        """
+        key = (state.session, state.participant)
+        held = self._held.get(key)
+        if not held:
+            return
         s = self.settings
-        for chunk, feats, recv in items:
-            state = self._state(chunk)
-            off = state.camera_off(chunk.media_time, off_after=s.camera_off_after_s, grace=s.audio_grace_s)
-            if state.last_video_time is None and not off:
-                state.pending_audio.append((chunk, feats, recv))  # a first frame may still come
-                continue
+        n = len(held) if upto is None else sum(1 for c, _, _ in held if c.media_time <= upto + 1e-6)
+        first = state.first_time if state.first_time is not None else held[0][0].media_time
+        for chunk, feats, recv in held[:n]:
+            if state.last_video_time is None:
+                off = upto is None or upto - first >= s.audio_grace_s
+            else:
+                off = chunk.media_time - state.last_video_time >= s.camera_off_after_s
             if off:
-                for held, held_feats, held_recv in state.pending_audio:
-                    pending.append(self._audio_only_step(state, held, held_feats, held_recv))
-                state.pending_audio.clear()
                 pending.append(self._audio_only_step(state, chunk, feats, recv))
+        del held[:n]
+        if not held:
+            self._held.pop(key, None)
+
+    def _release_by_audio_clock(self, pending: list[_Pending]) -> None:
+        """Decide held chunks no frame came for while the audio moved ``audio_grace_s`` past them."""
+        grace = self.settings.audio_grace_s
+        for key in list(self._held):
+            state = self._states[key]
+            newest = state.audio[-1].media_time if state.audio else None
+            if newest is None:
+                continue
+            if state.last_video_time is None:
+                first = state.first_time if state.first_time is not None else newest
+                if newest - first >= grace:
+                    self._resolve(state, pending, upto=None)
+            else:
+                self._resolve(state, pending, upto=newest - grace)
 
     def _audio_only_step(
         self, state: ParticipantState, chunk: AudioChunk, feats: AudioFeatures, recv: float
@@ -269,6 +333,7 @@ class InferenceEngine:
             for frame, recv in batch:
                 state = self._state(frame)
                 state.seen(frame.media_time, recv)
+                self._resolve(state, pending, upto=frame.media_time)  # earlier audio first: media order
                 prev_face = bool(state.window) and state.window[-1][0][IDX["face_present"]] > 0.5
                 want_pose = prev_face and pose_due(state, self.settings)
                 key = f"{frame.session}/{frame.participant}"

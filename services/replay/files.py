@@ -42,6 +42,21 @@ def native_stderr_muted(enabled: bool = True) -> Iterator[TextIO]:
         real.close()
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch intra-op threads for a while (0 = leave as is): the fusion model is tiny, and a second
+    thread only contends with decoding and perception on a 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def media_name(location: str) -> str:
     """The file name of a path or URL (``https://host/a/lesson.mp4?x=1`` -> ``lesson.mp4``)."""
     if "://" in location:
@@ -91,18 +106,21 @@ def replay_file(
         )
     if not info.has_audio:
         warnings.append(f"{name} has no audio track: speaking and talk time were not observed (all false)")
-    engine = InferenceEngine(settings=InferenceSettings())
+    inference = InferenceSettings().model_copy(update={"mesh_trackers": settings.mesh_trackers})
+    engine = InferenceEngine(settings=inference)
     summariser = SessionAggregator(session=session_id, config=AggregationConfig())
     with native_stderr_muted(quiet_native) as stderr:
         progress: ProgressSink = ProgressBar(total_s=info.duration_s, stream=stderr) if show_progress else NoProgress()
         job = ReplayJob(
             source=source, scorer=engine, summariser=summariser, session=session_id, source_name=name,
             participant=participant, role=role, expected_duration_s=info.duration_s, warnings=warnings,
-            batch_max=settings.batch_max, queue_max=settings.queue_max, frame_step_s=1.0 / settings.analysis_fps,
-            progress=progress,
+            batch_max=settings.batch_max, batch_span_s=settings.batch_span_s, queue_max=settings.queue_max,
+            frame_step_s=1.0 / settings.analysis_fps,
+            progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
         )
         try:
-            report, stats = run_replay(job)  # loads the engine while decoding starts
+            with torch_threads(inference.torch_threads):
+                report, stats = run_replay(job)  # loads the engine while decoding starts
         finally:
             engine.close()
     return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)

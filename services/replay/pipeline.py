@@ -15,7 +15,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -97,11 +97,14 @@ class ReplayJob:
     """Call ``scorer.load()`` after the decoder has started (overlaps model loading with decoding)."""
     batch_span_s: float = 0.6
     """Media time one batch may span. A batch is complete at ``batch_max`` messages or this span, so
-    its composition, and with it the result, never depends on how fast decoding runs. The engine
-    scores a batch's audio before its frames, and audio more than ``camera_off_after_s`` (1 s) past
-    the last frame reads as camera off; a short span keeps a recording's audio next to its frames."""
+    its composition never depends on how fast decoding runs; the engine's results do not depend on
+    the batching at all (audio is decided camera on/off in media order, pose per frame)."""
     queue_max: int = 64
     progress: ProgressSink = field(default_factory=NoProgress)
+    prepare_audio: Callable[[AudioChunk], None] | None = None
+    """Called in the decode thread for each audio chunk, in order, before it is queued (the engine's
+    :meth:`~services.inference.engine.InferenceEngine.prepare_audio`: VAD and log-mel then run on the
+    decode core, alongside perception on the analysis thread)."""
 
 
 _END = object()
@@ -110,10 +113,13 @@ _END = object()
 class _Decoder(threading.Thread):
     """Runs the source in a thread, handing messages (then ``_END`` or an exception) to a bounded queue."""
 
-    def __init__(self, *, source: Source, out: queue.Queue[object]) -> None:
+    def __init__(
+        self, *, source: Source, out: queue.Queue[object], prepare: Callable[[AudioChunk], None] | None = None
+    ) -> None:
         super().__init__(name="classpulse-replay-decode", daemon=True)
         self.source = source
         self.out = out
+        self.prepare = prepare
         self.stop = threading.Event()
 
     def _put(self, item: object) -> bool:
@@ -128,6 +134,8 @@ class _Decoder(threading.Thread):
     def run(self) -> None:
         try:
             for msg in self.source:
+                if self.prepare is not None and isinstance(msg, AudioChunk):
+                    self.prepare(msg)
                 if not self._put(msg):
                     return
             self._put(_END)
@@ -193,7 +201,7 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
     started = time.perf_counter()
     timeline = TimelineBuilder()
     handoff: queue.Queue[object] = queue.Queue(maxsize=job.queue_max)
-    decoder = _Decoder(source=job.source, out=handoff)
+    decoder = _Decoder(source=job.source, out=handoff, prepare=job.prepare_audio)
     events_n = 0
 
     def consume(events: list[ScoreEvent]) -> None:

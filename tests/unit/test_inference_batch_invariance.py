@@ -1,0 +1,115 @@
+"""The engine's results do not depend on how media is cut into batches (replay may use large ones).
+
+Pose scheduling is decided per frame from up-to-date state, and audio processed ahead of a
+batch's frames never turns into spurious camera-off steps; audio features computed ahead in
+another thread (``prepare_audio``, replay's decode thread) give the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from bench.inference_media import chunks, frames, speech_scene
+from services.inference.engine import InferenceEngine
+from services.inference.perception import FaceObservation, PerceptionRequest, PerceptionResult
+from services.inference.settings import InferenceSettings
+from shared.contracts.events import ScoreEvent
+from shared.contracts.media import AudioChunk, MediaMessage
+
+pytestmark = pytest.mark.unit
+
+
+class FaceUntil:
+    """A face box in frames before ``gone_at`` s (no mesh); records which frames pose was asked for."""
+
+    name = "face-until"
+
+    def __init__(self, gone_at: float) -> None:
+        self.gone_at = gone_at
+        self.pose_frames: list[int] = []
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+        out = []
+        for r in requests:
+            t = float(r.image[0, 0, 1]) / 10.0  # media time painted into the image
+            if r.want_pose:
+                self.pose_frames.append(int(r.image[0, 0, 0]))
+            seen = t < self.gone_at
+            face = FaceObservation(box=(10.0, 10.0, 40.0, 40.0), score=0.9, landmarks=None) if seen else None
+            out.append(PerceptionResult(face=face, pose=None, pose_ran=r.want_pose))
+        return out
+
+    def forget(self, key: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _media(video: list[tuple[float, float]], audio_s: float) -> list[MediaMessage]:
+    """Frames (5 fps) in the given spans, moving every other frame; audio throughout."""
+    msgs: list[MediaMessage] = []
+    seq = 0
+    for start, end in video:
+        n = round((end - start) * 5)
+        images = []
+        for i in range(n):
+            img = np.full((48, 64, 3), 60 + 90 * ((seq + i) // 3 % 2), np.uint8)
+            img[0, 0, 0], img[0, 0, 1] = seq + i, round((start + i / 5) * 10)
+            images.append(img)
+        batch = frames(images, session="s", participant="p", start_seq=seq)
+        msgs += [f.model_copy(update={"media_time": round(start + i / 5, 3)}) for i, f in enumerate(batch)]
+        seq += n
+    wave, _ = speech_scene([(0.5, "hello everyone"), (4.0, "and goodbye")], seconds=audio_s, snr_db=None)
+    msgs += chunks(wave, session="s", participant="p", chunk_s=0.5)
+    return sorted(msgs, key=lambda m: (m.media_time, m.kind != "audio"))
+
+
+Row = tuple[int, float, bool, bool, bool, bool, float]
+
+
+def _run(msgs: list[MediaMessage], size: int, *, ahead: bool = False) -> tuple[list[Row], list[int]]:
+    backend = FaceUntil(gone_at=8.0)
+    e = InferenceEngine(settings=InferenceSettings(pose_every=3, pose_max_interval=9), backend=backend)
+    e.load()
+    if ahead:
+        for m in msgs:
+            if isinstance(m, AudioChunk):
+                e.prepare_audio(m)
+    events: list[ScoreEvent] = []
+    for i in range(0, len(msgs), size):
+        events += e.process(msgs[i : i + size])
+    events += e.flush()
+    rows = sorted(
+        (ev.seq, ev.media_time, ev.camera_on, ev.present, ev.speaking, ev.hand_raised, round(ev.engagement, 3))
+        for ev in events
+    )
+    return rows, backend.pose_frames
+
+
+def test_pose_and_events_do_not_depend_on_batch_size() -> None:
+    msgs = _media([(0.0, 10.0)], 10.0)
+    reference, poses = _run(msgs, 1)
+    assert poses and len(reference) == 50
+    for size in (3, 16, 64, len(msgs)):
+        assert _run(msgs, size) == (reference, poses), size
+
+
+def test_camera_off_gap_is_found_the_same_way_with_large_batches() -> None:
+    msgs = _media([(0.0, 2.0), (5.0, 7.0)], 7.0)
+    reference, _ = _run(msgs, 1)
+    off = [row for row in reference if not row[2]]
+    assert off and all(3.0 <= row[1] <= 5.0 for row in off)  # the gap, after the 1 s camera-off delay
+    for size in (4, 16, 64, len(msgs)):
+        assert _run(msgs, size)[0] == reference, size
+
+
+def test_audio_features_computed_ahead_give_the_same_events() -> None:
+    msgs = _media([(0.0, 2.0), (5.0, 7.0)], 7.0)
+    assert _run(msgs, 16, ahead=True) == _run(msgs, 16)
