@@ -32,13 +32,16 @@ def add_ingest_routes(
     common: CommonSettings,
     transports: Transports,
     metrics: Metrics,
+    resource_prefix: str = "",
 ) -> WhipService:
     """Add ``/whip/...`` and ``/join`` to ``app``; resources are closed on app shutdown.
 
     The caller starts and closes ``transports`` (the app factory below does it for the
-    standalone service).
+    standalone service). ``resource_prefix`` starts every resource id (a worker's ``w1-``).
     """
-    service = WhipService(settings=settings, common=common, transports=transports, metrics=metrics)
+    service = WhipService(
+        settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=resource_prefix
+    )
     app[WHIP_SERVICE] = service
     base = "/whip/{session}/{participant}"
     app.router.add_route("OPTIONS", base, service.options)
@@ -71,6 +74,7 @@ def create_ingest_app(
     common: CommonSettings,
     transports: Transports,
     metrics: Metrics,
+    resource_prefix: str = "",
 ) -> web.Application:
     """The standalone ingest service: WHIP, join page, ``/metrics`` and ``/healthz``."""
     app = web.Application()
@@ -81,7 +85,9 @@ def create_ingest_app(
         await transports.close()
 
     app.cleanup_ctx.append(lifecycle)
-    service = add_ingest_routes(app, settings=settings, common=common, transports=transports, metrics=metrics)
+    service = add_ingest_routes(
+        app, settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=resource_prefix
+    )
 
     async def metrics_route(_: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)

@@ -20,6 +20,12 @@ class IngestSettings(StrictSettings):
         default="127.0.0.1", min_length=1, max_length=253, description="Address `classpulse ingest` binds."
     )
     port: int = Field(default=8081, ge=0, le=65535, description="Port `classpulse ingest` binds (0 = any free port).")
+    workers: str = Field(
+        default="1",
+        pattern=r"^(auto|[1-9][0-9]?)$",
+        description="Worker processes of `classpulse ingest` sharing its port ('auto' = one per core; >1 needs "
+        "the distributed transport).",
+    )
     analysis_fps: float = Field(default=5.0, gt=0.0, le=30.0, description="Video frames per second sent to analysis.")
     frame_width: int = Field(
         default=640, ge=64, le=3840, description="Width of analysed frames in pixels (height keeps the aspect)."

@@ -70,9 +70,16 @@ class WhipService:
     """Registry of WHIP resources and the HTTP handlers that create and end them."""
 
     def __init__(
-        self, *, settings: IngestSettings, common: CommonSettings, transports: Transports, metrics: Metrics
+        self,
+        *,
+        settings: IngestSettings,
+        common: CommonSettings,
+        transports: Transports,
+        metrics: Metrics,
+        resource_prefix: str = "",
     ) -> None:
         self.settings = settings
+        self.resource_prefix = resource_prefix  # names the owning worker in every Location (``w1-...``)
         self.common = common
         self.transports = transports
         self.metrics = metrics
@@ -187,7 +194,7 @@ class WhipService:
     async def _create(
         self, session: str, participant: str, role: Role, offer: str, summary: OfferSummary
     ) -> tuple[WhipResource, str]:
-        rid = uuid.uuid4().hex[:16]
+        rid = self.resource_prefix + uuid.uuid4().hex[:16]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         monitor = PresenceMonitor(
             camera_off_after_s=self.settings.camera_off_after_s,

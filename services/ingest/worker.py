@@ -1,0 +1,167 @@
+"""One ingest worker of ``classpulse ingest --workers N``: shared public port, private owner port.
+
+Every worker binds the public port with ``SO_REUSEPORT`` (the kernel spreads new
+connections over the workers) and a private loopback port, registered in the runtime
+directory the supervisor created (``worker-<i>.json``: pid and private port). Resource ids
+start with ``w<i>-``, so a WHIP Location names its owner; a request on a resource that
+lands on another worker is proxied to the owner's private port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from services.ingest.app import WHIP_SERVICE, create_ingest_app
+from services.ingest.settings import IngestSettings
+from services.ingest.whip import WhipError
+from shared.log import get_logger, spawn
+from shared.metrics import Metrics
+from shared.settings import CommonSettings
+from shared.transport.factory import Transports
+
+log = get_logger(__name__)
+
+_OWNER = re.compile(r"^w(\d{1,4})-")
+_FORWARDED = "X-ClassPulse-Forwarded"
+_HOP_BY_HOP = {"connection", "content-length", "transfer-encoding", "keep-alive", "date", "server", "host"}
+_PROXY_TIMEOUT = aiohttp.ClientTimeout(total=20.0)
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("classpulse_ingest_proxy", aiohttp.ClientSession)
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Which worker this process is and where the workers' registry lives."""
+
+    index: int
+    runtime_dir: Path
+
+    @property
+    def prefix(self) -> str:
+        return f"w{self.index}-"
+
+    def registry_file(self, index: int) -> Path:
+        return self.runtime_dir / f"worker-{index}.json"
+
+    def register(self, *, private_port: int) -> None:
+        """Publish pid and private port atomically (a restarted worker overwrites its entry)."""
+        path = self.registry_file(self.index)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "port": private_port}))
+        os.replace(tmp, path)
+
+    def private_port_of(self, index: int) -> int | None:
+        try:
+            return int(json.loads(self.registry_file(index).read_text())["port"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+def owner_of(resource: str | None) -> int | None:
+    """The worker index encoded in a resource id, or None when it carries none."""
+    match = _OWNER.match(resource or "")
+    return int(match.group(1)) if match else None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_to_owner(identity: WorkerIdentity) -> Middleware:
+    """Middleware: requests on another worker's resource are proxied to that worker."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        owner = owner_of(request.match_info.get("resource"))
+        if owner is None or owner == identity.index:
+            return await handler(request)
+        service = request.app[WHIP_SERVICE]
+        port = identity.private_port_of(owner)
+        if port is None or request.headers.get(_FORWARDED):
+            return service.error(WhipError(404, "no such WHIP session (its worker is gone); publish again with POST"))
+        url = f"http://127.0.0.1:{port}{request.path_qs}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers[_FORWARDED] = str(identity.index)
+        try:
+            async with request.app[HTTP].request(
+                request.method, url, data=await request.read(), headers=headers
+            ) as resp:
+                body = await resp.read()
+                out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP}
+                return web.Response(status=resp.status, body=body, headers=out)
+        except (aiohttp.ClientError, TimeoutError):
+            log.warning("ingest proxy -> owner unreachable (worker %d)", owner)
+            return service.error(WhipError(404, "no such WHIP session (its worker restarted); publish again with POST"))
+
+    return middleware
+
+
+def create_worker_app(
+    *,
+    identity: WorkerIdentity,
+    settings: IngestSettings,
+    common: CommonSettings,
+    transports: Transports,
+    metrics: Metrics,
+) -> web.Application:
+    """The standalone ingest app plus owner routing and ``/ingest/worker``."""
+    app = create_ingest_app(
+        settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=identity.prefix
+    )
+    app.middlewares.append(route_to_owner(identity))
+
+    async def proxy_client(app: web.Application) -> AsyncIterator[None]:
+        app[HTTP] = aiohttp.ClientSession(timeout=_PROXY_TIMEOUT)
+        yield
+        await app[HTTP].close()
+
+    async def worker_info(request: web.Request) -> web.Response:
+        port = identity.private_port_of(identity.index)
+        return web.json_response({"worker": identity.index, "pid": os.getpid(), "private_port": port})
+
+    app.cleanup_ctx.append(proxy_client)
+    app.router.add_get("/ingest/worker", worker_info)
+    return app
+
+
+async def serve_worker(*, app: web.Application, identity: WorkerIdentity, host: str, port: int) -> None:
+    """Serve on the shared public port and a private loopback port until SIGTERM/SIGINT or parent exit."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        private = web.TCPSite(runner, "127.0.0.1", 0)
+        await private.start()
+        private_port = private._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        identity.register(private_port=private_port)
+        log.info("ingest worker %d -> serving", identity.index)
+        watchdog = spawn(_watch_parent(stop), name=f"ingest-worker-{identity.index}-watchdog")
+        await stop.wait()
+        watchdog.cancel()
+    finally:
+        log.info("ingest worker %d -> stopping", identity.index)
+        await runner.cleanup()
+
+
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """Stop when the supervisor is gone (its children must not outlive it)."""
+    parent = os.getppid()
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            break
+    log.warning("ingest worker -> parent gone, stopping")
+    stop.set()
