@@ -148,12 +148,22 @@ class MediapipeBackend:
         return [self._one(req) for req in requests]
 
     def _one(self, req: PerceptionRequest) -> PerceptionResult:
-        image = req.image
+        face, small = self.face(req.key, req.image)
+        pose = self.pose(req.image, small) if req.want_pose else None
+        return PerceptionResult(face=face, pose=pose, pose_ran=req.want_pose)
+
+    def face(self, key: str, image: NDArray[np.uint8]) -> tuple[FaceObservation | None, NDArray[np.uint8] | None]:
+        """The face of ``key``'s next frame (frames of one key in order), and the downscaled RGB frame if made.
+
+        Uses only the detector and mesh graphs, so one thread may run it while another runs :meth:`pose`.
+        """
+        if self._mesh is None:
+            raise RuntimeError("MediapipeBackend used before load()")
         h, w = image.shape[:2]
         small: NDArray[np.uint8] | None = None
         face: FaceObservation | None = None
-        hint = self._track.get(req.key)
-        mesh = self._mesh_for(req.key)
+        hint = self._track.get(key)
+        mesh = self._mesh_for(key)
         if hint is not None:
             face = self._mesh_crop(mesh, image, hint, TRACK_SCALE, score=1.0)
         if face is None:
@@ -164,15 +174,15 @@ class MediapipeBackend:
                     box=box[0], score=box[1], landmarks=None
                 )
         if face is not None and face.landmarks is not None:
-            self._track[req.key] = _track_box(face.landmarks)
+            self._track[key] = _track_box(face.landmarks)
         else:
-            self._track.pop(req.key, None)
-        pose: PoseObservation | None = None
-        if req.want_pose:
-            if small is None:
-                small = self._downscaled(image)
-            pose = self._run_pose(small, w, h)
-        return PerceptionResult(face=face, pose=pose, pose_ran=req.want_pose)
+            self._track.pop(key, None)
+        return face, small
+
+    def pose(self, image: NDArray[np.uint8], small: NDArray[np.uint8] | None = None) -> PoseObservation | None:
+        """Pose on the downscaled frame (``small`` when :meth:`face` already made it)."""
+        h, w = image.shape[:2]
+        return self._run_pose(self._downscaled(image) if small is None else small, w, h)
 
     def _downscaled(self, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
         h, w = image.shape[:2]

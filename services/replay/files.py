@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from services.replay.pipeline import ReplayJob, ReplayStats, Role, default_session_id, run_replay
+from services.replay.prefetch import PrefetchPerception
 from services.replay.progress import NoProgress, ProgressBar, ProgressSink
 from services.replay.report_files import ReportPaths, write_report
 from services.replay.settings import ReplaySettings
@@ -107,7 +108,13 @@ def replay_file(
     if not info.has_audio:
         warnings.append(f"{name} has no audio track: speaking and talk time were not observed (all false)")
     inference = InferenceSettings().model_copy(update={"mesh_trackers": settings.mesh_trackers})
-    engine = InferenceEngine(settings=inference)
+    prefetch: PrefetchPerception | None = None
+    if settings.perception_ahead:
+        from services.inference.perception_mediapipe import MediapipeBackend
+
+        inner = MediapipeBackend(detect_width=inference.detect_width, mesh_trackers=inference.mesh_trackers)
+        prefetch = PrefetchPerception(inner=inner)
+    engine = InferenceEngine(settings=inference, backend=prefetch)
     summariser = SessionAggregator(session=session_id, config=AggregationConfig())
     with native_stderr_muted(quiet_native) as stderr:
         progress: ProgressSink = ProgressBar(total_s=info.duration_s, stream=stderr) if show_progress else NoProgress()
@@ -117,6 +124,7 @@ def replay_file(
             batch_max=settings.batch_max, batch_span_s=settings.batch_span_s, queue_max=settings.queue_max,
             frame_step_s=1.0 / settings.analysis_fps,
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
+            prepare_frame=prefetch.submit if prefetch is not None else None,
         )
         try:
             with torch_threads(inference.torch_threads):

@@ -105,6 +105,9 @@ class ReplayJob:
     """Called in the decode thread for each audio chunk, in order, before it is queued (the engine's
     :meth:`~services.inference.engine.InferenceEngine.prepare_audio`: VAD and log-mel then run on the
     decode core, alongside perception on the analysis thread)."""
+    prepare_frame: Callable[[VideoFrame], None] | None = None
+    """Called in the decode thread for each sampled frame, in order, before it is queued
+    (:meth:`services.replay.prefetch.PrefetchPerception.submit`: face analysis starts ahead)."""
 
 
 _END = object()
@@ -114,12 +117,18 @@ class _Decoder(threading.Thread):
     """Runs the source in a thread, handing messages (then ``_END`` or an exception) to a bounded queue."""
 
     def __init__(
-        self, *, source: Source, out: queue.Queue[object], prepare: Callable[[AudioChunk], None] | None = None
+        self,
+        *,
+        source: Source,
+        out: queue.Queue[object],
+        prepare: Callable[[AudioChunk], None] | None = None,
+        prepare_frame: Callable[[VideoFrame], None] | None = None,
     ) -> None:
         super().__init__(name="classpulse-replay-decode", daemon=True)
         self.source = source
         self.out = out
         self.prepare = prepare
+        self.prepare_frame = prepare_frame
         self.stop = threading.Event()
 
     def _put(self, item: object) -> bool:
@@ -136,6 +145,8 @@ class _Decoder(threading.Thread):
             for msg in self.source:
                 if self.prepare is not None and isinstance(msg, AudioChunk):
                     self.prepare(msg)
+                elif self.prepare_frame is not None and isinstance(msg, VideoFrame):
+                    self.prepare_frame(msg)
                 if not self._put(msg):
                     return
             self._put(_END)
@@ -201,7 +212,7 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
     started = time.perf_counter()
     timeline = TimelineBuilder()
     handoff: queue.Queue[object] = queue.Queue(maxsize=job.queue_max)
-    decoder = _Decoder(source=job.source, out=handoff, prepare=job.prepare_audio)
+    decoder = _Decoder(source=job.source, out=handoff, prepare=job.prepare_audio, prepare_frame=job.prepare_frame)
     events_n = 0
 
     def consume(events: list[ScoreEvent]) -> None:

@@ -36,6 +36,10 @@ class ReplaySettings(StrictSettings):
         description="Face mesh in tracking mode for replay (replaces CLASSPULSE_INFERENCE_MESH_TRACKERS): about half "
         "the mesh cost, a sudden head turn reads 3-4 frames (<1 s) late; 0 = static mode on every frame.",
     )
+    perception_ahead: bool = Field(
+        default=True,
+        description="Run face detection/mesh in its own thread ahead of the engine (same results, both cores busy).",
+    )
     audio_ahead: bool = Field(
         default=True,
         description="Compute VAD and log-mel in the decode thread, overlapping perception (same results).",
