@@ -256,6 +256,10 @@ async def test_restarted_worker_restores_state_from_the_changelog(
     finally:
         first.kill()
     before = dict(out.aggregates)
+    # Let the killed member's group session expire first: a rebalance while the new worker is
+    # already consuming makes faust skip and ack in-flight records (a faust-streaming bug; the
+    # worker logs it as "aggregator input gap"), which this test is not about.
+    await asyncio.sleep(float(worker_env["CLASSPULSE_AGGREGATOR_BROKER_SESSION_TIMEOUT_S"]) + 1.0)
     # a fresh local store: everything the new worker knows comes from the changelog
     env = {**worker_env, "CLASSPULSE_AGGREGATOR_DATA_DIR": str(tmp_path / "state-2")}
     second = Worker(env, tmp_path / "worker-2.log")
@@ -267,16 +271,11 @@ async def test_restarted_worker_restores_state_from_the_changelog(
         second.stop()
     log = (tmp_path / "worker-2.log").read_text(errors="replace")[-3000:]
     assert before, "the first worker emitted nothing before the crash"
-    # No aggregate or alert lost (and none invented) across the crash.
-    assert set(out.aggregates) == set(want_aggs), f"{differences(out.aggregates, want_aggs)}\n{log}"
-    assert set(out.alerts) == set(want_alerts), log
-    # KNOWN BUG (see the aggregator report): under load, windows near the restart point are
-    # sometimes emitted with figures that differ from a single run (as if part of the input were
-    # counted twice), although every changelog snapshot read back is right. Until it is found,
-    # exact figures are asserted only by the single-worker test above; differences are printed.
-    diverged = differences({k: out.aggregates[k] for k in want_aggs}, want_aggs)
-    if diverged:
-        print(f"restart: {len(diverged)} windows differ from a single run: {sorted(diverged)}")
+    # Nothing lost, nothing counted twice: the same figures as one uninterrupted run.
+    assert out.aggregates == want_aggs, f"{differences(out.aggregates, want_aggs)} repeats={out.repeats}\n{log}"
+    assert out.alerts == want_alerts, log
+    assert not out.repeats, "a window was emitted twice with different figures"
+    assert "input gap" not in log
     if resumed_mid_stream:
         # offsets were committed mid-session: the new worker can only be right by restoring the state
         assert "snapshot -> restored" in log
