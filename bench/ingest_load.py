@@ -18,15 +18,26 @@ Reported per N: server CPU (% of one core), publisher CPU, sampled video frames/
 stream, audio chunks/s per stream, drops by reason (plus ``kernel_udp``: datagrams the kernel
 dropped for full socket buffers, system-wide, from /proc/net/snmp), latency p50/p95, server
 RSS at the end. The box is shared: the load average before each run is printed with it.
+
+With ``--workers 1 2`` each N is run once per worker count, side by side, through the real
+``classpulse ingest --workers W`` on the distributed transport (Redis media stream in
+database 14 of ``--redis-url``, events to Kafka): server CPU is the supervisor plus its
+workers (``--workers 1`` is the single-process server), fps/stream and drops come from the
+workers' own ``/metrics`` (``classpulse_messages_total{stage="ingest"}``), and a stand-in
+consumer in its own process (CPU reported apart) reads the Redis stream for latency:
+
+    python -m bench.ingest_load --students 10 20 40 --workers 1 2 --seconds 20
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -42,6 +53,13 @@ import numpy as np
 SECRET = "bench-ingest-secret"
 SESSION = "load"
 _TICK = os.sysconf("SC_CLK_TCK")
+_MAXLEN = 128  # media stream bound in the workers runs (~1 MB per frame on a shared Redis)
+_PER_SIM = 20  # publishers per `classpulse simulate` process
+_BENCH_DB = 14  # Redis database of the workers runs, away from other users' streams
+
+
+def _bench_redis(url: str) -> str:
+    return f"{url.rsplit('/', 1)[0]}/{_BENCH_DB}"
 
 
 # -- server mode ---------------------------------------------------------------------------
@@ -68,19 +86,7 @@ async def _serve(port: int) -> None:
     state: dict[str, object] = {"latency": [], "counts": Counter(), "since": time.time()}
 
     async def consume() -> None:
-        bus = transports.media
-        await bus.ensure_group("bench")
-        while True:
-            entries = await bus.read_group("bench", "c", count=64, block_ms=200)
-            for entry in entries:
-                header = media_header(entry.data)  # ids and timing only: inference decodes pixels elsewhere
-                stamps = [s for s in header["timing"]["stages"] if s["stage"] == "ingest"]
-                if stamps and header["kind"] == "video":
-                    latency = stamps[-1]["emitted"] - header["timing"]["capture_ts"]
-                    state["latency"].append(latency)  # type: ignore[attr-defined]
-                state["counts"][header["kind"]] += 1  # type: ignore[index]
-            if entries:
-                await bus.ack("bench", [e.id for e in entries])
+        await _consume(transports.media, state)
 
     def dropped() -> dict[str, float]:
         out: dict[str, float] = {}
@@ -126,6 +132,61 @@ async def _serve(port: int) -> None:
     await runner.cleanup()
 
 
+async def _consume(bus: Any, state: dict[str, object]) -> None:
+    """Drain the media stream the way inference would; record capture -> media-transport latency."""
+    await bus.ensure_group("bench")
+    while True:
+        entries = await bus.read_group("bench", "c", count=64, block_ms=200)
+        for entry in entries:
+            header = media_header(entry.data)  # ids and timing only: inference decodes pixels elsewhere
+            stamps = [s for s in header["timing"]["stages"] if s["stage"] == "ingest"]
+            if stamps and header["kind"] == "video" and header["session"] == SESSION:
+                latency = stamps[-1]["emitted"] - header["timing"]["capture_ts"]
+                state["latency"].append(latency)  # type: ignore[attr-defined]
+            state["counts"][header["kind"]] += 1  # type: ignore[index]
+        if entries:
+            await bus.ack("bench", [e.id for e in entries])
+
+
+async def _consumer(redis_url: str, maxlen: int) -> None:
+    """``--consume``: the stand-in consumer of the Redis media stream, with reset/stats over HTTP."""
+    from aiohttp import web
+
+    from shared.contracts.topics import MEDIA_STREAM
+    from shared.transport.redis_streams import RedisMediaBus
+
+    bus = RedisMediaBus(url=redis_url, stream=MEDIA_STREAM, maxlen=maxlen)
+    await bus.start()
+    await bus.redis.delete(MEDIA_STREAM)
+    state: dict[str, object] = {"latency": [], "counts": Counter(), "since": time.time()}
+
+    async def reset(_: web.Request) -> web.Response:
+        state.update(latency=[], counts=Counter(), since=time.time())
+        return web.json_response({"ok": True})
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response({"latency": state["latency"], "counts": dict(state["counts"])})  # type: ignore[call-overload]
+
+    app = web.Application()
+    app.router.add_post("/bench/reset", reset)
+    app.router.add_get("/bench/stats", stats)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(json.dumps({"port": site._server.sockets[0].getsockname()[1]}), flush=True)  # type: ignore[union-attr]
+    task = asyncio.create_task(_consume(bus, state))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await runner.cleanup()
+    await bus.redis.delete(MEDIA_STREAM)  # ~1 MB per frame: leave nothing behind on the shared Redis
+    await bus.close()
+
+
 def media_header(data: bytes) -> dict[str, Any]:
     """The JSON header of an encoded media message (see shared.contracts.codec), payload skipped."""
     (length,) = struct.unpack_from("<I", data, 4)
@@ -159,8 +220,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _spawn(cmd: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=_env(), text=True)
+def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env or _env(), text=True)
 
 
 async def _run_one(n: int, *, seconds: float, warmup: float, media: Path | None) -> dict[str, object]:
@@ -216,12 +277,126 @@ async def _run_one(n: int, *, seconds: float, warmup: float, media: Path | None)
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _scrape(text: str) -> dict[str, float]:
+    """Ingest messages and drops (by reason) from one worker's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "classpulse_messages_total" and sample.labels.get("stage") == "ingest":
+                key = "msg_" + sample.labels["kind"]
+                out[key] = out.get(key, 0.0) + sample.value
+            elif sample.name == "classpulse_media_dropped_total":
+                key = "drop_" + sample.labels["reason"]
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+async def _scrape_all(http: aiohttp.ClientSession, urls: list[str]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for url in urls:
+        async with http.get(url + "/metrics") as resp:
+            for key, value in _scrape(await resp.text()).items():
+                total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+async def _run_workers(
+    n: int, workers: int, *, seconds: float, warmup: float, media: Path, redis_url: str, kafka: str, tmp: Path
+) -> dict[str, object]:
+    """One run through the real ``classpulse ingest --workers W`` on Redis + Kafka."""
+    port, runtime = _free_port(), tmp / f"run-{n}-{workers}"
+    env = _env() | {
+        "CLASSPULSE_TRANSPORT": "distributed", "CLASSPULSE_REDIS_URL": redis_url, "CLASSPULSE_KAFKA_BOOTSTRAP": kafka,
+        "CLASSPULSE_INGEST_MAX_PUBLISHERS": "200", "CLASSPULSE_MEDIA_STREAM_MAXLEN": str(_MAXLEN),
+    }  # fmt: skip
+    consumer = _spawn([sys.executable, "-m", "bench.ingest_load", "--consume", redis_url], env)
+    assert consumer.stdout is not None
+    curl = f"http://127.0.0.1:{json.loads(await asyncio.to_thread(consumer.stdout.readline))['port']}"
+    cmd = [sys.executable, "-m", "services.cli", "ingest", "--workers", str(workers), "--port", str(port)]
+    server = _spawn([*cmd, "--runtime-dir", str(runtime)], env)
+    procs = [consumer, server]
+    try:
+        assert server.stdout is not None
+        line = await asyncio.to_thread(server.stdout.readline)
+        if "listening" not in line:
+            raise RuntimeError(f"ingest did not start: {line.strip()!r}")
+        url = f"http://127.0.0.1:{port}"
+        pids, metric_urls = [server.pid], [url]
+        if workers > 1:
+            registry = [json.loads((runtime / f"worker-{i}.json").read_text()) for i in range(workers)]
+            pids += [r["pid"] for r in registry]
+            metric_urls = [f"http://127.0.0.1:{r['port']}" for r in registry]
+        sims = []
+        for j, start in enumerate(range(0, n, _PER_SIM)):  # <= 20 publishers per simulate process
+            count = min(_PER_SIM, n - start)
+            sims.append(_spawn([
+                sys.executable, "-m", "services.cli", "simulate", "--session", SESSION, "--students", str(count),
+                "--url", url, "--duration", str(warmup + seconds + 30), "--media", str(media), "--prefix", f"s{j}",
+            ]))  # fmt: skip
+            procs.insert(0, sims[-1])
+        lines = await asyncio.gather(*(asyncio.to_thread(sim.stdout.readline) for sim in sims))  # type: ignore[union-attr]
+        connected = sum(int(line.split("/")[0]) for line in lines if line.split("/")[0].isdigit())
+        if connected != n:
+            raise RuntimeError(f"simulate did not connect every publisher: {[x.strip() for x in lines]!r}")
+        await asyncio.sleep(warmup)
+        async with aiohttp.ClientSession() as http:
+            await (await http.post(curl + "/bench/reset")).release()
+            m0 = await _scrape_all(http, metric_urls)
+            cpu0 = [_cpu_s(p) for p in pids], [_cpu_s(s.pid) for s in sims], _cpu_s(consumer.pid)
+            udp0, t0 = _udp_rcvbuf_errors(), time.monotonic()
+            await asyncio.sleep(seconds)
+            cpu1 = [_cpu_s(p) for p in pids], [_cpu_s(s.pid) for s in sims], _cpu_s(consumer.pid)
+            udp_drops, elapsed = _udp_rcvbuf_errors() - udp0, time.monotonic() - t0
+            m1 = await _scrape_all(http, metric_urls)
+            stats = await (await http.get(curl + "/bench/stats")).json()
+            rss = sum(_rss_mb(p) for p in pids)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    delta = {k: v - m0.get(k, 0.0) for k, v in m1.items()}
+    lat = np.array(stats["latency"]) * 1000 if stats["latency"] else np.array([np.nan])
+    drops = {k.removeprefix("drop_"): int(v) for k, v in delta.items() if k.startswith("drop_") and v}
+    return {
+        "students": n,
+        "workers": workers,
+        "server_cpu_pct": round(100 * (sum(cpu1[0]) - sum(cpu0[0])) / elapsed, 1),
+        "publisher_cpu_pct": round(100 * (sum(cpu1[1]) - sum(cpu0[1])) / elapsed, 1),
+        "consumer_cpu_pct": round(100 * (cpu1[2] - cpu0[2]) / elapsed, 1),
+        "video_fps_per_stream": round(delta.get("msg_video", 0.0) / elapsed / n, 2),
+        "audio_chunks_per_s_per_stream": round(delta.get("msg_audio", 0.0) / elapsed / n, 2),
+        "drops": drops | ({"kernel_udp": udp_drops} if udp_drops else {}),
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
+        "server_rss_mb": round(rss, 1),
+        "window_s": round(elapsed, 1),
+    }
+
+
 async def _main(args: argparse.Namespace) -> None:
     load1 = os.getloadavg()[0]
     print(f"ingest load: {args.seconds:.0f} s per run after {args.warmup:.0f} s warm-up; "
           f"{os.cpu_count()} cores; load average before start {load1:.2f}", flush=True)  # fmt: skip
     header = (
-        f"{'N':>3} {'server CPU%':>11} {'publ. CPU%':>10} {'fps/stream':>10} {'chunks/s':>8} "
+        f"{'N':>3} {'W':>2} {'server CPU%':>11} {'publ. CPU%':>10} {'fps/stream':>10} {'chunks/s':>8} "
         f"{'p50 ms':>7} {'p95 ms':>7} {'RSS MB':>7}  drops"
     )
     print(header, flush=True)
@@ -233,18 +408,28 @@ async def _main(args: argparse.Namespace) -> None:
 
             media = await asyncio.to_thread(default_clip, Path(tmp), seconds=20.0)
         for n in args.students:
-            results.append(await _run_one(n, seconds=args.seconds, warmup=args.warmup, media=media))
-            _print_row(results[-1])
-            print(f"    (load average {os.getloadavg()[0]:.2f})", flush=True)
+            for workers in args.workers or [None]:
+                load = os.getloadavg()[0]
+                if workers is None:
+                    result = await _run_one(n, seconds=args.seconds, warmup=args.warmup, media=media)
+                else:
+                    result = await _run_workers(
+                        n, workers, seconds=args.seconds, warmup=args.warmup, media=media,
+                        redis_url=_bench_redis(args.redis_url), kafka=args.kafka, tmp=Path(tmp),
+                    )  # fmt: skip
+                results.append(result)
+                _print_row(result)
+                print(f"    (load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
 def _print_row(r: dict[str, object]) -> None:
     print(
-        f"{r['students']!s:>3} {r['server_cpu_pct']!s:>11} {r['publisher_cpu_pct']!s:>10} "
+        f"{r['students']!s:>3} {r.get('workers', '-')!s:>2} {r['server_cpu_pct']!s:>11} {r['publisher_cpu_pct']!s:>10} "
         f"{r['video_fps_per_stream']!s:>10} {r['audio_chunks_per_s_per_stream']!s:>8} {r['latency_p50_ms']!s:>7} "
-        f"{r['latency_p95_ms']!s:>7} {r['server_rss_mb']!s:>7}  {r['drops'] or 'none'}",
+        f"{r['latency_p95_ms']!s:>7} {r['server_rss_mb']!s:>7}  {r['drops'] or 'none'}"
+        + (f"  (consumer CPU {r['consumer_cpu_pct']}%)" if "consumer_cpu_pct" in r else ""),
         flush=True,
     )
 
@@ -257,10 +442,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--media", type=Path, default=None, help="VP8/H.264 + Opus clip (default: synthetic)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=None,
+        help="run each N with these worker counts through `classpulse ingest --workers W` on Redis + Kafka",
+    )  # fmt: skip
+    parser.add_argument("--redis-url", default=os.environ.get("CLASSPULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--kafka", default=os.environ.get("CLASSPULSE_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument("--consume", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.port))
+    elif args.consume:
+        asyncio.run(_consumer(args.consume, _MAXLEN))
     else:
         asyncio.run(_main(args))
 
