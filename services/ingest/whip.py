@@ -152,7 +152,7 @@ class WhipService:
                 summary = validate_offer(text)
             except SdpError as exc:
                 raise WhipError(400, str(exc)) from exc
-            await self._close_participant(session, participant)
+            await self.close_participant(session, participant)
             if len(self.resources) + self._pending >= self.settings.max_publishers:
                 self.metrics.errors_total.labels("ingest", "too_many_publishers").inc()
                 raise WhipError(
@@ -296,7 +296,8 @@ class WhipService:
             )
         resource.tasks.append(spawn(coro, name=f"consume-{name}"))
 
-    async def _close_participant(self, session: str, participant: str) -> None:
+    async def close_participant(self, session: str, participant: str) -> None:
+        """End this participant's resources here (they published again, here or on another worker)."""
         for resource in list(self.resources.values()):
             if resource.session == session and resource.participant == participant:
                 await self.close_resource(resource, reason="replaced")

@@ -4,7 +4,9 @@ Every worker binds the public port with ``SO_REUSEPORT`` (the kernel spreads new
 connections over the workers) and a private loopback port, registered in the runtime
 directory the supervisor created (``worker-<i>.json``: pid and private port). Resource ids
 start with ``w<i>-``, so a WHIP Location names its owner; a request on a resource that
-lands on another worker is proxied to the owner's private port.
+lands on another worker is proxied to the owner's private port. A participant who publishes
+again on one worker has their older resources on the other workers ended (the same
+"publishing again replaces" rule as one process).
 """
 
 from __future__ import annotations
@@ -83,7 +85,11 @@ def route_to_owner(identity: WorkerIdentity) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         owner = owner_of(request.match_info.get("resource"))
         if owner is None or owner == identity.index:
-            return await handler(request)
+            response = await handler(request)
+            if request.method == "POST" and response.status == 201 and "resource" not in request.match_info:
+                session, participant = request.match_info["session"], request.match_info["participant"]
+                spawn(_replace_elsewhere(request.app, identity, session, participant), name="ingest-replace")
+            return response
         service = request.app[WHIP_SERVICE]
         port = identity.private_port_of(owner)
         if port is None or request.headers.get(_FORWARDED):
@@ -103,6 +109,26 @@ def route_to_owner(identity: WorkerIdentity) -> Middleware:
             return service.error(WhipError(404, "no such WHIP session (its worker restarted); publish again with POST"))
 
     return middleware
+
+
+async def _replace_elsewhere(app: web.Application, identity: WorkerIdentity, session: str, participant: str) -> None:
+    """A participant published here: end their older resources on the other workers."""
+    for entry in identity.runtime_dir.glob("worker-*.json"):
+        index = int(entry.stem.removeprefix("worker-"))
+        port = identity.private_port_of(index)
+        if index == identity.index or port is None:
+            continue
+        url = f"http://127.0.0.1:{port}/ingest/replace/{session}/{participant}"
+        try:
+            async with app[HTTP].post(url) as resp:
+                await resp.release()
+        except (aiohttp.ClientError, TimeoutError):
+            log.warning("ingest replace -> worker %d unreachable", index)
+
+
+def _on_private_port(request: web.Request, identity: WorkerIdentity) -> bool:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname is not None and sockname[1] == identity.private_port_of(identity.index)
 
 
 def create_worker_app(
@@ -128,8 +154,17 @@ def create_worker_app(
         port = identity.private_port_of(identity.index)
         return web.json_response({"worker": identity.index, "pid": os.getpid(), "private_port": port})
 
+    async def replace(request: web.Request) -> web.Response:
+        if not _on_private_port(request, identity):  # workers only: never from the public port
+            raise web.HTTPNotFound()
+        await request.app[WHIP_SERVICE].close_participant(
+            request.match_info["session"], request.match_info["participant"]
+        )
+        return web.Response(status=204)
+
     app.cleanup_ctx.append(proxy_client)
     app.router.add_get("/ingest/worker", worker_info)
+    app.router.add_post("/ingest/replace/{session}/{participant}", replace)
     return app
 
 

@@ -1,8 +1,9 @@
 """`classpulse ingest --workers 2` on real Redis + Kafka with real aiortc publishers.
 
 Publishers reach both workers through the shared port, frames from both land in the
-Redis media stream, DELETE works whichever worker receives it, and a killed worker is
-restarted by the supervisor while the port keeps serving.
+Redis media stream, DELETE works whichever worker receives it, publishing again on the
+other worker replaces the older resource, and a killed worker is restarted by the
+supervisor while the port keeps serving.
 """
 
 from __future__ import annotations
@@ -136,6 +137,21 @@ async def test_two_workers_share_the_port_route_deletes_and_survive_a_crash(
                 port = cluster.registry(index)["port"]
                 health = await (await http.get(f"http://127.0.0.1:{port}/healthz")).json()
                 assert health["publishers"] == 0
+
+        # publishing again on another worker ends the older resource there
+        private = [f"http://127.0.0.1:{cluster.registry(i)['port']}" for i in (0, 1)]
+        for base in private:
+            sims.append(Simulation(base_url=base, session=unique, students=1, clip=clip, secret=SECRET, prefix="again"))
+            assert await sims[-1].start() == 1, sims[-1].errors
+        async with aiohttp.ClientSession() as http:
+            for _ in range(50):
+                counts = [(await (await http.get(base + "/healthz")).json())["publishers"] for base in private]
+                if counts == [0, 1]:
+                    break
+                await asyncio.sleep(0.1)
+            assert counts == [0, 1], counts
+            async with http.post(cluster.url + f"/ingest/replace/{unique}/again-1") as resp:
+                assert resp.status == 404  # the workers' own route is not reachable from the public port
     finally:
         for sim in sims:
             await sim.stop()
