@@ -63,13 +63,7 @@ def _worker_count(value: str) -> int | None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from services.ingest.app import create_ingest_app
-    from services.ingest.sampling import single_threaded_torch
     from shared.log import setup_logging
-    from shared.metrics import default_metrics
-    from shared.transport.factory import build_transports
 
     loaded = _load_settings()
     if loaded is None:
@@ -86,6 +80,17 @@ def _ingest(args: argparse.Namespace) -> int:
         return _worker(args, settings, common, host=host, port=port)
     if workers > 1:
         return _supervise(args, common, workers=workers, host=host, port=port)
+    return _single_process(settings, common, host=host, port=port)
+
+
+def _single_process(settings: Any, common: Any, *, host: str, port: int) -> int:
+    from aiohttp import web
+
+    from services.ingest.app import create_ingest_app
+    from services.ingest.sampling import single_threaded_torch
+    from shared.metrics import default_metrics
+    from shared.transport.factory import build_transports
+
     single_threaded_torch()
     metrics = default_metrics()
     transports = build_transports(common, metrics=metrics, client_id="classpulse-ingest")
