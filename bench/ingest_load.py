@@ -363,6 +363,7 @@ async def _run_workers(
             udp_drops, elapsed = _udp_rcvbuf_errors() - udp0, time.monotonic() - t0
             m1 = await _scrape_all(http, metric_urls)
             stats = await (await http.get(curl + "/bench/stats")).json()
+            split = [(await (await http.get(u + "/healthz")).json())["publishers"] for u in metric_urls]
             rss = sum(_rss_mb(p) for p in pids)
     finally:
         for proc in procs:
@@ -388,6 +389,7 @@ async def _run_workers(
         "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
         "server_rss_mb": round(rss, 1),
         "window_s": round(elapsed, 1),
+        "publishers_per_worker": split,
     }
 
 
@@ -429,7 +431,8 @@ def _print_row(r: dict[str, object]) -> None:
         f"{r['students']!s:>3} {r.get('workers', '-')!s:>2} {r['server_cpu_pct']!s:>11} {r['publisher_cpu_pct']!s:>10} "
         f"{r['video_fps_per_stream']!s:>10} {r['audio_chunks_per_s_per_stream']!s:>8} {r['latency_p50_ms']!s:>7} "
         f"{r['latency_p95_ms']!s:>7} {r['server_rss_mb']!s:>7}  {r['drops'] or 'none'}"
-        + (f"  (consumer CPU {r['consumer_cpu_pct']}%)" if "consumer_cpu_pct" in r else ""),
+        + (f"  (consumer CPU {r['consumer_cpu_pct']}%)" if "consumer_cpu_pct" in r else "")
+        + (f"  (publishers per worker {r['publishers_per_worker']})" if "publishers_per_worker" in r else ""),
         flush=True,
     )
 
