@@ -56,15 +56,26 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_config(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
+def check_all_settings() -> None:
+    """Register every service's settings, then reject unknown ``CLASSPULSE_*`` variables.
 
-    from shared.settings import SettingsError, check_environment, registered_settings
+    Every service checks against all of them, so one shared env file (compose ``.env``, a
+    Kubernetes ConfigMap) works for all services while a typo still fails.
+    """
+    from shared.settings import check_environment
 
     for name in SETTINGS_MODULES:
         importlib.import_module(name)
+    check_environment()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from shared.settings import SettingsError, registered_settings
+
     try:
-        check_environment()
+        check_all_settings()
         effective = {cls.__name__: json.loads(cls().model_dump_json()) for cls in registered_settings()}
     except (SettingsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,24 +15,21 @@ def register(sub: Any) -> None:
 
 def _gateway(args: argparse.Namespace) -> int:
     import asyncio
-    import importlib
     import sys
 
     from pydantic import ValidationError
 
-    from services.core_commands import SETTINGS_MODULES
+    from services.core_commands import check_all_settings
     from services.gateway.app import create_gateway_app
     from services.gateway.serving import serve
     from services.gateway.settings import GatewaySettings
     from shared.log import get_logger, setup_logging
     from shared.metrics import default_metrics
-    from shared.settings import CommonSettings, SettingsError, check_environment
+    from shared.settings import CommonSettings, SettingsError
     from shared.transport.factory import build_transports
 
-    for name in SETTINGS_MODULES:
-        importlib.import_module(name)
     try:
-        check_environment()
+        check_all_settings()
         common = CommonSettings()
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         settings = GatewaySettings(**overrides)

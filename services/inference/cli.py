@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -39,14 +38,12 @@ def register(sub: Any) -> None:
 def _settings() -> tuple[Any, Any] | None:
     from pydantic import ValidationError
 
-    from services.core_commands import SETTINGS_MODULES
+    from services.core_commands import check_all_settings
     from services.inference.settings import InferenceSettings
-    from shared.settings import CommonSettings, SettingsError, check_environment
+    from shared.settings import CommonSettings, SettingsError
 
     try:
-        for name in SETTINGS_MODULES:
-            importlib.import_module(name)
-        check_environment()
+        check_all_settings()
         return InferenceSettings(), CommonSettings()
     except (SettingsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)

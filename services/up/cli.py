@@ -17,13 +17,12 @@ def register(sub: Any) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    import importlib
     import sys
 
     from pydantic import ValidationError
 
     from services.aggregator.settings import AggregatorSettings
-    from services.core_commands import SETTINGS_MODULES
+    from services.core_commands import check_all_settings
     from services.gateway.serving import serve
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
@@ -31,15 +30,13 @@ def _up(args: argparse.Namespace) -> int:
     from services.up.app import UpSettings, create_up_app
     from shared.log import setup_logging
     from shared.metrics import default_metrics
-    from shared.settings import CommonSettings, SettingsError, check_environment
+    from shared.settings import CommonSettings, SettingsError
 
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
-    for name in SETTINGS_MODULES:
-        importlib.import_module(name)
     try:
-        check_environment()
+        check_all_settings()
         settings = UpSettings(
             common=CommonSettings(),
             gateway=GatewaySettings(),
