@@ -68,6 +68,8 @@ class WorkerSupervisor:
         self._own_dir = runtime_dir is None
         self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="classpulse-ingest-"))
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.runtime_dir.glob("worker-*.json"):  # a previous run's workers are gone
+            stale.unlink()
         self._children: dict[int, _Worker] = {}
         self._stopping = False
 
