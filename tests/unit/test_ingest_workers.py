@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from services.cli import main
 from services.ingest.settings import IngestSettings
+from services.ingest.supervisor import SupervisorError, reserve_port
 from services.ingest.worker import WorkerIdentity, create_worker_app, owner_of
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
@@ -94,3 +96,31 @@ def test_several_workers_need_the_distributed_transport(
 def test_a_bad_worker_count_is_rejected(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ingest", "--port", "0", "--workers", value]) == 2
     assert "--workers must be a number from 1 to 64 or 'auto'" in capsys.readouterr().err
+
+
+def test_a_busy_port_is_reported_before_any_worker_starts() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SupervisorError, match="choose another --port"):
+            reserve_port("127.0.0.1", port)
+
+
+def test_the_reserved_port_is_shared_by_reuse_port_listeners() -> None:
+    reserved = reserve_port("127.0.0.1", 0)
+    port = reserved.getsockname()[1]
+    try:
+        workers = []
+        for _ in range(2):  # what each worker's TCPSite(reuse_port=True) does
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            workers.append(sock)
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        for sock in workers:
+            sock.close()
+    finally:
+        reserved.close()
