@@ -111,6 +111,8 @@ class SessionAggregator:
     # ------------------------------------------------------------------ closing
     def advance(self, now: float) -> Outputs:
         """Close every window that ended before ``now - lateness`` (``now`` in epoch s, event clock)."""
+        if self._last_now == math.inf:
+            return [], []  # flushed: everything is closed (records read again after the end change nothing)
         self._last_now = max(self._last_now, now)
         return self._close(self._last_now - self.config.close_delay_s, final=False)
 

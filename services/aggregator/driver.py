@@ -144,6 +144,10 @@ class SessionDriver:
         self._event_clock = max(self._event_clock, agg.watermark)
         return session
 
+    def backlog(self) -> None:
+        """Records are known to wait in the input (e.g. read again after a rebalance): it is not drained."""
+        self._last_record = wall_clock()
+
     def _count(self, agg: SessionAggregator, late: int, dup: int) -> None:
         if agg.late_events > late:
             self._count_late.inc()

@@ -5,15 +5,23 @@ session, co-partitioned) in batches; per batch the :class:`SessionDriver` feeds 
 aggregation core, emits closed windows to ``classpulse.aggregates`` and alert changes to
 ``classpulse.alerts`` (keyed by session, waiting for the broker's ack), publishes them to
 Redis for live views, and saves the session's snapshot in a faust table (rocksdb store,
-changelog topic ``<app_id>-sessions-changelog``). faust commits the input offsets only
-after the batch was handled and the producer flushed, so a restarted worker restores
-each session from the changelog and continues; nothing is lost, repeats carry the same
-``event_id``. A timer closes windows when no events arrive.
+changelog topic ``<app_id>-sessions-changelog``). A timer closes windows when no events
+arrive.
+
+Input offsets are stored with the state: after each batch the table also gets, per
+partition, the next input offset of each topic (key ``__offsets__/<partition>``, same
+changelog partition as that partition's snapshots). The agent takes every partition's
+records strictly in offset order from that stored position: older ones are already in
+the state and dropped, and a jump forward (records faust skipped and acked itself while
+the group rebalanced, see :meth:`AggregatorFaustApp._in_order`) seeks the consumer back
+to the stored position, so they come again. faust's committed offsets only decide where
+fetching starts; nothing is lost, repeats carry the same ``event_id``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
@@ -26,6 +34,7 @@ import faust
 # faust's stores write a table key into the partition of the *current event*; a snapshot
 # written outside the event's own iteration (end of batch, timer) sets it explicitly.
 from faust.streams import _current_event
+from faust.types import TP
 
 from services.aggregator.driver import Output, SessionDriver
 from services.aggregator.settings import AggregatorSettings
@@ -40,6 +49,10 @@ from shared.transport.base import LiveBus
 
 _log = get_logger(__name__)
 TABLE = "sessions"
+OFFSETS = "__offsets__/"
+"""Prefix of the table keys holding a partition's next input offsets (not a session)."""
+REWIND_RETRY_S = 2.0
+"""Seek again when the records a seek asked for have not come after this long."""
 
 
 class FaustTableStore:
@@ -56,7 +69,25 @@ class FaustTableStore:
         self._events.clear()
 
     def sessions(self) -> list[str]:
-        return [bytes(k).decode() for k in self._table.keys()]
+        keys = (bytes(k).decode() for k in self._table.keys())
+        return [k for k in keys if not k.startswith(OFFSETS)]
+
+    def load_offsets(self, event: Any) -> dict[str, int] | None:
+        """The next input offset per topic stored for ``event``'s partition (None: never stored)."""
+        token = _current_event.set(weakref.ref(event))
+        try:
+            value = self._table.get(f"{OFFSETS}{event.message.partition}".encode())
+        finally:
+            _current_event.reset(token)
+        return {str(k): int(v) for k, v in json.loads(bytes(value)).items()} if value is not None else None
+
+    def save_offsets(self, event: Any, offsets: dict[str, int]) -> None:
+        """Store the next input offsets of ``event``'s partition (after that partition's snapshots)."""
+        token = _current_event.set(weakref.ref(event))
+        try:
+            self._table[f"{OFFSETS}{event.message.partition}".encode()] = json.dumps(offsets).encode()
+        finally:
+            _current_event.reset(token)
 
     def load(self, session: str) -> bytes | None:
         with self._as_event(session):
@@ -122,7 +153,12 @@ class AggregatorFaustApp:
         self._lock = asyncio.Lock()
         self._stream: Any = None
         self._metrics = metrics
-        self._next_offset: dict[tuple[str, int], int] = {}
+        self._position: dict[tuple[str, int], int] = {}
+        """Next offset to take per input (topic, partition), as far as the state has it."""
+        self._rewinds: dict[tuple[str, int], tuple[int, float]] = {}
+        self._loaded: set[int] = set()
+        self._taken_at: dict[tuple[str, int], float] = {}
+        """Partitions whose stored offsets were loaded since the last assignment."""
         self._unacked: list[Any] = []
         self._touched: set[str] = set()
         self._batch_started = 0.0
@@ -184,6 +220,9 @@ class AggregatorFaustApp:
         self._stream = acking
         async for event in acking.events():
             async with self._lock:
+                if not await self._in_order(event):
+                    await acking.ack(event)
+                    continue
                 if not self._unacked:
                     self._batch_started = time.monotonic()
                     self._batch_received = wall_clock()
@@ -194,25 +233,81 @@ class AggregatorFaustApp:
                     self.store.remember(session, event)
                     self._touched.add(session)
                 self._unacked.append(event)
-                self._check_offset(event.message)
                 full = len(self._unacked) >= settings.batch_max
                 if full or time.monotonic() - self._batch_started >= settings.batch_within_s:
                     await self._close_batch()
 
-    def _check_offset(self, message: Any) -> None:
-        """Count and log records faust never handed over (an offset gap in a partition).
+    async def _in_order(self, event: Any) -> bool:
+        """Whether ``event`` is the next record of its partition for the state (lock held).
 
-        Kafka offsets of these topics have no gaps, so a jump forward means lost input. faust
-        marks records that arrive during a rebalance as skipped and acks them; when their
-        offsets get committed they are never redelivered.
+        faust skips records fetched before a rebalance and read after it, and acks them
+        (``Stream._c_aiter`` in faust/streams.py: ``generation_id`` changed or flow control
+        inactive -> ``skipped_value`` -> ``event.ack()``); once their offsets are committed
+        faust never delivers them again. Here the next offset comes from the state (the
+        table's stored offsets, restored from the changelog with the snapshots): a record
+        behind it is already counted and dropped; one ahead of it means records went
+        missing, and the consumer seeks back to them (duplicates are ignored by event id).
         """
+        message = event.message
         key = (message.topic, message.partition)
-        expected = self._next_offset.get(key)
-        if expected is not None and message.offset > expected:
-            self._metrics.errors_total.labels("aggregator", "input_gap").inc(message.offset - expected)
-            _log.warning("aggregator input gap: %d records of %s[%d] from offset %d not delivered to this worker",
-                         message.offset - expected, message.topic, message.partition, expected)
-        self._next_offset[key] = max(expected or 0, message.offset + 1)
+        if message.partition not in self._loaded:
+            # the state's offsets of every topic in this partition, loaded once per assignment
+            self._loaded.add(message.partition)
+            for topic, stored in (self.store.load_offsets(event) or {}).items():
+                self._position.setdefault((topic, message.partition), stored)
+        expected = self._position.get(key)
+        if expected is None:
+            expected = await self._earliest(message)
+            self._position[key] = expected
+        offset = message.offset
+        if offset == expected:
+            self._position[key] = offset + 1
+            self._taken_at[key] = time.monotonic()
+            return True
+        if offset < expected:
+            return False
+        await self._rewind(key, expected, offset - expected)
+        return False
+
+    async def _rewind(self, key: tuple[str, int], expected: int, missing: int) -> None:
+        """Seek ``key`` back to ``expected`` (once, again after ``REWIND_RETRY_S`` if nothing came)."""
+        now = time.monotonic()
+        last = self._rewinds.get(key)
+        if last is None or last[0] != expected:
+            self._metrics.errors_total.labels("aggregator", "input_gap").inc(missing)
+            _log.warning("aggregator input %s -> %s: %d records of %s[%d] from offset %d not in the state, read again",
+                         "gap", "rewound", missing, key[0], key[1], expected)
+        elif now - last[1] < REWIND_RETRY_S:
+            return  # records fetched before the seek are still coming
+        self._rewinds[key] = (expected, now)
+        await self.app.consumer.seek_wait({TP(*key): expected})
+
+    async def _check_tails(self) -> None:
+        """Seek back partitions whose last records were skipped (no later record shows the gap; lock held)."""
+        now = time.monotonic()
+        for key, expected in list(self._position.items()):
+            end = self.app.consumer.highwater(TP(*key))
+            if end is None or end <= expected:
+                continue
+            self.driver.backlog()  # ended sessions wait for these records before their final flush
+            if now - self._taken_at.get(key, 0.0) >= REWIND_RETRY_S:
+                await self._rewind(key, expected, end - expected)
+                self._taken_at[key] = now
+
+    async def _earliest(self, message: Any) -> int:
+        """No offset stored: nothing of this topic-partition was handled yet, start at its first record."""
+        tp = TP(message.topic, message.partition)
+        earliest = await self.app.consumer.earliest_offsets(tp)
+        return int(earliest.get(tp) or 0)
+
+    def _save_offsets(self, events: Sequence[Any]) -> None:
+        """Store the next input offsets of every partition in the batch (after its snapshots)."""
+        last: dict[int, Any] = {}
+        for event in events:
+            last[event.message.partition] = event
+        for partition, event in last.items():
+            offsets = {topic: pos for (topic, part), pos in self._position.items() if part == partition}
+            self.store.save_offsets(event, offsets)
 
     async def _close_batch(self) -> None:
         """Close windows of the sessions in the batch, emit, snapshot, then ack its records (lock held)."""
@@ -224,6 +319,7 @@ class AggregatorFaustApp:
             _log.debug("aggregator batch of %d records: %s[%d]@%d .. %s[%d]@%d", len(events), first.topic,
                        first.partition, first.offset, last.topic, last.partition, last.offset)
         await self.driver.close(touched, received=self._batch_received)
+        self._save_offsets(events)
         if self._stream is not None:
             for event in events:
                 await self._stream.ack(event)
@@ -241,6 +337,7 @@ class AggregatorFaustApp:
             await self._ensure_live()
             if self._unacked:
                 await self._close_batch()
+            await self._check_tails()
             for session in self.store.sessions():
                 if session not in self.driver.finished:
                     self.driver.session(session)
@@ -251,6 +348,10 @@ class AggregatorFaustApp:
         async with self._lock:
             # unacked records come again from the committed offsets; the state reloads from snapshots
             self._unacked, self._touched = [], set()
+            self._position.clear()
+            self._rewinds.clear()
+            self._loaded.clear()
+            self._taken_at.clear()
             self.driver.forget()
             self.store.forget()
             _log.info("aggregator partitions %s -> %s", "assigned", "revoked", extra={"partitions": len(revoked)})

@@ -256,9 +256,8 @@ async def test_restarted_worker_restores_state_from_the_changelog(
     finally:
         first.kill()
     before = dict(out.aggregates)
-    # Let the killed member's group session expire first: a rebalance while the new worker is
-    # already consuming makes faust skip and ack in-flight records (a faust-streaming bug; the
-    # worker logs it as "aggregator input gap"), which this test is not about.
+    # Let the killed member's group session expire first (joining while it is still a member
+    # is test_aggregator_rebalance's subject).
     await asyncio.sleep(float(worker_env["CLASSPULSE_AGGREGATOR_BROKER_SESSION_TIMEOUT_S"]) + 1.0)
     # a fresh local store: everything the new worker knows comes from the changelog
     env = {**worker_env, "CLASSPULSE_AGGREGATOR_DATA_DIR": str(tmp_path / "state-2")}
@@ -275,7 +274,8 @@ async def test_restarted_worker_restores_state_from_the_changelog(
     assert out.aggregates == want_aggs, f"{differences(out.aggregates, want_aggs)} repeats={out.repeats}\n{log}"
     assert out.alerts == want_alerts, log
     assert not out.repeats, "a window was emitted twice with different figures"
-    assert "input gap" not in log
+    # faust's committed offsets may run ahead of the state (records it skipped and acked);
+    # the worker then reads again from the state's own offsets ("input gap -> rewound").
     if resumed_mid_stream:
         # offsets were committed mid-session: the new worker can only be right by restoring the state
         assert "snapshot -> restored" in log

@@ -196,3 +196,17 @@ def test_a_wild_clock_does_not_loop_over_empty_windows() -> None:
     starts = sorted({a.window.start for a in aggs if a.window.kind == "tumbling" and a.window.size_s == 1.0})
     assert starts == [0.0, far]
     assert all(a.participants_total == 1 for a in aggs)
+
+
+def test_records_read_again_after_the_final_flush_change_nothing() -> None:
+    """A worker reading a partition again (after a rebalance) may feed an ended session once more."""
+    script = Script(session="s1", base=BASE)
+    script.add("a", between(0, 5, Behaviour(speaking=True)), end=10)
+    agg = SessionAggregator(session="s1", config=AggregationConfig())
+    aggs, _ = run_all(agg, script)
+    assert aggs
+    summary = agg.summary()
+    for ev in script.events()[-5:]:
+        agg.add_score(ev)
+    assert agg.advance(BASE + 20.0) == ([], [])
+    assert agg.summary() == summary
