@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.ingest.aiortc_hooks import SenderReportClock, ntp_to_unix
 from services.ingest.lifecycle import PresenceMonitor
 from services.ingest.publisher import StreamPublisher
-from services.ingest.aiortc_hooks import SenderReportClock, ntp_to_unix
 from services.ingest.sampling import AudioChunker, FrameSampler, audio_to_mono, resize_to_width
 from services.ingest.tracks import MediaClock, drain_backlog
 from shared.contracts.codec import decode_media
