@@ -279,6 +279,9 @@ class AggregatorFaustApp:
                          "gap", "rewound", missing, key[0], key[1], expected)
         elif now - last[1] < REWIND_RETRY_S:
             return  # records fetched before the seek are still coming
+        else:
+            _log.info("aggregator input rewind %s -> %s: %s[%d] from offset %d", "waiting", "retried",
+                      key[0], key[1], expected)
         self._rewinds[key] = (expected, now)
         await self.app.consumer.seek_wait({TP(*key): expected})
 
