@@ -26,7 +26,9 @@ TAIL_S = 0.1
 
 
 @dataclass
-class _Second:
+class SecondVotes:
+    """One participant's events within one second, voted into a row (shared with the gateway)."""
+
     n: int = 0
     present: int = 0
     attentive: int = 0
@@ -67,7 +69,7 @@ class TimelineBuilder:
     """Accumulates score events; :meth:`rows` returns the per-second timeline."""
 
     def __init__(self) -> None:
-        self._seconds: dict[str, dict[int, _Second]] = {}
+        self._seconds: dict[str, dict[int, SecondVotes]] = {}
         self._roles: dict[str, Role] = {}
         self._seen: set[str] = set()
         self.last_media_time = 0.0
@@ -83,7 +85,7 @@ class TimelineBuilder:
         at = event.media_time if at is None else max(0.0, at)
         second = math.floor(at)
         per = self._seconds.setdefault(event.participant, {})
-        per.setdefault(second, _Second()).add(event)
+        per.setdefault(second, SecondVotes()).add(event)
         self.last_media_time = max(self.last_media_time, at)
         return True
 
@@ -113,7 +115,7 @@ class TimelineBuilder:
         out: list[TimelineRow] = []
         for t in range(n):
             for p in self._roles:
-                out.append(self._seconds[p].get(t, _Second()).row(t, p))
+                out.append(self._seconds[p].get(t, SecondVotes()).row(t, p))
         return out
 
 
