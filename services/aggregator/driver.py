@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
-from services.aggregator.config import AggregationConfig
-from services.aggregator.core import SessionAggregator
-from services.aggregator.snapshot import SnapshotError, dump, load
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
+from shared.analytics.snapshot import SnapshotError, dump, load
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.timing import wall_clock

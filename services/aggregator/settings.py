@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.aggregator.config import AggregationConfig
+from shared.analytics.config import AggregationConfig
 from shared.settings import StrictSettings, register_settings
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from services.aggregator.config import AggregationConfig
-from services.aggregator.core import SessionAggregator
-from services.gateway.timeline import TimelineBuilder
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
+from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.timing import wall_clock

@@ -1,7 +1,7 @@
 """A live session's report (the replay report's shape) from the gateway's history.
 
 The timeline is the gateway's per-second rows; the summary comes from the same
-aggregation core (:class:`services.aggregator.core.SessionAggregator`) that the
+aggregation core (:class:`shared.analytics.session.SessionAggregator`) that the
 aggregator service and ``classpulse replay`` use, fed with every score the gateway saw.
 """
 
@@ -23,6 +23,6 @@ def build_report(record: SessionRecord) -> Report:
     return Report(
         session=ReportSession(id=record.id, source="live", duration_s=max(summary.duration_s, record.duration_s())),
         participants=[ReportParticipant(id=pid, role=p.role) for pid, p in record.participants.items()],
-        timeline=record.timeline.rows(),
+        timeline=record.timeline.observed_rows(),
         summary=summary,
     )

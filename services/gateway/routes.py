@@ -105,7 +105,7 @@ def _float_query(request: web.Request, name: str, default: float) -> float:
 async def timeline(request: web.Request, session: str) -> web.StreamResponse:
     record = _record(request, session)
     since = _float_query(request, "since", 0.0)
-    rows = record.timeline.rows(participant=request.query.get("participant"), since=since)
+    rows = record.timeline.observed_rows(participant=request.query.get("participant"), since=since)
     return _json(TimelinePage(session=session, rows=rows))
 
 

@@ -14,7 +14,6 @@ ingest got the frame); each message carries an ``ingest`` stage stamp.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import av
 import cv2
@@ -23,10 +22,10 @@ import torch
 from numpy.typing import NDArray
 from torchaudio.transforms import Resample
 
+from shared.contracts.events import Role
 from shared.contracts.media import AudioChunk, VideoFrame
 from shared.contracts.timing import StageStamp, TimingTrail, wall_clock
 
-Role = Literal["student", "teacher"]
 ANALYSIS_SAMPLE_RATE = 16_000
 _GAP_TOLERANCE_S = 0.1
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from services.replay.pipeline import ReplayJob, ReplayStats, Role, default_session_id, run_replay
+from services.replay.pipeline import ReplayJob, ReplayStats, default_session_id, run_replay
 from services.replay.prefetch import PrefetchPerception
 from services.replay.progress import NoProgress, ProgressBar, ProgressSink
 from services.replay.report_files import ReportPaths, write_report
 from services.replay.settings import ReplaySettings
+from shared.contracts.events import Role
 from shared.contracts.report import Report
 
 
@@ -86,10 +87,11 @@ def replay_file(
     quiet_native: bool = False,
 ) -> ReplayOutcome:
     """Analyse one recording and write its report; raises MediaSourceError for unusable input."""
-    from services.aggregator.core import AggregationConfig, SessionAggregator
     from services.inference.engine import InferenceEngine
     from services.inference.settings import InferenceSettings
     from services.ingest.sources.file import FileSource
+    from shared.analytics.config import AggregationConfig
+    from shared.analytics.session import SessionAggregator
 
     settings = settings or ReplaySettings()
     location = str(path)  # a file path, or a URL PyAV opens (http, rtsp, ...)

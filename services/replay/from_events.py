@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from services.replay.timeline import TimelineBuilder
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
+from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import ScoreEvent
 from shared.contracts.report import Report, ReportParticipant, ReportSession
@@ -24,8 +26,6 @@ class EventLogError(Exception):
 
 def report_from_events(events: Iterable[ScoreEvent], *, session: str, source: str) -> Report:
     """Timeline + summary of one session from its score events (any order, duplicates allowed)."""
-    from services.aggregator.core import AggregationConfig, SessionAggregator
-
     config = AggregationConfig()
     ordered = sorted(events, key=lambda e: (e.timing.capture_ts, e.participant, e.seq))
     if not ordered:

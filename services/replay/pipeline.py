@@ -18,18 +18,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from services.replay.progress import NoProgress, ProgressSink
-from services.replay.timeline import TimelineBuilder
-from shared.contracts.events import ScoreEvent
+from shared.analytics.timeline import TimelineBuilder
+from shared.contracts.events import Role, ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.report import Report, ReportParticipant, ReportSession, SessionSummary, TimelineRow
 from shared.log import get_logger
 
 log = get_logger(__name__)
-
-Role = Literal["student", "teacher"]
 
 
 class Scorer(Protocol):
@@ -51,7 +49,7 @@ class Source(Protocol):
 
 
 class Summariser(Protocol):
-    """What replay needs from the aggregation core (:class:`services.aggregator.core.SessionAggregator`)."""
+    """What replay needs from the aggregation core (:class:`shared.analytics.session.SessionAggregator`)."""
 
     def add_score(self, event: ScoreEvent) -> None: ...
 

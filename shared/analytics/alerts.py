@@ -1,4 +1,7 @@
-"""Open alerts of one session and the Alert messages for their state changes."""
+"""Open alerts of one session and the Alert messages for their state changes.
+
+Kept by :class:`shared.analytics.session.SessionAggregator` (one book per session).
+"""
 
 from __future__ import annotations
 

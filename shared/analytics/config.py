@@ -1,8 +1,8 @@
 """Aggregation parameters: window sizes, lateness, event duration and alert thresholds.
 
-A plain frozen dataclass (no environment access): the service settings
-(:mod:`services.aggregator.settings`) build one, and in-process users construct it directly.
-All times are seconds of session time.
+A plain frozen dataclass (no environment access): the aggregator's service settings build
+one; the gateway's live history and ``classpulse replay`` construct it directly (the
+defaults). All times are seconds of session time.
 """
 
 from __future__ import annotations

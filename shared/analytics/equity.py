@@ -1,4 +1,8 @@
-"""Participation figures: shares, Gini coefficient, percentiles (pure functions)."""
+"""Participation figures: shares, Gini coefficient, percentiles (pure functions).
+
+Used by the window aggregates (:mod:`shared.analytics.windows`) and the session summary
+(:mod:`shared.analytics.summary`).
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The aggregation core: one session's windows, participation figures and alerts (no I/O).
 
-Used by the faust app (:mod:`services.aggregator.faust_app`), the plain Kafka consumer
-and in-process by ``classpulse up`` / ``classpulse replay``.
+Used by the aggregator service (its session driver, under the faust app or the plain
+Kafka consumer, also in-process in ``classpulse up``), by the gateway's live history
+(reports of a running session) and by ``classpulse replay`` (files and event logs).
 
 Time model
 ----------
@@ -24,15 +25,13 @@ import bisect
 import math
 from typing import Literal
 
-from services.aggregator.alerts import AlertBook, alert_order
-from services.aggregator.config import AggregationConfig
-from services.aggregator.equity import gini, ratio
-from services.aggregator.state import Cell, Lifecycle, Participant, Sample
-from services.aggregator.windows import WindowKey, build_aggregate, class_attentive_ratio
+from shared.analytics.alerts import AlertBook, alert_order
+from shared.analytics.config import AggregationConfig
+from shared.analytics.state import Cell, Lifecycle, Participant, Sample
+from shared.analytics.summary import build_summary
+from shared.analytics.windows import WindowKey, build_aggregate, class_attentive_ratio
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
-from shared.contracts.report import ParticipantSummary, SessionSummary
-
-__all__ = ["AggregationConfig", "SessionAggregator"]
+from shared.contracts.report import SessionSummary
 
 _EPS = 1e-9
 Outputs = tuple[list[ClassAggregate], list[Alert]]
@@ -400,43 +399,5 @@ class SessionAggregator:
     # ------------------------------------------------------------------ summary
     def summary(self) -> SessionSummary:
         """Whole-session figures from every finalized event (call :meth:`flush` first at session end)."""
-        late_after = self.config.late_after_s
-        parts: dict[str, ParticipantSummary] = {}
-        for pid in sorted(self._participants):
-            p = self._participants[pid]
-            if p.observed <= 0:
-                continue
-            parts[pid] = ParticipantSummary(
-                role=p.role,
-                present_ratio=ratio(p.present, p.observed),
-                attentive_ratio=ratio(p.attentive, p.observed),
-                talk_time_s=p.talk,
-                hand_raises=p.hand_raises,
-                turns=p.turns,
-                engagement_mean=ratio(p.engagement, p.observed),
-                away_time_s=max(0.0, p.observed - p.present),
-                joined_at=p.joined_at,
-                late=p.joined_at is not None and p.joined_at > late_after,
-            )
-        actors = {k: v for k, v in self._participants.items() if k in parts}
-        students = [p for p in actors.values() if p.role == "student"] or list(actors.values())
-        observed = sum(p.observed for p in students)
-        teacher_talk = sum(p.talk for p in actors.values() if p.role == "teacher")
-        total_talk = sum(p.talk for p in actors.values())
-        only_students = [p for p in actors.values() if p.role == "student"]
-        return SessionSummary(
-            participants=parts,
-            duration_s=max((p.last_end or 0.0 for p in actors.values()), default=0.0),
-            engagement_mean=ratio(sum(p.engagement for p in students), observed),
-            attentive_ratio=ratio(sum(p.attentive for p in students), observed),
-            teacher_talk_share=ratio(teacher_talk, total_talk),
-            talk_equity_gini=gini([p.talk for p in only_students]),
-            hand_equity_gini=gini([float(p.hand_raises) for p in only_students]),
-            mean_wait_time_s=sum(w for _, w in self._waits) / len(self._waits) if self._waits else None,
-            alerts_raised=self.alerts.raised_total,
-        )
-
-    @property
-    def open_alerts(self) -> dict[tuple[str, str], float]:
-        """Open alerts: (kind, participant or '') -> session time they started."""
-        return dict(self.alerts.open)
+        return build_summary(participants=self._participants, waits=self._waits,
+                             alerts_raised=self.alerts.raised_total, late_after_s=self.config.late_after_s)

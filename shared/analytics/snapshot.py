@@ -1,4 +1,6 @@
-"""Snapshot a :class:`SessionAggregator` to JSON bytes and restore it (faust table values).
+"""Snapshot a :class:`SessionAggregator` to JSON bytes and restore it.
+
+Used by the aggregator's session driver (the values of its faust table / snapshot store).
 
 The snapshot holds everything the core needs to continue exactly where it was: pending
 events, open buckets, participant state, open alerts and the ids seen within lateness.
@@ -11,9 +13,9 @@ import json
 from dataclasses import fields
 from typing import Any
 
-from services.aggregator.config import AggregationConfig
-from services.aggregator.core import SessionAggregator
-from services.aggregator.state import Cell, Lifecycle, Participant, Sample
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
+from shared.analytics.state import Cell, Lifecycle, Participant, Sample
 
 SNAPSHOT_VERSION = 1
 

@@ -1,7 +1,8 @@
 """Mutable per-session state of the aggregation core: samples, buckets, participants.
 
 Plain slotted dataclasses so that a whole session can be snapshotted to JSON-able
-dicts (:mod:`services.aggregator.snapshot`) and restored after a restart.
+dicts (:mod:`shared.analytics.snapshot`) and restored after a restart. Owned by
+:class:`shared.analytics.session.SessionAggregator`; nothing else mutates it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Score events (about 5 per second per participant) to one timeline row per participant per second.
 
-Rules (the report's per-second semantics):
+Used by ``classpulse replay`` (the report of a file or of a past session's event log) and by
+the gateway's live history (the timeline route and the report of a running session), so
+both read seconds by the same rules (the report's per-second semantics):
 
 * second ``t`` holds the events with ``t <= media_time < t + 1``; ``t`` counts from 0;
 * ``present``, ``attentive``, ``speaking``, ``hand_raised``: true when strictly more than
@@ -9,12 +11,14 @@ Rules (the report's per-second semantics):
 * the last second counts only when the media lasts more than ``TAIL_S`` into it;
 * a second without any event of a participant (no media, a gap, before they joined)
   reads all false with engagement 0 and confidence 0 — nothing was observed;
-* events are deduplicated by ``event_id`` (the event log is at-least-once).
+* events are deduplicated by ``event_id`` (the event log is at-least-once; a bounded builder
+  leaves that to its caller).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,7 +31,7 @@ TAIL_S = 0.1
 
 @dataclass
 class SecondVotes:
-    """One participant's events within one second, voted into a row (shared with the gateway)."""
+    """One participant's events within one second, voted into a row."""
 
     n: int = 0
     present: int = 0
@@ -66,27 +70,42 @@ class SecondVotes:
 
 
 class TimelineBuilder:
-    """Accumulates score events; :meth:`rows` returns the per-second timeline."""
+    """Accumulates score events into per-participant seconds.
 
-    def __init__(self) -> None:
-        self._seconds: dict[str, dict[int, SecondVotes]] = {}
+    Two users, two views of the same votes:
+
+    * ``classpulse replay`` (a file, or a past session's event log): unbounded, events deduplicated by
+      ``event_id``; :meth:`rows` gives the full grid, every participant every second;
+    * the gateway's live history: ``max_rows`` bounds the seconds kept (the oldest go first) and no
+      event id is remembered (the history drops repeated (participant, seq) before adding);
+      :meth:`observed_rows` gives the seconds that hold events.
+    """
+
+    def __init__(self, *, max_rows: int | None = None) -> None:
+        self.max_rows = max_rows
+        self._votes: OrderedDict[tuple[str, int], SecondVotes] = OrderedDict()
         self._roles: dict[str, Role] = {}
         self._seen: set[str] = set()
-        self.last_media_time = 0.0
         self.events = 0
 
     def add(self, event: ScoreEvent, *, at: float | None = None) -> bool:
-        """Add one event at ``at`` seconds (default: its ``media_time``); False when its id was already seen."""
-        if event.event_id in self._seen:
-            return False
-        self._seen.add(event.event_id)
+        """Add one event at ``at`` seconds (default: its ``media_time``); False when its id was already seen
+        (an unbounded builder only)."""
+        if self.max_rows is None:
+            if event.event_id in self._seen:
+                return False
+            self._seen.add(event.event_id)
         self.events += 1
         self._roles.setdefault(event.participant, event.role)
         at = event.media_time if at is None else max(0.0, at)
-        second = math.floor(at)
-        per = self._seconds.setdefault(event.participant, {})
-        per.setdefault(second, SecondVotes()).add(event)
-        self.last_media_time = max(self.last_media_time, at)
+        key = (event.participant, math.floor(at))
+        votes = self._votes.get(key)
+        if votes is None:
+            votes = self._votes[key] = SecondVotes()
+            if self.max_rows is not None:
+                while len(self._votes) > self.max_rows:
+                    self._votes.popitem(last=False)
+        votes.add(event)
         return True
 
     def add_all(self, events: Iterable[ScoreEvent]) -> None:
@@ -106,16 +125,25 @@ class TimelineBuilder:
         """
         if duration_s is not None and duration_s > 0:
             return max(1, math.ceil(duration_s - TAIL_S))
-        last = max((max(s) for s in self._seconds.values() if s), default=-1)
-        return last + 1
+        return max((second for _, second in self._votes), default=-1) + 1
 
     def rows(self, duration_s: float | None = None) -> list[TimelineRow]:
-        """Rows ordered by ``t``, then by participant in order of appearance."""
-        n = self.seconds(duration_s)
-        out: list[TimelineRow] = []
-        for t in range(n):
-            for p in self._roles:
-                out.append(self._seconds[p].get(t, SecondVotes()).row(t, p))
+        """The full grid (replay): rows ordered by ``t``, then by participant in order of appearance."""
+        empty = SecondVotes()
+        return [
+            self._votes.get((p, t), empty).row(t, p)
+            for t in range(self.seconds(duration_s))
+            for p in self._roles
+        ]
+
+    def observed_rows(self, *, participant: str | None = None, since: float = 0.0) -> list[TimelineRow]:
+        """The seconds that hold events (live history), from ``since``, ordered by ``t`` then participant id."""
+        out = [
+            votes.row(second, pid)
+            for (pid, second), votes in self._votes.items()
+            if (participant is None or pid == participant) and second >= since
+        ]
+        out.sort(key=lambda r: (r.t, r.participant))
         return out
 
 

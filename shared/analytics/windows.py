@@ -1,12 +1,16 @@
-"""Turn closed time buckets into one window's :class:`ClassAggregate`."""
+"""Turn closed time buckets into one window's :class:`ClassAggregate`.
+
+The window step of :class:`shared.analytics.session.SessionAggregator` (which also uses the
+class attentive ratio for its attention-dip alert).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from services.aggregator.equity import gini, percentile, ratio
-from services.aggregator.state import Cell
+from shared.analytics.equity import gini, percentile, ratio
+from shared.analytics.state import Cell
 from shared.contracts.events import ClassAggregate, ParticipantWindow, WindowRef
 from shared.contracts.timing import TimingTrail
 

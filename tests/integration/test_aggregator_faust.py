@@ -17,9 +17,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.aggregator.core import SessionAggregator
 from services.aggregator.scripted import Behaviour, Script, between, lifecycle_event
 from services.aggregator.settings import AggregatorSettings
+from shared.analytics.session import SessionAggregator
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.report import SessionSummary

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from services.aggregator.core import SessionAggregator
 from services.aggregator.scripted import lifecycle_event
 from services.aggregator.topics_setup import ensure_topics
+from shared.analytics.session import SessionAggregator
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import LifecycleEvent, ScoreEvent
 from shared.transport.kafka import KafkaEventBus

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.aggregator.core import AggregationConfig, SessionAggregator
 from services.aggregator.scripted import Behaviour, Script, between, constant, lifecycle_event, score_event
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
 from shared.contracts.events import Alert, ClassAggregate
 
 pytestmark = pytest.mark.unit

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.aggregator.config import AggregationConfig
-from services.aggregator.core import SessionAggregator
 from services.aggregator.driver import DictStore, Output, SessionDriver
 from services.aggregator.scripted import Behaviour, Script, between, lifecycle_event
 from services.aggregator.settings import AggregatorSettings
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.report import SessionSummary

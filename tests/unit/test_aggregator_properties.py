@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.aggregator.alerts import alert_order
-from services.aggregator.core import AggregationConfig, SessionAggregator
-from services.aggregator.equity import gini, talk_shares
 from services.aggregator.scripted import Behaviour, Script, between, score_event
+from shared.analytics.alerts import alert_order
+from shared.analytics.config import AggregationConfig
+from shared.analytics.equity import gini, talk_shares
+from shared.analytics.session import SessionAggregator
 from shared.contracts.events import Role, ScoreEvent
 
 pytestmark = pytest.mark.unit

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.aggregator.core import AggregationConfig, SessionAggregator
 from services.aggregator.scripted import Behaviour, Script, between, lifecycle_event
-from services.aggregator.snapshot import SnapshotError, dump, load
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
+from shared.analytics.snapshot import SnapshotError, dump, load
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 
-from services.aggregator.core import AggregationConfig, SessionAggregator
 from services.ingest.sources.errors import MediaSourceError
 from services.replay.pipeline import ReplayJob, default_session_id, run_replay
+from shared.analytics.config import AggregationConfig
+from shared.analytics.session import SessionAggregator
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import TimingTrail

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.replay.timeline import TimelineBuilder, build_timeline
+from shared.analytics.timeline import TimelineBuilder, build_timeline
 from shared.contracts.events import ScoreEvent
 from shared.contracts.timing import TimingTrail
 
@@ -95,3 +95,13 @@ def test_a_trailing_sliver_gets_no_row() -> None:
     assert b.seconds(6.007) == 6  # Opus padding
     assert b.seconds(6.3) == 7
     assert b.seconds(0.05) == 1
+
+
+def test_a_bounded_builder_keeps_the_newest_seconds_and_lists_only_observed_ones() -> None:
+    b = TimelineBuilder(max_rows=2)  # the gateway's live history
+    for seq, t in enumerate((0.1, 1.1, 3.1)):
+        b.add(ev(t, seq, participant="b"))
+    b.add(ev(3.5, 0, participant="a"))
+    assert [(r.t, r.participant) for r in b.observed_rows()] == [(3.0, "a"), (3.0, "b")]
+    assert [r.participant for r in b.observed_rows(participant="b", since=3.0)] == ["b"]
+    assert b.observed_rows(since=4.0) == []

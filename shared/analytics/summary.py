@@ -1,0 +1,57 @@
+"""Whole-session figures (:class:`SessionSummary`) from the participants' running totals.
+
+The summary step of :class:`shared.analytics.session.SessionAggregator`, the counterpart of
+:func:`shared.analytics.windows.build_aggregate` for one window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from shared.analytics.equity import gini, ratio
+from shared.analytics.state import Participant
+from shared.contracts.report import ParticipantSummary, SessionSummary
+
+
+def build_summary(
+    *,
+    participants: Mapping[str, Participant],
+    waits: Sequence[tuple[float, float]],
+    alerts_raised: int,
+    late_after_s: float,
+) -> SessionSummary:
+    """The session summary; only participants with observed time count (``waits``: (time, wait) pairs)."""
+    parts: dict[str, ParticipantSummary] = {}
+    for pid in sorted(participants):
+        p = participants[pid]
+        if p.observed <= 0:
+            continue
+        parts[pid] = ParticipantSummary(
+            role=p.role,
+            present_ratio=ratio(p.present, p.observed),
+            attentive_ratio=ratio(p.attentive, p.observed),
+            talk_time_s=p.talk,
+            hand_raises=p.hand_raises,
+            turns=p.turns,
+            engagement_mean=ratio(p.engagement, p.observed),
+            away_time_s=max(0.0, p.observed - p.present),
+            joined_at=p.joined_at,
+            late=p.joined_at is not None and p.joined_at > late_after_s,
+        )
+    actors = {k: v for k, v in participants.items() if k in parts}
+    students = [p for p in actors.values() if p.role == "student"] or list(actors.values())
+    observed = sum(p.observed for p in students)
+    teacher_talk = sum(p.talk for p in actors.values() if p.role == "teacher")
+    total_talk = sum(p.talk for p in actors.values())
+    only_students = [p for p in actors.values() if p.role == "student"]
+    return SessionSummary(
+        participants=parts,
+        duration_s=max((p.last_end or 0.0 for p in actors.values()), default=0.0),
+        engagement_mean=ratio(sum(p.engagement for p in students), observed),
+        attentive_ratio=ratio(sum(p.attentive for p in students), observed),
+        teacher_talk_share=ratio(teacher_talk, total_talk),
+        talk_equity_gini=gini([p.talk for p in only_students]),
+        hand_equity_gini=gini([float(p.hand_raises) for p in only_students]),
+        mean_wait_time_s=sum(w for _, w in waits) / len(waits) if waits else None,
+        alerts_raised=alerts_raised,
+    )
