@@ -53,9 +53,8 @@ class InputSignal:
     description: str
     gate: Gate
     missing_evidence: float = 0.0
-    """Prior evidence (0..1) the model assumes while the signal is not measured."""
-    default: float = 0.0
-    """Value in the vector while not measured (its measured flag is 0 then)."""
+    """The default: evidence (0..1) the model assumes while the signal is not measured (its
+    measured flag is 0 then, and the vector's value is ignored)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,8 +24,10 @@ Cech 2016 use 0.2 on dlib points; mediapipe's points run lower), silero-vad's ow
 speech threshold, wrists above the shoulder line for a raised hand, and an AND of the
 attention cues. These priors were then checked against generated media (photos placed in
 frames and warped, espeak-ng speech in noise; see ``tests/unit/test_inference_*``). The
-model can be retrained with ``classpulse train`` on labelled timelines; weights saved
-by it replace the priors via ``CLASSPULSE_INFERENCE_WEIGHTS_PATH``.
+gate priors are declared with each signal in :mod:`shared.signals` (which also fixes the
+input layout); the head priors are below. The model can be retrained with ``classpulse
+train`` on labelled timelines; weights saved by it (with their :class:`FusionLayout`)
+replace the priors via ``CLASSPULSE_INFERENCE_WEIGHTS_PATH``.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def _name_differences(what: str, got: tuple[str, ...], expected: tuple[str, ...]
 @dataclass(frozen=True)
 class FusionOutput:
     probs: Tensor
-    """(B, 4) probabilities of HEADS."""
+    """(B, len(HEADS)) probabilities of HEADS."""
     confidence: Tensor
     """(B,)"""
     contributions: Tensor

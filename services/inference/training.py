@@ -29,9 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.inference.fusion import HEADS, IDX, N_SIGNALS, SIGNALS, FusionLayout, FusionModel
 from shared.contracts.events import FeatureSnapshot
+from shared.signals import OUTPUTS
+
+_LEVEL_HEADS = frozenset(s.name for s in OUTPUTS if s.head and s.kind == "level")
+"""Heads with a 0..1 target (scored by mean absolute error; the true/false heads by accuracy)."""
 
 
 class Labels(BaseModel):
+    """One label per fusion head (``shared.signals`` heads; a unit test keeps them equal)."""
+
     model_config = ConfigDict(extra="forbid")
 
     attentive: bool | None = None
@@ -185,7 +191,7 @@ def train(model: FusionModel, data: Dataset, *, epochs: int, lr: float, seed: in
 
 
 def evaluate(model: FusionModel, data: Dataset) -> dict[str, Any]:
-    """Loss and per-head accuracy (engagement: mean absolute error)."""
+    """Loss and per-head accuracy (level heads such as engagement: mean absolute error)."""
     model.eval()
     with torch.no_grad():
         out = model(data.x, data.measured, data.valid)
@@ -197,7 +203,7 @@ def evaluate(model: FusionModel, data: Dataset) -> dict[str, Any]:
         if n == 0:
             continue
         pred, truth = out.probs[sel, h], data.targets[sel, h]
-        if head == "engagement":
+        if head in _LEVEL_HEADS:
             report[f"{head}_mae"] = round(float((pred - truth).abs().mean()), 4)
         else:
             report[f"{head}_accuracy"] = round(float(((pred > 0.5).float() == truth).float().mean()), 4)
