@@ -7,21 +7,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.report import Report, TimelineRow
 from shared.contracts.timing import TimingTrail
+from shared.signals import OUTPUT_NAMES
 
 
-class LiveParticipant(BaseModel):
+class LiveParticipant(TimelineRow):
     """A participant's latest signals: a timeline row's keys plus ``ts`` and the explanation."""
 
     model_config = ConfigDict(extra="forbid")
 
     t: float = Field(description="Start of the media second of the latest score.")
-    participant: str
-    present: bool
-    attentive: bool
-    speaking: bool
-    hand_raised: bool
-    engagement: float = Field(ge=0.0, le=1.0)
-    confidence: float = Field(ge=0.0, le=1.0)
     ts: float = Field(description="Wall-clock capture time of the media behind the latest score (epoch s).")
     role: Role
     camera_on: bool
@@ -36,12 +30,7 @@ class LiveParticipant(BaseModel):
         return cls(
             t=float(int(e.media_time)),
             participant=e.participant,
-            present=e.present,
-            attentive=e.attentive,
-            speaking=e.speaking,
-            hand_raised=e.hand_raised,
-            engagement=e.engagement,
-            confidence=e.confidence,
+            **{name: getattr(e, name) for name in OUTPUT_NAMES},
             ts=e.timing.capture_ts,
             role=e.role,
             camera_on=e.camera_on,

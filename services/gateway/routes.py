@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from services.gateway.auth import error_response, viewer_claims
 from services.gateway.context import GATEWAY
+from services.gateway.dashboard_page import dashboard_page
 from services.gateway.feeds import sse_feed, websocket_feed
 from services.gateway.history import SessionRecord
 from services.gateway.live_state import live_state
@@ -196,7 +197,7 @@ def add_gateway_routes(app: web.Application, *, with_metrics: bool = True) -> No
     for route in API_ROUTES:
         app.router.add_get(SESSION_PREFIX + route.path, _protected(route))
     app.router.add_get("/api/openapi.json", openapi_handler)
-    app.router.add_get("/dashboard", _static("dashboard.html", "text/html"))
+    app.router.add_get("/dashboard", dashboard_page)
     app.router.add_get("/static/gateway/dashboard.js", _static("dashboard.js", "application/javascript"))
     app.router.add_get("/static/gateway/dashboard.css", _static("dashboard.css", "text/css"))
     app.router.add_get("/healthz", health)

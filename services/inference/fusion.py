@@ -24,8 +24,10 @@ Cech 2016 use 0.2 on dlib points; mediapipe's points run lower), silero-vad's ow
 speech threshold, wrists above the shoulder line for a raised hand, and an AND of the
 attention cues. These priors were then checked against generated media (photos placed in
 frames and warped, espeak-ng speech in noise; see ``tests/unit/test_inference_*``). The
-model can be retrained with ``classpulse train`` on labelled timelines; weights saved
-by it replace the priors via ``CLASSPULSE_INFERENCE_WEIGHTS_PATH``.
+gate priors are declared with each signal in :mod:`shared.signals` (which also fixes the
+input layout); the head priors are below. The model can be retrained with ``classpulse
+train`` on labelled timelines; weights saved by it (with their :class:`FusionLayout`)
+replace the priors via ``CLASSPULSE_INFERENCE_WEIGHTS_PATH``.
 """
 
 from __future__ import annotations
@@ -35,45 +37,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from services.inference.features_audio import N_MELS
+from shared.signals import FLAG_NAMES, HEAD_NAMES, INPUT_NAMES, INPUTS
 
-SIGNALS: tuple[str, ...] = (
-    "face_present",
-    "head_yaw",
-    "head_pitch",
-    "eyes_open",
-    "gaze",
-    "mouth_activity",
-    "hand_raised",
-    "motion",
-    "voice",
-    "audio_level",
-    "camera_on",
-    "mic_on",
-    *(f"mel_{i}" for i in range(N_MELS)),
-)
-"""Input signals, in the order of the feature vector."""
+SIGNALS: tuple[str, ...] = INPUT_NAMES
+"""Input signals, in the order of the feature vector (declared in :data:`shared.signals.INPUTS`)."""
 N_SIGNALS = len(SIGNALS)
-HEADS: tuple[str, ...] = ("attentive", "speaking", "hand_raised", "engagement")
+HEADS: tuple[str, ...] = HEAD_NAMES
+"""Behaviour heads, in the order of :attr:`FusionOutput.probs` (the ``head`` outputs of the registry)."""
 IDX = {name: i for i, name in enumerate(SIGNALS)}
+_FLAG_HEADS = [i for i, head in enumerate(HEADS) if head in FLAG_NAMES]
+"""The true/false heads, whose decisiveness feeds ``confidence``."""
 
-# Prior gates: (centre, scale, direction, evidence when missing). Units are the raw feature units:
-# yaw/pitch = |deviation from baseline| in degrees, eyes = eye aspect ratio, gaze = 0..1 offset,
-# audio_level = dBFS, mel = dB.
-_PRIOR_GATES: dict[str, tuple[float, float, float, float]] = {
-    "face_present": (0.5, 0.05, 1.0, 0.0),
-    "head_yaw": (20.0, 2.0, -1.0, 0.0),
-    "head_pitch": (20.0, 2.0, -1.0, 0.0),
-    "eyes_open": (0.15, 0.015, 1.0, 0.0),
-    "gaze": (0.65, 0.05, -1.0, 1.0),
-    "mouth_activity": (0.03, 0.01, 1.0, 0.0),
-    "hand_raised": (0.5, 0.05, 1.0, 0.0),
-    "motion": (0.02, 0.01, 1.0, 0.0),
-    "voice": (0.5, 0.05, 1.0, 0.0),
-    "audio_level": (-50.0, 3.0, 1.0, 0.0),
-    "camera_on": (0.5, 0.05, 1.0, 0.0),
-    "mic_on": (0.5, 0.05, 1.0, 0.0),
-}
 # Head weights over pooled evidence (missing names = 0) and biases.
 _ATTENTION_CUES = ("face_present", "head_yaw", "head_pitch", "eyes_open", "gaze")
 _PRIOR_HEADS: dict[str, tuple[dict[str, float], float]] = {
@@ -103,10 +77,51 @@ _EYES_DECAY = 0.4
 """Eyes pool over a flatter window, so a blink does not read as inattention."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class FusionLayout:
+    """What a set of fusion weights is laid out for: input signals, heads (both in order) and window."""
+
+    signals: tuple[str, ...]
+    heads: tuple[str, ...]
+    window: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"signals": list(self.signals), "heads": list(self.heads), "window": self.window}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FusionLayout:
+        signals, heads, window = data.get("signals"), data.get("heads"), data.get("window")
+        if not isinstance(signals, list | tuple) or not isinstance(heads, list | tuple) or not isinstance(window, int):
+            raise ValueError("malformed layout (expected signals, heads and window)")
+        return cls(signals=tuple(str(x) for x in signals), heads=tuple(str(x) for x in heads), window=window)
+
+    def differences(self, expected: FusionLayout) -> list[str]:
+        """What differs from ``expected``, in words (empty when the layouts are the same)."""
+        out = _name_differences("signals", self.signals, expected.signals)
+        out += _name_differences("heads", self.heads, expected.heads)
+        if self.window != expected.window:
+            out.append(f"window {self.window} steps (the engine uses {expected.window})")
+        return out
+
+
+def _name_differences(what: str, got: tuple[str, ...], expected: tuple[str, ...]) -> list[str]:
+    missing = [n for n in expected if n not in got]
+    extra = [n for n in got if n not in expected]
+    out = []
+    if missing:
+        out.append(f"{what} missing from the file: {', '.join(missing)}")
+    if extra:
+        out.append(f"{what} unknown to this build: {', '.join(extra)}")
+    if not missing and not extra and got != expected:
+        i = next(i for i, (n, m) in enumerate(zip(got, expected, strict=True)) if n != m)
+        out.append(f"{what} reordered (position {i} is {got[i]} in the file, {expected[i]} in this build)")
+    return out
+
+
 @dataclass(frozen=True)
 class FusionOutput:
     probs: Tensor
-    """(B, 4) probabilities of HEADS."""
+    """(B, len(HEADS)) probabilities of HEADS."""
     confidence: Tensor
     """(B,)"""
     contributions: Tensor
@@ -130,6 +145,10 @@ class FusionModel(nn.Module):
         self.conf_w = nn.Parameter(torch.zeros(2))
         self.conf_b = nn.Parameter(torch.zeros(()))
         self.load_state_dict(prior_state(window))
+
+    @property
+    def layout(self) -> FusionLayout:
+        return FusionLayout(signals=SIGNALS, heads=HEADS, window=self.window)
 
     def set_cones(self, *, yaw_deg: float, pitch_deg: float) -> None:
         """Set the attention cone of the head-pose gates (prior weights only)."""
@@ -155,7 +174,7 @@ class FusionModel(nn.Module):
         slope = torch.where(lin.abs() > 1e-6, (probs[:, e] - base) / safe, base * (1 - base))
         contributions = terms * slope[:, None]
         coverage = (measured.mean(-1) * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
-        decisive = (2 * probs[:, :3] - 1).abs().mean(-1)
+        decisive = (2 * probs[:, _FLAG_HEADS] - 1).abs().mean(-1)
         confidence = torch.sigmoid(self.conf_w[0] * coverage + self.conf_w[1] * decisive + self.conf_b)
         return FusionOutput(probs=probs, confidence=confidence, contributions=contributions)
 
@@ -171,11 +190,10 @@ def prior_state(window: int) -> dict[str, Tensor]:
     log_scale = torch.zeros(f)
     direction = torch.ones(f)
     missing = torch.full((f,), _logit(0.0))
-    for name, (c, s, d, miss) in _PRIOR_GATES.items():
-        i = IDX[name]
-        centre[i], log_scale[i], direction[i], missing[i] = c, torch.log(torch.tensor(s)), d, _logit(miss)
-    for i in range(N_MELS):  # log-mel bands: neutral gates (dB around -60, 10 dB scale), unused by the priors
-        centre[IDX[f"mel_{i}"]], log_scale[IDX[f"mel_{i}"]] = -60.0, torch.log(torch.tensor(10.0))
+    for i, signal in enumerate(INPUTS):  # gate priors, in each signal's own unit (see shared/signals.py)
+        g = signal.gate
+        centre[i], log_scale[i], direction[i] = g.centre, torch.log(torch.tensor(g.scale)), g.direction
+        missing[i] = _logit(signal.missing_evidence)
     steps = torch.arange(window, dtype=torch.float32)
     time_logits = torch.zeros(h, f, window)
     head_w = torch.zeros(h, f)

@@ -27,11 +27,17 @@ import torch
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.inference.fusion import HEADS, IDX, N_SIGNALS, FusionModel
+from services.inference.fusion import HEADS, IDX, N_SIGNALS, SIGNALS, FusionLayout, FusionModel
 from shared.contracts.events import FeatureSnapshot
+from shared.signals import OUTPUTS
+
+_LEVEL_HEADS = frozenset(s.name for s in OUTPUTS if s.head and s.kind == "level")
+"""Heads with a 0..1 target (scored by mean absolute error; the true/false heads by accuracy)."""
 
 
 class Labels(BaseModel):
+    """One label per fusion head (``shared.signals`` heads; a unit test keeps them equal)."""
+
     model_config = ConfigDict(extra="forbid")
 
     attentive: bool | None = None
@@ -185,7 +191,7 @@ def train(model: FusionModel, data: Dataset, *, epochs: int, lr: float, seed: in
 
 
 def evaluate(model: FusionModel, data: Dataset) -> dict[str, Any]:
-    """Loss and per-head accuracy (engagement: mean absolute error)."""
+    """Loss and per-head accuracy (level heads such as engagement: mean absolute error)."""
     model.eval()
     with torch.no_grad():
         out = model(data.x, data.measured, data.valid)
@@ -197,7 +203,7 @@ def evaluate(model: FusionModel, data: Dataset) -> dict[str, Any]:
         if n == 0:
             continue
         pred, truth = out.probs[sel, h], data.targets[sel, h]
-        if head == "engagement":
+        if head in _LEVEL_HEADS:
             report[f"{head}_mae"] = round(float((pred - truth).abs().mean()), 4)
         else:
             report[f"{head}_accuracy"] = round(float(((pred > 0.5).float() == truth).float().mean()), 4)
@@ -205,21 +211,62 @@ def evaluate(model: FusionModel, data: Dataset) -> dict[str, Any]:
     return report
 
 
+WEIGHTS_FORMAT = 2
+"""Version of the weights file: 2 stores the fusion layout (files of format 1 have none)."""
+
+
 def save_weights(model: FusionModel, path: Path, *, provenance: str) -> None:
-    """Save weights with a provenance note (what they were trained on)."""
-    torch.save({"window": model.window, "state": model.state_dict(), "provenance": provenance}, path)
+    """Save weights with their layout (signals, heads, window) and a provenance note (what they were trained on)."""
+    blob = {
+        "format": WEIGHTS_FORMAT,
+        "layout": model.layout.to_dict(),
+        "window": model.window,  # also in the layout; what builds before format 2 read
+        "state": model.state_dict(),
+        "provenance": provenance,
+    }
+    torch.save(blob, path)
+
+
+def _file_layout(blob: dict[str, Any]) -> FusionLayout:
+    """The layout a file was saved for.
+
+    Format-1 files carry none; they are accepted when their head weights have this build's
+    shape: until format 2 the layout never changed, so that shape means the same signals in
+    the same order.
+    """
+    if "layout" in blob:
+        return FusionLayout.from_dict(blob["layout"])
+    head_w = blob["state"].get("head_w") if isinstance(blob["state"], dict) else None
+    heads, signals = tuple(head_w.shape) if isinstance(head_w, torch.Tensor) and head_w.dim() == 2 else (0, 0)
+    if (heads, signals) != (len(HEADS), N_SIGNALS):
+        raise ValueError(
+            f"saved without a signal layout, for {signals} signals and {heads} heads "
+            f"(this build has {N_SIGNALS} and {len(HEADS)})"
+        )
+    return FusionLayout(signals=SIGNALS, heads=HEADS, window=int(blob.get("window", -1)))
 
 
 def load_weights(model: FusionModel, path: str | Path) -> str:
-    """Load weights saved by :func:`save_weights`; returns their provenance note."""
+    """Load weights saved by :func:`save_weights`; returns their provenance note.
+
+    Refuses (``ValueError``, one line) a file laid out for other signals, heads or window.
+    """
     blob = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or "state" not in blob:
         raise ValueError(f"{path}: not a ClassPulse fusion weights file (expected one written by `classpulse train`)")
-    if int(blob.get("window", -1)) != model.window:
-        raise ValueError(
-            f"{path}: weights are for a window of {blob.get('window')} steps but the engine uses {model.window}; "
-            "set CLASSPULSE_INFERENCE_WINDOW_STEPS to match or retrain"
+    try:
+        layout = _file_layout(blob)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; retrain with `classpulse train`") from None
+    differences = layout.differences(model.layout)
+    if differences:
+        expected = model.layout
+        fix = (
+            "set CLASSPULSE_INFERENCE_WINDOW_STEPS to match or retrain with `classpulse train`"
+            if (layout.signals, layout.heads) == (expected.signals, expected.heads)
+            else "retrain with `classpulse train` on a labelled timeline"
         )
+        raise ValueError(f"{path}: weights do not fit this build's fusion layout: {'; '.join(differences)}; {fix}")
     model.load_state_dict(blob["state"])
     return str(blob.get("provenance", ""))
 

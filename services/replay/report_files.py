@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.contracts.report import Report, TimelineRow
+from shared.signals import OUTPUTS, OutputSignal
 
-CSV_COLUMNS = ("t", "participant", "present", "attentive", "speaking", "hand_raised", "engagement", "confidence")
+CSV_COLUMNS = ("t", "participant", *(s.name for s in OUTPUTS))
+"""The second and participant, then every behaviour signal of the registry in its order."""
 
 
 @dataclass(frozen=True)
@@ -23,21 +25,19 @@ class ReportPaths:
     html: Path
 
 
+def _cell(signal: OutputSignal, value: bool | float) -> str:
+    if signal.kind == "flag":
+        return "true" if value else "false"
+    return f"{value:.4f}"
+
+
 def timeline_csv(rows: list[TimelineRow]) -> str:
-    """The timeline as CSV (booleans as ``true``/``false``, pandas reads them as bool)."""
+    """The timeline as CSV (flags as ``true``/``false``, pandas reads them as bool; levels to 4 decimals)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow(
-            [
-                f"{r.t:g}",
-                r.participant,
-                *("true" if v else "false" for v in (r.present, r.attentive, r.speaking, r.hand_raised)),
-                f"{r.engagement:.4f}",
-                f"{r.confidence:.4f}",
-            ]
-        )
+        writer.writerow([f"{r.t:g}", r.participant, *(_cell(s, getattr(r, s.name)) for s in OUTPUTS)])
     return buf.getvalue()
 
 

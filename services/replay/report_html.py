@@ -11,8 +11,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from shared.contracts.report import Report, TimelineRow
+from shared.signals import FLAG_NAMES
 
-_SIGNALS = (("present", "#2b8a3e"), ("attentive", "#1c7ed6"), ("speaking", "#e8590c"), ("hand_raised", "#ae3ec9"))
+_PALETTE = ("#2b8a3e", "#1c7ed6", "#e8590c", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d")
+_STRIPS = tuple((name, _PALETTE[i % len(_PALETTE)]) for i, name in enumerate(FLAG_NAMES))
+"""One strip per true/false signal of the registry, each in its own colour."""
 _ROLE_COLOUR = {"student": "#1c7ed6", "teacher": "#e8590c"}
 
 _CSS = """
@@ -81,7 +84,7 @@ def engagement_plot(report: Report) -> str:
 
 def strips_plot(report: Report) -> str:
     per = _by_participant(report.timeline)
-    lanes = [(pid, sig, colour) for pid in per for sig, colour in _SIGNALS]
+    lanes = [(pid, sig, colour) for pid in per for sig, colour in _STRIPS]
     fig = Figure(figsize=(10, 0.8 + 0.28 * len(lanes)))
     ax: Axes = fig.add_subplot()
     labels = []

@@ -9,6 +9,11 @@
   const session = hash.get("session") || params.get("session");
   const token = hash.get("token") || params.get("token");
   const $ = (id) => document.getElementById(id);
+  // Behaviour signals come from the signal registry (shared/signals.py), rendered into the page.
+  const REGISTRY = JSON.parse($("signal-registry").textContent);
+  const FLAGS = REGISTRY.outputs.filter((s) => s.kind === "flag" && s.badge_on !== null);
+  const STATE_FLAGS = FLAGS.filter((s) => s.badge_off !== null);  // a badge either way: present / away
+  const EVENT_FLAGS = FLAGS.filter((s) => s.badge_off === null);  // a badge only while true: hand raised
   const STALE_S = 5;
   const MAX_POINTS = 180;
   const MAX_LATENCIES = 300;
@@ -125,13 +130,9 @@
       const name = el("div", "name", id);
       name.append(el("span", "role", e.role));
       const badges = el("div", "badges");
-      badges.append(
-        badge(e.present ? "present" : "away", e.present),
-        badge(e.attentive ? "attentive" : "not attentive", e.attentive),
-        badge(e.speaking ? "speaking" : "silent", e.speaking),
-      );
+      for (const s of STATE_FLAGS) badges.append(badge(e[s.name] ? s.badge_on : s.badge_off, e[s.name]));
       if (left) badges.append(badge("left", false));
-      if (e.hand_raised) badges.append(badge("✋ hand raised", true));
+      for (const s of EVENT_FLAGS) if (e[s.name]) badges.append(badge(s.badge_on, true));
       if (e.camera_on === false) badges.append(badge("camera off", false));
       if (e.mic_on === false) badges.append(badge("mic muted", false));
       const eng = el("div", "engagement", "engagement " + Math.round(e.engagement * 100) + "%");
