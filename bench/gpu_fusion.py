@@ -16,38 +16,11 @@ import time
 import numpy as np
 import torch
 
-from services.inference.fusion import IDX, N_SIGNALS, FusionModel
+from services.inference.fusion import SIGNALS, FusionModel
+from shared.testkit.features import realistic_inputs
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOLERANCE = 1e-4
-
-
-def realistic_inputs(batch: int, window: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Feature windows in the ranges the engine produces (mix of present/absent, speech/silence)."""
-    rng = np.random.default_rng(seed)
-    x = np.zeros((batch, window, N_SIGNALS), np.float32)
-    m = np.ones((batch, window, N_SIGNALS), np.float32)
-    present = rng.random((batch, window)) > 0.2
-    x[..., IDX["face_present"]] = present
-    x[..., IDX["head_yaw"]] = np.abs(rng.normal(0, 18, (batch, window)))
-    x[..., IDX["head_pitch"]] = np.abs(rng.normal(0, 10, (batch, window)))
-    x[..., IDX["eyes_open"]] = rng.uniform(0.05, 0.35, (batch, window))
-    x[..., IDX["gaze"]] = rng.uniform(0, 1, (batch, window))
-    x[..., IDX["mouth_activity"]] = rng.uniform(0, 0.08, (batch, window))
-    x[..., IDX["hand_raised"]] = rng.random((batch, window)) > 0.9
-    x[..., IDX["motion"]] = rng.uniform(0, 0.05, (batch, window))
-    x[..., IDX["voice"]] = rng.uniform(0, 1, (batch, window))
-    x[..., IDX["audio_level"]] = rng.uniform(-70, -15, (batch, window))
-    x[..., IDX["camera_on"]] = 1.0
-    x[..., IDX["mic_on"]] = 1.0
-    for i in range(8):
-        x[..., IDX[f"mel_{i}"]] = rng.uniform(-90, -20, (batch, window))
-    for name in ("head_yaw", "head_pitch", "eyes_open", "gaze", "mouth_activity"):
-        m[..., IDX[name]] = present
-    valid = np.ones((batch, window), np.float32)
-    for row, pad in enumerate(rng.integers(0, window, batch)):  # young participants have short windows
-        valid[row, :pad] = 0.0
-    return torch.from_numpy(x), torch.from_numpy(m), torch.from_numpy(valid)
 
 
 def timed(model: FusionModel, inputs: tuple[torch.Tensor, ...], device: torch.device, iters: int) -> list[float]:
@@ -71,7 +44,7 @@ def timed(model: FusionModel, inputs: tuple[torch.Tensor, ...], device: torch.de
 def agreement(window: int, device: str) -> dict[str, float]:
     cpu = FusionModel(window=window).eval()
     gpu = FusionModel(window=window).to(device).eval()
-    x, m, v = realistic_inputs(256, window, seed=1)
+    x, m, v = realistic_inputs(256, window, signals=SIGNALS, seed=1)
     with torch.inference_mode():
         a = cpu(x, m, v)
         b = gpu(x.to(device), m.to(device), v.to(device))
@@ -86,10 +59,13 @@ def agreement(window: int, device: str) -> dict[str, float]:
 
 def engine_agreement(device: str) -> dict[str, object]:
     """The engine on generated frames + speech with the fusion model on CPU and on CUDA."""
-    from bench.inference_media import chunks, frames, photo, place, speech_scene, turn
     from services.inference.engine import InferenceEngine
     from services.inference.settings import InferenceSettings
     from shared.contracts.media import MediaMessage
+    from shared.testkit.frames import place, turn
+    from shared.testkit.messages import chunks, frames
+    from shared.testkit.photos import photo
+    from shared.testkit.speech import speech_scene
 
     frontal = place(photo("grace_hopper"))
     images = [frontal] * 10 + [turn(frontal, 55.0, (320.0, 200.0))] * 5
@@ -137,7 +113,7 @@ def main() -> int:
     cpu = FusionModel(window=args.window).eval()
     rows = []
     for batch in BATCHES:
-        inputs = realistic_inputs(batch, args.window)
+        inputs = realistic_inputs(batch, args.window, signals=SIGNALS)
         g = timed(gpu, inputs, torch.device(device), args.iters)
         c = timed(cpu, inputs, torch.device("cpu"), max(20, args.iters // 5))
         row = {

@@ -1,10 +1,10 @@
 """Per-second agreement of the inference engine with the truth of generated clips (no codec in between).
 
-Frames and audio come from the replay sample generator (:mod:`services.replay.samplegen`:
+Frames and audio come from the sample class generator (:mod:`shared.testkit`:
 a photo frontal / turned 55 deg in perspective / absent, espeak-ng speech over low noise),
 sampled as ingest would (5 fps frames, 0.5 s audio chunks) and fed to
 ``InferenceEngine.process`` in media-time order. Each second's row is the majority of its
-analysis steps; agreement uses samplegen's rule (seconds next to a scripted change are
+analysis steps; agreement uses the sample script's rule (seconds next to a scripted change are
 excluded). Prints one line per photo and signal.
 
     python -m bench.inference_accuracy [--seconds 30] [--photos grace_hopper astronaut]
@@ -18,51 +18,31 @@ from collections import defaultdict
 
 import numpy as np
 
-from bench.inference_media import photo
 from services.inference.engine import InferenceEngine
 from services.inference.settings import InferenceSettings
-from services.replay import samplegen
 from shared.contracts.events import ScoreEvent
-from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
+from shared.contracts.media import MediaMessage
 from shared.contracts.report import TimelineRow
-from shared.contracts.timing import TimingTrail
+from shared.testkit.frames import SampleFrames
+from shared.testkit.messages import chunks as audio_chunks
+from shared.testkit.messages import frames as video_frames
+from shared.testkit.photos import photo
+from shared.testkit.script import SampleScript, agreement, default_script, truth_timeline
+from shared.testkit.speech import soundtrack
 
 FPS = 5.0
 CHUNK_S = 0.5
 RATE = 16000
 
 
-def messages(script: samplegen.SampleScript, image: np.ndarray, participant: str) -> list[MediaMessage]:
-    frames = samplegen._Frames(script=script, photo=image)
-    wave48 = samplegen.soundtrack(script)
-    wave = wave48[::3].astype(np.float32)  # 48 kHz -> 16 kHz (the engine decimates the same way)
-    now = time.time()
-    out: list[MediaMessage] = []
-    for i in range(int(script.duration_s * FPS)):
-        t = i / FPS
-        out.append(
-            VideoFrame.from_image(
-                frames.frame(script.visual_at(t), t),
-                session="acc",
-                participant=participant,
-                seq=i,
-                media_time=t,
-                timing=TimingTrail(capture_ts=now),
-            )
-        )
-    n = int(CHUNK_S * RATE)
-    for k in range(len(wave) // n):
-        out.append(
-            AudioChunk.from_waveform(
-                np.ascontiguousarray(wave[k * n : (k + 1) * n]),
-                sample_rate=RATE,
-                session="acc",
-                participant=participant,
-                seq=k,
-                media_time=k * CHUNK_S,
-                timing=TimingTrail(capture_ts=now),
-            )
-        )
+def messages(script: SampleScript, image: np.ndarray, participant: str) -> list[MediaMessage]:
+    frames = SampleFrames(script=script, photo=image)
+    images = [frames.frame(script.visual_at(i / FPS), i / FPS) for i in range(int(script.duration_s * FPS))]
+    wave = soundtrack(script)[::3].astype(np.float32)  # 48 kHz -> 16 kHz (the engine decimates the same way)
+    out: list[MediaMessage] = [
+        *video_frames(images, session="acc", participant=participant, fps=FPS),
+        *audio_chunks(wave, session="acc", participant=participant, chunk_s=CHUNK_S, rate=RATE),
+    ]
     out.sort(key=lambda m: (m.media_time, m.kind != "audio"))
     return out
 
@@ -99,8 +79,8 @@ def main() -> None:
     parser.add_argument("--photos", nargs="+", default=["grace_hopper", "astronaut"])
     parser.add_argument("--batch", type=int, default=16, help="messages per engine.process call")
     args = parser.parse_args()
-    script = samplegen.default_script(args.seconds)
-    truth = samplegen.truth_timeline(script)
+    script = default_script(args.seconds)
+    truth = truth_timeline(script)
     engine = InferenceEngine(settings=InferenceSettings())
     engine.load()
     for name in args.photos:
@@ -111,7 +91,7 @@ def main() -> None:
             events += engine.process(msgs[i : i + args.batch])
         events += engine.flush()
         took = time.perf_counter() - started
-        scores = samplegen.agreement(truth, per_second(events, name))
+        scores = agreement(truth, per_second(events, name))
         frames = sum(1 for m in msgs if m.kind == "video")
         print(
             f"{name}: "

@@ -20,7 +20,6 @@ import time
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from bench.inference_media import frames, photo, place, speech_scene
 from services.inference.engine import InferenceEngine
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
@@ -30,6 +29,10 @@ from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import TimingTrail, wall_clock
 from shared.contracts.topics import SCORES
 from shared.metrics import Metrics
+from shared.testkit.frames import place
+from shared.testkit.messages import frames
+from shared.testkit.photos import photo
+from shared.testkit.speech import speech_scene
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 

@@ -17,7 +17,7 @@ Prints one table (wall and CPU seconds of each child) and the ratios replay/deco
 by wall and by CPU time, and replay's multiple of real time. On a box shared with other jobs the
 load changes between contenders: ``--repeat N`` interleaves N rounds and keeps each one's fastest,
 and CPU seconds are the less load-sensitive comparison.
-The clip is generated once (services.replay.samplegen) into .cache/bench/ and reused.
+The clip is generated once (shared.testkit.clips) into .cache/bench/ and reused.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_clip(seconds: float, path: Path) -> Path:
-    from services.replay.samplegen import default_script, write_sample
+    from shared.testkit.clips import write_sample
+    from shared.testkit.script import default_script
 
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

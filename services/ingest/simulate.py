@@ -23,8 +23,8 @@ import av.bitstream
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from services.ingest.synthetic import write_clip
 from shared.log import get_logger
+from shared.testkit.clips import write_clip
 from shared.tokens import issue_token
 
 log = get_logger(__name__)

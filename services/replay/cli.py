@@ -173,7 +173,8 @@ def _replay_kafka(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from services.replay.files import replay_file
-    from services.replay.samplegen import agreement, default_script, write_sample
+    from shared.testkit.clips import write_sample
+    from shared.testkit.script import agreement, default_script
 
     if not 10.0 <= args.seconds <= 600.0:
         return _fail("--seconds must be between 10 and 600")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.inference_media import frames
 from services.inference.engine import InferenceEngine
 from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
@@ -23,6 +22,7 @@ from shared.contracts.codec import encode_media
 from shared.contracts.events import ScoreEvent
 from shared.contracts.topics import INFERENCE_GROUP, EventTopic
 from shared.metrics import Metrics
+from shared.testkit.messages import frames
 from shared.transport.factory import Transports
 from shared.transport.kafka import KafkaEventBus
 from shared.transport.live import read_state

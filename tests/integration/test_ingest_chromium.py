@@ -15,13 +15,14 @@ from prometheus_client import CollectorRegistry
 
 from services.ingest.app import WHIP_SERVICE, create_ingest_app
 from services.ingest.settings import IngestSettings
-from services.ingest.synthetic import frame_at, photo
 from services.ingest.whip import WhipService
 from shared.contracts.codec import decode_media
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.topics import LIFECYCLE
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
+from shared.testkit.frames import cover, pan
+from shared.testkit.photos import grace_hopper
 from shared.tokens import issue_token
 from shared.transport.base import MediaBus
 from shared.transport.factory import Transports
@@ -35,11 +36,11 @@ CHROMIUM = "/usr/bin/chromium"
 
 def write_y4m(path: Path, *, frames: int = 30, width: int = 640, height: int = 480, fps: int = 15) -> Path:
     """A short y4m clip of a real photo, panning (Chromium loops it as its fake camera)."""
-    base = photo(width, height)
+    base = cover(grace_hopper(), width, height)
     with path.open("wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(frames):
-            yuv = cv2.cvtColor(frame_at(base, i, fps, width, height), cv2.COLOR_BGR2YUV_I420)
+            yuv = cv2.cvtColor(pan(base, i, fps, width, height), cv2.COLOR_BGR2YUV_I420)
             out.write(b"FRAME\n" + np.ascontiguousarray(yuv).tobytes())
     return path
 

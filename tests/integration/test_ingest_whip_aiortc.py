@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry
 from services.ingest.app import WHIP_SERVICE, create_ingest_app
 from services.ingest.settings import IngestSettings
 from services.ingest.simulate import EncodedClip, Simulation
-from services.ingest.synthetic import write_clip
 from services.ingest.whip import WhipService
 from shared.contracts.codec import decode_media
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.topics import LIFECYCLE
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
+from shared.testkit.clips import write_clip
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 from shared.transport.redis_streams import RedisMediaBus

@@ -24,11 +24,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.ingest.simulate import EncodedClip, Simulation
-from services.ingest.synthetic import write_clip
 from services.ingest.worker import owner_of
 from shared.contracts.codec import decode_media
 from shared.contracts.media import VideoFrame
 from shared.contracts.topics import MEDIA_STREAM
+from shared.testkit.clips import write_clip
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from services.cli import main
-from services.replay.samplegen import TruthRow, agreement
 from shared.contracts.report import Report
-from tests.media import make_clip, truncate
+from shared.testkit.clips import make_clip, truncate
+from shared.testkit.script import TruthRow, agreement
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def _replay(clip: Path | str, out: Path) -> Report:
 def replays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[TruthRow], Report, Path]]:
     folder = tmp_path_factory.mktemp("replay")
     out: dict[str, tuple[list[TruthRow], Report, Path]] = {}
-    for name, photo in (("class.mp4", "hopper"), ("class.webm", "astronaut")):
+    for name, photo in (("class.mp4", "grace_hopper"), ("class.webm", "astronaut")):
         clip = folder / name
         truth = make_clip(clip, seconds=SECONDS, photo=photo)  # type: ignore[arg-type]
         out[name] = (truth, _replay(clip, folder / f"{name}-report"), folder / f"{name}-report")

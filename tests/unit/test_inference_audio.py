@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from bench.inference_media import chunks, segments, speech_scene
 from services.inference.engine import InferenceEngine
 from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
+from shared.testkit.messages import chunks
+from shared.testkit.speech import segments, speech_scene
 
 pytestmark = pytest.mark.unit
 

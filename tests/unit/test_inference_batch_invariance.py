@@ -12,12 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from bench.inference_media import chunks, frames, speech_scene
 from services.inference.engine import InferenceEngine
 from services.inference.perception import FaceObservation, PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage
+from shared.testkit.messages import chunks, frames
+from shared.testkit.speech import speech_scene
 
 pytestmark = pytest.mark.unit
 

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from bench.inference_media import chunks, frames, speech_scene
 from services.inference.engine import InferenceEngine
 from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from shared.contracts.media import MediaMessage
+from shared.testkit.messages import chunks, frames
+from shared.testkit.speech import speech_scene
 
 pytestmark = pytest.mark.unit
 

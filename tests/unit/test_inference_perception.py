@@ -7,12 +7,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from bench.inference_media import empty_frame, frames, photo, place, turn
 from services.inference.engine import InferenceEngine
 from services.inference.features_video import eye_openness, gaze_offset, head_pose
 from services.inference.perception import PerceptionRequest
 from services.inference.perception_mediapipe import MediapipeBackend
 from services.inference.settings import InferenceSettings
+from shared.testkit.frames import grey_frame, place, turn
+from shared.testkit.messages import frames
+from shared.testkit.photos import photo
 
 pytestmark = pytest.mark.unit
 
@@ -60,10 +62,10 @@ def test_face_found_with_sane_landmarks(backend: MediapipeBackend, name: str) ->
 
 
 def test_frame_without_face_reads_absent(engine: InferenceEngine, backend: MediapipeBackend) -> None:
-    result = backend.analyze([PerceptionRequest(key="empty", image=empty_frame(), want_pose=True)])[0]
+    result = backend.analyze([PerceptionRequest(key="empty", image=grey_frame(), want_pose=True)])[0]
     assert result.face is None and result.pose is None
     noise = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    events = engine.process(frames([empty_frame(), noise], session="t", participant="nobody"))
+    events = engine.process(frames([grey_frame(), noise], session="t", participant="nobody"))
     assert [e.present for e in events] == [False, False]
     assert not any(e.attentive for e in events)
     assert all(e.features.face_present is False for e in events)

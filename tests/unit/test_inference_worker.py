@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.inference_media import frames, speech_scene
 from services.inference.engine import InferenceEngine
 from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
@@ -21,6 +20,8 @@ from shared.contracts.media import AudioChunk
 from shared.contracts.timing import TimingTrail
 from shared.contracts.topics import INFERENCE_GROUP, SCORES
 from shared.metrics import Metrics
+from shared.testkit.messages import frames
+from shared.testkit.speech import speech_scene
 from shared.transport.factory import Transports
 from shared.transport.live import read_state
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus

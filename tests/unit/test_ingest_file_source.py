@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from services.ingest.sources import FileSource, MediaSourceError
-from services.ingest.synthetic import write_clip
 from shared.contracts.media import AudioChunk, VideoFrame
 from shared.contracts.timing import wall_clock
+from shared.testkit.clips import write_clip
 
 pytestmark = pytest.mark.unit
 

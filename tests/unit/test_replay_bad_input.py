@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
-from tests.media import make_clip, truncate
+from shared.testkit.clips import make_clip, truncate
 
 pytestmark = pytest.mark.unit
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from bench.inference_media import frames
 from services.inference.perception import FaceObservation, PerceptionRequest, PoseObservation
 from services.replay.prefetch import Face, PrefetchPerception
 from shared.contracts.media import VideoFrame
+from shared.testkit.messages import frames
 
 pytestmark = pytest.mark.unit
 

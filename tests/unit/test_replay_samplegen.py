@@ -8,8 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from services.replay.samplegen import SampleScript, Segment, SpeechSpan, agreement, truth_timeline, write_sample
 from shared.contracts.report import TimelineRow
+from shared.testkit.clips import write_sample
+from shared.testkit.script import SampleScript, Segment, SpeechSpan, agreement, truth_timeline
 
 pytestmark = pytest.mark.unit
 

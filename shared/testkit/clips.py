@@ -1,0 +1,185 @@
+"""Encoded clips (PyAV): the scripted sample class, the ``simulate`` clip, and recordings cut short.
+
+    truth = make_clip(tmp_path / "class.webm", seconds=24, photo="astronaut")
+
+:func:`write_sample` encodes a :class:`~shared.testkit.script.SampleScript` (H.264/AAC .mp4 or
+VP8/Opus .webm) and returns its per-second truth; :func:`write_clip` encodes the panning photo
+with a beeping tone that ``classpulse simulate`` relays over WebRTC (real-time VP8 or
+constrained-baseline H.264, which aiortc accepts). Nothing but the requested file is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, cast
+
+import av
+
+from shared.testkit import photos
+from shared.testkit.frames import SampleFrames, cover, pan
+from shared.testkit.photos import Image, PhotoName, grace_hopper
+from shared.testkit.script import SampleScript, TruthRow, default_script, truth_timeline
+from shared.testkit.speech import AUDIO_RATE, Wave, soundtrack, tone
+
+VideoCodec = Literal["vp8", "h264"]
+
+SAMPLE_CODECS: dict[str, tuple[str, dict[str, str], str]] = {
+    "mp4": ("libx264", {"preset": "veryfast", "crf": "23"}, "aac"),
+    "webm": ("libvpx", {"b": "800k", "deadline": "realtime", "cpu-used": "16"}, "libopus"),
+}
+"""Sample class container -> (video encoder, its options, audio encoder)."""
+AUDIO_BLOCK = 960
+"""Samples per encoded audio frame (20 ms at 48 kHz)."""
+
+
+def write_sample(
+    path: Path,
+    *,
+    script: SampleScript | None = None,
+    photo: Image | None = None,
+    audio: bool = True,
+    video: bool = True,
+) -> list[TruthRow]:
+    """Encode the scripted clip to ``path`` (container from its suffix) and return the truth per second.
+
+    The face is ``photo`` (default: Grace Hopper); the sound is :func:`~shared.testkit.speech.soundtrack`.
+    """
+    script = script or default_script()
+    kind = path.suffix.lstrip(".").lower()
+    if kind not in SAMPLE_CODECS:
+        raise ValueError(f"unsupported sample container {path.suffix!r}; use .mp4 or .webm")
+    vcodec, voptions, acodec = SAMPLE_CODECS[kind]
+    picture: Callable[[int], Image] | None = None
+    if video:
+        frames = SampleFrames(script=script, photo=photo if photo is not None else grace_hopper())
+
+        def picture(i: int) -> Image:
+            t = i / script.fps
+            return frames.frame(script.visual_at(t), t)
+
+    _encode(
+        path,
+        fps=script.fps,
+        size=(script.width, script.height),
+        n_frames=round(script.duration_s * script.fps),
+        picture=picture,
+        video_codec=(vcodec, voptions),
+        sound=soundtrack(script) if audio else None,
+        audio_codec=acodec,
+    )
+    return truth_timeline(script, video=video, audio=audio)
+
+
+def make_clip(
+    path: Path,
+    *,
+    seconds: float = 24.0,
+    photo: PhotoName = "grace_hopper",
+    video: bool = True,
+    audio: bool = True,
+    script: SampleScript | None = None,
+) -> list[TruthRow]:
+    """:func:`write_sample` of the default script of ``seconds`` (or ``script``) with a photo by name."""
+    return write_sample(
+        path, script=script or default_script(seconds), photo=photos.photo(photo), video=video, audio=audio
+    )
+
+
+def write_clip(
+    path: Path,
+    *,
+    seconds: float,
+    width: int = 640,
+    height: int = 480,
+    fps: int = 15,
+    video: VideoCodec | None = "vp8",
+    audio: bool = True,
+) -> Path:
+    """Encode the ``simulate`` clip: Grace Hopper's photo panning, a 220 Hz tone in bursts.
+
+    Opus audio in .webm and .mkv, AAC otherwise.
+    """
+    if video is None and not audio:
+        raise ValueError("a clip needs video, audio or both")
+    path = Path(path)
+    picture: Callable[[int], Image] | None = None
+    if video is not None:
+        base = cover(grace_hopper(), width, height)
+
+        def picture(i: int) -> Image:
+            return pan(base, i, fps, width, height)
+
+    _encode(
+        path,
+        fps=fps,
+        size=(width, height),
+        n_frames=round(seconds * fps),
+        picture=picture,
+        video_codec=_live_codec(video or "vp8", fps),
+        sound=tone(seconds) if audio else None,
+        audio_codec="libopus" if path.suffix in (".webm", ".mkv") else "aac",
+    )
+    return path
+
+
+def truncate(src: Path, dst: Path, *, keep: float) -> Path:
+    """Copy the first ``keep`` share of ``src``'s bytes to ``dst`` (a recording cut short)."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def _live_codec(video: VideoCodec, fps: int) -> tuple[str, dict[str, str]]:
+    """Encoders a WebRTC peer can relay as they are: no look-ahead, H.264 constrained baseline."""
+    if video == "vp8":
+        return "libvpx", {"b": "800k", "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    return "libx264", {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "g": str(fps * 2)}
+
+
+def _encode(
+    path: Path,
+    *,
+    fps: int,
+    size: tuple[int, int],
+    n_frames: int,
+    picture: Callable[[int], Image] | None,
+    video_codec: tuple[str, dict[str, str]],
+    sound: Wave | None,
+    audio_codec: str,
+) -> None:
+    """Mux ``n_frames`` pictures at ``fps`` and the sound (mono, 48 kHz) interleaved frame by frame."""
+    n_frames = max(1, n_frames)
+    with av.open(str(path), "w") as out:
+        vstream: av.VideoStream | None = None
+        if picture is not None:
+            vcodec, voptions = video_codec
+            vstream = cast(av.VideoStream, out.add_stream(vcodec, rate=fps))
+            vstream.width, vstream.height = size
+            vstream.pix_fmt = "yuv420p"
+            vstream.codec_context.time_base = Fraction(1, fps)
+            vstream.options = voptions  # type: ignore[assignment]
+        astream: av.AudioStream | None = None
+        if sound is not None:
+            astream = cast(av.AudioStream, out.add_stream(audio_codec, rate=AUDIO_RATE, layout="mono"))
+        a_pos = 0
+        for i in range(n_frames):
+            if vstream is not None and picture is not None:
+                frame = av.VideoFrame.from_ndarray(picture(i), format="bgr24")
+                frame.pts = i
+                out.mux(vstream.encode(frame))
+            if astream is not None and sound is not None:
+                until = round((i + 1) / fps * AUDIO_RATE) if i + 1 < n_frames else len(sound)
+                while a_pos < until:
+                    block = sound[a_pos : min(a_pos + AUDIO_BLOCK, until)]
+                    aframe = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
+                    aframe.sample_rate = AUDIO_RATE
+                    aframe.pts = a_pos
+                    aframe.time_base = Fraction(1, AUDIO_RATE)
+                    out.mux(astream.encode(aframe))
+                    a_pos += len(block)
+        if vstream is not None:
+            out.mux(vstream.encode(None))
+        if astream is not None:
+            out.mux(astream.encode(None))
