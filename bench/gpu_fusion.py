@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from services.inference.fusion import SIGNALS, FusionModel
+from services.inference.fusion import FusionModel
 from shared.testkit.features import realistic_inputs
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -44,7 +44,7 @@ def timed(model: FusionModel, inputs: tuple[torch.Tensor, ...], device: torch.de
 def agreement(window: int, device: str) -> dict[str, float]:
     cpu = FusionModel(window=window).eval()
     gpu = FusionModel(window=window).to(device).eval()
-    x, m, v = realistic_inputs(256, window, signals=SIGNALS, seed=1)
+    x, m, v = realistic_inputs(256, window, seed=1)
     with torch.inference_mode():
         a = cpu(x, m, v)
         b = gpu(x.to(device), m.to(device), v.to(device))
@@ -113,7 +113,7 @@ def main() -> int:
     cpu = FusionModel(window=args.window).eval()
     rows = []
     for batch in BATCHES:
-        inputs = realistic_inputs(batch, args.window, signals=SIGNALS)
+        inputs = realistic_inputs(batch, args.window)
         g = timed(gpu, inputs, torch.device(device), args.iters)
         c = timed(cpu, inputs, torch.device("cpu"), max(20, args.iters // 5))
         row = {

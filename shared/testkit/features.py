@@ -7,13 +7,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from shared.signals import INPUT_NAMES
+
 
 def realistic_inputs(
-    batch: int, window: int, *, signals: Sequence[str], seed: int = 0
+    batch: int, window: int, *, signals: Sequence[str] = INPUT_NAMES, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Feature windows, masks and valid steps (a mix of present/absent, speech/silence, short windows).
 
-    ``signals`` is the model's input layout (signal names in order); each named signal below
+    ``signals`` is the model's input layout (default: the registry's, :mod:`shared.signals`); each named signal below
     must be in it, and every ``mel_*`` signal gets a log-mel level.
     """
     idx = {name: i for i, name in enumerate(signals)}

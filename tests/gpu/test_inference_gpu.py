@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.inference.fusion import SIGNALS, FusionModel
+from services.inference.fusion import FusionModel
 from shared.testkit.features import realistic_inputs
 
 pytestmark = pytest.mark.gpu
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.gpu
 def test_fusion_cuda_matches_cpu(batch: int) -> None:
     cpu = FusionModel(window=8).eval()
     gpu = FusionModel(window=8).cuda().eval()
-    x, m, v = realistic_inputs(batch, 8, signals=SIGNALS, seed=batch)
+    x, m, v = realistic_inputs(batch, 8, seed=batch)
     with torch.inference_mode():
         a = cpu(x, m, v)
         b = gpu(x.cuda(), m.cuda(), v.cuda())
