@@ -18,8 +18,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import annotated_types
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
 from pydantic_core import PydanticUndefined, to_jsonable_python
+from pydantic_settings import BaseSettings
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 REGENERATE = "python -m services.settings_doc"
