@@ -66,7 +66,7 @@ def check_environment(
             close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
         raise SettingsError(
-            "unknown ClassPulse settings: " + ", ".join(hints) + "; see the settings table in README.md"
+            "unknown ClassPulse settings: " + ", ".join(hints) + "; see docs/settings.md"
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
-from shared.contracts.report import Report, TimelineRow
+from shared.contracts.report import TimelineRow
 from shared.contracts.timing import TimingTrail
 from shared.signals import OUTPUT_NAMES
 
@@ -120,15 +120,3 @@ class SessionList(BaseModel):
 
     sessions: list[SessionInfo]
 
-
-RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    LiveState,
-    SessionInfo,
-    SessionList,
-    ParticipantPage,
-    TimelinePage,
-    AggregatePage,
-    AlertPage,
-    Report,
-    ErrorBody,
-)

@@ -1,4 +1,4 @@
-"""The gateway's HTTP routes: one table drives both registration and the OpenAPI document."""
+"""The gateway's HTTP routes: each is registered together with its OpenAPI entry (one declaration)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ from services.gateway.models import (
     SessionList,
     TimelinePage,
 )
+from services.gateway.openapi import NOT_FOUND, SESSION_PARAM, openapi_handler, viewer_route
 from services.gateway.report import build_report
 from shared.contracts.report import Report
+from shared.openapi import Param, RouteDoc, add_documented_route
 from shared.tokens import TokenError
 
 _NOT_FOUND = '{"error": "no events seen for this session yet; publish to it first"}'
@@ -44,6 +46,18 @@ class ApiRoute:
     response: type[BaseModel] | None
     kind: str = "json"
     query: tuple[tuple[str, str, str], ...] = ()
+
+    def doc(self) -> RouteDoc:
+        params = (SESSION_PARAM, *(Param(name, type=typ, description=desc) for name, typ, desc in self.query))
+        path = SESSION_PREFIX + self.path
+        if self.kind == "websocket":
+            return viewer_route("GET", path, self.summary, params=params, status="101",
+                                description="Switching protocols; JSON text messages follow")
+        if self.kind == "sse":
+            return viewer_route("GET", path, self.summary, params=params, content="text/event-stream",
+                                description="text/event-stream of JSON messages")
+        errors = () if self.path == "/live" else (NOT_FOUND,)
+        return viewer_route("GET", path, self.summary, params=params, response=self.response, errors=errors)
 
 
 def _info(record: SessionRecord) -> SessionInfo:
@@ -189,17 +203,22 @@ async def health(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
+def _page(path: str, summary: str, content: str) -> RouteDoc:
+    return RouteDoc("GET", path, summary, content=content)
+
+
 def add_gateway_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     """Register every gateway route on ``app`` (which must hold a GatewayContext under GATEWAY)."""
-    from services.gateway.openapi import openapi_handler
-
-    app.router.add_get("/api/sessions", list_sessions)
+    sessions = viewer_route("GET", "/api/sessions", "Sessions the token may view", response=SessionList)
+    add_documented_route(app, sessions, list_sessions)
     for route in API_ROUTES:
-        app.router.add_get(SESSION_PREFIX + route.path, _protected(route))
-    app.router.add_get("/api/openapi.json", openapi_handler)
-    app.router.add_get("/dashboard", dashboard_page)
+        add_documented_route(app, route.doc(), _protected(route))
+    add_documented_route(app, _page("/api/openapi.json", "This document", "application/json"), openapi_handler)
+    add_documented_route(
+        app, _page("/dashboard", "Teacher dashboard page (?session=S&token=T)", "text/html"), dashboard_page
+    )
     app.router.add_get("/static/gateway/dashboard.js", _static("dashboard.js", "application/javascript"))
     app.router.add_get("/static/gateway/dashboard.css", _static("dashboard.css", "text/css"))
-    app.router.add_get("/healthz", health)
+    add_documented_route(app, _page("/healthz", "Liveness", "application/json"), health)
     if with_metrics:
-        app.router.add_get("/metrics", metrics)
+        add_documented_route(app, _page("/metrics", "Prometheus exposition", "text/plain"), metrics)

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.ingest.settings import IngestSettings
 from services.ingest.whip import WhipService
 from shared.metrics import Metrics
+from shared.openapi import Param, RouteDoc, add_documented_route
 from shared.settings import CommonSettings
 from shared.transport.factory import Transports
 
@@ -23,6 +24,39 @@ STATIC = Path(__file__).parent / "static"
 WHIP_SERVICE: web.AppKey[WhipService] = web.AppKey("classpulse_whip", WhipService)
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
+
+# WHIP (RFC 9725): each route's OpenAPI entry, registered with it in add_ingest_routes.
+WHIP = "/whip/{session}/{participant}"
+WHIP_RESOURCE = WHIP + "/{resource}"
+_ID = "^[A-Za-z0-9._~-]{1,128}$"
+_IDS = (Param("session", where="path", pattern=_ID), Param("participant", where="path", pattern=_ID))
+_RESOURCE_IDS = (*_IDS, Param("resource", where="path"))
+_BAD_TOKEN = ("401", "Missing, malformed or expired token")
+_WHIP_DOCS = {
+    "preflight": RouteDoc("OPTIONS", WHIP, "CORS preflight", params=_IDS, status="204"),
+    "publish": RouteDoc(
+        "POST", WHIP,
+        "Publish camera + microphone: SDP offer in, SDP answer out (student/teacher token of this session and "
+        "participant)",
+        params=_IDS, security=("bearer",), request="application/sdp", status="201", content="application/sdp",
+        description="Created; Location is the resource to DELETE when leaving", headers=("Location",),
+        errors=(
+            ("400", "Malformed SDP offer or ids"), _BAD_TOKEN,
+            ("403", "Viewer token, or another session/participant"), ("413", "Offer too large"),
+            ("415", "Content-Type is not application/sdp"), ("429", "Too many publishers on this ingest worker"),
+        ),
+    ),
+    "resource_preflight": RouteDoc("OPTIONS", WHIP_RESOURCE, "CORS preflight", params=_RESOURCE_IDS, status="204"),
+    "stop": RouteDoc(
+        "DELETE", WHIP_RESOURCE, "Stop publishing", params=_RESOURCE_IDS, security=("bearer",), description="Ended",
+        errors=(_BAD_TOKEN, ("403", "Token of another session or participant"), ("404", "No such resource")),
+    ),
+    "trickle": RouteDoc(
+        "PATCH", WHIP_RESOURCE, "Trickle ICE / ICE restart (not supported)", params=_RESOURCE_IDS, status="405",
+        description="Not supported; send a full offer with POST", content="text/plain",
+    ),
+    "join": RouteDoc("GET", "/join", "Student join page", content="text/html"),
+}
 
 
 def add_ingest_routes(
@@ -43,14 +77,12 @@ def add_ingest_routes(
         settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=resource_prefix
     )
     app[WHIP_SERVICE] = service
-    base = "/whip/{session}/{participant}"
-    app.router.add_route("OPTIONS", base, service.options)
-    app.router.add_post(base, service.post)
-    resource = base + "/{resource}"
-    app.router.add_route("OPTIONS", resource, service.options)
-    app.router.add_delete(resource, service.delete)
-    app.router.add_route("PATCH", resource, service.patch)
-    app.router.add_get("/join", _join_page)
+    add_documented_route(app, _WHIP_DOCS["preflight"], service.options)
+    add_documented_route(app, _WHIP_DOCS["publish"], service.post)
+    add_documented_route(app, _WHIP_DOCS["resource_preflight"], service.options)
+    add_documented_route(app, _WHIP_DOCS["stop"], service.delete)
+    add_documented_route(app, _WHIP_DOCS["trickle"], service.patch)
+    add_documented_route(app, _WHIP_DOCS["join"], _join_page)
     app.router.add_get("/join/join.js", _join_script)
 
     async def _shutdown(_: web.Application) -> None:

@@ -231,7 +231,9 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
                            frame_step_s=job.frame_step_s)
         for batch in batches:
             consume(job.scorer.process(batch))
-            job.progress.update(media_time=batch[-1].media_time, frames=batches.frames)
+            job.progress.update(
+                media_time=batch[-1].media_time, frames=batches.frames, elapsed_s=time.perf_counter() - started
+            )
         consume(job.scorer.flush())
     finally:
         decoder.stop.set()
@@ -239,7 +241,8 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
     job.summariser.flush()
     frames, chunks, peak = batches.frames, batches.chunks, batches.peak
     media_s = _media_extent(batches.media_end, job.expected_duration_s)
-    job.progress.finish(media_time=media_s, frames=frames)
+    wall_s = time.perf_counter() - started  # one clock for the progress bar and the final line
+    job.progress.finish(media_time=media_s, frames=frames, elapsed_s=wall_s)
     report = Report(
         session=ReportSession(id=job.session, source=job.source_name, duration_s=round(media_s, 3)),
         participants=[ReportParticipant(id=job.participant, role=job.role)],
@@ -248,7 +251,7 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
         warnings=[*job.warnings, *job.source.warnings],
     )
     stats = ReplayStats(
-        wall_s=time.perf_counter() - started, media_s=media_s, frames=frames, audio_chunks=chunks,
+        wall_s=wall_s, media_s=media_s, frames=frames, audio_chunks=chunks,
         events=events_n, queue_peak=peak,
     )
     log.info("replay %s -> %s", "running", "done", extra={"frames": frames, "wall_s": round(stats.wall_s, 2)})

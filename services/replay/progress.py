@@ -1,74 +1,81 @@
-"""A progress line on stderr: share of the media done, analysis speed and multiple of real time."""
+"""Replay progress on stderr (a tqdm bar) with one speed figure.
+
+The speed is media seconds analysed / wall seconds since the replay started (model loading
+included): the same figure, from the same clock, that ``classpulse replay`` prints when it
+finishes. The pipeline passes the elapsed time in, so the bar keeps no clock of its own.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-import time
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
+
+from tqdm import tqdm
 
 
 class ProgressSink(Protocol):
-    """What the replay pipeline reports to while it runs."""
+    """What the replay pipeline reports to while it runs (``elapsed_s``: wall seconds since its start)."""
 
-    def update(self, *, media_time: float, frames: int) -> None: ...
+    def update(self, *, media_time: float, frames: int, elapsed_s: float) -> None: ...
 
-    def finish(self, *, media_time: float, frames: int) -> None: ...
+    def finish(self, *, media_time: float, frames: int, elapsed_s: float) -> None: ...
 
 
 class NoProgress:
     """Reports nothing (library use, tests)."""
 
-    def update(self, *, media_time: float, frames: int) -> None:
+    def update(self, *, media_time: float, frames: int, elapsed_s: float) -> None:
         return None
 
-    def finish(self, *, media_time: float, frames: int) -> None:
+    def finish(self, *, media_time: float, frames: int, elapsed_s: float) -> None:
         return None
+
+
+def speed_text(*, media_time: float, elapsed_s: float) -> str:
+    """``12.6 s of media in 0.6 s = 21.0x real time``: the one speed figure of a replay."""
+    factor = media_time / elapsed_s if elapsed_s > 0 else 0.0
+    return f"{media_time:.1f} s of media in {elapsed_s:.1f} s = {factor:.1f}x real time"
+
+
+def _screen(stream: TextIO) -> tuple[int, int]:
+    """The terminal's columns and lines; a pseudo-terminal without a size (0 x 0) gets 100 x 24."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 100, 24
+    return size.columns or 100, size.lines or 24
 
 
 class ProgressBar:
-    """The clock starts at the first update (after models load).
+    """A bar redrawn in place on a terminal; elsewhere (CI logs, pipes) only the final line."""
 
-    ``[#####.....]  42%  12.6/30.0 s  96 frames/s  21x real time`` redrawn in place on a terminal.
-
-    Not a terminal (CI logs, pipes): one plain line per 10 % instead of carriage returns.
-    """
-
-    def __init__(self, *, total_s: float | None, stream: TextIO | None = None, width: int = 30) -> None:
+    def __init__(self, *, total_s: float | None, stream: TextIO | None = None) -> None:
         self.total_s = total_s if total_s and total_s > 0 else None
         self.stream = stream if stream is not None else sys.stderr
-        self.width = width
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._started: float | None = None
-        self._last_draw = 0.0
-        self._last_decile = -1
+        self._bar: Any = None  # tqdm, opened at the first update (after the models load)
 
-    def _line(self, media_time: float, frames: int) -> str:
-        if self._started is None:
-            self._started = time.perf_counter()
-        elapsed = max(time.perf_counter() - self._started, 1e-6)
-        speed = f"{frames / elapsed:5.0f} frames/s  {media_time / elapsed:5.1f}x real time" if elapsed > 0.1 else ""
-        if self.total_s is None:
-            return f"analysed {media_time:7.1f} s  {speed}"
-        share = min(1.0, media_time / self.total_s)
-        filled = round(share * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        return f"[{bar}] {share:4.0%}  {media_time:6.1f}/{self.total_s:.1f} s  {speed}"
+    def _draw(self, media_time: float, frames: int, elapsed_s: float) -> None:
+        text = f"{speed_text(media_time=media_time, elapsed_s=elapsed_s)}, {frames} frames"
+        if self._bar is None:
+            columns, lines = _screen(self.stream)
+            self._bar = tqdm(
+                total=self.total_s, desc=text, file=self.stream, ncols=columns, nrows=lines, mininterval=0.2,
+                bar_format="{percentage:3.0f}%|{bar}| {desc}" if self.total_s else "{desc}", leave=True,
+            )
+        self._bar.set_description_str(text, refresh=False)
+        self._bar.update(max(0.0, min(media_time, self.total_s or media_time) - self._bar.n))
 
-    def update(self, *, media_time: float, frames: int) -> None:
-        now = time.perf_counter()
+    def update(self, *, media_time: float, frames: int, elapsed_s: float) -> None:
         if self._tty:
-            if now - self._last_draw >= 0.2:
-                self._last_draw = now
-                self.stream.write("\r" + self._line(media_time, frames))
-                self.stream.flush()
-            return
-        decile = int(10 * media_time / self.total_s) if self.total_s else int(media_time // 60)
-        if decile > self._last_decile:
-            self._last_decile = decile
-            self.stream.write(self._line(media_time, frames) + "\n")
-            self.stream.flush()
+            self._draw(media_time, frames, elapsed_s)
 
-    def finish(self, *, media_time: float, frames: int) -> None:
-        line = self._line(media_time, frames)
-        self.stream.write(("\r" + line + "\n") if self._tty else line + "\n")
-        self.stream.flush()
+    def finish(self, *, media_time: float, frames: int, elapsed_s: float) -> None:
+        if not self._tty:
+            self.stream.write(f"analysed {speed_text(media_time=media_time, elapsed_s=elapsed_s)}, {frames} frames\n")
+            self.stream.flush()
+            return
+        self._draw(media_time, frames, elapsed_s)
+        self._bar.refresh()
+        self._bar.close()

@@ -23,6 +23,7 @@ from services.ingest.app import add_ingest_routes
 from services.ingest.settings import IngestSettings
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
+from shared.openapi import RouteDoc, add_documented_route
 from shared.settings import CommonSettings
 from shared.transport.factory import Transports, build_transports
 
@@ -99,5 +100,9 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
     app.cleanup_ctx.append(pipeline)
     add_ingest_routes(app, settings=settings.ingest, common=settings.common, transports=transports, metrics=metrics)
     add_gateway(app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics)
-    app.router.add_get("/", _landing)
+    add_landing(app)
     return app
+
+
+def add_landing(app: web.Application) -> None:
+    add_documented_route(app, RouteDoc("GET", "/", "Landing page", content="text/html"), _landing)

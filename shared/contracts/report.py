@@ -1,4 +1,4 @@
-"""Session summary and the replay report (public contract, see README "Replay report").
+"""Session summary and the replay report (public contract, see docs/replay.md).
 
 Producer: the aggregation core (summary) and ``classpulse replay`` (report).
 Consumers: users (report.json / report.html / timeline.csv), the gateway's report API.

@@ -26,7 +26,7 @@ def _validator(doc: dict[str, Any], path: str) -> jsonschema.Draft202012Validato
 async def test_document_matches_routes_and_responses() -> None:
     async with gateway() as h:
         doc = await (await h.client.get("/api/openapi.json")).json()
-        assert doc == build_openapi(served_paths(h.client.app))  # type: ignore[arg-type]
+        assert doc == build_openapi(h.client.app)  # type: ignore[arg-type]
         assert set(doc["paths"]) == served_paths(h.client.app)  # type: ignore[arg-type]
         for path, ops in doc["paths"].items():
             if path.startswith("/api/sessions/"):
@@ -71,7 +71,7 @@ def test_document_of_the_whole_up_app_lists_whip_with_every_method() -> None:
     from services.gateway.settings import GatewaySettings
     from services.ingest.app import add_ingest_routes
     from services.ingest.settings import IngestSettings
-    from services.up.app import _landing
+    from services.up.app import add_landing
     from shared.metrics import Metrics
     from shared.settings import CommonSettings
     from shared.transport.factory import build_transports
@@ -82,8 +82,26 @@ def test_document_of_the_whole_up_app_lists_whip_with_every_method() -> None:
     app = web.Application()
     add_ingest_routes(app, settings=IngestSettings(), common=common, transports=transports, metrics=metrics)
     add_gateway(app, settings=GatewaySettings(), common=common, transports=transports, metrics=metrics)
-    app.router.add_get("/", _landing)
-    doc = build_openapi(served_paths(app))
+    add_landing(app)
+    doc = build_openapi(app)
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert documented == _methods(app)
     assert "201" in doc["paths"]["/whip/{session}/{participant}"]["post"]["responses"]
+
+
+async def test_schemas_are_the_response_models_own_json_schemas() -> None:
+    from pydantic.json_schema import models_json_schema
+
+    from shared.openapi import REF_TEMPLATE, ROUTE_DOCS
+
+    async with gateway() as h:
+        app = h.client.app
+        doc = build_openapi(app)  # type: ignore[arg-type]
+        models = {m for d in app[ROUTE_DOCS] for m in (d.response, d.error_model) if m is not None}  # type: ignore[index]
+        _, defs = models_json_schema([(m, "serialization") for m in models], ref_template=REF_TEMPLATE)
+        assert doc["components"]["schemas"] == defs["$defs"]
+        assert {m.__name__ for m in models} <= set(doc["components"]["schemas"])
+        for d in app[ROUTE_DOCS]:  # type: ignore[index]
+            if d.response is not None:
+                ref = doc["paths"][d.path][d.method.lower()]["responses"][d.status]["content"]["application/json"]
+                assert ref["schema"] == {"$ref": f"#/components/schemas/{d.response.__name__}"}
