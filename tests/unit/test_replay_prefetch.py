@@ -10,8 +10,8 @@ import pytest
 from numpy.typing import NDArray
 
 from bench.inference_media import frames
-from services.inference.perception import FaceObservation, PerceptionRequest, PoseObservation
-from services.replay.prefetch import Face, PrefetchPerception
+from services.inference.perception import Face, FaceObservation, PerceptionRequest, PoseObservation
+from services.inference.perception_prefetch import PrefetchPerception
 from shared.contracts.media import VideoFrame
 
 pytestmark = pytest.mark.unit
