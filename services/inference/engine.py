@@ -12,10 +12,18 @@ before its media time). A participant without video (camera off or an audio-only
 gets a step per :class:`AudioChunk` instead, with ``present=False, camera_on=False``.
 Event ids are stable: video steps use ``seq = 2 * frame.seq``, audio-only steps
 ``seq = 2 * chunk.seq + 1``, so a redelivered message yields the same ``event_id``.
+
+Everything kept about a participant is its :class:`~services.inference.state.ParticipantState`
+(the models are shared and stateless); :meth:`InferenceEngine.snapshot` and
+:meth:`InferenceEngine.restore` move one between engines::
+
+    data = engine.snapshot("s1", "p7")     # bytes
+    other.restore(data)                    # continues exactly as ``engine`` would
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -28,8 +36,10 @@ from numpy.typing import NDArray
 from services.inference.features_audio import LogMel, SileroVad, rms_dbfs, to_16k
 from services.inference.fusion import HEADS, IDX, SIGNALS, FusionModel
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult
+from services.inference.perception_registry import build_backend
 from services.inference.settings import InferenceSettings
-from services.inference.state import AudioFeatures, ParticipantState
+from services.inference.state import AudioFeatures, HeldAudio, ParticipantState
+from services.inference.state_snapshot import SnapshotError
 from services.inference.steps import audio_only_step, pose_due, video_step
 from shared.contracts.events import FeatureSnapshot, ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
@@ -82,10 +92,10 @@ class InferenceEngine:
         self._model: FusionModel | None = None
         self.device = torch.device("cpu")
         self._states: dict[tuple[str, str], ParticipantState] = {}
+        self._states_lock = threading.Lock()  # prepare_audio may add a state from another thread
         self._audio_lock = threading.Lock()
         self._audio_loaded = False
-        self._held: dict[tuple[str, str], list[tuple[AudioChunk, AudioFeatures, float]]] = {}
-        self._ahead: dict[tuple[str, str, int], tuple[float, float, tuple[float, ...]]] = {}
+        self._hold_order = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -93,17 +103,7 @@ class InferenceEngine:
         """Load perception models, silero-vad, log-mel and the fusion model (explicit, not at init)."""
         started = time.perf_counter()
         if self._backend is None:
-            from services.inference.perception_mediapipe import MediapipeBackend
-            from services.inference.perception_pool import ThreadedPerception
-
-            width, trackers = self.settings.detect_width, self.settings.mesh_trackers
-            if self.settings.perception_threads > 1:
-                self._backend = ThreadedPerception(
-                    factory=lambda: MediapipeBackend(detect_width=width, mesh_trackers=trackers),
-                    workers=self.settings.perception_threads,
-                )
-            else:
-                self._backend = MediapipeBackend(detect_width=width, mesh_trackers=trackers)
+            self._backend = build_backend(self.settings)
         self._backend.load()
         self._load_audio()
         self.device = resolve_device(self.settings.device)
@@ -134,11 +134,11 @@ class InferenceEngine:
         ``process`` sees them; the results are exactly those ``process`` would compute.
         """
         self._load_audio()
+        state = self._state(chunk)
         with self._audio_lock:
             wave = to_16k(chunk.waveform(), chunk.sample_rate)
-            (prob,) = self._vad.process([(f"{chunk.session}/{chunk.participant}", wave)])
-            feats = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
-            self._ahead[(chunk.session, chunk.participant, chunk.seq)] = feats
+            (prob,) = self._vad.process([(state.vad, wave)])
+            state.ahead[chunk.seq] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
 
     def close(self) -> None:
         if self._backend is not None:
@@ -151,27 +151,57 @@ class InferenceEngine:
         return self._model
 
     def participants(self) -> list[tuple[str, str]]:
-        return list(self._states)
+        with self._states_lock:
+            return list(self._states)
 
     def forget(self, session: str, participant: str) -> None:
         """Drop a participant's state (left the session)."""
-        key = (session, participant)
-        self._states.pop(key, None)
-        self._held.pop(key, None)
+        with self._states_lock:
+            self._states.pop((session, participant), None)
         if self._backend is not None:
             self._backend.forget(f"{session}/{participant}")
-        with self._audio_lock:
-            self._vad.forget(f"{session}/{participant}")
-            for ahead in [k for k in self._ahead if k[:2] == key]:
-                del self._ahead[ahead]
 
     def evict_idle(self, *, max_idle_s: float, now: float | None = None) -> int:
         """Forget participants without media for ``max_idle_s`` of wall time; returns how many."""
         cutoff = (wall_clock() if now is None else now) - max_idle_s
-        idle = [key for key, state in self._states.items() if state.last_wall < cutoff]
+        idle = [state.key for state in self._all_states() if state.last_wall < cutoff]
         for session, participant in idle:
             self.forget(session, participant)
         return len(idle)
+
+    def snapshot(self, session: str, participant: str) -> bytes:
+        """A participant's whole state as bytes (:meth:`ParticipantState.snapshot`), between process calls."""
+        with self._states_lock:
+            state = self._states.get((session, participant))
+        if state is None:
+            raise KeyError(f"no state for participant {session}/{participant}")
+        with self._audio_lock:  # a consistent VAD stream and features computed ahead
+            return state.snapshot()
+
+    def restore(self, data: bytes) -> tuple[str, str]:
+        """Adopt a participant's state from :meth:`snapshot` (replacing any held here); returns its key.
+
+        Raises :class:`~services.inference.state_snapshot.SnapshotError` for a corrupt snapshot, one of
+        another version, or one taken with a different fusion window.
+        """
+        state = ParticipantState.restore(data)
+        if state.window_steps != self.settings.window_steps:
+            raise SnapshotError(
+                f"participant snapshot has a {state.window_steps}-step fusion window; "
+                f"this engine uses {self.settings.window_steps} (CLASSPULSE_INFERENCE_WINDOW_STEPS)"
+            )
+        if state.held:
+            state.held_since = next(self._hold_order)
+        if self._backend is not None:
+            self._backend.forget(state.track.key)  # no cached tracking graph from an earlier stay
+        with self._states_lock:
+            self._states[state.key] = state
+        log.info("participant state %s -> %s", "snapshot", "tracked", extra=pii(participant=state.participant))
+        return state.key
+
+    def _all_states(self) -> list[ParticipantState]:
+        with self._states_lock:
+            return list(self._states.values())
 
     # -- processing ------------------------------------------------------------------------
 
@@ -189,8 +219,10 @@ class InferenceEngine:
         t0 = time.perf_counter()
         audio_feats = self._audio_features(audio)  # type: ignore[arg-type]
         t1 = time.perf_counter()
-        for chunk, feats, recv_t in audio_feats:
-            self._held.setdefault((chunk.session, chunk.participant), []).append((chunk, feats, recv_t))
+        for state, held in audio_feats:
+            if not state.held:
+                state.held_since = next(self._hold_order)
+            state.held.append(held)
         self._video_steps(video, pending)  # type: ignore[arg-type]
         t2 = time.perf_counter()
         self._release_by_audio_clock(pending)
@@ -210,47 +242,50 @@ class InferenceEngine:
     def flush(self) -> list[ScoreEvent]:
         """Score audio still held back (call at the end of a file): decided with the frames known now."""
         pending: list[_Pending] = []
-        for key in list(self._held):
-            self._resolve(self._states[key], pending, upto=None)
+        for state in self._holding():
+            self._resolve(state, pending, upto=None)
         return self._fuse(pending)
+
+    def _holding(self) -> list[ParticipantState]:
+        """Participants with held audio, in the order they started holding it."""
+        return sorted((st for st in self._all_states() if st.held), key=lambda st: st.held_since)
 
     def _state(self, msg: MediaMessage) -> ParticipantState:
         key = (msg.session, msg.participant)
-        state = self._states.get(key)
-        if state is None:
-            s = self.settings
-            state = ParticipantState(
-                session=msg.session,
-                participant=msg.participant,
-                role=msg.role,
-                window_steps=s.window_steps,
-                calibration_s=s.calibration_s,
-                baseline_limit_deg=s.baseline_limit_deg,
-            )
-            self._states[key] = state
-            log.info("participant state %s -> %s", "none", "tracked", extra=pii(participant=msg.participant))
+        with self._states_lock:
+            state = self._states.get(key)
+            if state is None:
+                s = self.settings
+                state = ParticipantState(
+                    session=msg.session,
+                    participant=msg.participant,
+                    role=msg.role,
+                    window_steps=s.window_steps,
+                    calibration_s=s.calibration_s,
+                    baseline_limit_deg=s.baseline_limit_deg,
+                    last_wall=wall_clock(),
+                )
+                self._states[key] = state
+                log.info("participant state %s -> %s", "none", "tracked", extra=pii(participant=msg.participant))
         return state
 
-    def _audio_features(
-        self, items: Sequence[tuple[AudioChunk, float]]
-    ) -> list[tuple[AudioChunk, AudioFeatures, float]]:
+    def _audio_features(self, items: Sequence[tuple[AudioChunk, float]]) -> list[tuple[ParticipantState, HeldAudio]]:
         """VAD (batched across participants), level and log-mel per chunk; stored per participant."""
         if not items:
             return []
+        states = [self._state(chunk) for chunk, _ in items]
         with self._audio_lock:
-            ahead = [self._ahead.pop((c.session, c.participant, c.seq), None) for c, _ in items]
+            ahead = [st.ahead.pop(c.seq, None) for st, (c, _) in zip(states, items, strict=True)]
             todo = [i for i, a in enumerate(ahead) if a is None]
             if todo:
                 waves = [to_16k(items[i][0].waveform(), items[i][0].sample_rate) for i in todo]
-                keys = [f"{items[i][0].session}/{items[i][0].participant}" for i in todo]
-                probs = self._vad.process(list(zip(keys, waves, strict=True)))
+                probs = self._vad.process([(states[i].vad, wave) for i, wave in zip(todo, waves, strict=True)])
                 for i, wave, prob in zip(todo, waves, probs, strict=True):
                     ahead[i] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
         out = []
-        for (chunk, recv), computed in zip(items, ahead, strict=True):
+        for state, (chunk, recv), computed in zip(states, items, ahead, strict=True):
             assert computed is not None
             prob, level, mel = computed
-            state = self._state(chunk)
             state.seen(chunk.media_time, recv)
             feats = AudioFeatures(
                 media_time=chunk.media_time,
@@ -260,7 +295,7 @@ class InferenceEngine:
                 mel_db=mel,
             )
             state.audio.append(feats)
-            out.append((chunk, feats, recv))
+            out.append((state, HeldAudio(chunk=chunk, features=feats, received=recv)))
         return out
 
     def _resolve(self, state: ParticipantState, pending: list[_Pending], *, upto: float | None) -> None:
@@ -273,29 +308,25 @@ class InferenceEngine:
         ``camera_off_after_s`` or more before the chunk. Chunks with the camera on make no step
         (the frames carry their audio). The outcome never depends on how media is batched.
         """
-        key = (state.session, state.participant)
-        held = self._held.get(key)
+        held = state.held
         if not held:
             return
         s = self.settings
-        n = len(held) if upto is None else sum(1 for c, _, _ in held if c.media_time <= upto + 1e-6)
-        first = state.first_time if state.first_time is not None else held[0][0].media_time
-        for chunk, feats, recv in held[:n]:
+        n = len(held) if upto is None else sum(1 for h in held if h.chunk.media_time <= upto + 1e-6)
+        first = state.first_time if state.first_time is not None else held[0].chunk.media_time
+        for h in held[:n]:
             if state.last_video_time is None:
                 off = upto is None or upto - first >= s.audio_grace_s
             else:
-                off = chunk.media_time - state.last_video_time >= s.camera_off_after_s
+                off = h.chunk.media_time - state.last_video_time >= s.camera_off_after_s
             if off:
-                pending.append(self._audio_only_step(state, chunk, feats, recv))
+                pending.append(self._audio_only_step(state, h))
         del held[:n]
-        if not held:
-            self._held.pop(key, None)
 
     def _release_by_audio_clock(self, pending: list[_Pending]) -> None:
         """Decide held chunks no frame came for while the audio moved ``audio_grace_s`` past them."""
         grace = self.settings.audio_grace_s
-        for key in list(self._held):
-            state = self._states[key]
+        for state in self._holding():
             newest = state.audio[-1].media_time if state.audio else None
             if newest is None:
                 continue
@@ -306,12 +337,11 @@ class InferenceEngine:
             else:
                 self._resolve(state, pending, upto=newest - grace)
 
-    def _audio_only_step(
-        self, state: ParticipantState, chunk: AudioChunk, feats: AudioFeatures, recv: float
-    ) -> _Pending:
-        step = audio_only_step(feats)
+    def _audio_only_step(self, state: ParticipantState, held: HeldAudio) -> _Pending:
+        step = audio_only_step(held.features)
         window = state.push(step)
-        return _Pending(state, chunk, recv, window, step.snapshot, False, False, True, 2 * chunk.seq + 1)
+        chunk = held.chunk
+        return _Pending(state, chunk, held.received, window, step.snapshot, False, False, True, 2 * chunk.seq + 1)
 
     def _video_steps(self, items: Sequence[tuple[VideoFrame, float]], pending: list[_Pending]) -> None:
         """Perception in rounds: round k holds the k-th frame of every participant in the batch.
@@ -336,8 +366,9 @@ class InferenceEngine:
                 self._resolve(state, pending, upto=frame.media_time)  # earlier audio first: media order
                 prev_face = bool(state.window) and state.window[-1][0][IDX["face_present"]] > 0.5
                 want_pose = prev_face and pose_due(state, self.settings)
-                key = f"{frame.session}/{frame.participant}"
-                requests.append(PerceptionRequest(key=key, image=frame.image(), want_pose=want_pose))
+                requests.append(
+                    PerceptionRequest(key=state.track.key, image=frame.image(), want_pose=want_pose, track=state.track)
+                )
                 states.append(state)
             results = self._backend.analyze(requests)
             for (frame, recv), req, state, result in zip(batch, requests, states, results, strict=True):

@@ -1,9 +1,10 @@
 """Per-chunk audio features: silero-vad speech probability, RMS level, log-mel bands.
 
 Silero VAD runs from the ONNX file shipped in the ``silero-vad`` wheel through onnxruntime
-(about 0.1 ms per 32 ms window), batched across participants: each participant keeps its
-own recurrent state, 64-sample context and a remainder of samples that did not fill a
-512-sample window. Importing ``silero_vad`` calls ``torch.set_num_threads(1)`` for the
+(about 0.1 ms per 32 ms window), batched across participants. The model is shared and
+stateless: each participant's :class:`VadStream`, held by its state object, carries its
+recurrent state, 64-sample context and the samples that did not fill a 512-sample
+window. Importing ``silero_vad`` calls ``torch.set_num_threads(1)`` for the
 whole process, so the import runs inside :func:`preserve_torch_threads`.
 """
 
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 SAMPLE_RATE = 16000
 WINDOW = 512
 CONTEXT = 64
+STATE_SHAPE = (2, 128)
 N_MELS = 8
 SILENCE_DBFS = -100.0
 
@@ -71,20 +73,21 @@ def to_16k(wave: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
     return np.asarray(out.numpy(), dtype=np.float32)
 
 
-@dataclass
-class _VadStream:
-    state: NDArray[np.float32] = field(default_factory=lambda: np.zeros((2, 128), dtype=np.float32))
+@dataclass(eq=False)
+class VadStream:
+    """One participant's place in silero-vad's stream (what :meth:`SileroVad.process` carries on)."""
+
+    state: NDArray[np.float32] = field(default_factory=lambda: np.zeros(STATE_SHAPE, dtype=np.float32))
     context: NDArray[np.float32] = field(default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32))
     remainder: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     last_prob: float = 0.0
 
 
 class SileroVad:
-    """Streaming silero-vad over many participants, one onnxruntime call per window index."""
+    """Streaming silero-vad over many participants' streams, one onnxruntime call per window index."""
 
     def __init__(self) -> None:
         self._session: Any = None
-        self._streams: dict[str, _VadStream] = {}
 
     def load(self) -> None:
         import onnxruntime as ort
@@ -96,32 +99,32 @@ class SileroVad:
             str(silero_onnx_path()), sess_options=opts, providers=["CPUExecutionProvider"]
         )
 
-    def forget(self, key: str) -> None:
-        self._streams.pop(key, None)
+    def process(self, items: Sequence[tuple[VadStream, NDArray[np.float32]]]) -> list[float]:
+        """Speech probability (mean over its 32 ms windows) of each ``(stream, 16 kHz chunk)``.
 
-    def process(self, items: Sequence[tuple[str, NDArray[np.float32]]]) -> list[float]:
-        """Speech probability (mean over its 32 ms windows) of each ``(key, 16 kHz chunk)``.
-
-        Items of one key are consumed in order; windows of different keys share one
-        onnxruntime call per window index.
+        Items of one stream are consumed in order and advance it; windows of different
+        streams share one onnxruntime call per window index.
         """
         if self._session is None:
             raise RuntimeError("SileroVad used before load()")
-        by_key: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(items):
-            by_key.setdefault(key, []).append(i)
-        keys = list(by_key)
-        streams = [self._streams.setdefault(key, _VadStream()) for key in keys]
+        by_stream: dict[int, list[int]] = {}
+        streams: list[VadStream] = []
+        for i, (stream, _) in enumerate(items):
+            if id(stream) not in by_stream:
+                by_stream[id(stream)] = []
+                streams.append(stream)
+            by_stream[id(stream)].append(i)
+        members = [by_stream[id(stream)] for stream in streams]
         windows: list[list[NDArray[np.float32]]] = []
         owners: list[list[int]] = []  # item index each window's last sample belongs to
-        for key, stream in zip(keys, streams, strict=True):
-            parts = [stream.remainder, *(items[i][1] for i in by_key[key])]
+        for stream, idx in zip(streams, members, strict=True):
+            parts = [stream.remainder, *(items[i][1] for i in idx)]
             ends = np.cumsum([len(p) for p in parts])
             data = np.concatenate(parts).astype(np.float32, copy=False)
             n = data.size // WINDOW
             windows.append([data[w * WINDOW : (w + 1) * WINDOW] for w in range(n)])
             part_of = np.searchsorted(ends, [(w + 1) * WINDOW - 1 for w in range(n)], side="right")
-            owners.append([by_key[key][max(0, int(p) - 1)] for p in part_of])
+            owners.append([idx[max(0, int(p) - 1)] for p in part_of])
             stream.remainder = np.array(data[n * WINDOW :], dtype=np.float32)
         probs: list[list[float]] = [[] for _ in items]
         longest = max((len(w) for w in windows), default=0)
@@ -136,8 +139,8 @@ class SileroVad:
                 streams[k].context = np.array(x[j, -CONTEXT:], dtype=np.float32)
                 probs[owners[k][step]].append(float(out[j, 0]))
         result = [0.0] * len(items)
-        for key, stream in zip(keys, streams, strict=True):
-            for i in by_key[key]:
+        for stream, idx in zip(streams, members, strict=True):
+            for i in idx:
                 if probs[i]:
                     stream.last_prob = float(np.mean(probs[i]))
                 result[i] = stream.last_prob

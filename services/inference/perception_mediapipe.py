@@ -12,7 +12,9 @@ Per frame:
    recently used closed first) gets its own graph in tracking mode: the crop follows the face,
    so the graph reuses its previous landmarks and skips its own detector, which halves the
    mesh cost (12.4 -> 6.3 ms per crop, 23 -> 13 ms per frame measured here) but follows a
-   sudden head turn 3-4 frames late (tested).
+   sudden head turn 3-4 frames late (tested). Those graphs are a cache of native resources
+   (their landmarks cannot be serialised): a participant whose state was restored elsewhere
+   starts a fresh one. The crop box itself is the participant's :class:`FaceTrack`.
 2. **Pose** (BlazePose, ``model_complexity=1``, the one that works offline) on the
    downscaled frame, only when the caller asks (every Nth frame with a face).
 """
@@ -28,7 +30,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.inference.perception import (
+    Box,
+    Face,
     FaceObservation,
+    FaceTrack,
     FloatArray,
     PerceptionRequest,
     PerceptionResult,
@@ -43,9 +48,7 @@ TRACK_SCALE = CROP_SCALE
 """The square tracking box from a previous mesh is expanded like a detector box (same crop geometry)."""
 
 
-def _square_crop(
-    image: NDArray[np.uint8], box: tuple[float, float, float, float], scale: float
-) -> tuple[NDArray[np.uint8], float, float, float]:
+def _square_crop(image: NDArray[np.uint8], box: Box, scale: float) -> tuple[NDArray[np.uint8], float, float, float]:
     """A ``MESH_CROP`` square around ``box`` (padded with black), plus its origin and side in pixels."""
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -59,11 +62,11 @@ def _square_crop(
     return np.asarray(crop, dtype=np.uint8), ox, oy, side
 
 
-def _mesh_box(points: FloatArray) -> tuple[float, float, float, float]:
+def _mesh_box(points: FloatArray) -> Box:
     return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
 
 
-def _track_box(points: FloatArray) -> tuple[float, float, float, float]:
+def _track_box(points: FloatArray) -> Box:
     """A detector-like square box from a mesh: as wide as the face oval, centred on it.
 
     Keeps tracked crops at the same scale as detector crops, so the mesh (and the head pose
@@ -90,8 +93,7 @@ class MediapipeBackend:
         self._detector: Any = None
         self._mesh: Any = None
         self._pose: Any = None
-        self._track: dict[str, tuple[float, float, float, float]] = {}
-        self._trackers: OrderedDict[str, Any] = OrderedDict()
+        self._trackers: OrderedDict[str, Any] = OrderedDict()  # tracking-mode graphs by key (LRU)
 
     def load(self) -> None:
         import mediapipe as mp
@@ -137,7 +139,6 @@ class MediapipeBackend:
         self._detector = self._mesh = self._pose = None
 
     def forget(self, key: str) -> None:
-        self._track.pop(key, None)
         graph = self._trackers.pop(key, None)
         if graph is not None:
             graph.close()
@@ -148,24 +149,24 @@ class MediapipeBackend:
         return [self._one(req) for req in requests]
 
     def _one(self, req: PerceptionRequest) -> PerceptionResult:
-        face, small = self.face(req.key, req.image)
+        face, small = self.face(req.track if req.track is not None else FaceTrack(key=req.key), req.image)
         pose = self.pose(req.image, small) if req.want_pose else None
         return PerceptionResult(face=face, pose=pose, pose_ran=req.want_pose)
 
-    def face(self, key: str, image: NDArray[np.uint8]) -> tuple[FaceObservation | None, NDArray[np.uint8] | None]:
-        """The face of ``key``'s next frame (frames of one key in order), and the downscaled RGB frame if made.
+    def face(self, track: FaceTrack, image: NDArray[np.uint8]) -> Face:
+        """The face in a participant's next frame (its frames in order), and the downscaled RGB frame if made.
 
-        Uses only the detector and mesh graphs, so one thread may run it while another runs :meth:`pose`.
+        Crops around ``track.box`` when set, and updates it for the next frame. Uses only the
+        detector and mesh graphs, so one thread may run it while another runs :meth:`pose`.
         """
         if self._mesh is None:
             raise RuntimeError("MediapipeBackend used before load()")
         h, w = image.shape[:2]
         small: NDArray[np.uint8] | None = None
         face: FaceObservation | None = None
-        hint = self._track.get(key)
-        mesh = self._mesh_for(key)
-        if hint is not None:
-            face = self._mesh_crop(mesh, image, hint, TRACK_SCALE, score=1.0)
+        mesh = self._mesh_for(track.key)
+        if track.box is not None:
+            face = self._mesh_crop(mesh, image, track.box, TRACK_SCALE, score=1.0)
         if face is None:
             small = self._downscaled(image)
             box = self._detect(small, w, h)
@@ -173,10 +174,7 @@ class MediapipeBackend:
                 face = self._mesh_crop(mesh, image, box[0], CROP_SCALE, score=box[1]) or FaceObservation(
                     box=box[0], score=box[1], landmarks=None
                 )
-        if face is not None and face.landmarks is not None:
-            self._track[key] = _track_box(face.landmarks)
-        else:
-            self._track.pop(key, None)
+        track.box = _track_box(face.landmarks) if face is not None and face.landmarks is not None else None
         return face, small
 
     def pose(self, image: NDArray[np.uint8], small: NDArray[np.uint8] | None = None) -> PoseObservation | None:
@@ -192,11 +190,9 @@ class MediapipeBackend:
         nh = max(1, round(h * self.detect_width / w))
         return np.asarray(cv2.resize(rgb, (self.detect_width, nh), interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
-    def _detect(
-        self, small_rgb: NDArray[np.uint8], w: int, h: int
-    ) -> tuple[tuple[float, float, float, float], float] | None:
+    def _detect(self, small_rgb: NDArray[np.uint8], w: int, h: int) -> tuple[Box, float] | None:
         result = self._detector.process(small_rgb)
-        best: tuple[tuple[float, float, float, float], float] | None = None
+        best: tuple[Box, float] | None = None
         for det in result.detections or ():
             rb = det.location_data.relative_bounding_box
             score = float(det.score[0]) if det.score else 0.0
@@ -210,7 +206,7 @@ class MediapipeBackend:
         self,
         mesh: Any,
         image: NDArray[np.uint8],
-        box: tuple[float, float, float, float],
+        box: Box,
         scale: float,
         *,
         score: float,

@@ -1,8 +1,9 @@
 """Several perception backends in threads: one batch's frames of different participants in parallel.
 
 mediapipe releases the GIL while its graphs run, so N backend instances (each with its own
-graphs) in N threads use N cores. A participant always goes to the same instance (its face
-tracking lives there), and each instance handles its share of a batch in order. Instances
+graphs) in N threads use N cores. A participant always goes to the same instance (its
+tracking-mode mesh graph is cached there; its crop hint travels in the request), and each
+instance handles its share of a batch in order. Instances
 past the first load on first use, so a single-participant replay pays for one.
 """
 

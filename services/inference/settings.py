@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.inference.perception_registry import BACKENDS, spec_for
 from shared.settings import StrictSettings, register_settings
 
 
@@ -25,7 +26,13 @@ class InferenceSettings(StrictSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the fusion model runs: 'auto' picks CUDA when available, else CPU."
     )
-    backend: Literal["mediapipe"] = Field(default="mediapipe", description="Perception backend (CPU reference).")
+    backend: str = Field(
+        default="mediapipe",
+        max_length=64,
+        description="Perception backend, one of: "
+        + "; ".join(f"{spec.name} ({spec.description})" for spec in BACKENDS.values())
+        + ".",
+    )
     batch_max: int = Field(default=16, ge=1, le=1024, description="Flush a micro-batch when it holds this many items.")
     batch_wait_ms: float = Field(
         default=50.0, ge=0.0, le=5000.0, description="Flush when the oldest item in the batch has waited this long."
@@ -122,3 +129,8 @@ class InferenceSettings(StrictSettings):
         max_length=4096,
         description="Fusion weights written by `classpulse train` (.pt); empty = built-in priors.",
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        return spec_for(name).name  # a readable error listing the registered backends

@@ -113,6 +113,5 @@ def video_step(
         snap.update(voice_prob=round(feats.voice_prob, 4), rms_dbfs=round(feats.rms_dbfs, 2))
     state.frames += 1
     state.last_video_time = frame.media_time
-    state.pending_audio.clear()
     snapshot = FeatureSnapshot.model_validate(snap)
     return Step(vector=vec, measured=mask, snapshot=snapshot), feats is not None

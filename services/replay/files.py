@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TextIO
 
 from services.replay.pipeline import ReplayJob, ReplayStats, default_session_id, run_replay
-from services.replay.prefetch import PrefetchPerception
 from services.replay.progress import NoProgress, ProgressBar, ProgressSink
 from services.replay.report_files import ReportPaths, write_report
 from services.replay.settings import ReplaySettings
@@ -88,6 +87,7 @@ def replay_file(
 ) -> ReplayOutcome:
     """Analyse one recording and write its report; raises MediaSourceError for unusable input."""
     from services.inference.engine import InferenceEngine
+    from services.inference.perception_registry import build_prefetch
     from services.inference.settings import InferenceSettings
     from services.ingest.sources.file import FileSource
     from shared.analytics.config import AggregationConfig
@@ -110,12 +110,7 @@ def replay_file(
     if not info.has_audio:
         warnings.append(f"{name} has no audio track: speaking and talk time were not observed (all false)")
     inference = InferenceSettings().model_copy(update={"mesh_trackers": settings.mesh_trackers})
-    prefetch: PrefetchPerception | None = None
-    if settings.perception_ahead:
-        from services.inference.perception_mediapipe import MediapipeBackend
-
-        inner = MediapipeBackend(detect_width=inference.detect_width, mesh_trackers=inference.mesh_trackers)
-        prefetch = PrefetchPerception(inner=inner)
+    prefetch = build_prefetch(inference) if settings.perception_ahead else None
     engine = InferenceEngine(settings=inference, backend=prefetch)
     summariser = SessionAggregator(session=session_id, config=AggregationConfig())
     with native_stderr_muted(quiet_native) as stderr:

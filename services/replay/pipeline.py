@@ -105,7 +105,7 @@ class ReplayJob:
     decode core, alongside perception on the analysis thread)."""
     prepare_frame: Callable[[VideoFrame], None] | None = None
     """Called in the decode thread for each sampled frame, in order, before it is queued
-    (:meth:`services.replay.prefetch.PrefetchPerception.submit`: face analysis starts ahead)."""
+    (:meth:`services.inference.perception_prefetch.PrefetchPerception.submit`: face analysis starts ahead)."""
 
 
 _END = object()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from services.inference.perception import FaceObservation, PerceptionRequest, PoseObservation
-from services.replay.prefetch import Face, PrefetchPerception
+from services.inference.perception import Face, FaceObservation, PerceptionRequest, PoseObservation
+from services.inference.perception_prefetch import PrefetchPerception
 from shared.contracts.media import VideoFrame
 from shared.testkit.messages import frames
 

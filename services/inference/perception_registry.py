@@ -1,0 +1,94 @@
+"""Perception backends by name: ``CLASSPULSE_INFERENCE_BACKEND`` picks one.
+
+Each backend is declared once in :data:`BACKENDS` with a factory that builds one instance
+from the inference settings (:class:`~services.inference.settings.InferenceSettings`, which
+validates its ``backend`` against these names); the factory imports its implementation only
+when called, so reading settings never loads a model library. The engine builds its backend
+with :func:`build_backend` (``perception_threads`` instances in threads when above 1); file
+replay wraps one instance in :class:`~services.inference.perception_prefetch.PrefetchPerception`
+via :func:`build_prefetch`. A new backend (e.g. a GPU-batched ``torch`` one) is one more entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.inference.perception import PerceptionBackend, SplitBackend
+from services.inference.perception_prefetch import PrefetchPerception
+
+
+class BackendSettings(Protocol):
+    """What a backend is built from: ``InferenceSettings`` (a Protocol, so settings may import this module)."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def perception_threads(self) -> int: ...
+
+    @property
+    def detect_width(self) -> int: ...
+
+    @property
+    def mesh_trackers(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """A perception backend: its settings name, what it is, and how to build one instance."""
+
+    name: str
+    description: str
+    factory: Callable[[BackendSettings], PerceptionBackend]
+
+
+def _mediapipe(settings: BackendSettings) -> PerceptionBackend:
+    from services.inference.perception_mediapipe import MediapipeBackend
+
+    return MediapipeBackend(detect_width=settings.detect_width, mesh_trackers=settings.mesh_trackers)
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    spec.name: spec
+    for spec in (
+        BackendSpec(
+            name="mediapipe",
+            description="CPU reference: BlazeFace full range, face mesh with iris, BlazePose (mediapipe 0.10.14)",
+            factory=_mediapipe,
+        ),
+    )
+}
+"""Every known backend, by the name ``CLASSPULSE_INFERENCE_BACKEND`` takes."""
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(BACKENDS)
+
+
+def spec_for(name: str) -> BackendSpec:
+    """The backend called ``name``; a readable error listing the known ones otherwise."""
+    spec = BACKENDS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown perception backend {name!r}; known backends: {', '.join(BACKENDS)}")
+    return spec
+
+
+def build_backend(settings: BackendSettings) -> PerceptionBackend:
+    """The engine's backend: ``settings.backend``, in ``perception_threads`` parallel instances when above 1."""
+    spec = spec_for(settings.backend)
+    if settings.perception_threads > 1:
+        from services.inference.perception_pool import ThreadedPerception
+
+        return ThreadedPerception(factory=lambda: spec.factory(settings), workers=settings.perception_threads)
+    return spec.factory(settings)
+
+
+def build_prefetch(settings: BackendSettings) -> PrefetchPerception | None:
+    """One ``settings.backend`` instance with its face chain run ahead in a thread (file replay).
+
+    None when the backend has no face/pose split; the engine then builds its own backend.
+    """
+    inner = spec_for(settings.backend).factory(settings)
+    return PrefetchPerception(inner=inner) if isinstance(inner, SplitBackend) else None
