@@ -15,7 +15,6 @@ participant) and ordered by ``media_time`` to rebuild the model's windows.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -270,6 +269,3 @@ def load_weights(model: FusionModel, path: str | Path) -> str:
     model.load_state_dict(blob["state"])
     return str(blob.get("provenance", ""))
 
-
-def finite(values: Iterable[float]) -> bool:
-    return all(math.isfinite(v) for v in values)

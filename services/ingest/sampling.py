@@ -101,16 +101,6 @@ class FrameSampler:
         image = frame_to_bgr(frame, self.width)
         return self.sample(image, media_time=media_time, capture_ts=capture_ts, received=received)
 
-    def push_image(
-        self, image: NDArray[np.uint8], *, media_time: float, capture_ts: float, received: float | None = None
-    ) -> VideoFrame | None:
-        """Like :meth:`push` for an already converted BGR image."""
-        self.frames_seen += 1
-        if not self.due(media_time):
-            return None
-        resized = resize_to_width(image, self.width)
-        return self.sample(resized, media_time=media_time, capture_ts=capture_ts, received=received)
-
     def sample(
         self, image: NDArray[np.uint8], *, media_time: float, capture_ts: float, received: float | None = None
     ) -> VideoFrame:
