@@ -1,12 +1,21 @@
-"""Entry point of the aggregator service: settings -> logging -> topics -> engine."""
+"""The aggregator service's main coroutine: topics -> engine (booted by ``shared.service``).
+
+Both engines run on the event loop :func:`shared.service.run_service` made. The faust engine
+is started with ``await faust.Worker.start()`` (faust's documented way to run a worker on a
+loop one already has) rather than ``execute_from_commandline()``, which wants to own and close
+the loop. What stays special: once started, faust's worker installs its own SIGINT/SIGTERM
+handlers on that loop (``mode.Worker.on_first_start``), replacing run_service's, so a signal
+then goes through faust's shutdown (stop the app, commit, close the tables) and ``start()``
+returns; a signal before that cancels the start-up like any other service, and the worker is
+stopped all the same.
+"""
 
 from __future__ import annotations
 
-import asyncio
-
 from services.aggregator.settings import AggregatorSettings
-from shared.log import get_logger, setup_logging
-from shared.metrics import default_metrics
+from services.aggregator.topics_setup import TopicSetupError, ensure_topics
+from shared.log import get_logger
+from shared.service import EXIT_BAD_SETTINGS, ServiceContext, ServiceError
 from shared.settings import CommonSettings
 from shared.transport.base import LiveBus
 
@@ -21,61 +30,56 @@ def _live_bus(settings: AggregatorSettings, common: CommonSettings) -> LiveBus |
     return RedisLiveBus(url=common.redis_url.get_secret_value())
 
 
-def _serve_metrics(settings: AggregatorSettings) -> None:
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-        _log.info("metrics server %s -> %s", "stopped", "listening", extra={"port": settings.metrics_port})
-
-
-def run_aggregator(*, settings: AggregatorSettings, common: CommonSettings) -> int:
-    """Run the configured engine until interrupted; returns the exit status."""
-    from services.aggregator.topics_setup import ensure_topics
-
-    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
-    partitions = asyncio.run(ensure_topics(bootstrap=common.kafka_bootstrap, settings=settings))
-    _serve_metrics(settings)
+async def serve_aggregator(settings: AggregatorSettings, service: ServiceContext) -> None:
+    """Create the topics, then run the configured engine until SIGINT/SIGTERM."""
+    try:
+        partitions = await ensure_topics(bootstrap=service.common.kafka_bootstrap, settings=settings)
+    except TopicSetupError as exc:
+        raise ServiceError(str(exc), code=EXIT_BAD_SETTINGS) from exc
     if settings.engine == "plain":
-        asyncio.run(_run_plain(settings, common))
-        return 0
-    return _run_faust(settings, common, partitions)
+        await _run_plain(settings, service)
+    else:
+        await _run_faust(settings, service, partitions)
 
 
-async def _run_plain(settings: AggregatorSettings, common: CommonSettings) -> None:
+async def _run_plain(settings: AggregatorSettings, service: ServiceContext) -> None:
     from services.aggregator.plain import PlainAggregator
     from shared.transport.kafka import KafkaEventBus
 
+    common = service.common
     events = KafkaEventBus(bootstrap=common.kafka_bootstrap, client_id=f"{settings.app_id}-plain")
     live = _live_bus(settings, common)
     await events.start()
     if live is not None:
         await live.start()
     try:
-        await PlainAggregator(settings=settings, events=events, metrics=default_metrics(), live=live).run()
+        await PlainAggregator(settings=settings, events=events, metrics=service.metrics, live=live).run()
     finally:
         if live is not None:
             await live.close()
         await events.close()
 
 
-def _run_faust(settings: AggregatorSettings, common: CommonSettings, partitions: int) -> int:
+async def _run_faust(settings: AggregatorSettings, service: ServiceContext, partitions: int) -> None:
+    import asyncio
+
     import faust
 
     from services.aggregator.faust_app import AggregatorFaustApp
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker_app = AggregatorFaustApp(
-        settings=settings, common=common, metrics=default_metrics(), partitions=partitions,
-        live=_live_bus(settings, common),
+        settings=settings, common=service.common, metrics=service.metrics, partitions=partitions,
+        live=_live_bus(settings, service.common),
     )
-    # keep the ClassPulse log format (setup_logging above) instead of faust's own
-    worker = faust.Worker(worker_app.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+    # keep the ClassPulse log format (run_service set it up) instead of faust's own
+    worker = faust.Worker(
+        worker_app.app, loop=asyncio.get_running_loop(), quiet=True, override_logging=False, redirect_stdouts=False
+    )
     _log.info("faust aggregator %s -> %s", "starting", "running", extra={"partitions": partitions})
     try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        await worker.start()  # returns once the worker has stopped
+    finally:
+        await worker.stop()
+    if worker.crash_reason is not None:
+        raise worker.crash_reason
