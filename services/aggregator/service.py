@@ -1,16 +1,20 @@
 """The aggregator service's main coroutine: topics -> engine (booted by ``shared.service``).
 
-Both engines run on the event loop :func:`shared.service.run_service` made. The faust engine
-is started with ``await faust.Worker.start()`` (faust's documented way to run a worker on a
-loop one already has) rather than ``execute_from_commandline()``, which wants to own and close
-the loop. What stays special: once started, faust's worker installs its own SIGINT/SIGTERM
-handlers on that loop (``mode.Worker.on_first_start``), replacing run_service's, so a signal
-then goes through faust's shutdown (stop the app, commit, close the tables) and ``start()``
-returns; a signal before that cancels the start-up like any other service, and the worker is
-stopped all the same.
+Both engines run on the event loop and under the signal handlers of
+:func:`shared.service.run_service`. The faust engine is started with ``await Worker.start()``
+(faust's documented way to run a worker on a loop one already has) rather than
+``execute_from_commandline()``, which wants to own, and then close, the loop. What stays
+special: faust's worker would install its own SIGINT/SIGTERM (and SIGUSR1/2 debugging)
+handlers once started; it is told not to, and a signal instead does what mode's handler does:
+``worker.stop()`` (stop the agents, commit offsets, close the tables), then cancel a start-up
+still in progress (changelog recovery), and the service returns only once the stop is done.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
 
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.topics_setup import TopicSetupError, ensure_topics
@@ -18,6 +22,9 @@ from shared.log import get_logger
 from shared.service import EXIT_BAD_SETTINGS, ServiceContext, ServiceError
 from shared.settings import CommonSettings
 from shared.transport.base import LiveBus
+
+if TYPE_CHECKING:
+    import faust
 
 _log = get_logger(__name__)
 
@@ -61,10 +68,6 @@ async def _run_plain(settings: AggregatorSettings, service: ServiceContext) -> N
 
 
 async def _run_faust(settings: AggregatorSettings, service: ServiceContext, partitions: int) -> None:
-    import asyncio
-
-    import faust
-
     from services.aggregator.faust_app import AggregatorFaustApp
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,14 +75,33 @@ async def _run_faust(settings: AggregatorSettings, service: ServiceContext, part
         settings=settings, common=service.common, metrics=service.metrics, partitions=partitions,
         live=_live_bus(settings, service.common),
     )
-    # keep the ClassPulse log format (run_service set it up) instead of faust's own
-    worker = faust.Worker(
-        worker_app.app, loop=asyncio.get_running_loop(), quiet=True, override_logging=False, redirect_stdouts=False
+    worker = _worker_class()(
+        worker_app.app, loop=asyncio.get_running_loop(), quiet=True,
+        override_logging=False, redirect_stdouts=False,  # keep the ClassPulse log format run_service set up
     )
+    starting = asyncio.ensure_future(worker.start())  # returns once the worker is stopped
+
+    async def stop_on_signal() -> None:  # what mode.Worker does on SIGINT/SIGTERM
+        await worker.stop()
+        starting.cancel()  # a stop during start-up (changelog recovery) ends the start too
+
+    stopping: list[asyncio.Future[None]] = []
+    service.on_stop(lambda: stopping.append(asyncio.ensure_future(stop_on_signal())))
     _log.info("faust aggregator %s -> %s", "starting", "running", extra={"partitions": partitions})
     try:
-        await worker.start()  # returns once the worker has stopped
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
     finally:
-        await worker.stop()
+        await (stopping[0] if stopping else worker.stop())  # stop() returns once the app has shut down
     if worker.crash_reason is not None:
         raise worker.crash_reason
+
+
+def _worker_class() -> type[faust.Worker]:
+    import faust
+
+    class Worker(faust.Worker):
+        def install_signal_handlers(self) -> None:
+            """None: run_service owns SIGINT/SIGTERM and stops the worker through ``service.on_stop``."""
+
+    return Worker
