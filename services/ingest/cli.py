@@ -81,7 +81,7 @@ def _ingest(args: argparse.Namespace) -> int:
     # resamples in ~1-2 ms on one thread but took 13-33 ms with torch's default intra-op pool on
     # a loaded 2-core box (thread wake-ups cost more than the work).
     return run_service(
-        "ingest", settings=plan, main=serve_ingest, runtime=lambda p: Runtime(torch_threads=int(p.decodes_media))
+        "ingest", settings=plan, main=serve_ingest, runtime=lambda p: Runtime(torch_threads=1 if p.decodes_media else 0)
     )
 
 

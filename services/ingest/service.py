@@ -64,7 +64,10 @@ async def _worker(plan: IngestPlan, service: ServiceContext, *, index: int) -> N
     identity = WorkerIdentity(index=index, runtime_dir=plan.runtime_dir)
     transports = build_transports(service.common, metrics=service.metrics, client_id=f"classpulse-ingest-{index}")
     app = create_worker_app(
-        identity=identity, settings=plan.settings, common=service.common, transports=transports,
+        identity=identity,
+        settings=plan.settings,
+        common=service.common,
+        transports=transports,
         metrics=service.metrics,
     )
     await serve_worker(app=app, identity=identity, host=plan.host, port=plan.port, service=service)

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.unit
 def _record(**extra: object) -> logging.LogRecord:
     """A record as ``log.info(msg, extra=extra)`` makes it (logging copies ``extra`` onto the record)."""
     logger = logging.getLogger("t")
-    return logger.makeRecord("t", logging.INFO, __file__, 1, "engine %s -> %s", ("loading", "ready"), None,
-                             extra=extra)
+    return logger.makeRecord("t", logging.INFO, __file__, 1, "engine %s -> %s", ("loading", "ready"), None, extra=extra)
 
 
 def test_json_lines_carry_extra_fields_as_typed_keys() -> None:

@@ -76,7 +76,11 @@ def test_one_env_file_serves_every_service() -> None:
     env.update(CLASSPULSE_INFERENCE_TORCH_THREADS="1", CLASSPULSE_AGGREGATOR_ENGINE="plain")
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", "ingest", "--workers", "0"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2, done.stderr
     assert "--workers must be a number" in done.stderr and "unknown" not in done.stderr
