@@ -18,6 +18,7 @@ import torch
 
 from services.inference.fusion import FusionModel
 from shared.testkit.features import realistic_inputs
+from shared.torch_threads import set_torch_threads
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOLERANCE = 1e-4
@@ -108,7 +109,7 @@ def main() -> int:
         return 2
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu (dry run: CUDA columns are CPU)"
     print(f"device: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}")
-    torch.set_num_threads(1)
+    set_torch_threads(1)
     gpu = FusionModel(window=args.window).to(device).eval()
     cpu = FusionModel(window=args.window).eval()
     rows = []

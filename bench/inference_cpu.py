@@ -33,6 +33,7 @@ from shared.testkit.frames import place
 from shared.testkit.messages import frames
 from shared.testkit.photos import photo
 from shared.testkit.speech import speech_scene
+from shared.torch_threads import set_torch_threads
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 
@@ -154,9 +155,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     settings = InferenceSettings(batch_max=args.batch)
-    import torch
-
-    torch.set_num_threads(settings.torch_threads or torch.get_num_threads())
+    set_torch_threads(settings.torch_threads)
     print(
         f"live worker, {FPS:g} fps per stream, {args.seconds:g} s, batch_max={settings.batch_max}, "
         f"batch_wait_ms={settings.batch_wait_ms:g}"

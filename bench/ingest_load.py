@@ -70,13 +70,13 @@ async def _serve(port: int) -> None:
     from prometheus_client import CollectorRegistry
 
     from services.ingest.app import WHIP_SERVICE, create_ingest_app
-    from services.ingest.sampling import single_threaded_torch
     from services.ingest.settings import IngestSettings
     from shared.metrics import Metrics
     from shared.settings import CommonSettings
+    from shared.torch_threads import set_torch_threads
     from shared.transport.factory import build_transports
 
-    single_threaded_torch()  # as `classpulse ingest` does
+    set_torch_threads(1)  # as `classpulse ingest` does
     common = CommonSettings(token_secret=SECRET)  # type: ignore[arg-type]
     metrics = Metrics(CollectorRegistry())
     transports = build_transports(common, metrics=metrics)

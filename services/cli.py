@@ -2,7 +2,10 @@
 
 Each command lives next to the service it runs, in a module with
 ``register(subparsers)``; registering imports nothing heavy (handlers import lazily),
-so ``classpulse token`` starts fast.
+so ``classpulse token`` starts fast. This module is a composition root: before any command
+runs it imports every service's settings module, so the shared settings registry is complete
+and every service (booted by ``shared.service.run_service``) rejects unknown ``CLASSPULSE_*``
+variables against all services' settings: one env file works for all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,23 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# Settings modules of every service; importing one registers its class (shared.settings.register_settings).
+SETTINGS_MODULES: tuple[str, ...] = (
+    "shared.settings",
+    "services.gateway.settings",
+    "services.inference.settings",
+    "services.ingest.settings",
+    "services.replay.settings",
+    "services.aggregator.settings",
+)
+
+
+def register_all_settings() -> None:
+    """Import every service's settings module (pydantic only, fast) so all settings classes register."""
+    for name in SETTINGS_MODULES:
+        importlib.import_module(name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="classpulse",
@@ -38,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    register_all_settings()
     handler = args.handler
     try:
         result = handler(args)

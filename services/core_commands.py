@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
-
-# Settings modules of every service, imported by check-config so their classes register.
-SETTINGS_MODULES: tuple[str, ...] = (
-    "shared.settings",
-    "services.gateway.settings",
-    "services.inference.settings",
-    "services.ingest.settings",
-    "services.replay.settings",
-    "services.aggregator.settings",
-)
 
 
 def register(sub: Any) -> None:
@@ -56,26 +45,14 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_all_settings() -> None:
-    """Register every service's settings, then reject unknown ``CLASSPULSE_*`` variables.
-
-    Every service checks against all of them, so one shared env file (compose ``.env``, a
-    Kubernetes ConfigMap) works for all services while a typo still fails.
-    """
-    from shared.settings import check_environment
-
-    for name in SETTINGS_MODULES:
-        importlib.import_module(name)
-    check_environment()
-
-
 def _check_config(args: argparse.Namespace) -> int:
+    """Check the environment, print every settings class (``services.cli`` registered all before dispatch)."""
     from pydantic import ValidationError
 
-    from shared.settings import SettingsError, registered_settings
+    from shared.settings import SettingsError, check_environment, registered_settings
 
     try:
-        check_all_settings()
+        check_environment()
         effective = {cls.__name__: json.loads(cls().model_dump_json()) for cls in registered_settings()}
     except (SettingsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)

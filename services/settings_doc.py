@@ -8,7 +8,6 @@ one table: variable, type, default (secrets hidden), bounds and the field's desc
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import types
@@ -41,11 +40,10 @@ overrides its setting where both exist: `--host`/`--port` (gateway, ingest, up),
 
 def settings_classes() -> list[type[BaseSettings]]:
     """Every registered settings class, common settings first, then by prefix."""
-    from services.core_commands import SETTINGS_MODULES
+    from services.cli import register_all_settings
     from shared.settings import registered_settings
 
-    for name in SETTINGS_MODULES:
-        importlib.import_module(name)
+    register_all_settings()
     return sorted(registered_settings(), key=lambda cls: str(cls.model_config.get("env_prefix", "")))
 
 

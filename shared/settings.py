@@ -5,6 +5,11 @@ share (transports, logging, tokens); each service has its own class with its own
 (``CLASSPULSE_INGEST_*`` ...), registered with :func:`register_settings` so that
 :func:`check_environment` can reject unknown ``CLASSPULSE_*`` variables (a typo must not
 silently fall back to a default).
+
+Every service checks against *all* registered classes, so one env file (compose ``.env``, a
+Kubernetes ConfigMap) serves every service. The registry is complete once each service's
+settings module is imported; the composition root (``services.cli``) does that before any
+command runs, so no service has to import another service to know its variables.
 """
 
 from __future__ import annotations
@@ -50,7 +55,10 @@ class SettingsError(ValueError):
 def check_environment(
     environ: Mapping[str, str] | None = None, classes: Iterable[type[BaseSettings]] | None = None
 ) -> None:
-    """Raise :class:`SettingsError` naming every unknown ``CLASSPULSE_*`` variable."""
+    """Raise :class:`SettingsError` naming every unknown ``CLASSPULSE_*`` variable.
+
+    Known means: declared by one of ``classes`` (default: every registered settings class).
+    """
     env = os.environ if environ is None else environ
     known: set[str] = set()
     for cls in classes if classes is not None else _REGISTRY:

@@ -20,35 +20,20 @@ def register(sub: Any) -> None:
 
 
 def _aggregator(args: argparse.Namespace) -> int:
-    import importlib
-    import sys
-
-    from pydantic import ValidationError
-
+    from services.aggregator.service import serve_aggregator
     from services.aggregator.settings import AggregatorSettings
-    from services.aggregator.topics_setup import TopicSetupError
-    from services.core_commands import SETTINGS_MODULES
-    from shared.settings import CommonSettings, SettingsError, check_environment
+    from shared.service import MetricsServer, Runtime, run_service
 
-    for name in SETTINGS_MODULES:
-        importlib.import_module(name)
-    try:
-        check_environment()
-        common = CommonSettings()
-        overrides = {k: v for k, v in (("metrics_port", args.metrics_port), ("engine", args.engine)) if v is not None}
-        settings = AggregatorSettings(**overrides)
-    except (SettingsError, ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.check_config:
-        print(settings.model_dump_json(indent=2))
-        return 0
-    from services.aggregator.service import run_aggregator
+    overrides = {k: v for k, v in (("metrics_port", args.metrics_port), ("engine", args.engine)) if v is not None}
 
-    try:
-        return run_aggregator(settings=settings, common=common)
-    except TopicSetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    def runtime(settings: AggregatorSettings) -> Runtime:
+        port = settings.metrics_port
+        return Runtime(metrics=MetricsServer(port=port, host=settings.metrics_host) if port else None)
+
+    return run_service(
+        "aggregator",
+        settings=lambda _: AggregatorSettings(**overrides),
+        main=serve_aggregator,
+        runtime=runtime,
+        check_config=args.check_config,
+    )

@@ -1,14 +1,30 @@
-"""Entry point of the aggregator service: settings -> logging -> topics -> engine."""
+"""The aggregator service's main coroutine: topics -> engine (booted by ``shared.service``).
+
+Both engines run on the event loop and under the signal handlers of
+:func:`shared.service.run_service`. The faust engine is started with ``await Worker.start()``
+(faust's documented way to run a worker on a loop one already has) rather than
+``execute_from_commandline()``, which wants to own, and then close, the loop. What stays
+special: faust's worker would install its own SIGINT/SIGTERM (and SIGUSR1/2 debugging)
+handlers once started; it is told not to, and a signal instead does what mode's handler does:
+``worker.stop()`` (stop the agents, commit offsets, close the tables), then cancel a start-up
+still in progress (changelog recovery), and the service returns only once the stop is done.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import TYPE_CHECKING
 
 from services.aggregator.settings import AggregatorSettings
-from shared.log import get_logger, setup_logging
-from shared.metrics import default_metrics
+from services.aggregator.topics_setup import TopicSetupError, ensure_topics
+from shared.log import get_logger
+from shared.service import EXIT_BAD_SETTINGS, ServiceContext, ServiceError
 from shared.settings import CommonSettings
 from shared.transport.base import LiveBus
+
+if TYPE_CHECKING:
+    import faust
 
 _log = get_logger(__name__)
 
@@ -21,61 +37,71 @@ def _live_bus(settings: AggregatorSettings, common: CommonSettings) -> LiveBus |
     return RedisLiveBus(url=common.redis_url.get_secret_value())
 
 
-def _serve_metrics(settings: AggregatorSettings) -> None:
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-        _log.info("metrics server %s -> %s", "stopped", "listening", extra={"port": settings.metrics_port})
-
-
-def run_aggregator(*, settings: AggregatorSettings, common: CommonSettings) -> int:
-    """Run the configured engine until interrupted; returns the exit status."""
-    from services.aggregator.topics_setup import ensure_topics
-
-    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
-    partitions = asyncio.run(ensure_topics(bootstrap=common.kafka_bootstrap, settings=settings))
-    _serve_metrics(settings)
+async def serve_aggregator(settings: AggregatorSettings, service: ServiceContext) -> None:
+    """Create the topics, then run the configured engine until SIGINT/SIGTERM."""
+    try:
+        partitions = await ensure_topics(bootstrap=service.common.kafka_bootstrap, settings=settings)
+    except TopicSetupError as exc:
+        raise ServiceError(str(exc), code=EXIT_BAD_SETTINGS) from exc
     if settings.engine == "plain":
-        asyncio.run(_run_plain(settings, common))
-        return 0
-    return _run_faust(settings, common, partitions)
+        await _run_plain(settings, service)
+    else:
+        await _run_faust(settings, service, partitions)
 
 
-async def _run_plain(settings: AggregatorSettings, common: CommonSettings) -> None:
+async def _run_plain(settings: AggregatorSettings, service: ServiceContext) -> None:
     from services.aggregator.plain import PlainAggregator
     from shared.transport.kafka import KafkaEventBus
 
+    common = service.common
     events = KafkaEventBus(bootstrap=common.kafka_bootstrap, client_id=f"{settings.app_id}-plain")
     live = _live_bus(settings, common)
     await events.start()
     if live is not None:
         await live.start()
     try:
-        await PlainAggregator(settings=settings, events=events, metrics=default_metrics(), live=live).run()
+        await PlainAggregator(settings=settings, events=events, metrics=service.metrics, live=live).run()
     finally:
         if live is not None:
             await live.close()
         await events.close()
 
 
-def _run_faust(settings: AggregatorSettings, common: CommonSettings, partitions: int) -> int:
-    import faust
-
+async def _run_faust(settings: AggregatorSettings, service: ServiceContext, partitions: int) -> None:
     from services.aggregator.faust_app import AggregatorFaustApp
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker_app = AggregatorFaustApp(
-        settings=settings, common=common, metrics=default_metrics(), partitions=partitions,
-        live=_live_bus(settings, common),
+        settings=settings, common=service.common, metrics=service.metrics, partitions=partitions,
+        live=_live_bus(settings, service.common),
     )
-    # keep the ClassPulse log format (setup_logging above) instead of faust's own
-    worker = faust.Worker(worker_app.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+    worker = _worker_class()(
+        worker_app.app, loop=asyncio.get_running_loop(), quiet=True,
+        override_logging=False, redirect_stdouts=False,  # keep the ClassPulse log format run_service set up
+    )
+    starting = asyncio.ensure_future(worker.start())  # returns once the worker is stopped
+
+    async def stop_on_signal() -> None:  # what mode.Worker does on SIGINT/SIGTERM
+        await worker.stop()
+        starting.cancel()  # a stop during start-up (changelog recovery) ends the start too
+
+    stopping: list[asyncio.Future[None]] = []
+    service.on_stop(lambda: stopping.append(asyncio.ensure_future(stop_on_signal())))
     _log.info("faust aggregator %s -> %s", "starting", "running", extra={"partitions": partitions})
     try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+    finally:
+        await (stopping[0] if stopping else worker.stop())  # stop() returns once the app has shut down
+    if worker.crash_reason is not None:
+        raise worker.crash_reason
+
+
+def _worker_class() -> type[faust.Worker]:
+    import faust
+
+    class Worker(faust.Worker):
+        def install_signal_handlers(self) -> None:
+            """None: run_service owns SIGINT/SIGTERM and stops the worker through ``service.on_stop``."""
+
+    return Worker

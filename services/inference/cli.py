@@ -35,47 +35,16 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_evaluate)
 
 
-def _settings() -> tuple[Any, Any] | None:
-    from pydantic import ValidationError
-
-    from services.core_commands import check_all_settings
-    from services.inference.settings import InferenceSettings
-    from shared.settings import CommonSettings, SettingsError
-
-    try:
-        check_all_settings()
-        return InferenceSettings(), CommonSettings()
-    except (SettingsError, ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
-
-
 def _inference(args: argparse.Namespace) -> int:
-    import asyncio
+    from services.inference.service import serve_inference
+    from services.inference.settings import InferenceSettings
+    from shared.service import MetricsServer, Runtime, run_service
 
-    from services.inference.service import serve
-    from shared.log import setup_logging
+    def runtime(settings: InferenceSettings) -> Runtime:
+        metrics = None if args.metrics_port is None else MetricsServer(port=args.metrics_port, host=args.metrics_host)
+        return Runtime(torch_threads=settings.torch_threads, metrics=metrics)
 
-    loaded = _settings()
-    if loaded is None:
-        return 2
-    settings, common = loaded
-    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
-    try:
-        asyncio.run(
-            serve(settings=settings, common=common, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
-        )
-    except (OSError, RuntimeError) as exc:
-        print(f"error: inference worker could not run: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _threads(n: int) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
+    return run_service("inference", settings=lambda _: InferenceSettings(), main=serve_inference, runtime=runtime)
 
 
 def _model(window: int, weights: Path | None) -> Any:
@@ -93,12 +62,13 @@ def _model(window: int, weights: Path | None) -> Any:
 def _train(args: argparse.Namespace) -> int:
     from services.inference.settings import InferenceSettings
     from services.inference.training import TimelineError, build_dataset, evaluate, read_timeline, save_weights, train
+    from shared.torch_threads import set_torch_threads
 
     if args.epochs < 1 or args.lr <= 0:
         print("error: --epochs must be >= 1 and --lr > 0", file=sys.stderr)
         return 2
     settings = InferenceSettings()
-    _threads(settings.torch_threads)
+    set_torch_threads(settings.torch_threads)
     window = settings.window_steps
     try:
         rows = read_timeline(args.timeline)
@@ -118,9 +88,10 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from services.inference.settings import InferenceSettings
     from services.inference.training import TimelineError, build_dataset, evaluate, read_timeline
+    from shared.torch_threads import set_torch_threads
 
     settings = InferenceSettings()
-    _threads(settings.torch_threads)
+    set_torch_threads(settings.torch_threads)
     window = settings.window_steps
     try:
         rows = read_timeline(args.timeline)

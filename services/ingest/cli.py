@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_simulate)
 
 
-def _load_settings() -> tuple[Any, Any] | None:
-    from pydantic import ValidationError
-
-    from services.ingest.settings import IngestSettings
-    from shared.settings import CommonSettings, SettingsError, check_environment
-
-    try:
-        check_environment()
-        return IngestSettings(), CommonSettings()
-    except (SettingsError, ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
-
-
 def _worker_count(value: str) -> int | None:
     import os
 
@@ -63,105 +48,56 @@ def _worker_count(value: str) -> int | None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from shared.log import setup_logging
+    from services.ingest.service import IngestPlan, serve_ingest
+    from services.ingest.settings import IngestSettings
+    from shared.service import EXIT_BAD_SETTINGS, Runtime, ServiceError, run_service
+    from shared.settings import CommonSettings
 
-    loaded = _load_settings()
-    if loaded is None:
-        return 2
-    settings, common = loaded
-    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
-    host = args.host or settings.host
-    port = settings.port if args.port is None else args.port
-    workers = _worker_count(str(settings.workers if args.workers is None else args.workers))
-    if workers is None:
-        print("error: --workers must be a number from 1 to 64 or 'auto'", file=sys.stderr)
-        return 2
-    if args.worker_index is not None:
-        return _worker(args, settings, common, host=host, port=port)
-    if workers > 1:
-        return _supervise(args, common, workers=workers, host=host, port=port)
-    return _single_process(settings, common, host=host, port=port)
-
-
-def _single_process(settings: Any, common: Any, *, host: str, port: int) -> int:
-    from aiohttp import web
-
-    from services.ingest.app import create_ingest_app
-    from services.ingest.sampling import single_threaded_torch
-    from shared.metrics import default_metrics
-    from shared.transport.factory import build_transports
-
-    single_threaded_torch()
-    metrics = default_metrics()
-    transports = build_transports(common, metrics=metrics, client_id="classpulse-ingest")
-    app = create_ingest_app(settings=settings, common=common, transports=transports, metrics=metrics)
-    try:
-        web.run_app(app, host=host, port=port, print=lambda _: print(f"ingest listening on http://{host}:{port}/join"))
-    except OSError as exc:
-        print(f"error: cannot serve on {host}:{port} ({exc.strerror}); choose another --port", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _supervise(args: argparse.Namespace, common: Any, *, workers: int, host: str, port: int) -> int:
-    from services.ingest.supervisor import SupervisorError, WorkerSupervisor
-
-    if common.transport == "memory":
-        print(
-            f"error: {workers} ingest workers need a shared media transport; set CLASSPULSE_TRANSPORT=distributed "
-            "(Redis + Kafka) or use --workers 1",
-            file=sys.stderr,
+    def plan(common: CommonSettings) -> IngestPlan:
+        settings = IngestSettings()
+        workers = _worker_count(str(settings.workers if args.workers is None else args.workers))
+        if workers is None:
+            raise ServiceError("--workers must be a number from 1 to 64 or 'auto'", code=EXIT_BAD_SETTINGS)
+        if args.worker_index is not None and args.runtime_dir is None:
+            raise ServiceError(
+                "--worker-index needs --runtime-dir (workers are started by --workers N)", code=EXIT_BAD_SETTINGS
+            )
+        if args.worker_index is None and workers > 1 and common.transport == "memory":
+            raise ServiceError(
+                f"{workers} ingest workers need a shared media transport; set CLASSPULSE_TRANSPORT=distributed "
+                "(Redis + Kafka) or use --workers 1",
+                code=EXIT_BAD_SETTINGS,
+            )
+        return IngestPlan(
+            settings=settings,
+            host=args.host or settings.host,
+            port=settings.port if args.port is None else args.port,
+            workers=workers,
+            worker_index=args.worker_index,
+            runtime_dir=args.runtime_dir,
         )
-        return 2
-    try:
-        supervisor = WorkerSupervisor(workers=workers, host=host, port=port, runtime_dir=args.runtime_dir)
-    except SupervisorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return supervisor.run()
 
-
-def _worker(args: argparse.Namespace, settings: Any, common: Any, *, host: str, port: int) -> int:
-    import asyncio
-
-    from services.ingest.sampling import single_threaded_torch
-    from services.ingest.worker import WorkerIdentity, create_worker_app, serve_worker
-    from shared.metrics import default_metrics
-    from shared.transport.factory import build_transports
-
-    if args.runtime_dir is None:
-        print("error: --worker-index needs --runtime-dir (workers are started by --workers N)", file=sys.stderr)
-        return 2
-    single_threaded_torch()
-    identity = WorkerIdentity(index=args.worker_index, runtime_dir=args.runtime_dir)
-    metrics = default_metrics()
-    transports = build_transports(common, metrics=metrics, client_id=f"classpulse-ingest-{args.worker_index}")
-    app = create_worker_app(identity=identity, settings=settings, common=common, transports=transports, metrics=metrics)
-    try:
-        asyncio.run(serve_worker(app=app, identity=identity, host=host, port=port))
-    except OSError as exc:
-        print(f"error: ingest worker cannot serve on {host}:{port} ({exc.strerror})", file=sys.stderr)
-        return 1
-    return 0
+    # Processes that decode media run torch ops (audio resampling) on one thread: a 0.5 s chunk
+    # resamples in ~1-2 ms on one thread but took 13-33 ms with torch's default intra-op pool on
+    # a loaded 2-core box (thread wake-ups cost more than the work).
+    return run_service(
+        "ingest", settings=plan, main=serve_ingest, runtime=lambda p: Runtime(torch_threads=1 if p.decodes_media else 0)
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    import asyncio
-
     from services.ingest.simulate import SimulationError, run_simulation
-    from shared.log import setup_logging
+    from shared.service import EXIT_BAD_SETTINGS, ServiceContext, ServiceError, run_service
+    from shared.settings import CommonSettings
 
-    loaded = _load_settings()
-    if loaded is None:
-        return 2
-    _, common = loaded
-    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
-    if not 1 <= args.students <= 500:
-        print("error: --students must be between 1 and 500", file=sys.stderr)
-        return 2
-    try:
-        report = asyncio.run(
-            run_simulation(
+    def settings(common: CommonSettings) -> CommonSettings:
+        if not 1 <= args.students <= 500:
+            raise ServiceError("--students must be between 1 and 500", code=EXIT_BAD_SETTINGS)
+        return common
+
+    async def simulate(common: CommonSettings, _: ServiceContext) -> int:
+        try:
+            report = await run_simulation(
                 base_url=args.url,
                 session=args.session,
                 students=args.students,
@@ -170,9 +106,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 prefix=args.prefix,
                 secret=common.token_secret.get_secret_value(),
             )
-        )
-    except SimulationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0 if report.connected == args.students else 1
+        except SimulationError as exc:
+            raise ServiceError(str(exc)) from exc
+        print(report.summary())
+        return 0 if report.connected == args.students else 1
+
+    return run_service("simulate", settings=settings, main=simulate)

@@ -30,16 +30,6 @@ ANALYSIS_SAMPLE_RATE = 16_000
 _GAP_TOLERANCE_S = 0.1
 
 
-def single_threaded_torch() -> None:
-    """Run torch ops (here: resampling) on the calling thread only.
-
-    For ingest-only processes: a 0.5 s chunk resamples in ~1-2 ms on one thread but took
-    13-33 ms with torch's default intra-op pool on this loaded 2-core box (thread wake-ups
-    cost more than the work). Not done at import: processes that also run inference choose.
-    """
-    torch.set_num_threads(1)
-
-
 def ingest_trail(*, capture_ts: float, received: float, emitted: float | None = None) -> TimingTrail:
     """A timing trail with the capture time and one ``ingest`` stamp."""
     stamp = StageStamp(stage="ingest", received=received, emitted=wall_clock() if emitted is None else emitted)

@@ -2,13 +2,15 @@
 
 The supervisor reserves the public port (bound with ``SO_REUSEPORT``, never listening,
 so ``--port 0`` gives every worker the same port), creates the runtime directory that
-holds the workers' registry, restarts a worker that dies, forwards SIGTERM/SIGINT to all
-workers and exits when they have stopped. A worker that keeps dying right after start
+holds the workers' registry, restarts a worker that dies, and on SIGTERM/SIGINT (handled by
+``shared.service.run_service``, which calls :meth:`WorkerSupervisor.stop`) stops all workers
+and returns once they have stopped. A worker that keeps dying right after start
 (``CRASH_LOOP`` times in a row) stops the whole service with an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -19,9 +21,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from shared.log import get_logger
+from shared.service import ServiceError
 
 log = get_logger(__name__)
 
@@ -31,8 +33,8 @@ _READY_TIMEOUT_S = 120.0
 _STOP_TIMEOUT_S = 15.0
 
 
-class SupervisorError(Exception):
-    """The workers could not be started or kept running; the message says why."""
+class SupervisorError(ServiceError):
+    """The workers could not be started or kept running; the message says why (exit status 1)."""
 
 
 @dataclass
@@ -97,12 +99,12 @@ class WorkerSupervisor:
                 return False
         return True
 
-    def _on_signal(self, signum: int, _: FrameType | None) -> None:
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop the workers and return (safe to call from a signal handler)."""
         self._stopping = True
 
-    def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT; returns the exit status."""
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    async def run(self) -> None:
+        """Supervise until :meth:`stop`; raises :class:`SupervisorError` when workers cannot run."""
         try:
             for index in range(self.workers):
                 self._start(index)
@@ -111,20 +113,14 @@ class WorkerSupervisor:
                 self._check()
                 if time.monotonic() > deadline:
                     raise SupervisorError(f"workers did not start within {_READY_TIMEOUT_S:.0f} s; see their log")
-                time.sleep(0.1)
+                await asyncio.sleep(0.1)
             if not self._stopping:
                 print(f"ingest listening on http://{self.host}:{self.port}/join ({self.workers} workers)", flush=True)
             while not self._stopping:
                 self._check()
-                time.sleep(0.2)
-            return 0
-        except SupervisorError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+                await asyncio.sleep(0.2)
         finally:
-            self._stop_all()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._stop_all()  # blocks up to _STOP_TIMEOUT_S: nothing else runs on this loop
             self._reserved.close()
             if self._own_dir:
                 shutil.rmtree(self.runtime_dir, ignore_errors=True)

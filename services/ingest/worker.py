@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.whip import WhipError
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
+from shared.service import ServiceContext, ServiceError
 from shared.settings import CommonSettings
 from shared.transport.factory import Transports
 
@@ -168,16 +168,19 @@ def create_worker_app(
     return app
 
 
-async def serve_worker(*, app: web.Application, identity: WorkerIdentity, host: str, port: int) -> None:
+async def serve_worker(
+    *, app: web.Application, identity: WorkerIdentity, host: str, port: int, service: ServiceContext
+) -> None:
     """Serve on the shared public port and a private loopback port until SIGTERM/SIGINT or parent exit."""
+    stop = asyncio.Event()
+    service.on_stop(stop.set)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        try:
+            await web.TCPSite(runner, host, port, reuse_port=True).start()
+        except OSError as exc:
+            raise ServiceError(f"ingest worker cannot serve on {host}:{port} ({exc.strerror})") from exc
         private = web.TCPSite(runner, "127.0.0.1", 0)
         await private.start()
         private_port = private._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

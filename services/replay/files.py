@@ -16,6 +16,7 @@ from services.replay.report_files import ReportPaths, write_report
 from services.replay.settings import ReplaySettings
 from shared.contracts.events import Role
 from shared.contracts.report import Report
+from shared.torch_threads import torch_threads
 
 
 @contextlib.contextmanager
@@ -41,21 +42,6 @@ def native_stderr_muted(enabled: bool = True) -> Iterator[TextIO]:
         os.close(saved)
         os.close(devnull)
         real.close()
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch intra-op threads for a while (0 = leave as is): the fusion model is tiny, and a second
-    thread only contends with decoding and perception on a 2-core box."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def media_name(location: str) -> str:
@@ -124,7 +110,7 @@ def replay_file(
             prepare_frame=prefetch.submit if prefetch is not None else None,
         )
         try:
-            with torch_threads(inference.torch_threads):
+            with torch_threads(inference.torch_threads):  # the fusion model is tiny: more threads only contend
                 report, stats = run_replay(job)  # loads the engine while decoding starts
         finally:
             engine.close()

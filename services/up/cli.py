@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-from typing import Any
+import functools
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.up.app import UpSettings
+    from shared.settings import CommonSettings
 
 
 def register(sub: Any) -> None:
@@ -16,59 +21,35 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_up)
 
 
-def _up(args: argparse.Namespace) -> int:
-    import sys
-
-    from pydantic import ValidationError
-
+def _settings(common: CommonSettings) -> UpSettings:
     from services.aggregator.settings import AggregatorSettings
-    from services.core_commands import check_all_settings
-    from services.gateway.serving import serve
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
     from services.ingest.settings import IngestSettings
-    from services.up.app import UpSettings, create_up_app
-    from shared.log import setup_logging
-    from shared.metrics import default_metrics
-    from shared.settings import CommonSettings, SettingsError
+    from services.up.app import UpSettings
+    from shared.service import EXIT_BAD_SETTINGS, ServiceError
+
+    settings = UpSettings(
+        common=common,
+        gateway=GatewaySettings(),
+        ingest=IngestSettings(),
+        inference=InferenceSettings(),
+        aggregator=AggregatorSettings(),
+    )
+    if common.transport != "memory":
+        raise ServiceError(
+            "`classpulse up` runs on memory transports; unset CLASSPULSE_TRANSPORT, or run the services "
+            "separately (classpulse ingest|inference|aggregator|gateway)",
+            code=EXIT_BAD_SETTINGS,
+        )
+    return settings
+
+
+def _up(args: argparse.Namespace) -> int:
+    from services.up.service import serve_up
+    from shared.service import run_service
 
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
-    try:
-        check_all_settings()
-        settings = UpSettings(
-            common=CommonSettings(),
-            gateway=GatewaySettings(),
-            ingest=IngestSettings(),
-            inference=InferenceSettings(),
-            aggregator=AggregatorSettings(),
-        )
-    except (SettingsError, ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    common = settings.common
-    if common.transport != "memory":
-        print(
-            "error: `classpulse up` runs on memory transports; unset CLASSPULSE_TRANSPORT, or run the services "
-            "separately (classpulse ingest|inference|aggregator|gateway)",
-            file=sys.stderr,
-        )
-        return 2
-    setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
-    app = create_up_app(settings=settings, metrics=default_metrics())
-    try:
-        asyncio.run(
-            serve(
-                app,
-                host=args.host,
-                port=args.port,
-                banner=lambda url: f"ClassPulse is up: {url}/  (join: /join, dashboard: /dashboard)",
-            )
-        )
-    except OSError as exc:
-        print(
-            f"error: cannot serve on {args.host}:{args.port} ({exc.strerror}); choose another --port", file=sys.stderr
-        )
-        return 1
-    return 0
+    return run_service("up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port))

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from services.gateway.serving import PathOnlyAccessLogger
+from shared.serving import PathOnlyAccessLogger
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,60 @@
+"""Both log formatters write the ``extra={...}`` fields of a call, apart from the personal data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+
+from shared.log import JsonFormatter, TextFormatter, pii
+
+pytestmark = pytest.mark.unit
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    """A record as ``log.info(msg, extra=extra)`` makes it (logging copies ``extra`` onto the record)."""
+    logger = logging.getLogger("t")
+    return logger.makeRecord("t", logging.INFO, __file__, 1, "engine %s -> %s", ("loading", "ready"), None, extra=extra)
+
+
+def test_json_lines_carry_extra_fields_as_typed_keys() -> None:
+    line = json.loads(JsonFormatter(redact_pii=False).format(_record(seconds=2.5, port=9103, topics=["a", "b"])))
+    assert line["msg"] == "engine loading -> ready"
+    assert line["seconds"] == 2.5 and line["port"] == 9103 and line["topics"] == ["a", "b"]
+    assert "pii" not in line
+    assert not {"lineno", "args", "levelno", "pathname", "threadName", "exc_info"} & set(line)
+
+
+def test_text_lines_append_extra_fields_as_key_value() -> None:
+    text = TextFormatter(redact_pii=False).format(_record(seconds=2.5, port=9103))
+    assert text.endswith("t: engine loading -> ready seconds=2.5 port=9103")
+    assert "lineno" not in text
+
+
+def test_pii_stays_apart_from_the_fields_and_is_redactable() -> None:
+    record = _record(port=8080, **pii(participant="alice"))
+    line = json.loads(JsonFormatter(redact_pii=False).format(record))
+    assert line["port"] == 8080 and line["pii"] == {"participant": "alice"} and "participant" not in line
+    redacted = json.loads(JsonFormatter(redact_pii=True).format(record))
+    assert redacted["port"] == 8080 and "alice" not in json.dumps(redacted)
+    text = TextFormatter(redact_pii=False).format(record)
+    assert text.endswith("port=8080 [participant=alice]")
+    assert "alice" not in TextFormatter(redact_pii=True).format(record)
+
+
+def test_an_extra_field_never_overwrites_the_line_itself() -> None:
+    line = json.loads(JsonFormatter(redact_pii=False).format(_record(level="hot", msg_count=3)))
+    assert line["level"] == "info" and line["extra_level"] == "hot" and line["msg_count"] == 3
+
+
+def test_extra_fields_come_before_a_traceback_on_text_lines() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("t").makeRecord(
+            "t", logging.ERROR, __file__, 1, "batch failed", (), sys.exc_info(), extra={"count": 2}
+        )
+    first, *rest = TextFormatter(redact_pii=False).format(record).splitlines()
+    assert first.endswith("batch failed count=2") and rest[-1] == "ValueError: boom"

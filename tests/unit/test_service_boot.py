@@ -1,0 +1,102 @@
+"""``shared.service.run_service``: one boot path (settings check, clean stop on a signal, exit codes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.service import Runtime, ServiceContext, ServiceError, run_service
+from shared.settings import CommonSettings
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _common(common: CommonSettings) -> CommonSettings:
+    return common
+
+
+def test_an_unknown_variable_exits_2_before_the_service_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[bool] = []
+
+    async def main(_: CommonSettings, __: ServiceContext) -> None:
+        started.append(True)
+
+    monkeypatch.setenv("CLASSPULSE_LOG_LEVL", "DEBUG")
+    assert run_service("t", settings=_common, main=main) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "did you mean CLASSPULSE_LOG_LEVEL" in err and not started
+
+
+def test_a_service_error_is_one_line_with_its_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    async def main(_: CommonSettings, __: ServiceContext) -> None:
+        raise ServiceError("cannot serve on 127.0.0.1:1 (Permission denied)", code=3)
+
+    assert run_service("t", settings=_common, main=main, runtime=lambda _: Runtime()) == 3
+    assert capsys.readouterr().err == "error: cannot serve on 127.0.0.1:1 (Permission denied)\n"
+
+
+def test_sigterm_cancels_the_service_which_cleans_up_and_exits_0() -> None:
+    closed: list[str] = []
+
+    async def main(_: CommonSettings, __: ServiceContext) -> None:
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+        try:
+            await asyncio.sleep(30)
+        finally:
+            closed.append("transports")
+
+    assert run_service("t", settings=_common, main=main) == 0
+    assert closed == ["transports"]
+
+
+def test_a_registered_stop_callback_stops_gracefully_instead() -> None:
+    async def main(_: CommonSettings, service: ServiceContext) -> int:
+        stop = asyncio.Event()
+        service.on_stop(stop.set)
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
+        await stop.wait()
+        return 0
+
+    assert run_service("t", settings=_common, main=main) == 0
+
+
+def test_one_env_file_serves_every_service() -> None:
+    """`classpulse ingest` accepts another service's variable (the root CLI registers them all)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
+    env.update(CLASSPULSE_INFERENCE_TORCH_THREADS="1", CLASSPULSE_AGGREGATOR_ENGINE="plain")
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "ingest", "--workers", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--workers must be a number" in done.stderr and "unknown" not in done.stderr
+
+
+@pytest.mark.parametrize("service", ["ingest", "inference", "aggregator", "gateway"])
+def test_services_need_no_composition_root_to_check_settings(service: str) -> None:
+    """The all-settings check lives in shared/; no service imports the CLI's composition roots."""
+    import ast
+
+    for path in (REPO / "services" / service).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not {"services.cli", "services.core_commands"} & set(names), f"{path} imports {names}"
