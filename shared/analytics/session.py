@@ -287,16 +287,16 @@ class SessionAggregator:
             since = p.absent_since
             if since is None and p.last_end is not None and t - p.last_end > cfg.max_gap_s:
                 since = p.last_end
-            if since is not None and t - since >= cfg.away_after_s and not self.alerts.is_open("away", pid):
+            if since is not None and t - since >= cfg.away_after_s - _EPS and not self.alerts.is_open("away", pid):
                 p.absent_since = since
                 self._emit(self.alerts.raise_("away", pid, since=since, at=since + cfg.away_after_s,
                                               origin=origin, threshold=cfg.away_after_s))
             cam = p.camera_off_since
-            if cam is not None and t - cam >= cfg.camera_off_after_s:
+            if cam is not None and t - cam >= cfg.camera_off_after_s - _EPS:
                 self._emit(self.alerts.raise_("camera_off", pid, since=cam, at=cam + cfg.camera_off_after_s,
                                               origin=origin, threshold=cfg.camera_off_after_s))
         quiet = self._silence_since
-        if quiet is not None and t - quiet >= cfg.silence_after_s:
+        if quiet is not None and t - quiet >= cfg.silence_after_s - _EPS:
             self._emit(self.alerts.raise_("silence", None, since=quiet, at=quiet + cfg.silence_after_s,
                                           origin=origin, minutes=cfg.silence_after_s / 60.0))
 
