@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services.cli import build_parser
 
@@ -58,3 +59,10 @@ def test_grafana_mounts_existing_provisioning_and_dashboards() -> None:
     assert list((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
     provider = (REPO / "deploy" / "grafana" / "provisioning" / "dashboards" / "classpulse.yml").read_text()
     assert "/var/lib/grafana/dashboards" in provider and "/var/lib/grafana/dashboards:ro" in COMPOSE
+
+
+def test_every_container_restarts_when_it_exits() -> None:
+    services = yaml.safe_load(COMPOSE)["services"]  # resolves the x-classpulse anchor's merge
+    assert {"ingest", "inference", "aggregator", "gateway", "kafka", "redis"} <= set(services)
+    never = {name for name, s in services.items() if s.get("restart") not in ("unless-stopped", "always", "on-failure")}
+    assert not never, f"services without a restart policy: {sorted(never)}"
