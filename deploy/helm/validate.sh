@@ -31,7 +31,7 @@ go_tool() {
   go=$(go_bin)
   if [ -x "$dir/$name" ]; then
     # the module version recorded in the binary, not a name on disk, decides
-    if [ -z "$go" ] || "$go" version -m "$dir/$name" | grep -qE "^[[:space:]]+mod[[:space:]]+$module[[:space:]]+$version[[:space:]]"; then
+    if [ -z "$go" ] || "$go" version -m "$dir/$name" | grep -qE "^[[:space:]]+mod[[:space:]]+${module}[[:space:]]+${version}[[:space:]]"; then
       echo "$dir/$name"; return
     fi
   fi
