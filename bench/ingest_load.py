@@ -27,6 +27,14 @@ workers' own ``/metrics`` (``classpulse_messages_total{stage="ingest"}``), and a
 consumer in its own process (CPU reported apart) reads the Redis stream for latency:
 
     python -m bench.ingest_load --students 10 20 40 --workers 1 2 --seconds 20
+
+Memory per process in those runs: the RSS of the supervisor and of each worker (``--workers 1``:
+the single process) once it serves and before any publisher connects (idle), at the end of the
+measured window (loaded) and its peak (VmHWM). ``--trees A B`` runs each (N, W) once per source
+tree, side by side, with the server started from that tree (``PYTHONPATH=A``, the publishers and
+consumer from this one), e.g. main before and a branch after a change:
+
+    python -m bench.ingest_load --students 10 --workers 1 2 --seconds 20 --trees /work/main .
 """
 
 from __future__ import annotations
@@ -73,10 +81,8 @@ async def _serve(port: int) -> None:
     from services.ingest.settings import IngestSettings
     from shared.metrics import Metrics
     from shared.settings import CommonSettings
-    from shared.torch_threads import set_torch_threads
     from shared.transport.factory import build_transports
 
-    set_torch_threads(1)  # as `classpulse ingest` does
     common = CommonSettings(token_secret=SECRET)  # type: ignore[arg-type]
     metrics = Metrics(CollectorRegistry())
     transports = build_transports(common, metrics=metrics)
@@ -220,8 +226,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env or _env(), text=True)
+def _spawn(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env or _env(), text=True, cwd=cwd)
 
 
 async def _run_one(n: int, *, seconds: float, warmup: float, media: Path | None) -> dict[str, object]:
@@ -309,16 +315,31 @@ async def _scrape_all(http: aiohttp.ClientSession, urls: list[str]) -> dict[str,
     return total
 
 
-def _rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+    return round(next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024, 1)
+
+
+def _memory(roles: dict[str, int]) -> dict[str, float]:
+    """RSS in MB of each process, by role (``supervisor``, ``worker0``, ...)."""
+    return {role: _status_mb(pid, "VmRSS") for role, pid in roles.items()}
 
 
 async def _run_workers(
-    n: int, workers: int, *, seconds: float, warmup: float, media: Path, redis_url: str, kafka: str, tmp: Path
+    n: int,
+    workers: int,
+    *,
+    seconds: float,
+    warmup: float,
+    media: Path,
+    redis_url: str,
+    kafka: str,
+    tmp: Path,
+    tree: Path | None = None,
 ) -> dict[str, object]:
-    """One run through the real ``classpulse ingest --workers W`` on Redis + Kafka."""
-    port, runtime = _free_port(), tmp / f"run-{n}-{workers}"
+    """One run through the real ``classpulse ingest --workers W`` on Redis + Kafka (from ``tree``)."""
+    port = _free_port()
+    runtime = tmp / f"run-{n}-{workers}-{tree.name if tree else 'here'}-{port}"
     env = _env() | {
         "CLASSPULSE_TRANSPORT": "distributed", "CLASSPULSE_REDIS_URL": redis_url, "CLASSPULSE_KAFKA_BOOTSTRAP": kafka,
         "CLASSPULSE_INGEST_MAX_PUBLISHERS": "200", "CLASSPULSE_MEDIA_STREAM_MAXLEN": str(_MAXLEN),
@@ -327,7 +348,8 @@ async def _run_workers(
     assert consumer.stdout is not None
     curl = f"http://127.0.0.1:{json.loads(await asyncio.to_thread(consumer.stdout.readline))['port']}"
     cmd = [sys.executable, "-m", "services.cli", "ingest", "--workers", str(workers), "--port", str(port)]
-    server = _spawn([*cmd, "--runtime-dir", str(runtime)], env)
+    server_env = env | ({"PYTHONPATH": str(tree)} if tree is not None else {})
+    server = _spawn([*cmd, "--runtime-dir", str(runtime)], server_env, cwd=tree)
     procs = [consumer, server]
     try:
         assert server.stdout is not None
@@ -336,10 +358,14 @@ async def _run_workers(
             raise RuntimeError(f"ingest did not start: {line.strip()!r}")
         url = f"http://127.0.0.1:{port}"
         pids, metric_urls = [server.pid], [url]
+        roles = {"worker0": server.pid}
         if workers > 1:
             registry = [json.loads((runtime / f"worker-{i}.json").read_text()) for i in range(workers)]
             pids += [r["pid"] for r in registry]
             metric_urls = [f"http://127.0.0.1:{r['port']}" for r in registry]
+            roles = {"supervisor": server.pid} | {f"worker{i}": r["pid"] for i, r in enumerate(registry)}
+        await asyncio.sleep(2.0)  # serving, no publisher yet: every import and the app are in
+        idle = _memory(roles)
         sims = []
         for j, start in enumerate(range(0, n, _PER_SIM)):  # <= 20 publishers per simulate process
             count = min(_PER_SIM, n - start)
@@ -364,7 +390,8 @@ async def _run_workers(
             m1 = await _scrape_all(http, metric_urls)
             stats = await (await http.get(curl + "/bench/stats")).json()
             split = [(await (await http.get(u + "/healthz")).json())["publishers"] for u in metric_urls]
-            rss = sum(_rss_mb(p) for p in pids)
+            loaded = _memory(roles)
+            peak = {role: _status_mb(pid, "VmHWM") for role, pid in roles.items()}
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -387,10 +414,13 @@ async def _run_workers(
         "drops": drops | ({"kernel_udp": udp_drops} if udp_drops else {}),
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
         "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
-        "server_rss_mb": round(rss, 1),
+        "server_rss_mb": round(sum(loaded.values()), 1),
+        "rss_idle_mb": idle,
+        "rss_loaded_mb": loaded,
+        "rss_peak_mb": peak,
         "window_s": round(elapsed, 1),
         "publishers_per_worker": split,
-    }
+    } | ({"tree": str(tree)} if tree is not None else {})
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -411,17 +441,19 @@ async def _main(args: argparse.Namespace) -> None:
             media = await asyncio.to_thread(default_clip, Path(tmp), seconds=20.0)
         for n in args.students:
             for workers in args.workers or [None]:
-                load = os.getloadavg()[0]
-                if workers is None:
-                    result = await _run_one(n, seconds=args.seconds, warmup=args.warmup, media=media)
-                else:
-                    result = await _run_workers(
-                        n, workers, seconds=args.seconds, warmup=args.warmup, media=media,
-                        redis_url=_bench_redis(args.redis_url), kafka=args.kafka, tmp=Path(tmp),
-                    )  # fmt: skip
-                results.append(result)
-                _print_row(result)
-                print(f"    (load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)", flush=True)
+                for tree in args.trees or [None]:
+                    load = os.getloadavg()[0]
+                    if workers is None:
+                        result = await _run_one(n, seconds=args.seconds, warmup=args.warmup, media=media)
+                    else:
+                        result = await _run_workers(
+                            n, workers, seconds=args.seconds, warmup=args.warmup, media=media,
+                            redis_url=_bench_redis(args.redis_url), kafka=args.kafka, tmp=Path(tmp),
+                            tree=tree.resolve() if tree is not None else None,
+                        )  # fmt: skip
+                    results.append(result)
+                    _print_row(result)
+                    print(f"    (load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
@@ -435,6 +467,12 @@ def _print_row(r: dict[str, object]) -> None:
         + (f"  (publishers per worker {r['publishers_per_worker']})" if "publishers_per_worker" in r else ""),
         flush=True,
     )
+    if "rss_idle_mb" in r:
+        idle, loaded, peak = r["rss_idle_mb"], r["rss_loaded_mb"], r["rss_peak_mb"]
+        assert isinstance(idle, dict) and isinstance(loaded, dict) and isinstance(peak, dict)
+        parts = [f"{role} {idle[role]:.0f} / {loaded[role]:.0f} / {peak[role]:.0f}" for role in idle]
+        tree = f" [{r['tree']}]" if "tree" in r else ""
+        print(f"    RSS MB idle / loaded / peak{tree}: " + "; ".join(parts), flush=True)
 
 
 def main() -> None:
@@ -449,11 +487,17 @@ def main() -> None:
         "--workers", type=int, nargs="+", default=None,
         help="run each N with these worker counts through `classpulse ingest --workers W` on Redis + Kafka",
     )  # fmt: skip
+    parser.add_argument(
+        "--trees", type=Path, nargs="+", default=None,
+        help="with --workers: run each N and W once per source tree (server from that tree), side by side",
+    )  # fmt: skip
     parser.add_argument("--redis-url", default=os.environ.get("CLASSPULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--kafka", default=os.environ.get("CLASSPULSE_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--consume", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
+    if args.trees and not args.workers:
+        parser.error("--trees needs --workers (the runs through `classpulse ingest`)")
     if args.serve:
         asyncio.run(_serve(args.port))
     elif args.consume:

@@ -50,7 +50,7 @@ def _worker_count(value: str) -> int | None:
 def _ingest(args: argparse.Namespace) -> int:
     from services.ingest.service import IngestPlan, serve_ingest
     from services.ingest.settings import IngestSettings
-    from shared.service import EXIT_BAD_SETTINGS, Runtime, ServiceError, run_service
+    from shared.service import EXIT_BAD_SETTINGS, ServiceError, run_service
     from shared.settings import CommonSettings
 
     def plan(common: CommonSettings) -> IngestPlan:
@@ -77,12 +77,9 @@ def _ingest(args: argparse.Namespace) -> int:
             runtime_dir=args.runtime_dir,
         )
 
-    # Processes that decode media run torch ops (audio resampling) on one thread: a 0.5 s chunk
-    # resamples in ~1-2 ms on one thread but took 13-33 ms with torch's default intra-op pool on
-    # a loaded 2-core box (thread wake-ups cost more than the work).
-    return run_service(
-        "ingest", settings=plan, main=serve_ingest, runtime=lambda p: Runtime(torch_threads=1 if p.decodes_media else 0)
-    )
+    # Ingest never imports torch (audio is resampled by FFmpeg through PyAV), so there is no
+    # torch thread count to set: the default Runtime keeps it that way.
+    return run_service("ingest", settings=plan, main=serve_ingest)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@
   :class:`~shared.contracts.media.VideoFrame` whenever the media clock crosses the next
   analysis tick (default 5 fps). Only emitted frames are converted and resized (OpenCV,
   ``INTER_AREA``), so skipped frames cost nothing beyond their decode.
-* :class:`AudioChunker` turns decoded audio of any rate/layout into fixed chunks (default
-  0.5 s) of 16 kHz mono float32, resampled with torchaudio.
+* :class:`AudioChunker` turns decoded audio of any rate/layout/sample format into fixed chunks
+  (default 0.5 s) of 16 kHz mono float32, converted by FFmpeg's resampler through PyAV
+  (``av.AudioResampler``): no torch in ingest.
 
 Timing: the caller passes ``capture_ts`` (wall clock of the media) and ``received`` (when
 ingest got the frame); each message carries an ``ingest`` stage stamp.
@@ -14,20 +15,23 @@ ingest got the frame); each message carries an ``ingest`` stage stamp.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import av
 import cv2
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from torchaudio.transforms import Resample
 
 from shared.contracts.events import Role
 from shared.contracts.media import AudioChunk, VideoFrame
 from shared.contracts.timing import StageStamp, TimingTrail, wall_clock
 
 ANALYSIS_SAMPLE_RATE = 16_000
-_GAP_TOLERANCE_S = 0.1
+_GAP_TOLERANCE_S = 0.1  # timestamps further than this from the sample count: a gap (restart)
+_FILL_MIN_S = 0.002  # a smaller forward jump is timestamp rounding (e.g. mkv's 1 ms), not a gap
+# swresample's downmix adds channels at -3 dB each and, for float output, does not normalise
+# (L = R gives 1.41 L); capping the matrix at 1 makes stereo -> mono the channel mean.
+_RESAMPLER_OPTIONS = {"rematrix_maxval": "1.0"}
 
 
 def ingest_trail(*, capture_ts: float, received: float, emitted: float | None = None) -> TimingTrail:
@@ -109,41 +113,23 @@ class FrameSampler:
         return msg
 
 
-_SCALE = {np.dtype(np.int16): 1 / 32768.0, np.dtype(np.int32): 1 / 2147483648.0}
-
-
-def audio_to_mono(frame: av.AudioFrame) -> NDArray[np.float32]:
-    """Decoded audio (any sample format, packed or planar, any layout) as mono float32 in [-1, 1].
-
-    Called for every 20 ms frame of every WHIP stream, so it uses few numpy passes.
-    """
-    data = frame.to_ndarray()
-    channels = frame.layout.nb_channels
-    arr = data.reshape(channels, -1) if frame.format.is_planar else data.reshape(-1, channels).T
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr.astype(np.float32).mean(axis=0) / 128.0 - 1.0, dtype=np.float32)
-    scale = _SCALE.get(arr.dtype, 1.0)
-    if channels == 1:
-        mono = arr[0].astype(np.float32)
-    elif channels == 2:
-        mono = arr[0].astype(np.float32)
-        mono += arr[1]
-        scale *= 0.5
-    else:
-        mono = arr.astype(np.float32).mean(axis=0)
-    if scale != 1.0:
-        mono *= np.float32(scale)
-    return np.ascontiguousarray(mono, dtype=np.float32)
-
-
 class AudioChunker:
-    """Buffers decoded audio at its own rate and emits fixed 16 kHz mono chunks.
+    """Resamples decoded audio as one continuous stream and cuts fixed 16 kHz mono chunks.
 
-    Each chunk is resampled as one block (torchaudio, cached kernel per input rate).
-    ``media_time`` is the chunk's first sample; ``capture_ts`` is the wall-clock time of
-    its *last* sample (``capture_start + duration``, never after the frame that completed
-    it arrived), since a chunk exists only once it is complete. A gap in the input
-    timestamps drops the partial chunk and restarts.
+    Frames go straight into FFmpeg's resampler (``av.AudioResampler``: any sample format,
+    layout and rate in; ``flt`` mono at 16 kHz out; stereo becomes the channel mean), which
+    keeps its filter state across frames, so chunk edges carry no artefacts. Its output is
+    time-aligned with the input but holds back about 1 ms (the filter's look-ahead): a chunk
+    is complete once the next frame arrives, or on :meth:`flush` at the end of the stream.
+
+    Timing comes from counting samples: ``media_time`` of chunk ``k`` of a run is the run's
+    start plus ``k`` chunk durations, exactly. Input timestamps only check the count: a
+    forward jump of up to 0.1 s (a lost 20 ms Opus packet) is filled with silence so later
+    chunks stay on time; a larger jump, or one backwards, drops the partial chunk and starts
+    a new run (``gaps``). ``capture_ts`` is the wall-clock time of a chunk's *last* sample
+    (from the newest frame's capture time, never after that frame arrived), since a chunk
+    exists only once it is complete. A change of rate, layout or sample format starts a new
+    run too.
     """
 
     def __init__(
@@ -164,31 +150,53 @@ class AudioChunker:
         self.sample_rate = sample_rate
         self.seq = 0
         self.gaps = 0
-        self._rate: int | None = None
-        self._resampler: Resample | None = None
+        self.filled_s = 0.0  # silence inserted for small forward jumps (lost packets)
+        self._block = max(1, round(chunk_s * sample_rate))  # output samples per chunk
+        self._input: tuple[str, str, int] | None = None  # (format, layout, rate) of the current run
+        self._resampler: av.AudioResampler | None = None
+        self._run_start = 0.0  # media time of the run's first sample
+        self._fed = 0  # input samples given to the resampler in this run (silence included)
+        self._emitted = 0  # output samples emitted in chunks in this run
         self._parts: list[NDArray[np.float32]] = []
-        self._buffered = 0
-        self._start_time = 0.0  # media time of the first buffered sample
-        self._start_capture = 0.0  # wall clock of the first buffered sample
+        self._buffered = 0  # output samples waiting for a chunk
+        self._offset = 0.0  # capture_ts - media_time, from the newest frame
         self._received = 0.0
 
     @property
     def pending_start(self) -> float | None:
-        """Media time of the first sample not yet emitted in a chunk (None when nothing is buffered)."""
-        return self._start_time if self._buffered else None
+        """Media time of the first sample not yet emitted in a chunk (None when nothing is pending)."""
+        if self._input is None or self._fed * self.sample_rate <= self._emitted * self._input[2]:
+            return None
+        return self._chunk_start()
 
-    def _block(self) -> int:
-        assert self._rate is not None
-        return max(1, round(self.chunk_s * self._rate))
+    def _chunk_start(self) -> float:
+        return self._run_start + self._emitted / self.sample_rate
 
     def push(
         self, frame: av.AudioFrame, *, media_time: float, capture_ts: float, received: float | None = None
     ) -> list[AudioChunk]:
         """Offer one decoded audio frame; returns the chunks it completed (often none)."""
-        mono = audio_to_mono(frame)
-        return self.push_samples(
-            mono, rate=frame.sample_rate, media_time=media_time, capture_ts=capture_ts, received=received
-        )
+        rate = frame.sample_rate
+        if rate <= 0:
+            raise ValueError("sample rate must be > 0")
+        now = wall_clock() if received is None else received
+        key = (frame.format.name, frame.layout.name, rate)
+        if key != self._input:
+            self._restart(key, media_time)
+        elif self._fed:
+            expected = self._run_start + self._fed / rate
+            ahead = media_time - expected
+            if ahead > _GAP_TOLERANCE_S or ahead < -_GAP_TOLERANCE_S:
+                self.gaps += 1
+                self._restart(key, media_time)
+            elif ahead > _FILL_MIN_S:
+                self._fill(frame, round(ahead * rate))
+        # Re-derive the wall clock from the newest frame, so clock updates apply at once.
+        self._offset = capture_ts - (self._run_start + self._fed / rate)
+        self._received = now
+        self._fed += frame.samples
+        self._resample(frame)
+        return self._cut()
 
     def push_samples(
         self,
@@ -199,45 +207,72 @@ class AudioChunker:
         capture_ts: float,
         received: float | None = None,
     ) -> list[AudioChunk]:
-        """Offer mono float32 samples at ``rate`` starting at ``media_time``."""
+        """Offer mono float32 samples at ``rate`` starting at ``media_time`` (tests, tools)."""
         if rate <= 0:
             raise ValueError("sample rate must be > 0")
-        now = wall_clock() if received is None else received
-        if self._rate != rate:
-            self._reset(rate)
-        if self._buffered:
-            expected = self._start_time + self._buffered / rate
-            if abs(media_time - expected) > _GAP_TOLERANCE_S:
-                self.gaps += 1
-                self._reset(rate)
-        if not self._buffered:
-            self._start_time = max(0.0, media_time)
-        # Re-derive the chunk's start from the newest mapping, so clock updates apply at once.
-        self._start_capture = capture_ts - self._buffered / rate
-        self._parts.append(samples)
-        self._buffered += len(samples)
-        self._received = now
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate = rate
+        return self.push(frame, media_time=media_time, capture_ts=capture_ts, received=received)
+
+    def flush(self) -> list[AudioChunk]:
+        """End of stream: drain the resampler's held-back samples, return the chunks that completes.
+
+        A partial chunk is dropped; the next frame starts a new run.
+        """
         out: list[AudioChunk] = []
-        block = self._block()
-        while self._buffered >= block:
-            out.append(self._emit(block))
+        if self._resampler is not None and self._fed:
+            self._take(self._resampler.resample(None))
+            out = self._cut()
+        self._input = None
+        self._resampler = None
+        self._parts, self._buffered, self._fed, self._emitted = [], 0, 0, 0
         return out
 
-    def _reset(self, rate: int) -> None:
-        if rate != self._rate:
-            self._rate = rate
-            self._resampler = None if rate == self.sample_rate else Resample(rate, self.sample_rate)
-        self._parts = []
-        self._buffered = 0
+    def _restart(self, key: tuple[str, str, int], media_time: float) -> None:
+        self._input = key
+        self._resampler = av.AudioResampler(
+            format="flt", layout="mono", rate=self.sample_rate, options=_RESAMPLER_OPTIONS
+        )
+        self._run_start = max(0.0, media_time)
+        self._parts, self._buffered, self._fed, self._emitted = [], 0, 0, 0
 
-    def _emit(self, block: int) -> AudioChunk:
-        assert self._rate is not None
-        data = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
-        head, rest = data[:block], data[block:]
-        self._parts = [rest] if len(rest) else []
-        self._buffered = len(rest)
-        wave = self._resample(head)
-        duration = block / self._rate
+    def _fill(self, like: av.AudioFrame, samples: int) -> None:
+        silence = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=samples)
+        silence.sample_rate = like.sample_rate
+        zero = 128 if like.format.name.startswith("u8") else 0
+        for plane in silence.planes:
+            plane.update(bytes([zero]) * plane.buffer_size)
+        self.filled_s += samples / like.sample_rate
+        self._fed += samples
+        self._resample(silence)
+
+    def _resample(self, frame: av.AudioFrame) -> None:
+        assert self._resampler is not None
+        self._take(self._resampler.resample(frame))
+
+    def _take(self, frames: Sequence[av.AudioFrame | None]) -> None:
+        for out in frames:
+            if out is not None and out.samples:  # a pass-through flush gives [None]
+                data = out.to_ndarray().reshape(-1)
+                self._parts.append(np.asarray(data[: out.samples], dtype=np.float32))
+                self._buffered += out.samples
+
+    def _cut(self) -> list[AudioChunk]:
+        out: list[AudioChunk] = []
+        block = self._block
+        while self._buffered >= block:
+            data = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+            head, rest = data[:block], data[block:]
+            self._parts = [rest] if len(rest) else []
+            self._buffered = len(rest)
+            out.append(self._emit(np.clip(head, -1.0, 1.0)))
+        return out
+
+    def _emit(self, wave: NDArray[np.float32]) -> AudioChunk:
+        start = self._chunk_start()
+        end = start + len(wave) / self.sample_rate
         chunk = AudioChunk.from_waveform(
             wave,
             sample_rate=self.sample_rate,
@@ -245,19 +280,9 @@ class AudioChunker:
             participant=self.participant,
             role=self.role,
             seq=self.seq,
-            media_time=self._start_time,
-            timing=ingest_trail(
-                capture_ts=min(self._start_capture + duration, self._received), received=self._received
-            ),
+            media_time=start,
+            timing=ingest_trail(capture_ts=min(self._offset + end, self._received), received=self._received),
         )
         self.seq += 1
-        self._start_time += duration
-        self._start_capture += duration
+        self._emitted += len(wave)
         return chunk
-
-    def _resample(self, wave: NDArray[np.float32]) -> NDArray[np.float32]:
-        if self._resampler is None:
-            return np.clip(wave, -1.0, 1.0).astype(np.float32)
-        with torch.no_grad():
-            out = self._resampler(torch.from_numpy(np.ascontiguousarray(wave))).numpy()
-        return np.asarray(np.clip(out, -1.0, 1.0), dtype=np.float32)

@@ -22,11 +22,6 @@ class IngestPlan:
     worker_index: int | None  # set: this process is one worker started by the supervisor
     runtime_dir: Path | None
 
-    @property
-    def decodes_media(self) -> bool:
-        """Single process and workers decode media; the supervisor only watches processes."""
-        return self.worker_index is not None or self.workers == 1
-
 
 async def serve_ingest(plan: IngestPlan, service: ServiceContext) -> None:
     """Serve WHIP ingest until SIGINT/SIGTERM in the role the plan says."""

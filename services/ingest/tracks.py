@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from services.ingest.aiortc_hooks import SenderReportClock
 from services.ingest.publisher import StreamPublisher
 from services.ingest.sampling import AudioChunker, FrameSampler, frame_to_bgr
+from shared.contracts.media import AudioChunk
 from shared.contracts.timing import wall_clock
 from shared.metrics import Metrics
 
@@ -156,19 +157,27 @@ async def consume_audio(
     max_backlog: int,
     sender: SenderReportClock | None = None,
 ) -> None:
-    """Run until the track ends: cut 16 kHz mono chunks and publish each."""
+    """Run until the track ends: cut 16 kHz mono chunks and publish each (the last one on the end)."""
     clock = MediaClock()
     while True:
         try:
             frame = await track.recv()
         except MediaStreamError:
+            _publish_audio(chunker.flush(), publisher=publisher, observer=observer, arrival=wall_clock())
             return
         arrival = wall_clock()
         drain_backlog(track, limit=max_backlog * 4, metrics=metrics)
         if not isinstance(frame, av.AudioFrame):
             continue
         media_time, capture = _timing(frame, clock, sender, arrival)
-        for chunk in chunker.push(frame, media_time=media_time, capture_ts=capture, received=arrival):
-            wave = chunk.waveform()
-            observer.audio_frame(arrival, silent=float(np.sqrt(np.mean(wave * wave))) < SILENCE_RMS)
-            publisher.offer(chunk)
+        chunks = chunker.push(frame, media_time=media_time, capture_ts=capture, received=arrival)
+        _publish_audio(chunks, publisher=publisher, observer=observer, arrival=arrival)
+
+
+def _publish_audio(
+    chunks: list[AudioChunk], *, publisher: StreamPublisher, observer: TrackObserver, arrival: float
+) -> None:
+    for chunk in chunks:
+        wave = chunk.waveform()
+        observer.audio_frame(arrival, silent=float(np.sqrt(np.mean(wave * wave))) < SILENCE_RMS)
+        publisher.offer(chunk)

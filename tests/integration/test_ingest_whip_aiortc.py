@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -137,6 +138,9 @@ async def test_publishers_deliver_sampled_media_with_ids_and_timing(
             assert frames[-1].image().std() > 10
         else:
             assert 4 <= len(chunks) <= 8 and chunks[0].sample_rate == 16_000
+            # 48 kHz stereo Opus, resampled as one stream: chunks follow each other sample-exactly
+            assert all(abs(b.media_time - a.media_time - 0.5) < 1e-6 for a, b in itertools.pairwise(chunks))
+            assert all(len(c.waveform()) == 8000 for c in chunks)
             assert max(abs(c.waveform()).max() for c in chunks) > 0.1  # the tone bursts arrived
     assert ("student-1", "joined") in _lifecycle(server)
 

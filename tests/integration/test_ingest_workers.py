@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from services.ingest.simulate import EncodedClip, Simulation
 from services.ingest.worker import owner_of
 from shared.contracts.codec import decode_media
-from shared.contracts.media import VideoFrame
+from shared.contracts.media import AudioChunk, VideoFrame
 from shared.contracts.topics import MEDIA_STREAM
 from shared.testkit.clips import write_clip
 
@@ -83,6 +83,10 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> EncodedClip:
     return EncodedClip.load(write_clip(tmp_path_factory.mktemp("w") / "a.webm", seconds=4, video="vp8"))
 
 
+def _loaded_torch(pid: int) -> bool:
+    return "/torch/" in Path(f"/proc/{pid}/maps").read_text()
+
+
 async def _worker_info(url: str) -> dict[str, int]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
         async with http.get(url + "/ingest/worker") as resp:
@@ -119,6 +123,10 @@ async def test_two_workers_share_the_port_route_deletes_and_survive_a_crash(
         frames = [m for m in (decode_media(e[1][b"d"]) for e in entries) if m.session == unique]
         video = {m.participant for m in frames if isinstance(m, VideoFrame)}
         assert video == set(owners), f"video from {video}, publishers {owners}"
+        audio = {m.participant for m in frames if isinstance(m, AudioChunk)}
+        assert audio == set(owners), f"audio from {audio}, publishers {owners}"
+        for index in (0, 1):  # the workers decoded and resampled Opus without loading torch
+            assert not _loaded_torch(cluster.registry(index)["pid"]), f"ingest worker {index} loaded torch"
 
         # DELETE: the first through the shared port, the others sent to the NON-owner's private port
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from services.ingest.aiortc_hooks import SenderReportClock, ntp_to_unix
 from services.ingest.lifecycle import PresenceMonitor
 from services.ingest.publisher import StreamPublisher
-from services.ingest.sampling import AudioChunker, FrameSampler, audio_to_mono, resize_to_width
+from services.ingest.sampling import AudioChunker, FrameSampler, resize_to_width
 from services.ingest.tracks import MediaClock, drain_backlog
 from shared.contracts.codec import decode_media
 from shared.metrics import Metrics
@@ -75,15 +75,19 @@ def _audio(samples: np.ndarray, rate: int, layout: str, fmt: str) -> av.AudioFra
     return frame
 
 
-def test_audio_to_mono_handles_packed_int16_and_planar_float() -> None:
-    left = np.full(480, 16384, dtype=np.int16)
-    right = np.zeros(480, dtype=np.int16)
+def _mono_level(frame: av.AudioFrame) -> float:
+    chunker = AudioChunker(session="s", participant="p", chunk_s=0.01)
+    chunks = chunker.push(frame, media_time=0.0, capture_ts=0.0) + chunker.flush()
+    return float(np.concatenate([c.waveform() for c in chunks]).mean())
+
+
+def test_audio_chunker_downmixes_packed_int16_and_planar_float_to_the_channel_mean() -> None:
+    left = np.full(4800, 16384, dtype=np.int16)
+    right = np.zeros(4800, dtype=np.int16)
     packed = np.stack([left, right], axis=1).reshape(1, -1)
-    mono = audio_to_mono(_audio(packed, 48_000, "stereo", "s16"))
-    assert mono.dtype == np.float32 and mono.shape == (480,)
-    assert mono.mean() == pytest.approx(0.25, abs=1e-3)
-    planar = np.stack([np.full(480, 0.5, np.float32), np.full(480, -0.1, np.float32)])
-    assert audio_to_mono(_audio(planar, 48_000, "stereo", "fltp")).mean() == pytest.approx(0.2, abs=1e-5)
+    assert _mono_level(_audio(packed, 48_000, "stereo", "s16")) == pytest.approx(0.25, abs=1e-3)
+    planar = np.stack([np.full(4800, 0.5, np.float32), np.full(4800, -0.1, np.float32)])
+    assert _mono_level(_audio(planar, 48_000, "stereo", "fltp")) == pytest.approx(0.2, abs=1e-3)
 
 
 def test_audio_chunker_resamples_to_16k_fixed_chunks() -> None:
@@ -95,6 +99,7 @@ def test_audio_chunker_resamples_to_16k_fixed_chunks() -> None:
     for start in range(0, len(wave), 960):  # 20 ms Opus-sized frames
         block = wave[start : start + 960]
         chunks += chunker.push_samples(block, rate=rate, media_time=start / rate, capture_ts=500.0 + start / rate)
+    chunks += chunker.flush()  # the resampler holds ~1 ms back until the stream ends
     assert len(chunks) == 4
     assert [c.seq for c in chunks] == [0, 1, 2, 3]
     assert [c.media_time for c in chunks] == pytest.approx([0.0, 0.5, 1.0, 1.5])

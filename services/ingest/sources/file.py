@@ -201,6 +201,8 @@ class FileSource:
                 while heap and (heap[0][0] <= watermark or len(heap) > _REORDER_LIMIT):
                     emitted += 1
                     yield heapq.heappop(heap)[2]
+            for chunk in chunker.flush():  # the resampler's held-back samples complete the last chunk
+                heapq.heappush(heap, (chunk.media_time, next(order), chunk))
             while heap:
                 emitted += 1
                 yield heapq.heappop(heap)[2]
