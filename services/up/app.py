@@ -30,6 +30,8 @@ from shared.settings import CommonSettings
 from shared.transport.factory import Transports, build_transports
 
 _log = get_logger(__name__)
+TRANSPORTS: web.AppKey[Transports] = web.AppKey("classpulse_up_transports", Transports)
+"""The app's transports (tests and tools feed media or events in process)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
     transports: Transports = build_transports(settings.common, metrics=metrics, client_id="classpulse-up")
     engine = engine or InferenceEngine(settings=settings.inference, metrics=metrics)
     app = web.Application()
+    app[TRANSPORTS] = transports
 
     async def pipeline(_: web.Application) -> AsyncIterator[None]:
         await transports.start()
@@ -82,7 +85,9 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
             metrics=metrics,
             live=transports.live if settings.aggregator.live_state else None,
         )
-        intake = InteractionIntake(bus=transports.events, engine=engine, metrics=metrics, group="up-inference-text")
+        intake = InteractionIntake(  # one process from the start: read the whole (bounded) log, miss nothing
+            bus=transports.events, engine=engine, metrics=metrics, group="up-inference-text", from_beginning=True
+        )
         tasks = [
             spawn(worker.run(), name="up-inference"),
             spawn(intake.run(), name="up-inference-text"),
