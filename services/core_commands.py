@@ -12,8 +12,9 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("token", help="print a signed bearer token scoped to one session, participant and role")
     p.add_argument("--session", required=True)
-    p.add_argument("--participant", default="*", help="participant id (publishers); viewers may leave '*'")
-    p.add_argument("--role", required=True, choices=["student", "teacher", "viewer"])
+    p.add_argument("--participant", default="*", help="participant id (publishers); viewers and platforms leave '*'")
+    p.add_argument("--role", required=True, choices=["student", "teacher", "viewer", "platform"],
+                   help="platform: the classroom product's backend, posts interactions for anyone in the session")
     p.add_argument("--ttl", type=float, default=12 * 3600, help="validity in seconds (default 12 h)")
     p.set_defaults(handler=_token)
 
@@ -30,7 +31,7 @@ def _token(args: argparse.Namespace) -> int:
     from shared.tokens import issue_token
 
     settings = CommonSettings()
-    if args.role != "viewer" and args.participant == "*":
+    if args.role in ("student", "teacher") and args.participant == "*":
         print("error: --participant is required for student and teacher tokens", file=sys.stderr)
         return 2
     print(

@@ -49,6 +49,7 @@ class RouteDoc:
     error_model: type[BaseModel] | None = None  # JSON error body; None: text/plain
     params: tuple[Param, ...] = ()
     request: str | None = None  # content type of a required request body
+    request_model: type[BaseModel] | None = None  # JSON schema of that body (request must be application/json)
     headers: tuple[str, ...] = ()  # response headers of the success status
 
 
@@ -94,7 +95,9 @@ def _operation(doc: RouteDoc) -> dict[str, Any]:
         ]
     if doc.security:
         op["security"] = [{name: []} for name in doc.security]
-    if doc.request:
+    if doc.request_model is not None:
+        op["requestBody"] = {"required": True, **_content(doc.request_model, None)}
+    elif doc.request:
         op["requestBody"] = {"required": True, **_content(None, doc.request)}
     op["responses"] = responses
     return op
@@ -105,7 +108,7 @@ def openapi_document(docs: list[RouteDoc], *, title: str, version: str = "1") ->
     models: dict[str, type[BaseModel]] = {}
     paths: dict[str, dict[str, Any]] = {}
     for doc in docs:
-        for model in (doc.response, doc.error_model):
+        for model in (doc.response, doc.error_model, doc.request_model):
             if model is not None:
                 models.setdefault(model.__name__, model)
         paths.setdefault(doc.path, {})[doc.method.lower()] = _operation(doc)

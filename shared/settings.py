@@ -114,3 +114,8 @@ class CommonSettings(StrictSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_json: bool = Field(default=False, description="Write logs as JSON lines.")
     log_redact_pii: bool = Field(default=False, description="Drop personal data (participant ids) from logs.")
+    keep_text: bool = Field(
+        default=False,
+        description="Keep raw chat text and transcripts in what is stored and forwarded (personal data); "
+        "by default only derived features (is_question, words) leave the text stage.",
+    )

@@ -15,8 +15,9 @@ Everything that lists signals derives from these tables: the fusion layout and i
 files, training, the gateway's live rows, the dashboard (the registry is rendered into
 its page), replay's CSV columns and HTML strips.
 
-Adding an input signal (e.g. a ``text`` signal from chat) is one entry in :data:`INPUTS`;
-the step builder then fills it in. Weights saved before it refuse to load with a message
+Adding an input signal is one entry in :data:`INPUTS`; the step builder then fills it in
+(the ``text`` signals from chat, Q&A and transcripts are ``optional``: see
+:attr:`InputSignal.optional`). Weights saved before it refuse to load with a message
 naming the new signal (retrain with ``classpulse train``). Adding an output signal also
 needs its field on the versioned contracts (``ScoreEvent``, ``TimelineRow``); a unit test
 fails until they match.
@@ -55,6 +56,11 @@ class InputSignal:
     missing_evidence: float = 0.0
     """The default: evidence (0..1) the model assumes while the signal is not measured (its
     measured flag is 0 then, and the vector's value is ignored)."""
+    optional: bool = False
+    """Absent for most participants (text: only those who write or are transcribed). While
+    unmeasured it carries exactly no evidence (``missing_evidence`` must be 0) and the fusion
+    model evaluates the optional signals as their own block, so a participant without them
+    scores bit-identically to a build without these signals."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +84,11 @@ class OutputSignal:
 
 _FLAG = Gate(centre=0.5, scale=0.05, direction=1.0)
 """Gate of a 0/1 input: evidence when the flag is set."""
+
+TEXT_QUESTION_S = 30.0
+"""How long a question counts for ``asked_question`` (seconds of wall/capture time)."""
+TEXT_ACTIVITY_S = 60.0
+"""The window of ``chat_activity`` (seconds)."""
 
 MEL_BANDS = 8
 """Log-mel bands of the audio features (``services.inference.features_audio.N_MELS``)."""
@@ -147,6 +158,16 @@ INPUTS: tuple[InputSignal, ...] = (
         description="The participant's microphone is on (audio arrives).",
     ),
     *_mel_bands(MEL_BANDS),
+    InputSignal(
+        name="asked_question", modality="text", unit="0/1", gate=_FLAG, optional=True,
+        description=f"Asked a question (chat, Q&A or speech) in the last {TEXT_QUESTION_S:g} s.",
+    ),
+    InputSignal(
+        name="chat_activity", modality="text", unit="events", gate=Gate(centre=0.5, scale=0.1, direction=1.0),
+        optional=True,
+        description=f"Chat messages, answers, poll answers, reactions and hand-raise clicks in the last "
+        f"{TEXT_ACTIVITY_S:g} s.",
+    ),
 )
 """Fusion input signals, in the order of the feature vector (append new ones at the end)."""
 
@@ -172,9 +193,10 @@ OUTPUTS: tuple[OutputSignal, ...] = (
         description="The participant holds a hand up (a wrist above the shoulder).",
     ),
     OutputSignal(
-        name="engagement", kind="level", modalities=("video", "audio", "context"), unit="0..1", head=True,
+        name="engagement", kind="level", modalities=("video", "audio", "context", "text"), unit="0..1", head=True,
         default=0.0,
-        description="How much the participant takes part: present, facing the screen, speaking, raising a hand.",
+        description="How much the participant takes part: present, facing the screen, speaking, raising a hand, "
+        "asking and writing.",
     ),
     OutputSignal(
         name="confidence", kind="level", modalities=("video", "audio", "context"), unit="0..1", head=False,

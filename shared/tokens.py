@@ -1,7 +1,11 @@
 """Signed bearer tokens that scope a publisher or viewer to one session and role.
 
 Format: ``base64url(json claims) "." base64url(HMAC-SHA256(secret, claims part))``.
-Claims: ``sid`` session, ``pid`` participant (``*`` for viewers), ``role``, ``exp``.
+Claims: ``sid`` session, ``pid`` participant (``*`` for viewers and platforms), ``role``, ``exp``.
+
+Roles: ``student`` and ``teacher`` publish their own media; ``teacher`` and ``viewer`` view the
+session; ``platform`` (the classroom product's backend) posts interaction events for anyone in
+the session, as a teacher may; a student posts interactions only as itself.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-TokenRole = Literal["student", "teacher", "viewer"]
-ROLES: tuple[TokenRole, ...] = ("student", "teacher", "viewer")
+TokenRole = Literal["student", "teacher", "viewer", "platform"]
+ROLES: tuple[TokenRole, ...] = ("student", "teacher", "viewer", "platform")
+PARTICIPANT_ROLES: tuple[TokenRole, ...] = ("student", "teacher")
+"""Roles whose token names one participant (the others carry ``*``)."""
 DEFAULT_TTL_S = 12 * 3600
 
 
@@ -39,6 +45,14 @@ class Claims:
 
     def can_view(self, session: str) -> bool:
         return self.role in ("teacher", "viewer") and self.session == session
+
+    def can_post_interaction(self, session: str, participant: str) -> bool:
+        """Students as themselves; teachers and platforms for anyone in their session."""
+        if self.session != session:
+            return False
+        if self.role == "student":
+            return self.participant == participant
+        return self.role in ("teacher", "platform")
 
 
 def _b64(data: bytes) -> str:

@@ -6,7 +6,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from services.aggregator.settings import AggregatorSettings
-from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
 from shared.log import get_logger
 
 _log = get_logger(__name__)
@@ -27,7 +27,8 @@ async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
     """Create missing input/output topics; return the partition count the worker must use.
 
     Scores and lifecycle must have the same number of partitions (the state table is
-    co-partitioned with them); an existing score topic decides the count.
+    co-partitioned with them); an existing score topic decides the count. Interactions are
+    created with the same count (keyed by session, so they can join the session state later).
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.app_id}-setup")
     try:
@@ -47,7 +48,8 @@ async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
                     f"topic {lifecycle} has {found} partitions but {scores} has {partitions}; "
                     "they must match (recreate one of them with the other's count)"
                 )
-        wanted = [scores, lifecycle, settings.topic(AGGREGATES.name), settings.topic(ALERTS.name)]
+        wanted = [scores, lifecycle, settings.topic(AGGREGATES.name), settings.topic(ALERTS.name),
+                  settings.topic(INTERACTIONS.name)]
         missing = [NewTopic(name, partitions, settings.replicas) for name in wanted if name not in existing]
         if missing:
             try:

@@ -14,7 +14,7 @@ from services.gateway.history import HistoryReader, SessionHistory
 from services.gateway.hub import LiveHub
 from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
-from shared.contracts.live import encode_live, wrap_live
+from shared.contracts.live import LiveInteraction, encode_live, wrap_live
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
@@ -47,6 +47,10 @@ def add_gateway(
         metrics=metrics,
         token_secret=common.token_secret.get_secret_value(),
         heartbeat_s=settings.heartbeat_s,
+        events=transports.events,
+        keep_text=common.keep_text,
+        interactions_max_items=settings.interactions_max_items,
+        interactions_max_bytes=settings.interactions_max_bytes,
     )
     app[GATEWAY] = ctx
     add_gateway_routes(app, with_metrics=with_metrics)
@@ -59,6 +63,10 @@ def add_gateway(
             metrics=metrics,
             group=group,
             on_lifecycle=lambda event: ctx.hub.deliver(event.session, encode_live(wrap_live(event))),
+            on_interaction=lambda event, counts: ctx.hub.deliver(
+                event.session,
+                encode_live(LiveInteraction(event=event.derived(keep_text=common.keep_text), counts=counts)),
+            ),
         )
         task = spawn(reader.run(), name="gateway-history")
         yield

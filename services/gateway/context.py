@@ -9,7 +9,7 @@ from aiohttp import web
 from services.gateway.history import SessionHistory
 from services.gateway.hub import LiveHub
 from shared.metrics import Metrics
-from shared.transport.base import LiveBus
+from shared.transport.base import EventBus, LiveBus
 
 
 @dataclass
@@ -20,6 +20,12 @@ class GatewayContext:
     metrics: Metrics
     token_secret: str
     heartbeat_s: float
+    events: EventBus | None = None
+    """Where accepted interaction events are published (None: the route answers 503)."""
+    keep_text: bool = False
+    """CLASSPULSE_KEEP_TEXT: forward raw chat text (else only derived features)."""
+    interactions_max_items: int = 500
+    interactions_max_bytes: int = 1_048_576
 
 
 GATEWAY: web.AppKey[GatewayContext] = web.AppKey("classpulse_gateway", GatewayContext)

@@ -1,8 +1,9 @@
 """Live feeds: WebSocket and Server-Sent Events with the same messages.
 
 Both first send a ``snapshot`` (the live state), then every live message of the session
-as ``{"kind": "score"|"aggregate"|"alert"|"lifecycle", "event": {...}}`` with the
-gateway stage stamped on its timing trail. Idle feeds get a ping every ``heartbeat_s``.
+as ``{"kind": "score"|"aggregate"|"alert"|"lifecycle"|"interaction", "event": {...}}`` with the
+gateway stage stamped on its timing trail (interaction messages also carry the participant's
+``counts``). Idle feeds get a ping every ``heartbeat_s``.
 """
 
 from __future__ import annotations

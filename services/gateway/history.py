@@ -1,8 +1,10 @@
-"""The gateway's memory of sessions, read from the event log (scores, aggregates, alerts, lifecycle).
+"""The gateway's memory of sessions, read from the event log (scores, aggregates, alerts, lifecycle,
+interactions).
 
 It backs the REST history routes (sessions, participants, timelines, aggregates,
-alerts, reports) and feeds the class-analytics gauges for Grafana. Events are
-at-least-once: scores dedupe on (participant, seq), the rest on ``event_id``.
+alerts, reports), the live rows' interaction counts, and feeds the class-analytics gauges for
+Grafana. Events are at-least-once: scores dedupe on (participant, seq), the rest on ``event_id``.
+Interaction text is never kept here (only the counts derived from it).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from shared.analytics.session import SessionAggregator
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
+from shared.contracts.interactions import InteractionCounts, InteractionEvent
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.transport.base import EventBus, EventConsumer, EventRecord
@@ -28,7 +31,7 @@ from shared.transport.base import EventBus, EventConsumer, EventRecord
 _log = get_logger(__name__)
 _CODECS: dict[str, EventCodec[BaseModel]] = {
     t.name: EventCodec(t.model)  # type: ignore[misc]
-    for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE)
+    for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS)
 }
 
 
@@ -57,6 +60,8 @@ class SessionRecord:
     aggregates: deque[ClassAggregate] = field(default_factory=deque)
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
     scores: int = 0
+    interactions: int = 0
+    """Interaction events counted (repeats excluded)."""
     lifecycle: dict[str, LifecycleEvent] = field(default_factory=dict)
     """Latest lifecycle change per participant (joined, left, camera off ...)."""
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -127,6 +132,18 @@ class SessionHistory:
                 record.alerts.append(event)
         elif isinstance(event, LifecycleEvent):
             self._lifecycle(event)
+        elif isinstance(event, InteractionEvent):
+            self.interaction(event)
+
+    def interaction(self, event: InteractionEvent) -> InteractionCounts | None:
+        """Count one interaction; the participant's totals after it, or None for a repeat."""
+        record = self._session(event.session)
+        if not record.aggregator.add_interaction(event):
+            return None
+        part = self._participant(record, event.participant, event.role, event.ts)
+        part.last_seen = max(part.last_seen, event.ts)
+        record.interactions += 1
+        return record.aggregator.interaction_counts(event.participant)
 
     def _participant(self, record: SessionRecord, pid: str, role: Role, ts: float) -> ParticipantRecord:
         part = record.participants.get(pid)
@@ -207,7 +224,7 @@ class SessionHistory:
 
 
 class HistoryReader:
-    """Consumes the four event topics into a :class:`SessionHistory` (a background task)."""
+    """Consumes the event topics into a :class:`SessionHistory` (a background task)."""
 
     def __init__(
         self,
@@ -217,10 +234,12 @@ class HistoryReader:
         metrics: Metrics,
         group: str,
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
+        on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
     ) -> None:
         self._consumer: EventConsumer = bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
         self._history = history
         self._on_lifecycle = on_lifecycle
+        self._on_interaction = on_interaction
         self._metrics = metrics
         self.ready = asyncio.Event()
 
@@ -248,6 +267,11 @@ class HistoryReader:
             _log.warning("history event skipped on %s: %s", record.topic, exc)
             return
         self._metrics.messages_total.labels("gateway", record.topic.rsplit(".", 1)[-1]).inc()
+        if isinstance(event, InteractionEvent):
+            counts = self._history.interaction(event)
+            if counts is not None and self._on_interaction is not None:
+                self._on_interaction(event, counts)
+            return
         self._history.apply(event)
         if isinstance(event, LifecycleEvent) and self._on_lifecycle is not None:
             self._on_lifecycle(event)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from shared.contracts.codec import DecodeError
-from shared.contracts.live import LiveLifecycle, LiveScore, decode_live, encode_live
+from shared.contracts.live import LiveInteraction, LiveLifecycle, LiveScore, decode_live, encode_live
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import live_channel
 from shared.log import get_logger, spawn
@@ -112,8 +112,8 @@ class LiveHub:
             _log.warning("live message skipped: %s", exc)
             return None
         self._metrics.messages_total.labels(STAGE, f"live_{message.kind}").inc()
-        if isinstance(message, LiveLifecycle):
-            return data
+        if isinstance(message, LiveLifecycle | LiveInteraction):
+            return data  # no timing trail: passed through as is
         trail = message.event.timing
         self._metrics.observe_hop(trail, transport="live", received=received)
         stamped = trail.stamped(STAGE, received=received)

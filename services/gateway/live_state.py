@@ -14,7 +14,13 @@ async def live_state(bus: LiveBus, session: str, record: SessionRecord | None = 
     """The live bus's latest state of ``session``, plus lifecycle from the gateway's history (``record``)."""
     messages = await read_state(bus, session)
     participants = sorted(
-        (LiveParticipant.from_score(m.event) for m in messages if isinstance(m, LiveScore)),
+        (
+            LiveParticipant.from_score(
+                m.event, record.aggregator.interaction_counts(m.event.participant) if record else None
+            )
+            for m in messages
+            if isinstance(m, LiveScore)
+        ),
         key=lambda p: p.participant,
     )
     windows = sorted(

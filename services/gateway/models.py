@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
+from shared.contracts.interactions import InteractionCounts, InteractionEvent
 from shared.contracts.report import TimelineRow
 from shared.contracts.timing import TimingTrail
 from shared.signals import OUTPUT_NAMES
@@ -24,9 +25,13 @@ class LiveParticipant(TimelineRow):
     media_time: float
     contributions: dict[str, float] = Field(description="Signed contribution of each signal to engagement.")
     timing: TimingTrail
+    questions: int = Field(default=0, ge=0, description="Questions asked so far (chat, Q&A or speech).")
+    chat_messages: int = Field(default=0, ge=0, description="Written messages so far (chat, questions, answers).")
+    words_spoken: int = Field(default=0, ge=0, description="Words of transcribed speech so far.")
 
     @classmethod
-    def from_score(cls, e: ScoreEvent) -> LiveParticipant:
+    def from_score(cls, e: ScoreEvent, counts: InteractionCounts | None = None) -> LiveParticipant:
+        c = counts or InteractionCounts()
         return cls(
             t=float(int(e.media_time)),
             participant=e.participant,
@@ -39,6 +44,9 @@ class LiveParticipant(TimelineRow):
             media_time=e.media_time,
             contributions=e.contributions,
             timing=e.timing,
+            questions=c.questions,
+            chat_messages=c.chat_messages,
+            words_spoken=c.words_spoken,
         )
 
 
@@ -85,6 +93,27 @@ class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     error: str = Field(description="What is wrong and what to do.")
+    items: list[str] = Field(
+        default_factory=list, description="A rejected batch: one line per bad item ('item <index>: what is wrong')."
+    )
+
+
+class InteractionBatch(RootModel[list[InteractionEvent]]):
+    """``POST /api/sessions/{session}/interactions``: a JSON array of interaction events.
+
+    ``session`` may be left out (the path's is used); ``is_question``/``words`` are derived from
+    ``text`` by the gateway (a producer without text may send them itself).
+    """
+
+
+class InteractionReceipt(BaseModel):
+    """A batch of interaction events accepted (all of it) and published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: str
+    accepted: int = Field(ge=0)
+    event_ids: list[str]
 
 
 class TimelinePage(BaseModel):

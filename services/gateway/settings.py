@@ -42,3 +42,12 @@ class GatewaySettings(StrictSettings):
         max_length=200,
         description="Kafka consumer group of the history reader; empty: a unique group per gateway process.",
     )
+    interactions_max_items: int = Field(
+        default=500, ge=1, le=10_000, description="Most interaction events in one POST .../interactions batch."
+    )
+    interactions_max_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        le=16_777_216,
+        description="Largest POST .../interactions body in bytes (larger: 413).",
+    )

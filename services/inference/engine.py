@@ -13,6 +13,10 @@ gets a step per :class:`AudioChunk` instead, with ``present=False, camera_on=Fal
 Event ids are stable: video steps use ``seq = 2 * frame.seq``, audio-only steps
 ``seq = 2 * chunk.seq + 1``, so a redelivered message yields the same ``event_id``.
 
+Interaction events (chat, questions ...) enter by :meth:`InferenceEngine.add_interaction`
+(``services.inference.interactions.InteractionIntake`` feeds it from ``classpulse.interactions``)
+and become the text signals of the steps after them (``asked_question``, ``chat_activity``).
+
 Everything kept about a participant is its :class:`~services.inference.state.ParticipantState`
 (the models are shared and stateless); :meth:`InferenceEngine.snapshot` and
 :meth:`InferenceEngine.restore` move one between engines::
@@ -26,6 +30,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,16 +43,20 @@ from services.inference.fusion import HEADS, IDX, SIGNALS, FusionModel
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult
 from services.inference.perception_registry import build_backend
 from services.inference.settings import InferenceSettings
-from services.inference.state import AudioFeatures, HeldAudio, ParticipantState
+from services.inference.state import AudioFeatures, HeldAudio, ParticipantState, Step
 from services.inference.state_snapshot import SnapshotError
 from services.inference.steps import audio_only_step, pose_due, video_step
+from services.inference.text_state import TextActivity
 from shared.contracts.events import FeatureSnapshot, ScoreEvent
+from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
 from shared.log import get_logger, pii
 from shared.metrics import Metrics
 
 log = get_logger(__name__)
+EARLY_TEXT_MAX = 10_000
+"""Participants whose interactions are kept until their first media arrives (oldest forgotten)."""
 
 
 @dataclass(slots=True)
@@ -96,6 +105,8 @@ class InferenceEngine:
         self._audio_lock = threading.Lock()
         self._audio_loaded = False
         self._hold_order = itertools.count(1)
+        self._text_lock = threading.Lock()  # interactions arrive on the event loop, steps run in a thread
+        self._early_text: OrderedDict[tuple[str, str], TextActivity] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -199,6 +210,28 @@ class InferenceEngine:
         log.info("participant state %s -> %s", "snapshot", "tracked", extra=pii(participant=state.participant))
         return state.key
 
+    def add_interaction(self, event: InteractionEvent) -> bool:
+        """Take one interaction event (chat, question ...) into its participant's text features.
+
+        Any thread may call it. Only derived fields are kept (never the text); a participant
+        without media yet keeps them until its first media. False for a repeated event.
+        """
+        key = (event.session, event.participant)
+        with self._states_lock:
+            state = self._states.get(key)
+        with self._text_lock:
+            if state is not None:
+                return state.text.add(event)
+            activity = self._early_text.pop(key, None) or TextActivity()
+            self._early_text[key] = activity
+            while len(self._early_text) > EARLY_TEXT_MAX:
+                self._early_text.popitem(last=False)
+            return activity.add(event)
+
+    def _put_text(self, state: ParticipantState, step: Step, msg: MediaMessage) -> None:
+        with self._text_lock:
+            state.text.put(step.vector, step.measured, at=msg.timing.capture_ts)
+
     def _all_states(self) -> list[ParticipantState]:
         with self._states_lock:
             return list(self._states.values())
@@ -265,6 +298,9 @@ class InferenceEngine:
                     baseline_limit_deg=s.baseline_limit_deg,
                     last_wall=wall_clock(),
                 )
+                with self._text_lock:
+                    if key in self._early_text:
+                        state.text = self._early_text.pop(key)
                 self._states[key] = state
                 log.info("participant state %s -> %s", "none", "tracked", extra=pii(participant=msg.participant))
         return state
@@ -339,6 +375,7 @@ class InferenceEngine:
 
     def _audio_only_step(self, state: ParticipantState, held: HeldAudio) -> _Pending:
         step = audio_only_step(held.features)
+        self._put_text(state, step, held.chunk)
         window = state.push(step)
         chunk = held.chunk
         return _Pending(state, chunk, held.received, window, step.snapshot, False, False, True, 2 * chunk.seq + 1)
@@ -378,6 +415,7 @@ class InferenceEngine:
         self, state: ParticipantState, frame: VideoFrame, recv: float, image: NDArray[np.uint8], res: PerceptionResult
     ) -> _Pending:
         step, mic_on = video_step(state, frame, image, res, self.settings)
+        self._put_text(state, step, frame)
         window = state.push(step)
         present = res.face is not None
         return _Pending(state, frame, recv, window, step.snapshot, present, True, mic_on, 2 * frame.seq)

@@ -10,6 +10,9 @@ Architecture (a small, inspectable torch ``nn.Module``, batched across participa
 3. **Heads.** ``attentive``, ``speaking``, ``hand_raised``, ``engagement``: a sigmoid of a
    weighted sum of the pooled evidence. ``confidence`` is a sigmoid of the window's
    measurement coverage and how decisive the three boolean heads are.
+   The optional signals (text: ``asked_question``, ``chat_activity``) form their own block:
+   unmeasured, their evidence is exactly 0 and the core block's arithmetic is unchanged, so a
+   participant without interactions scores bit-identically to a model without them.
 4. **Contributions.** Integrated gradients of ``engagement`` along a straight path from
    "no evidence" to the actual evidence. For a sigmoid of a linear function this is exact:
    ``c_f = w_f * p_f * (sigmoid(L) - sigmoid(b)) / (L - b)``; they sum to engagement minus
@@ -45,6 +48,12 @@ N_SIGNALS = len(SIGNALS)
 HEADS: tuple[str, ...] = HEAD_NAMES
 """Behaviour heads, in the order of :attr:`FusionOutput.probs` (the ``head`` outputs of the registry)."""
 IDX = {name: i for i, name in enumerate(SIGNALS)}
+CORE = tuple(i for i, s in enumerate(INPUTS) if not s.optional)
+"""Indices of the signals every participant has (video, audio, context)."""
+OPTIONAL = tuple(i for i, s in enumerate(INPUTS) if s.optional)
+"""Indices of the optional signals (text): their own block, exactly no evidence while unmeasured."""
+NO_EVIDENCE_LOGIT = -200.0
+"""Missing-evidence logit of the optional signals: sigmoid() of it is exactly 0.0 in float32 and float64."""
 _FLAG_HEADS = [i for i, head in enumerate(HEADS) if head in FLAG_NAMES]
 """The true/false heads, whose decisiveness feeds ``confidence``."""
 
@@ -67,6 +76,9 @@ _PRIOR_HEADS: dict[str, tuple[dict[str, float], float]] = {
             "hand_raised": 1.0,
             "motion": 0.2,
             "camera_on": 0.5,
+            # text: asking counts like speaking up; writing in chat a little less
+            "asked_question": 1.0,
+            "chat_activity": 0.5,
         },
         -3.0,
     ),
@@ -144,6 +156,13 @@ class FusionModel(nn.Module):
         self.head_b = nn.Parameter(torch.zeros(h))
         self.conf_w = nn.Parameter(torch.zeros(2))
         self.conf_b = nn.Parameter(torch.zeros(()))
+        # block indices (not parameters, not saved): core signals, optional ones, and the inverse order
+        blocks = (*CORE, *OPTIONAL)
+        self.register_buffer("core_idx", torch.tensor(CORE, dtype=torch.long), persistent=False)
+        self.register_buffer("optional_idx", torch.tensor(OPTIONAL, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "block_order", torch.tensor([blocks.index(i) for i in range(f)], dtype=torch.long), persistent=False
+        )
         self.load_state_dict(prior_state(window))
 
     @property
@@ -156,24 +175,44 @@ class FusionModel(nn.Module):
             self.centre[IDX["head_yaw"]] = yaw_deg
             self.centre[IDX["head_pitch"]] = pitch_deg
 
+    def _block(self, idx: Tensor, x: Tensor, measured: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled evidence (B, H, F_block) and its weighted terms (B, H, F_block) of one block of signals.
+
+        Every operation runs on the block's own contiguous tensors, so the core block computes
+        exactly (bit for bit) what a model without the optional signals computed.
+        """
+        direction: Tensor = self.direction  # type: ignore[assignment]
+        xb, mb = x.index_select(-1, idx), measured.index_select(-1, idx)
+        gate = torch.sigmoid(direction[idx] * (xb - self.centre[idx]) / torch.exp(self.log_scale[idx]))
+        evidence = mb * gate + (1 - mb) * torch.sigmoid(self.missing_logit[idx])
+        time_logits = self.time_logits.index_select(1, idx)
+        logits = time_logits.unsqueeze(0) + torch.log(valid.clamp_min(1e-6))[:, None, None, :]
+        weights = torch.softmax(logits, dim=-1)  # (B, H, F_block, T)
+        pooled = torch.einsum("bhft,btf->bhf", weights, evidence)
+        return pooled, pooled * self.head_w.index_select(1, idx)
+
     def forward(self, x: Tensor, measured: Tensor, valid: Tensor) -> FusionOutput:
         """``x``/``measured``: (B, T, F) floats; ``valid``: (B, T) 1 for real steps, 0 for padding."""
-        direction: Tensor = self.direction  # type: ignore[assignment]
-        gate = torch.sigmoid(direction * (x - self.centre) / torch.exp(self.log_scale))
-        evidence = measured * gate + (1 - measured) * torch.sigmoid(self.missing_logit)
-        logits = self.time_logits.unsqueeze(0) + torch.log(valid.clamp_min(1e-6))[:, None, None, :]
-        weights = torch.softmax(logits, dim=-1)  # (B, H, F, T)
-        pooled = torch.einsum("bhft,btf->bhf", weights, evidence)
-        head_logit = (pooled * self.head_w).sum(-1) + self.head_b
+        core: Tensor = self.core_idx  # type: ignore[assignment]
+        optional: Tensor = self.optional_idx  # type: ignore[assignment]
+        _, core_terms = self._block(core, x, measured, valid)
+        head_logit = core_terms.sum(-1)
+        terms = [core_terms]
+        if optional.numel():
+            _, opt_terms = self._block(optional, x, measured, valid)
+            head_logit = head_logit + opt_terms.sum(-1)  # + exactly 0.0 while the optional signals are unmeasured
+            terms.append(opt_terms)
+        head_logit = head_logit + self.head_b
         probs = torch.sigmoid(head_logit)
         e = HEADS.index("engagement")
-        terms = pooled[:, e, :] * self.head_w[e]
         lin = head_logit[:, e] - self.head_b[e]
         base = torch.sigmoid(self.head_b[e])
         safe = torch.where(lin.abs() > 1e-6, lin, torch.ones_like(lin))
         slope = torch.where(lin.abs() > 1e-6, (probs[:, e] - base) / safe, base * (1 - base))
-        contributions = terms * slope[:, None]
-        coverage = (measured.mean(-1) * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
+        order: Tensor = self.block_order  # type: ignore[assignment]
+        contributions = torch.cat([t[:, e, :] for t in terms], dim=-1).index_select(-1, order) * slope[:, None]
+        # coverage: how much of the media was measured (the optional text signals do not dilute it)
+        coverage = (measured.index_select(-1, core).mean(-1) * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
         decisive = (2 * probs[:, _FLAG_HEADS] - 1).abs().mean(-1)
         confidence = torch.sigmoid(self.conf_w[0] * coverage + self.conf_w[1] * decisive + self.conf_b)
         return FusionOutput(probs=probs, confidence=confidence, contributions=contributions)
@@ -193,7 +232,7 @@ def prior_state(window: int) -> dict[str, Tensor]:
     for i, signal in enumerate(INPUTS):  # gate priors, in each signal's own unit (see shared/signals.py)
         g = signal.gate
         centre[i], log_scale[i], direction[i] = g.centre, torch.log(torch.tensor(g.scale)), g.direction
-        missing[i] = _logit(signal.missing_evidence)
+        missing[i] = NO_EVIDENCE_LOGIT if signal.optional else _logit(signal.missing_evidence)
     steps = torch.arange(window, dtype=torch.float32)
     time_logits = torch.zeros(h, f, window)
     head_w = torch.zeros(h, f)

@@ -3,9 +3,10 @@
 A :class:`ParticipantState` owns the participant's calibration (yaw/pitch baseline), fusion
 window, blink/mouth/wrist/motion history, the recent audio features, the audio chunks held
 for the camera-grace decision, audio features computed ahead (replay), its silero-vad
-stream and its face-tracking hint. The models the engine runs on it are shared and
-stateless. :meth:`ParticipantState.snapshot` / :meth:`ParticipantState.restore` move it
-between workers: a restored state continues exactly as the original would (with
+stream, its face-tracking hint and its recent interactions (derived text features). The
+models the engine runs on it are shared and stateless. :meth:`ParticipantState.snapshot` /
+:meth:`ParticipantState.restore` move it between workers: a restored state continues exactly
+as the original would (with
 ``mesh_trackers > 0`` mediapipe's tracking-mode graph, a native cache, restarts on the new
 worker; see :mod:`services.inference.perception_mediapipe`).
 """
@@ -25,6 +26,7 @@ from services.inference.features_audio import CONTEXT, STATE_SHAPE, VadStream
 from services.inference.fusion import N_SIGNALS, SIGNALS
 from services.inference.perception import Box, FaceTrack
 from services.inference.state_snapshot import SnapshotError, pack, unpack
+from services.inference.text_state import TextActivity, TextRow
 from shared.contracts.codec import DecodeError, decode_media, encode_media
 from shared.contracts.events import FeatureSnapshot, Role
 from shared.contracts.media import AudioChunk
@@ -109,6 +111,8 @@ class ParticipantState:
     """Audio features computed ahead (replay's decode thread), by chunk seq, until the chunk arrives."""
     vad: VadStream = field(default_factory=VadStream)
     track: FaceTrack = field(init=False)
+    text: TextActivity = field(default_factory=TextActivity)
+    """Recent interactions (chat, questions ...) as derived features: the text signals' source."""
     held_since: int = 0
     """Engine bookkeeping (the order participants started holding audio); not part of a snapshot."""
 
@@ -218,6 +222,8 @@ class ParticipantState:
             vad_last_prob=self.vad.last_prob,
             track_box=self.track.box,
             has_thumbnail=self.thumbnail is not None,
+            text_rows=self.text.dump()[0],
+            text_ids=self.text.dump()[1],
         )
         arrays: dict[str, NDArray[Any]] = {
             "window_x": _rows([v for v, _ in self.window]),
@@ -290,6 +296,7 @@ class ParticipantState:
             last_prob=f.vad_last_prob,
         )
         state.track.box = f.track_box
+        state.text = TextActivity.load(f.text_rows, f.text_ids)
         return state
 
 
@@ -331,6 +338,8 @@ class _Fields(BaseModel):
     vad_last_prob: float
     track_box: Box | None
     has_thumbnail: bool
+    text_rows: list[TextRow] = []
+    text_ids: list[str] = []
 
 
 def _audio_row(f: AudioFeatures) -> AudioRow:

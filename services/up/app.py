@@ -1,6 +1,7 @@
-"""One aiohttp app with everything: ingest (WHIP, join page), inference worker, aggregation
-(the aggregator's plain engine over the in-memory event bus) and the gateway (REST, live
-feeds, dashboard, ``/metrics``) on memory transports.
+"""One aiohttp app with everything: ingest (WHIP, join page), inference worker (with its
+interaction intake: chat and questions become text signals), aggregation (the aggregator's
+plain engine over the in-memory event bus) and the gateway (REST, live feeds, dashboard,
+``/metrics``, ``POST .../interactions``) on memory transports.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from services.aggregator.settings import AggregatorSettings
 from services.gateway.app import add_gateway
 from services.gateway.settings import GatewaySettings
 from services.inference.engine import InferenceEngine
+from services.inference.interactions import InteractionIntake
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
 from services.ingest.app import add_ingest_routes
@@ -28,6 +30,8 @@ from shared.settings import CommonSettings
 from shared.transport.factory import Transports, build_transports
 
 _log = get_logger(__name__)
+TRANSPORTS: web.AppKey[Transports] = web.AppKey("classpulse_up_transports", Transports)
+"""The app's transports (tests and tools feed media or events in process)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
     transports: Transports = build_transports(settings.common, metrics=metrics, client_id="classpulse-up")
     engine = engine or InferenceEngine(settings=settings.inference, metrics=metrics)
     app = web.Application()
+    app[TRANSPORTS] = transports
 
     async def pipeline(_: web.Application) -> AsyncIterator[None]:
         await transports.start()
@@ -80,8 +85,12 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
             metrics=metrics,
             live=transports.live if settings.aggregator.live_state else None,
         )
+        intake = InteractionIntake(  # one process from the start: read the whole (bounded) log, miss nothing
+            bus=transports.events, engine=engine, metrics=metrics, group="up-inference-text", from_beginning=True
+        )
         tasks = [
             spawn(worker.run(), name="up-inference"),
+            spawn(intake.run(), name="up-inference-text"),
             spawn(aggregation.run(), name="up-aggregation"),
             spawn(_sample_media_depth(transports, metrics), name="up-media-depth"),
         ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
 from typing import Literal
 
 from shared.analytics.alerts import AlertBook, alert_order
@@ -31,9 +32,12 @@ from shared.analytics.state import Cell, Lifecycle, Participant, Sample
 from shared.analytics.summary import build_summary
 from shared.analytics.windows import WindowKey, build_aggregate, class_attentive_ratio
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+from shared.contracts.interactions import InteractionCounts, InteractionEvent
 from shared.contracts.report import SessionSummary
 
 _EPS = 1e-9
+INTERACTION_IDS = 5_000
+"""Interaction event ids remembered per session for deduplication (the most recent ones)."""
 Outputs = tuple[list[ClassAggregate], list[Alert]]
 
 
@@ -72,6 +76,9 @@ class SessionAggregator:
         self.alerts = AlertBook(session=session)
         self._out_alerts: list[Alert] = []
         self._last_tick = -math.inf
+        self._interaction_ids: OrderedDict[str, None] = OrderedDict()
+        self.questions_by_role: dict[str, int] = {"student": 0, "teacher": 0}
+        self.duplicate_interactions = 0
 
     # ------------------------------------------------------------------ input
     def add_score(self, event: ScoreEvent) -> None:
@@ -95,6 +102,35 @@ class SessionAggregator:
             return
         self._lifecycle.append(Lifecycle(ts=event.ts, event_id=event.event_id, participant=event.participant,
                                          role=event.role, kind=event.kind))
+
+    def add_interaction(self, event: InteractionEvent) -> bool:
+        """Count one interaction event (chat, question ...); False for a repeated ``event_id``.
+
+        Counted on arrival (no windows, no lateness: a platform may deliver chat late); only the
+        derived fields are read (``is_question``, ``words``), never kept text.
+        """
+        if event.event_id in self._interaction_ids:
+            self.duplicate_interactions += 1
+            return False
+        self._interaction_ids[event.event_id] = None
+        if len(self._interaction_ids) > INTERACTION_IDS:
+            self._interaction_ids.popitem(last=False)
+        p = self._participants.setdefault(event.participant, Participant(role=event.role))
+        if event.asks:
+            p.questions += 1
+            self.questions_by_role[event.role] = self.questions_by_role.get(event.role, 0) + 1
+        if event.written:
+            p.chat_messages += 1
+        if event.source == "speech":
+            p.words_spoken += event.word_count
+        return True
+
+    def interaction_counts(self, participant: str) -> InteractionCounts:
+        """A participant's interaction totals so far (zeros when none)."""
+        p = self._participants.get(participant)
+        if p is None:
+            return InteractionCounts()
+        return InteractionCounts(questions=p.questions, chat_messages=p.chat_messages, words_spoken=p.words_spoken)
 
     def _admit(self, event_id: str, ts: float) -> bool:
         if event_id in self._seen:
@@ -400,4 +436,5 @@ class SessionAggregator:
     def summary(self) -> SessionSummary:
         """Whole-session figures from every finalized event (call :meth:`flush` first at session end)."""
         return build_summary(participants=self._participants, waits=self._waits,
-                             alerts_raised=self.alerts.raised_total, late_after_s=self.config.late_after_s)
+                             alerts_raised=self.alerts.raised_total, late_after_s=self.config.late_after_s,
+                             questions_by_role=self.questions_by_role)

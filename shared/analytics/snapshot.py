@@ -4,12 +4,14 @@ Used by the aggregator's session driver (the values of its faust table / snapsho
 
 The snapshot holds everything the core needs to continue exactly where it was: pending
 events, open buckets, participant state, open alerts and the ids seen within lateness.
-The configuration is not stored: the restoring worker supplies its own.
+The configuration is not stored: the restoring worker supplies its own. Snapshots written
+before interaction counting (no ``interaction_ids``) restore with zero counts.
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import fields
 from typing import Any
 
@@ -66,6 +68,9 @@ def dump(agg: SessionAggregator) -> bytes:
         "waits": a._waits,
         "alerts_open": [[kind, pid, since] for (kind, pid), since in agg.alerts.open.items()],
         "alerts_raised": agg.alerts.raised_total,
+        "interaction_ids": list(a._interaction_ids),
+        "questions_by_role": agg.questions_by_role,
+        "dup_interactions": agg.duplicate_interactions,
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -105,6 +110,10 @@ def load(raw: bytes, *, config: AggregationConfig) -> SessionAggregator:
         a._waits = [(float(t), float(w)) for t, w in data["waits"]]
         agg.alerts.open = {(kind, pid): float(since) for kind, pid, since in data["alerts_open"]}
         agg.alerts.raised_total = data["alerts_raised"]
+        agg.duplicate_interactions = int(data.get("dup_interactions", 0))
+        a._interaction_ids = OrderedDict.fromkeys(str(i) for i in data.get("interaction_ids", []))
+        agg.questions_by_role = {str(k): int(v) for k, v in data.get("questions_by_role", {}).items()} or {
+            "student": 0, "teacher": 0}
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"cannot restore aggregator snapshot: {exc}") from exc
     return agg

@@ -99,6 +99,14 @@ class Participant:
     engagement: float = 0.0
     turns: int = 0
     hand_raises: int = 0
+    questions: int = 0
+    """Questions asked (interaction events; see :attr:`InteractionEvent.asks`)."""
+    chat_messages: int = 0
+    words_spoken: int = 0
+
+    @property
+    def interacted(self) -> bool:
+        return bool(self.questions or self.chat_messages or self.words_spoken)
 
     def add(self, cells: list[Cell], *, dur: float, sample: Sample) -> None:
         """Add one sample of duration ``dur`` to this participant's totals and to every cell."""

@@ -19,12 +19,17 @@ def build_summary(
     waits: Sequence[tuple[float, float]],
     alerts_raised: int,
     late_after_s: float,
+    questions_by_role: Mapping[str, int] | None = None,
 ) -> SessionSummary:
-    """The session summary; only participants with observed time count (``waits``: (time, wait) pairs)."""
+    """The session summary (``waits``: (time, wait) pairs).
+
+    Participants with observed media time count in every figure; one who only wrote (chat,
+    questions) is listed with its interaction counts but stays out of the media figures.
+    """
     parts: dict[str, ParticipantSummary] = {}
     for pid in sorted(participants):
         p = participants[pid]
-        if p.observed <= 0:
+        if p.observed <= 0 and not p.interacted:
             continue
         parts[pid] = ParticipantSummary(
             role=p.role,
@@ -37,8 +42,11 @@ def build_summary(
             away_time_s=max(0.0, p.observed - p.present),
             joined_at=p.joined_at,
             late=p.joined_at is not None and p.joined_at > late_after_s,
+            questions=p.questions,
+            chat_messages=p.chat_messages,
+            words_spoken=p.words_spoken,
         )
-    actors = {k: v for k, v in participants.items() if k in parts}
+    actors = {k: v for k, v in participants.items() if k in parts and v.observed > 0}
     students = [p for p in actors.values() if p.role == "student"] or list(actors.values())
     observed = sum(p.observed for p in students)
     teacher_talk = sum(p.talk for p in actors.values() if p.role == "teacher")
@@ -54,4 +62,6 @@ def build_summary(
         hand_equity_gini=gini([float(p.hand_raises) for p in only_students]),
         mean_wait_time_s=sum(w for _, w in waits) / len(waits) if waits else None,
         alerts_raised=alerts_raised,
+        questions_students=(questions_by_role or {}).get("student", 0),
+        questions_teacher=(questions_by_role or {}).get("teacher", 0),
     )

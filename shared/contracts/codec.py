@@ -86,4 +86,13 @@ class EventCodec(Generic[E]):
         try:
             return self.model.model_validate_json(data)
         except ValidationError as exc:
-            raise DecodeError(f"{self.model.__name__} does not match the contract: {exc}") from exc
+            raise DecodeError(f"{self.model.__name__} does not match the contract: {_where(exc)}") from None
+
+
+def _where(exc: ValidationError) -> str:
+    """What is wrong, without the input values (a message may carry personal data, e.g. chat text)."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

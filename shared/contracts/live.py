@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.contracts.codec import DecodeError
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+from shared.contracts.interactions import InteractionCounts, InteractionEvent
 
 LiveEvent = ScoreEvent | ClassAggregate | Alert | LifecycleEvent
 
@@ -59,7 +60,20 @@ class LiveLifecycle(BaseModel):
     event: LifecycleEvent
 
 
-LiveMessage = Annotated[LiveScore | LiveAggregate | LiveAlert | LiveLifecycle, Field(discriminator="kind")]
+class LiveInteraction(BaseModel):
+    """A chat message, question, poll answer ... (derived fields; text only with CLASSPULSE_KEEP_TEXT),
+    with the participant's totals after it (so a viewer sets, never adds: repeats are harmless)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["interaction"] = "interaction"
+    event: InteractionEvent
+    counts: InteractionCounts
+
+
+LiveMessage = Annotated[
+    LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction, Field(discriminator="kind")
+]
 
 _adapter: TypeAdapter[LiveMessage] = TypeAdapter(LiveMessage)
 
@@ -75,11 +89,11 @@ def wrap_live(event: LiveEvent) -> LiveScore | LiveAggregate | LiveAlert | LiveL
     return LiveLifecycle(event=event)
 
 
-def encode_live(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle) -> bytes:
+def encode_live(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction) -> bytes:
     return message.model_dump_json().encode()
 
 
-def decode_live(data: bytes) -> LiveScore | LiveAggregate | LiveAlert | LiveLifecycle:
+def decode_live(data: bytes) -> LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction:
     """Decode one live message; raises :class:`DecodeError` when it matches no envelope."""
     try:
         return _adapter.validate_json(data)
@@ -87,7 +101,7 @@ def decode_live(data: bytes) -> LiveScore | LiveAggregate | LiveAlert | LiveLife
         raise DecodeError(f"live message does not match the contract: {exc}") from exc
 
 
-def state_field(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle) -> str:
+def state_field(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction) -> str:
     """Field of the session state hash that keeps the latest message of this kind and subject."""
     if isinstance(message, LiveScore):
         return f"score:{message.event.participant}"
@@ -96,4 +110,6 @@ def state_field(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle) 
         return f"aggregate:{window.kind}:{window.size_s:g}"
     if isinstance(message, LiveAlert):
         return f"alert:{message.event.participant or '*'}:{message.event.kind}"
+    if isinstance(message, LiveInteraction):
+        return f"interaction:{message.event.participant}"
     return f"lifecycle:{message.event.participant}"

@@ -29,6 +29,9 @@ class ParticipantSummary(BaseModel):
     away_time_s: float = Field(default=0.0, ge=0.0, description="Seconds not present after joining.")
     joined_at: float | None = Field(default=None, description="Session time of the first media.")
     late: bool = Field(default=False, description="Joined after the session's grace period.")
+    questions: int = Field(default=0, ge=0, description="Questions asked (chat, Q&A or speech).")
+    chat_messages: int = Field(default=0, ge=0, description="Written messages (chat, questions, answers).")
+    words_spoken: int = Field(default=0, ge=0, description="Words of the participant's transcribed speech.")
 
 
 class SessionSummary(BaseModel):
@@ -45,6 +48,8 @@ class SessionSummary(BaseModel):
     hand_equity_gini: float = Field(default=0.0, ge=0.0, le=1.0)
     mean_wait_time_s: float | None = None
     alerts_raised: int = Field(default=0, ge=0)
+    questions_students: int = Field(default=0, ge=0, description="Questions asked by students.")
+    questions_teacher: int = Field(default=0, ge=0, description="Questions asked by the teacher.")
 
 
 class TimelineRow(BaseModel):

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+from shared.contracts.interactions import InteractionEvent
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -47,5 +48,8 @@ SCORES: EventTopic[ScoreEvent] = EventTopic("classpulse.scores", ScoreEvent)
 AGGREGATES: EventTopic[ClassAggregate] = EventTopic("classpulse.aggregates", ClassAggregate)
 ALERTS: EventTopic[Alert] = EventTopic("classpulse.alerts", Alert)
 LIFECYCLE: EventTopic[LifecycleEvent] = EventTopic("classpulse.lifecycle", LifecycleEvent)
+INTERACTIONS: EventTopic[InteractionEvent] = EventTopic("classpulse.interactions", InteractionEvent)
 
-EVENT_TOPICS: tuple[EventTopic[BaseModel], ...] = (SCORES, AGGREGATES, ALERTS, LIFECYCLE)  # type: ignore[assignment]
+EVENT_TOPICS: tuple[EventTopic[BaseModel], ...] = (  # type: ignore[assignment]
+    SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS
+)

@@ -7,6 +7,7 @@ from shared.contracts.live import (
     LiveAggregate,
     LiveAlert,
     LiveEvent,
+    LiveInteraction,
     LiveLifecycle,
     LiveScore,
     decode_live,
@@ -20,7 +21,7 @@ from shared.transport.base import LiveBus
 
 _log = get_logger(__name__)
 
-AnyLive = LiveScore | LiveAggregate | LiveAlert | LiveLifecycle
+AnyLive = LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction
 
 
 class LivePublisher:

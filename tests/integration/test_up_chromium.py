@@ -1,13 +1,16 @@
 """Chromium publishes a fake camera made from a real photo through the join page of a real
 ``classpulse up`` while a second page shows the teacher dashboard: the student's tile
-appears and shows present. A screenshot of the dashboard is saved under ``artifacts/``.
+appears and shows present, and a question the student posts shows in its chat/question
+counts. A screenshot of the dashboard is saved under ``artifacts/``.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +101,17 @@ def test_student_tile_appears_present_on_the_dashboard(tmp_path: Path) -> None:
             tile = f'.tile[data-participant="{STUDENT}"]'
             dash.wait_for_selector(f'{tile}[data-present="true"]', timeout=PRESENT_WITHIN_S * 1000)
             print(f"tile present {time.monotonic() - connected:.1f} s after the publisher connected")
+            # The student asks in chat (REST, its own token): the tile counts it, from the live feed.
+            ask = urllib.request.Request(
+                f"{up.url}/api/sessions/{SESSION}/interactions",
+                data=json.dumps([{"event_id": "q1", "participant": STUDENT, "kind": "chat", "ts": time.time(),
+                                  "text": "can you repeat that"}]).encode(),
+                headers={"Authorization": f"Bearer {student}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(ask, timeout=10) as answer:
+                assert answer.status == 202
+            dash.wait_for_selector(f'{tile} .text-activity[data-questions="1"][data-chat-messages="1"]', timeout=10_000)
             dash.wait_for_timeout(2_500)  # let the latency panel and class timeline fill in
             dash.screenshot(path=str(shot), full_page=True)
 

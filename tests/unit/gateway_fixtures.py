@@ -123,14 +123,19 @@ class Harness:
 
 
 @asynccontextmanager
-async def gateway(*, live: LiveBus | None = None) -> AsyncIterator[Harness]:
-    common = CommonSettings(token_secret=SECRET)  # type: ignore[arg-type]
+async def gateway(
+    *, live: LiveBus | None = None, keep_text: bool = False, **settings: object
+) -> AsyncIterator[Harness]:
+    common = CommonSettings(token_secret=SECRET, keep_text=keep_text)  # type: ignore[arg-type]
     metrics = Metrics(CollectorRegistry())
     transports = build_transports(common, metrics=metrics)
     if live is not None:
         transports.live = live
     app = create_gateway_app(
-        settings=GatewaySettings(heartbeat_s=1.0), common=common, transports=transports, metrics=metrics
+        settings=GatewaySettings(heartbeat_s=1.0, **settings),  # type: ignore[arg-type]
+        common=common,
+        transports=transports,
+        metrics=metrics,
     )
     async with TestClient(TestServer(app)) as client:
         yield Harness(client=client, transports=transports, metrics=metrics, live=LivePublisher(bus=transports.live))

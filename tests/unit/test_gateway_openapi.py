@@ -30,7 +30,8 @@ async def test_document_matches_routes_and_responses() -> None:
         assert set(doc["paths"]) == served_paths(h.client.app)  # type: ignore[arg-type]
         for path, ops in doc["paths"].items():
             if path.startswith("/api/sessions/"):
-                assert {"401", "403"} <= set(ops["get"]["responses"]), path
+                for method, op in ops.items():
+                    assert {"401", "403"} <= set(op["responses"]), (path, method)
 
         await h.emit(score("s1", "alice", 1))
         await h.emit(aggregate("s1", 0.0, hand_queue=["alice"]))
@@ -38,6 +39,8 @@ async def test_document_matches_routes_and_responses() -> None:
         auth = {"Authorization": f"Bearer {token('s1', 'viewer')}"}
         checked = 0
         for path, ops in doc["paths"].items():
+            if "get" not in ops:
+                continue  # POST .../interactions: checked in test_gateway_interactions
             content = ops["get"]["responses"]["200"].get("content", {}) if "200" in ops["get"]["responses"] else {}
             if "application/json" not in content or "schema" not in content["application/json"]:
                 continue
@@ -97,7 +100,9 @@ async def test_schemas_are_the_response_models_own_json_schemas() -> None:
     async with gateway() as h:
         app = h.client.app
         doc = build_openapi(app)  # type: ignore[arg-type]
-        models = {m for d in app[ROUTE_DOCS] for m in (d.response, d.error_model) if m is not None}  # type: ignore[index]
+        models = {  # type: ignore[index]
+            m for d in app[ROUTE_DOCS] for m in (d.response, d.error_model, d.request_model) if m is not None
+        }
         _, defs = models_json_schema([(m, "serialization") for m in models], ref_template=REF_TEMPLATE)
         assert doc["components"]["schemas"] == defs["$defs"]
         assert {m.__name__ for m in models} <= set(doc["components"]["schemas"])

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.settings import CommonSettings, SettingsError, check_environment
-from shared.tokens import TokenError, bearer, issue_token, verify_token
+from shared.tokens import Claims, TokenError, TokenRole, bearer, issue_token, verify_token
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +56,25 @@ def test_bearer_header_parsing() -> None:
     for header in (None, "", "Basic abc", "Bearer "):
         with pytest.raises(TokenError):
             bearer(header)
+
+
+def test_interaction_scopes_by_role() -> None:
+    def claims(role: TokenRole, participant: str = "*") -> Claims:
+        return verify_token(issue_token(secret="k", session="s1", participant=participant, role=role), secret="k")
+
+    student, teacher = claims("student", "p1"), claims("teacher", "t1")
+    platform, viewer = claims("platform"), claims("viewer")
+    assert student.can_post_interaction("s1", "p1") and not student.can_post_interaction("s1", "p2")
+    assert teacher.can_post_interaction("s1", "p2") and platform.can_post_interaction("s1", "anyone")
+    assert not platform.can_post_interaction("s2", "p1") and not viewer.can_post_interaction("s1", "p1")
+    assert not platform.can_view("s1") and not platform.can_publish("s1", "p1")  # interactions only
+
+
+def test_token_command_issues_platform_tokens_without_a_participant(capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli import main
+
+    assert main(["token", "--session", "s1", "--role", "platform"]) == 0
+    printed = capsys.readouterr().out.strip()
+    claims = verify_token(printed, secret=CommonSettings().token_secret.get_secret_value())
+    assert (claims.role, claims.participant) == ("platform", "*")
+    assert main(["token", "--session", "s1", "--role", "student"]) == 2  # students name themselves

@@ -42,7 +42,8 @@ LAYOUT_BEFORE_THE_REGISTRY = (
 
 def test_names_are_unique_and_the_fusion_layout_is_unchanged() -> None:
     assert len(set(INPUT_NAMES)) == len(INPUT_NAMES) and len(set(OUTPUT_NAMES)) == len(OUTPUT_NAMES)
-    assert INPUT_NAMES == LAYOUT_BEFORE_THE_REGISTRY
+    assert INPUT_NAMES[: len(LAYOUT_BEFORE_THE_REGISTRY)] == LAYOUT_BEFORE_THE_REGISTRY  # appended, never reordered
+    assert INPUT_NAMES[len(LAYOUT_BEFORE_THE_REGISTRY) :] == ("asked_question", "chat_activity")
     assert MEL_BANDS == N_MELS  # the audio features compute as many bands as the registry declares
     assert {s.modality for s in INPUTS} <= {"video", "audio", "text", "context"}
     assert all(s.description and s.unit for s in (*INPUTS, *OUTPUTS))
@@ -123,7 +124,11 @@ def test_an_extended_or_shortened_layout_is_refused(tmp_path: Path, monkeypatch:
     message = _refusal(_saved_with(tmp_path, signals=[*INPUT_NAMES, "chat_messages"]))
     assert "signals unknown to this build: chat_messages" in message and "classpulse train" in message
     message = _refusal(_saved_with(tmp_path, signals=list(INPUT_NAMES[:-1]), heads=list(HEAD_NAMES[:3])))
-    assert "signals missing from the file: mel_7" in message and "heads missing from the file: engagement" in message
+    assert "signals missing from the file: chat_activity" in message
+    assert "heads missing from the file: engagement" in message
+    # Weights saved before the text signals refuse, naming them.
+    message = _refusal(_saved_with(tmp_path, signals=list(LAYOUT_BEFORE_THE_REGISTRY)))
+    assert "signals missing from the file: asked_question, chat_activity" in message
     # A build whose registry gained a signal refuses the weights saved before it.
     path = tmp_path / "old.pt"
     save_weights(_trained(), path, provenance="")

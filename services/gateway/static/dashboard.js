@@ -1,5 +1,5 @@
 // ClassPulse teacher dashboard: one WebSocket feed, no libraries, no build step.
-// Messages: {kind: "snapshot", state} then {kind: "score"|"aggregate"|"alert"|"lifecycle", event}.
+// Messages: {kind: "snapshot", state} then {kind: "score"|"aggregate"|"alert"|"lifecycle"|"interaction", event}.
 "use strict";
 
 (function () {
@@ -21,6 +21,7 @@
   const state = {
     participants: new Map(),  // id -> latest score event
     roster: new Map(),        // id -> latest lifecycle event (joined, left, camera_off ...)
+    counts: new Map(),        // id -> {questions, chat_messages, words_spoken} (totals from the server)
     handsSince: new Map(),    // id -> first time the hand was seen raised (fallback queue)
     aggregate: null,
     seenAggregates: new Set(),
@@ -98,20 +99,32 @@
     const cur = state.roster.get(e.participant);
     if (!cur || cur.ts <= e.ts) state.roster.set(e.participant, e);
   }
+  // Interaction totals come with each live "interaction" message (and the snapshot's rows): set, never add.
+  function applyCounts(id, c) {
+    if (c) state.counts.set(id, { questions: c.questions || 0, chat_messages: c.chat_messages || 0, words_spoken: c.words_spoken || 0 });
+  }
+  function textLine(id) {
+    const c = state.counts.get(id) || { questions: 0, chat_messages: 0, words_spoken: 0 };
+    const line = el("div", "text-activity", "chat " + c.chat_messages + " · questions " + c.questions);
+    line.dataset.chatMessages = String(c.chat_messages);
+    line.dataset.questions = String(c.questions);
+    return line;
+  }
   function joiningTile(id, life) {
     const tile = el("div", "tile stale");
     tile.dataset.participant = id;
     tile.dataset.present = "unknown";
     const name = el("div", "name", id);
-    name.append(el("span", "role", life.role));
+    if (life) name.append(el("span", "role", life.role));
     const badges = el("div", "badges");
-    badges.append(badge(life.kind === "left" ? "left" : "joined — waiting for the first signals", life.kind !== "left"));
-    tile.append(name, badges);
+    if (life) badges.append(badge(life.kind === "left" ? "left" : "joined — waiting for the first signals", life.kind !== "left"));
+    else badges.append(badge("chat only — no camera or microphone yet", false));
+    tile.append(name, badges, textLine(id));
     return tile;
   }
   function renderTiles() {
     const box = $("tiles");
-    const ids = [...new Set([...state.participants.keys(), ...state.roster.keys()])].sort();
+    const ids = [...new Set([...state.participants.keys(), ...state.roster.keys(), ...state.counts.keys()])].sort();
     $("count").textContent = ids.length ? "(" + ids.length + ")" : "";
     if (!ids.length) return;
     box.replaceChildren();
@@ -146,7 +159,7 @@
       for (const [signal, value] of contribs.slice(0, 4)) {
         explain.append(el("li", value >= 0 ? "pos" : "neg", (value >= 0 ? "+" : "−") + Math.abs(value).toFixed(2) + " " + signal));
       }
-      tile.append(name, badges, eng, meter, explain);
+      tile.append(name, badges, eng, meter, textLine(id), explain);
       box.append(tile);
     }
   }
@@ -246,7 +259,10 @@
   function handle(msg) {
     const now = Date.now() / 1000;
     if (msg.kind === "snapshot") {
-      for (const p of msg.state.participants) applyScore({ ...p, receivedAt: now, media_time: p.media_time });
+      for (const p of msg.state.participants) {
+        applyScore({ ...p, receivedAt: now, media_time: p.media_time });
+        applyCounts(p.participant, p);
+      }
       if (msg.state.aggregate) applyAggregate(msg.state.aggregate);
       for (const a of msg.state.alerts) applyAlert(a);
       for (const l of msg.state.lifecycle || []) applyLifecycle(l);
@@ -260,6 +276,8 @@
       applyAlert(msg.event);
     } else if (msg.kind === "lifecycle") {
       applyLifecycle(msg.event);
+    } else if (msg.kind === "interaction") {
+      applyCounts(msg.event.participant, msg.counts);
     }
   }
 
