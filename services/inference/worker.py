@@ -191,8 +191,9 @@ class InferenceWorker:
             try:
                 while self._lost:
                     await self._drop_shard(self._lost.pop(0))
-                while self._revoking:
-                    await self._hand_over(self._revoking.pop(0))
+                if self._revoking:
+                    shards, self._revoking = self._revoking, []
+                    await self._hand_over(shards)
                 if self._clock() >= next_snapshot:
                     next_snapshot = self._clock() + interval
                     await self._snapshot_shards(self.ownership.readable(), only_dirty=True)
@@ -244,12 +245,13 @@ class InferenceWorker:
                 continue
         return out
 
-    async def _hand_over(self, shard: int) -> None:
-        """Rebalance: stop reading ``shard``, finish what was read, snapshot and forget its participants, release."""
+    async def _hand_over(self, shards: list[int]) -> None:
+        """Rebalance: stop reading ``shards``, finish what was read, snapshot and forget their participants, release."""
         async with self._read_lock:  # a read in flight has enqueued what it got
             pass
+        moving = set(shards)
         deadline = self._clock() + self.settings.drain_timeout_s
-        while any(self._shard_of_entry(e) == shard for e in self._held):
+        while any(self._shard_of_entry(e) in moving for e in self._held):
             remaining = deadline - self._clock()
             if remaining <= 0:
                 break
@@ -259,15 +261,17 @@ class InferenceWorker:
                 await asyncio.wait_for(self._batch_done.wait(), timeout=min(remaining, 0.1))
             except TimeoutError:
                 pass
-        self._cleanup.add(shard)
+        self._cleanup.update(moving)
         try:
-            if self.ownership.holds(shard):
-                await self._snapshot_shards([shard], only_dirty=False, forget=True)
-            else:
-                await self._drop_shard(shard)
+            held = [k for k in shards if self.ownership.holds(k)]
+            await self._snapshot_shards(held, only_dirty=False, forget=True)
+            for k in shards:
+                if k not in held:
+                    await self._drop_shard(k)
         finally:
-            await self.ownership.release(shard)
-            self._cleanup.discard(shard)
+            for k in shards:
+                await self.ownership.release(k)
+                self._cleanup.discard(k)
 
     async def _drop_shard(self, shard: int) -> None:
         """A lost lease: forget the shard's participants (the next owner restores their snapshots)."""

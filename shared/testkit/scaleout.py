@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import ScoreEvent
@@ -86,18 +86,27 @@ async def stored_state(redis_url: str, session: str, participant: str) -> bytes 
 
 async def read_scores(bootstrap: str, session: str, *, topic: str = SCORES.name) -> list[ScoreEvent]:
     """Every ScoreEvent of ``session`` in ``topic``, from the beginning to the current end of each partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await probe.start()
+    try:
+        if topic not in await probe.topics():
+            return []
+    finally:
+        await probe.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()  # without a group, the consumer is assigned every partition of the topic
     codec = EventCodec(ScoreEvent)
     out: list[ScoreEvent] = []
     try:
-        if topic not in await consumer.topics():  # also refreshes the metadata
-            return out
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not parts:
-            return out
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        for _ in range(100):
+            parts = sorted(consumer.assignment())
+            if parts:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"no partitions of {topic} assigned")
         end = await consumer.end_offsets(parts)
         while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
             batches = await consumer.getmany(*parts, timeout_ms=1000, max_records=5000)
