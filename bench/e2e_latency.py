@@ -199,7 +199,9 @@ async def webrtc_alone(students: int, seconds: float, warmup: float) -> Samples:
         sim = asyncio.create_task(_simulate(url, students, seconds))
         start = time.time()
         while not sim.done():
-            entries = await transports.media.read_group(INFERENCE_GROUP, "bench", count=256, block_ms=100)
+            entries = await transports.media.read_group(
+                INFERENCE_GROUP, "bench", shards=range(transports.media.shards), count=256, block_ms=100
+            )
             now = time.time()
             for entry in entries:
                 msg = decode_media(entry.data)

@@ -77,7 +77,7 @@ async def live_run(streams: int, seconds: float, settings: InferenceSettings) ->
             frame = VideoFrame.from_image(
                 images[s], session="bench", participant=f"p{s}", seq=tick, media_time=tick / FPS, timing=trail
             )
-            await media.append(encode_media(frame))
+            await media.append(encode_media(frame), key=f"bench/p{s}")
             sent_frames += 1
             sent_messages += 1
             if tick % int(CHUNK_S * FPS) == 0:
@@ -92,7 +92,7 @@ async def live_run(streams: int, seconds: float, settings: InferenceSettings) ->
                     media_time=k * CHUNK_S,
                     timing=trail,
                 )
-                await media.append(encode_media(chunk))
+                await media.append(encode_media(chunk), key=f"bench/p{s}")
                 sent_messages += 1
         tick += 1
     for _ in range(200):  # drain for up to 10 s

@@ -61,7 +61,7 @@ import numpy as np
 SECRET = "bench-ingest-secret"
 SESSION = "load"
 _TICK = os.sysconf("SC_CLK_TCK")
-_MAXLEN = 128  # media stream bound in the workers runs (~1 MB per frame on a shared Redis)
+_MAXLEN = 32  # bound of each of the 16 media shard streams in the workers runs (~1 MB per frame on a shared Redis)
 _PER_SIM = 20  # publishers per `classpulse simulate` process
 _BENCH_DB = 14  # Redis database of the workers runs, away from other users' streams
 
@@ -142,7 +142,7 @@ async def _consume(bus: Any, state: dict[str, object]) -> None:
     """Drain the media stream the way inference would; record capture -> media-transport latency."""
     await bus.ensure_group("bench")
     while True:
-        entries = await bus.read_group("bench", "c", count=64, block_ms=200)
+        entries = await bus.read_group("bench", "c", shards=range(bus.shards), count=64, block_ms=200)
         for entry in entries:
             header = media_header(entry.data)  # ids and timing only: inference decodes pixels elsewhere
             stamps = [s for s in header["timing"]["stages"] if s["stage"] == "ingest"]
@@ -159,11 +159,14 @@ async def _consumer(redis_url: str, maxlen: int) -> None:
     from aiohttp import web
 
     from shared.contracts.topics import MEDIA_STREAM
+    from shared.settings import CommonSettings
     from shared.transport.redis_streams import RedisMediaBus
 
-    bus = RedisMediaBus(url=redis_url, stream=MEDIA_STREAM, maxlen=maxlen)
+    shards = CommonSettings.model_fields["media_shards"].default  # the ingest workers run with the default
+    bus = RedisMediaBus(url=redis_url, stream=MEDIA_STREAM, maxlen=maxlen, shards=shards)
     await bus.start()
-    await bus.redis.delete(MEDIA_STREAM)
+    streams = [bus.stream_name(k) for k in range(shards)]
+    await bus.redis.delete(*streams)
     state: dict[str, object] = {"latency": [], "counts": Counter(), "since": time.time()}
 
     async def reset(_: web.Request) -> web.Response:
@@ -189,7 +192,7 @@ async def _consumer(redis_url: str, maxlen: int) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await runner.cleanup()
-    await bus.redis.delete(MEDIA_STREAM)  # ~1 MB per frame: leave nothing behind on the shared Redis
+    await bus.redis.delete(*streams)  # ~1 MB per frame: leave nothing behind on the shared Redis
     await bus.close()
 
 

@@ -47,11 +47,11 @@ async def _redis_consume(url: str, stream: str, n: int, ready: object) -> list[f
     ready.set()  # type: ignore[attr-defined]
     lat: list[float] = []
     while len(lat) < n:
-        entries = await bus.read_group("bench", "c", count=100, block_ms=1000)
+        entries = await bus.read_group("bench", "c", shards=[0], count=100, block_ms=1000)
         now = time.time()
         lat.extend(now - _STAMP.unpack_from(e.data)[0] for e in entries)
         await bus.ack("bench", [e.id for e in entries])
-    await bus.redis.delete(stream)
+    await bus.redis.delete(bus.stream_name(0))
     await bus.close()
     return lat
 
@@ -93,7 +93,7 @@ async def _produce(kind: str, address: str, name: str, n: int, pace_s: float) ->
     t0 = time.perf_counter()
     for i in range(n):
         if isinstance(bus, RedisMediaBus):
-            await bus.append(_message(i))
+            await bus.append(_message(i), key="bench/p")
         else:
             await bus.publish(name, f"session-{i % 8}", _message(i))
         if pace_s:

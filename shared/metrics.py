@@ -176,6 +176,28 @@ class Metrics:
             registry=registry,
         )
 
+        # Inference scale-out: shard leases and participant-state hand-over.
+        self.inference_owned_shards = Gauge(
+            "classpulse_inference_owned_shards",
+            "Media shards whose lease this inference worker holds.",
+            registry=registry,
+        )
+        self.inference_lease_events_total = Counter(
+            "classpulse_inference_lease_events_total",
+            "Shard lease changes of this worker: acquired (free shard), taken_over (a dead owner's expired lease), "
+            "released (handed over on rebalance or shutdown), lost (renewal failed; its media is no longer processed).",
+            ["event"],
+            registry=registry,
+        )
+        self.inference_snapshot_seconds = Histogram(
+            "classpulse_inference_snapshot_seconds",
+            "Time to move participant state: save (snapshot a shard's participants and store them), "
+            "restore (load and adopt one participant's snapshot).",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
     def observe_trail(self, trail: TimingTrail, *, stage: str) -> None:
         """Record one stage's time and capture->emit latency from a stamped trail."""
         stamp = trail.stage(stage)

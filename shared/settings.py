@@ -73,9 +73,7 @@ def check_environment(
         for name in unknown:
             close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
-        raise SettingsError(
-            "unknown ClassPulse settings: " + ", ".join(hints) + "; see docs/settings.md"
-        )
+        raise SettingsError("unknown ClassPulse settings: " + ", ".join(hints) + "; see docs/settings.md")
 
 
 class StrictSettings(BaseSettings):
@@ -98,8 +96,20 @@ class CommonSettings(StrictSettings):
         default=SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (media stream and live fan-out)."
     )
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    media_shards: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Media shard streams: a participant's media always goes to the same shard (hash of "
+        "session/participant), and each shard is read by the one inference worker holding its lease; more shards "
+        "than workers spread load. Ingest and inference must use the same value.",
+    )
     media_stream_maxlen: int = Field(
-        default=512, ge=8, le=100_000, description="Bound of the media stream; the oldest entries are evicted past it."
+        default=64,
+        ge=8,
+        le=100_000,
+        description="Bound of each media shard stream (undelivered + in-flight entries); the oldest are evicted "
+        "past it (counted).",
     )
     memory_event_retention: int = Field(
         default=300_000,

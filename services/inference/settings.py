@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.inference.perception_registry import BACKENDS, spec_for
@@ -50,9 +50,49 @@ class InferenceSettings(StrictSettings):
     read_count: int = Field(default=64, ge=1, le=4096, description="Entries read from the media stream per call.")
     read_block_ms: int = Field(default=20, ge=1, le=10_000, description="How long one stream read may wait.")
     claim_idle_ms: int = Field(
-        default=5000, ge=100, le=600_000, description="Claim media another worker left pending this long (dead worker)."
+        default=5000,
+        ge=100,
+        le=600_000,
+        description="Re-claim media of an owned shard left pending this long (a failed batch); a taken-over "
+        "shard's pending media is claimed at once.",
     )
-    claim_interval_s: float = Field(default=2.0, gt=0.0, le=600.0, description="How often to look for stale media.")
+    claim_interval_s: float = Field(
+        default=2.0, gt=0.0, le=600.0, description="How often to look for stale media in owned shards."
+    )
+    lease_ttl_ms: int = Field(
+        default=3000,
+        ge=500,
+        le=5000,
+        description="A worker's shard leases and membership expire this long after its last renewal: a dead "
+        "worker's shards (and their pending media) are taken over after at most this plus one renewal interval.",
+    )
+    lease_renew_ms: int = Field(
+        default=1000,
+        ge=50,
+        le=2500,
+        description="How often a worker heartbeats, renews its leases and rebalances (at most a third of "
+        "lease_ttl_ms).",
+    )
+    snapshot_interval_s: float = Field(
+        default=2.0,
+        ge=0.1,
+        le=2.0,
+        description="How often the owner stores a snapshot of each participant's state (baseline, fusion "
+        "window, VAD stream) for the next owner; also stored on every hand-over.",
+    )
+    snapshot_ttl_s: float = Field(
+        default=600.0,
+        ge=10.0,
+        le=86_400.0,
+        description="A stored participant snapshot is kept this long after its last write.",
+    )
+    drain_timeout_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="On a rebalance, how long a worker finishes the media it already read from a shard before "
+        "it snapshots the shard's participants and releases it (unfinished media goes to the next owner).",
+    )
     consumer_name: str = Field(
         default="", max_length=128, description="Consumer name in the group; empty = hostname-pid (unique per process)."
     )
@@ -129,6 +169,14 @@ class InferenceSettings(StrictSettings):
         max_length=4096,
         description="Fusion weights written by `classpulse train` (.pt); empty = built-in priors.",
     )
+
+    @model_validator(mode="after")
+    def _renew_well_before_expiry(self) -> InferenceSettings:
+        if self.lease_renew_ms * 3 > self.lease_ttl_ms:
+            raise ValueError(
+                f"lease_renew_ms ({self.lease_renew_ms}) must be at most a third of lease_ttl_ms ({self.lease_ttl_ms})"
+            )
+        return self
 
     @field_validator("backend")
     @classmethod

@@ -1,15 +1,25 @@
-"""The inference worker: media stream -> micro-batches -> engine -> Kafka scores + live bus.
+"""The inference worker: media shards -> micro-batches -> engine -> Kafka scores + live bus.
 
-One worker is one member of the media stream's consumer group ``INFERENCE_GROUP``:
+One worker is one member of the media streams' consumer group ``INFERENCE_GROUP`` and owns
+media shards by lease (:mod:`services.inference.ownership`); a participant's media always
+lands in the same shard, so one participant is processed by one worker at a time:
 
-1. a reader task reads new entries (and, every ``claim_interval_s``, claims entries a dead
-   worker left pending longer than ``claim_idle_ms``), decodes them and queues them per
-   participant in a bounded :class:`MicroBatcher` (it stops reading while the batcher is
-   full, so backlog stays in the bounded stream, where the oldest media is evicted);
-2. the batch loop flushes when a batch is full or its oldest item waited its budget, runs
-   the engine in a worker thread (one batch at a time), publishes every ScoreEvent to
-   Kafka ``classpulse.scores`` (keyed by session) and to the live bus, and only then acks
-   the media (at-least-once; event ids are stable, so consumers dedupe redeliveries).
+1. the lease task heartbeats, renews the worker's shard leases every ``lease_renew_ms``,
+   acquires the shards the assignment gives it once they are free, and hands over the ones
+   it should give up;
+2. a reader task reads new entries of the shards it holds (and claims the pending media of a
+   shard it just took over, or left pending by a failed batch), restores each participant's
+   stored state before its first message, decodes the entries and queues them per participant
+   in a bounded :class:`MicroBatcher` (it stops reading while the batcher is full, so backlog
+   stays in the bounded streams, where the oldest media is evicted);
+3. the batch loop flushes when a batch is full or its oldest item waited its budget, runs
+   the engine in a worker thread (one batch at a time), checks the lease of every item's
+   shard, publishes every ScoreEvent (stamped with this worker as ``producer``) to Kafka
+   ``classpulse.scores`` (keyed by session) and to the live bus, and only then acks the media
+   (at-least-once; event ids are stable, so consumers dedupe redeliveries);
+4. the state task snapshots the participants of held shards every ``snapshot_interval_s``
+   (fenced by the lease), and on a hand-over drains the shard, snapshots it and releases it;
+   a lost lease drops the shard's participants' state here (the next owner has it).
 """
 
 from __future__ import annotations
@@ -18,22 +28,25 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from services.inference.batcher import MicroBatcher
 from services.inference.engine import InferenceEngine
+from services.inference.ownership import Changes, ShardOwnership
 from services.inference.settings import InferenceSettings
+from services.inference.state_snapshot import SnapshotError
 from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import MediaMessage
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INFERENCE_GROUP, SCORES, EventTopic
-from shared.log import get_logger, spawn
+from shared.log import get_logger, pii, spawn
 from shared.metrics import Metrics
 from shared.transport.base import StreamEntry
 from shared.transport.factory import Transports
 from shared.transport.live import LivePublisher
+from shared.transport.shards import participant_key, shard_of
 from shared.transport.typed import EventPublisher
 
 log = get_logger(__name__)
@@ -47,6 +60,7 @@ class _Item:
     msg: MediaMessage
     received: float
     claimed: bool
+    shard: int = 0
 
 
 def default_consumer_name() -> str:
@@ -91,45 +105,269 @@ class InferenceWorker:
         self.batches = 0
         self.published = 0
         self._next_evict = clock() + EVICT_INTERVAL_S
+        # Shards and participant state (see the module docstring).
+        self._leases = transports.leases
+        self.ownership = ShardOwnership(
+            store=transports.leases,
+            member=self.consumer,
+            shards=self._media.shards,
+            ttl_ms=settings.lease_ttl_ms,
+            clock=clock,
+            metrics=metrics,
+        )
+        self._engine_lock = asyncio.Lock()
+        """Held by a whole batch (process, publish, ack) and by every snapshot, restore and forget."""
+        self._read_lock = asyncio.Lock()
+        """Held by the reader from a read to the end of its enqueue (a hand-over waits for it)."""
+        self._claim_now: set[int] = set()
+        """Shards just acquired: claim their pending media (a dead owner's) before reading them."""
+        self._cleanup: set[int] = set()
+        """Shards lost or handed over whose participants' state is not dropped yet: not read meanwhile."""
+        self._ready: set[str] = set()
+        """Participants (routing keys) whose stored state was looked up since their shard was acquired."""
+        self._dirty: set[str] = set()
+        """Participants processed since their last snapshot."""
+        self._state_wake = asyncio.Event()
+        self._batch_done = asyncio.Event()
+        self._revoking: list[int] = []
+        self._lost: list[int] = []
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or cancellation); the engine must be loaded."""
         await self._media.ensure_group(INFERENCE_GROUP)
         log.info("inference worker %s -> %s", "starting", "running", extra={"consumer": self.consumer})
-        reader = spawn(self._read_loop(), name=f"inference-reader-{self.consumer}")
+        await self._lease_tick()  # own shards before the first read
+        tasks = [
+            spawn(self._lease_loop(), name=f"inference-leases-{self.consumer}"),
+            spawn(self._state_loop(), name=f"inference-state-{self.consumer}"),
+            spawn(self._read_loop(), name=f"inference-reader-{self.consumer}"),
+        ]
         try:
             await self._batch_loop()
         finally:
-            reader.cancel()
-            await asyncio.wait([reader], timeout=5.0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=5.0)
+            await self._hand_over_all()
             log.info("inference worker %s -> %s", "running", "stopped", extra={"consumer": self.consumer})
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
 
+    # -- shard leases and participant state -------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        period = self.settings.lease_renew_ms / 1000
+        while not self._stopping.is_set():
+            await asyncio.sleep(period)
+            try:
+                await self._lease_tick()
+            except Exception as exc:  # the store is down: leases lapse locally, media waits in the streams
+                log.warning("shard lease renewal failed: %s", exc)
+                self._metrics.errors_total.labels(STAGE, "lease").inc()
+
+    async def _lease_tick(self) -> None:
+        changes: Changes = await self.ownership.tick()
+        if changes.lost:
+            self._cleanup.update(changes.lost)
+            self._lost += changes.lost
+        if changes.revoke:
+            self._revoking += changes.revoke
+        for lease in changes.acquired:
+            self._claim_now.add(lease.shard)
+        if changes.lost or changes.revoke:
+            self._state_wake.set()
+
+    async def _state_loop(self) -> None:
+        interval = self.settings.snapshot_interval_s
+        next_snapshot = self._clock() + interval
+        while not self._stopping.is_set():
+            self._state_wake.clear()
+            try:
+                await asyncio.wait_for(self._state_wake.wait(), timeout=max(0.0, next_snapshot - self._clock()))
+            except TimeoutError:
+                pass
+            try:
+                while self._lost:
+                    await self._drop_shard(self._lost.pop(0))
+                if self._revoking:
+                    shards, self._revoking = self._revoking, []
+                    await self._hand_over(shards)
+                if self._clock() >= next_snapshot:
+                    next_snapshot = self._clock() + interval
+                    await self._snapshot_shards(self.ownership.readable(), only_dirty=True)
+            except Exception as exc:
+                log.warning("participant state hand-over failed: %s", exc)
+                self._metrics.errors_total.labels(STAGE, "state").inc()
+
+    def _shard_participants(self, shards: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
+        wanted = set(shards)
+        out: dict[int, list[tuple[str, str]]] = {}
+        for session, participant in self.engine.participants():
+            k = shard_of(participant_key(session, participant), self._media.shards)
+            if k in wanted:
+                out.setdefault(k, []).append((session, participant))
+        return out
+
+    async def _snapshot_shards(self, shards: Iterable[int], *, only_dirty: bool, forget: bool = False) -> None:
+        """Store the state of every participant of ``shards`` (fenced by each shard's lease); between batches."""
+        s = self.settings
+        async with self._engine_lock:
+            started = time.perf_counter()
+            groups = self._shard_participants(shards)
+            if only_dirty:
+                groups = {k: [p for p in ps if participant_key(*p) in self._dirty] for k, ps in groups.items()}
+            keys = [p for ps in groups.values() for p in ps]
+            data = await asyncio.to_thread(self._snapshot_many, keys)
+            self._dirty.difference_update(participant_key(*p) for p in keys)
+            if forget:
+                for p in keys:
+                    self.engine.forget(*p)
+                    self._ready.discard(participant_key(*p))
+        for k, ps in groups.items():
+            lease = self.ownership.lease(k)
+            states = {participant_key(*p): data[p] for p in ps if p in data}
+            if lease is None or not states:
+                continue
+            if not await self._leases.save_states(lease, states, ttl_ms=int(s.snapshot_ttl_s * 1000)):
+                log.warning("participant snapshots refused: lease no longer current", extra={"shard": k})
+                self._metrics.errors_total.labels(STAGE, "snapshot_fenced").inc()
+        if keys:
+            self._metrics.inference_snapshot_seconds.labels("save").observe(time.perf_counter() - started)
+
+    def _snapshot_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        out = {}
+        for session, participant in keys:
+            try:
+                out[(session, participant)] = self.engine.snapshot(session, participant)
+            except KeyError:  # forgotten as idle meanwhile
+                continue
+        return out
+
+    async def _hand_over(self, shards: list[int]) -> None:
+        """Rebalance: stop reading ``shards``, finish what was read, snapshot and forget their participants, release."""
+        async with self._read_lock:  # a read in flight has enqueued what it got
+            pass
+        moving = set(shards)
+        deadline = self._clock() + self.settings.drain_timeout_s
+        while any(self._shard_of_entry(e) in moving for e in self._held):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            self._batch_done.clear()
+            self._wake.set()
+            try:
+                await asyncio.wait_for(self._batch_done.wait(), timeout=min(remaining, 0.1))
+            except TimeoutError:
+                pass
+        self._cleanup.update(moving)
+        try:
+            held = [k for k in shards if self.ownership.holds(k)]
+            await self._snapshot_shards(held, only_dirty=False, forget=True)
+            for k in shards:
+                if k not in held:
+                    await self._drop_shard(k)
+        finally:
+            for k in shards:
+                await self.ownership.release(k)
+                self._cleanup.discard(k)
+
+    async def _drop_shard(self, shard: int) -> None:
+        """A lost lease: forget the shard's participants (the next owner restores their snapshots)."""
+        async with self._engine_lock:
+            groups = self._shard_participants([shard])
+            for session, participant in groups.get(shard, []):
+                self.engine.forget(session, participant)
+            self._ready = {p for p in self._ready if shard_of(p, self._media.shards) != shard}
+            self._dirty = {p for p in self._dirty if shard_of(p, self._media.shards) != shard}
+        self._cleanup.discard(shard)
+        if groups:
+            log.info("participant states %s -> %s", "tracked", "dropped", extra={"shard": shard})
+
+    async def _hand_over_all(self) -> None:
+        """Clean shutdown: snapshot every held shard's participants, release the leases, leave."""
+        try:
+            held = [k for k in self.ownership.held() if self.ownership.holds(k)]
+            await self._snapshot_shards(held, only_dirty=False)
+            await self.ownership.leave()
+        except Exception as exc:
+            log.warning("shard hand-over at shutdown failed: %s", exc)
+            self._metrics.errors_total.labels(STAGE, "state").inc()
+
+    async def _restore(self, msg: MediaMessage) -> None:
+        """Before a participant's first message since its shard was acquired: adopt its stored state."""
+        key = participant_key(msg.session, msg.participant)
+        self._ready.add(key)
+        started = time.perf_counter()
+        data = await self._leases.load_state(key)
+        if data is None:
+            return
+        try:
+            async with self._engine_lock:
+                await asyncio.to_thread(self.engine.restore, data)
+        except SnapshotError as exc:
+            log.warning("participant snapshot rejected: %s", exc, extra=pii(participant=msg.participant))
+            self._metrics.errors_total.labels(STAGE, "snapshot_restore").inc()
+            return
+        self._metrics.inference_snapshot_seconds.labels("restore").observe(time.perf_counter() - started)
+
+    def _shard_of_entry(self, entry_id: str) -> int:
+        return int(entry_id.partition("/")[0])
+
+    def _fence(self, items: list[_Item], events: list[ScoreEvent]) -> tuple[list[_Item], list[ScoreEvent]]:
+        """Keep what this worker still owns: items and events of shards whose lease lapsed are neither
+        published nor acked (the next owner claims the media and scores it from the stored state)."""
+        n = self._media.shards
+        lapsed = {i.shard for i in items if not self.ownership.holds(i.shard)}
+        for item in items:
+            self._dirty.add(participant_key(item.msg.session, item.msg.participant))
+        if not lapsed:
+            return items, events
+        dropped = [i for i in items if i.shard in lapsed]
+        self._held.difference_update(i.entry_id for i in dropped)
+        self._metrics.errors_total.labels(STAGE, "lease_lapsed").inc(len(dropped))
+        kept_events = [e for e in events if shard_of(participant_key(e.session, e.participant), n) not in lapsed]
+        return [i for i in items if i.shard not in lapsed], kept_events
+
     # -- reading ---------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         s = self.settings
-        next_claim = self._clock()
+        next_claim = self._clock() + s.claim_interval_s
         while not self._stopping.is_set():
             await self._space.wait()
-            if self._clock() >= next_claim:
-                next_claim = self._clock() + s.claim_interval_s
-                # Scan every pending entry (the stream is bounded); entries this worker already
-                # holds are skipped, so its own slow batches are never claimed twice.
-                claimed = await self._media.claim_stale(
-                    INFERENCE_GROUP, self.consumer, min_idle_ms=s.claim_idle_ms, count=self._claim_count
+            async with self._read_lock:
+                for k in sorted(self._claim_now - self._cleanup):
+                    self._claim_now.discard(k)
+                    if self.ownership.holds(k):  # a dead owner's pending media: ours now
+                        await self._claim(k, min_idle_ms=0)
+                if self._clock() >= next_claim:
+                    next_claim = self._clock() + s.claim_interval_s
+                    for k in self._readable():  # media a failed batch left pending
+                        await self._claim(k, min_idle_ms=s.claim_idle_ms)
+                shards = self._readable()
+                if not shards:
+                    await asyncio.sleep(s.read_block_ms / 1000)
+                    continue
+                entries = await self._media.read_group(
+                    INFERENCE_GROUP, self.consumer, shards=shards, count=s.read_count, block_ms=s.read_block_ms
                 )
-                claimed = [e for e in claimed if e.id not in self._held]
-                if claimed:
-                    log.info("stale media %s -> %s", "pending", "claimed", extra={"entries": len(claimed)})
-                    await self._enqueue(claimed, claimed=True)
-            entries = await self._media.read_group(
-                INFERENCE_GROUP, self.consumer, count=s.read_count, block_ms=s.read_block_ms
-            )
-            await self._enqueue(entries)
+                await self._enqueue(entries)
+
+    def _readable(self) -> list[int]:
+        return [k for k in self.ownership.readable() if k not in self._cleanup and k not in self._claim_now]
+
+    async def _claim(self, shard: int, *, min_idle_ms: int) -> None:
+        # Scan every pending entry of the shard (the stream is bounded); entries this worker already
+        # holds are skipped, so its own slow batches are never claimed twice.
+        claimed = await self._media.claim_stale(
+            INFERENCE_GROUP, self.consumer, shard=shard, min_idle_ms=min_idle_ms, count=self._claim_count
+        )
+        claimed = [e for e in claimed if e.id not in self._held]
+        if claimed:
+            log.info("pending media %s -> %s", "pending", "claimed", extra={"entries": len(claimed), "shard": shard})
+            await self._enqueue(claimed, claimed=True)
 
     async def _enqueue(self, entries: list[StreamEntry], *, claimed: bool = False) -> None:
         if not entries:
@@ -145,8 +383,11 @@ class InferenceWorker:
                 bad.append(entry.id)
                 continue
             self._metrics.observe_hop(msg.timing, transport="media", received=now)
+            key = participant_key(msg.session, msg.participant)
+            if key not in self._ready:
+                await self._restore(msg)
             self._held.add(entry.id)
-            dropped = self._batcher.put(f"{msg.session}/{msg.participant}", _Item(entry.id, msg, now, claimed))
+            dropped = self._batcher.put(key, _Item(entry.id, msg, now, claimed, entry.shard))
             if dropped is not None:
                 self._metrics.media_dropped_total.labels("inference_queue_full").inc()
                 bad.append(dropped.value.entry_id)
@@ -170,7 +411,9 @@ class InferenceWorker:
                 except TimeoutError:
                     pass
             if self._batcher.ready():
-                await self._run_batch()
+                async with self._engine_lock:  # snapshots never see half a batch (processed, not acked)
+                    await self._run_batch()
+                self._batch_done.set()
             if self._clock() >= self._next_evict:
                 self._next_evict = self._clock() + EVICT_INTERVAL_S
                 evicted = await asyncio.to_thread(self.engine.evict_idle, max_idle_s=self.settings.state_idle_s)
@@ -199,6 +442,7 @@ class InferenceWorker:
             self._metrics.errors_total.labels(STAGE, "batch").inc()
             self._held.difference_update(i.entry_id for i in items)  # claimable again once idle
             return
+        items, events = self._fence(items, events)
         await self._publish(events)
         await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in items])
         self._held.difference_update(i.entry_id for i in items)
@@ -228,6 +472,7 @@ class InferenceWorker:
     async def _publish(self, events: list[ScoreEvent]) -> None:
         if not events:
             return
+        events = [ev.model_copy(update={"producer": self.consumer}) for ev in events]
         await asyncio.gather(*(self._scores.publish(ev) for ev in events))
         for ev in events:
             try:

@@ -1,5 +1,8 @@
 """Publishing sampled media to the media transport without ever blocking track consumers.
 
+Every message is appended to its participant's media shard (routing key
+``"<session>/<participant>"``), so one inference worker sees all of a participant's media.
+
 Each stream (one participant's video or audio) owns a :class:`StreamPublisher` with a
 one-slot mailbox: the consumer drops the newest message in; a background task appends it
 to the media bus. If the bus is slower than the analysis rate, the waiting message is
@@ -17,6 +20,7 @@ from shared.contracts.timing import StageStamp, TimingTrail, wall_clock
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.transport.base import MediaBus
+from shared.transport.shards import participant_key
 
 log = get_logger(__name__)
 
@@ -38,7 +42,7 @@ def restamp(msg: MediaMessage, *, emitted: float) -> MediaMessage:
 async def publish_now(bus: MediaBus, msg: MediaMessage, metrics: Metrics) -> None:
     """Stamp, encode and append one message; record latency and throughput."""
     stamped = restamp(msg, emitted=wall_clock())
-    await bus.append(encode_media(stamped))
+    await bus.append(encode_media(stamped), key=participant_key(stamped.session, stamped.participant))
     metrics.observe_trail(stamped.timing, stage=STAGE)
     metrics.messages_total.labels(STAGE, stamped.kind).inc()
 

@@ -77,6 +77,12 @@ class ScoreEvent(BaseModel):
     )
     features: FeatureSnapshot = Field(default_factory=FeatureSnapshot)
     timing: TimingTrail
+    producer: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The inference worker (consumer name) that scored this step: the holder of the "
+        "participant's shard lease at the time.",
+    )
 
     @staticmethod
     def make_id(session: str, participant: str, seq: int) -> str:

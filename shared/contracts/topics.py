@@ -13,9 +13,27 @@ from shared.contracts.interactions import InteractionEvent
 E = TypeVar("E", bound=BaseModel)
 
 MEDIA_STREAM = "classpulse:media"
-"""Redis stream of encoded media (bounded); consumer group ``inference``."""
+"""Prefix of the media shard streams: ``classpulse:media:{shard}``, one bounded Redis stream per shard.
+
+Producer: services.ingest (a participant's media always goes to the shard of
+``shared.transport.shards.shard_of("<session>/<participant>", CLASSPULSE_MEDIA_SHARDS)``).
+Consumer: services.inference, consumer group ``inference``; each shard is read only by the
+worker holding its lease.
+"""
 
 INFERENCE_GROUP = "inference"
+
+INFERENCE_COORDINATION = "classpulse:inference"
+"""Prefix of the inference workers' coordination keys in Redis (``shared.transport.redis_leases``):
+``{prefix}:members`` (live workers, heartbeat expiry as score), ``{prefix}:lease:{shard}`` (the owner
+and fencing epoch of a shard) and ``{prefix}:pstate:{session}/{participant}`` (the latest snapshot of
+a participant's inference state, written by the owner of its shard, read by the next owner).
+"""
+
+
+def media_stream(shard: int, prefix: str = MEDIA_STREAM) -> str:
+    """The media stream of one shard: ``classpulse:media:{shard}``."""
+    return f"{prefix}:{shard}"
 
 
 def live_channel(session: str) -> str:

@@ -2,6 +2,7 @@
 
 from shared.transport.base import AppendResult, EventBus, EventConsumer, EventRecord, LiveBus, MediaBus, StreamEntry
 from shared.transport.factory import Transports, build_transports
+from shared.transport.leases import Lease, LeaseStore, MemoryLeaseStore
 from shared.transport.typed import EventPublisher, EventSubscriber
 
 __all__ = [
@@ -11,8 +12,11 @@ __all__ = [
     "EventPublisher",
     "EventRecord",
     "EventSubscriber",
+    "Lease",
+    "LeaseStore",
     "LiveBus",
     "MediaBus",
+    "MemoryLeaseStore",
     "StreamEntry",
     "Transports",
     "build_transports",

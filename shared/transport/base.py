@@ -5,10 +5,13 @@ live fan-out), :mod:`.kafka` (events). Services depend on these Protocols only.
 
 Semantics every implementation keeps:
 
-* **Media** is lossy by design: the stream is bounded, appending to a full stream evicts
-  the oldest undelivered entry and counts it as a drop. Entries are read through a
-  consumer group; an entry stays pending until acked (then it is deleted), and a
-  consumer can claim entries another consumer left pending too long.
+* **Media** is lossy by design and sharded by participant: an entry goes to the shard of
+  its routing key (``"<session>/<participant>"``, :func:`shared.transport.shards.shard_of`),
+  and each shard is its own bounded stream; appending to a full shard evicts its oldest
+  undelivered entry and counts it as a drop. Entries are read through a consumer group,
+  from the shards a reader names (the ones it holds leases on); an entry stays pending
+  until acked (then it is deleted), and a consumer can claim a shard's entries another
+  consumer left pending. Entry ids name their shard (``"<shard>/<stream id>"``).
 * **Events** are never dropped: at-least-once, ordered per key (session), with offsets
   committed by the consumer after it handled the records.
 """
@@ -26,43 +29,59 @@ class StreamEntry:
     """One media stream entry."""
 
     id: str
+    """Shard-qualified: ``"<shard>/<stream id>"``."""
     data: bytes
+    shard: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """Where an append landed and how many old entries it evicted."""
+    """Where an append landed (shard-qualified id) and how many old entries of that shard it evicted."""
 
     id: str
     evicted: int
+    shard: int = 0
 
 
 class MediaBus(Protocol):
-    """A bounded stream with consumer groups (Redis Streams semantics)."""
+    """Bounded shard streams with consumer groups (Redis Streams semantics)."""
+
+    @property
+    def shards(self) -> int:
+        """How many shard streams there are (``CLASSPULSE_MEDIA_SHARDS``)."""
+        ...
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def append(self, data: bytes) -> AppendResult:
-        """Append one entry; evicts (and counts) the oldest ones past the bound."""
+    async def append(self, data: bytes, *, key: str) -> AppendResult:
+        """Append one entry to the shard of ``key``; evicts (and counts) that shard's oldest past its bound."""
         ...
 
-    async def ensure_group(self, group: str) -> None: ...
+    async def ensure_group(self, group: str) -> None:
+        """Create the consumer group on every shard stream (idempotent)."""
+        ...
 
-    async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
-        """New entries for this consumer; waits up to ``block_ms`` when there are none."""
+    async def read_group(
+        self, group: str, consumer: str, *, shards: Sequence[int], count: int, block_ms: int
+    ) -> list[StreamEntry]:
+        """At most ``count`` new entries of the named shards; waits up to ``block_ms`` when there are none."""
         ...
 
     async def ack(self, group: str, ids: Sequence[str]) -> None:
-        """Mark entries handled; they leave the stream."""
+        """Mark entries (shard-qualified ids, any shards) handled; they leave their streams."""
         ...
 
-    async def claim_stale(self, group: str, consumer: str, *, min_idle_ms: int, count: int) -> list[StreamEntry]:
-        """Take over entries other consumers left pending for at least ``min_idle_ms``."""
+    async def claim_stale(
+        self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int
+    ) -> list[StreamEntry]:
+        """Take over entries of one shard that other consumers left pending for at least ``min_idle_ms``."""
         ...
 
-    async def length(self) -> int: ...
+    async def length(self) -> int:
+        """Entries in all shard streams together."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

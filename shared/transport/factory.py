@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.contracts.topics import MEDIA_STREAM
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.transport.base import EventBus, LiveBus, MediaBus
+from shared.transport.leases import LeaseStore, MemoryLeaseStore
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 
 
 @dataclass
 class Transports:
-    """The three transports of one process."""
+    """The transports of one process: media shards, events, live fan-out, and the inference leases."""
 
     media: MediaBus
     events: EventBus
     live: LiveBus
+    leases: LeaseStore = field(default_factory=MemoryLeaseStore)
 
     async def start(self) -> None:
-        for part in (self.media, self.events, self.live):
+        for part in (self.media, self.events, self.live, self.leases):
             await part.start()
 
     async def close(self) -> None:
-        for part in (self.live, self.events, self.media):
+        for part in (self.leases, self.live, self.events, self.media):
             await part.close()
 
 
@@ -32,16 +34,25 @@ def build_transports(settings: CommonSettings, *, metrics: Metrics, client_id: s
     """Memory transports for ``transport=memory``, Redis + Kafka for ``distributed``."""
     if settings.transport == "memory":
         return Transports(
-            media=MemoryMediaBus(maxlen=settings.media_stream_maxlen, metrics=metrics),
+            media=MemoryMediaBus(maxlen=settings.media_stream_maxlen, shards=settings.media_shards, metrics=metrics),
             events=MemoryEventBus(retention=settings.memory_event_retention),
             live=MemoryLiveBus(),
+            leases=MemoryLeaseStore(),
         )
     from shared.transport.kafka import KafkaEventBus
+    from shared.transport.redis_leases import RedisLeaseStore
     from shared.transport.redis_streams import RedisLiveBus, RedisMediaBus
 
     url = settings.redis_url.get_secret_value()
     return Transports(
-        media=RedisMediaBus(url=url, stream=MEDIA_STREAM, maxlen=settings.media_stream_maxlen, metrics=metrics),
+        media=RedisMediaBus(
+            url=url,
+            stream=MEDIA_STREAM,
+            maxlen=settings.media_stream_maxlen,
+            shards=settings.media_shards,
+            metrics=metrics,
+        ),
         events=KafkaEventBus(bootstrap=settings.kafka_bootstrap, client_id=client_id),
         live=RedisLiveBus(url=url),
+        leases=RedisLeaseStore(url=url),
     )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from shared.metrics import Metrics
 from shared.transport.base import AppendResult, EventRecord, StreamEntry
+from shared.transport.shards import entry_id as qualify
+from shared.transport.shards import shard_of, split_entry_id
 
 
 @dataclass
@@ -26,18 +28,32 @@ class _Group:
     pending: dict[int, _Pending] = field(default_factory=dict)
 
 
-class MemoryMediaBus:
-    """A bounded stream with consumer groups, in process (Redis Streams semantics)."""
+@dataclass
+class _Shard:
+    entries: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    groups: dict[str, _Group] = field(default_factory=dict)
 
-    def __init__(self, *, maxlen: int, metrics: Metrics | None = None) -> None:
+
+class MemoryMediaBus:
+    """Bounded shard streams with consumer groups, in process (Redis Streams semantics).
+
+    ``maxlen`` bounds each shard; ids are numbered across all shards and qualified by shard.
+    """
+
+    def __init__(self, *, maxlen: int, shards: int = 1, metrics: Metrics | None = None) -> None:
         if maxlen < 1:
             raise ValueError("maxlen must be >= 1")
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
         self.maxlen = maxlen
         self._metrics = metrics
-        self._entries: OrderedDict[int, bytes] = OrderedDict()
-        self._groups: dict[str, _Group] = {}
+        self._shards = [_Shard() for _ in range(shards)]
         self._next_id = 1
         self._cond: asyncio.Condition | None = None
+
+    @property
+    def shards(self) -> int:
+        return len(self._shards)
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -50,14 +66,16 @@ class MemoryMediaBus:
     async def close(self) -> None:
         return None
 
-    async def append(self, data: bytes) -> AppendResult:
+    async def append(self, data: bytes, *, key: str) -> AppendResult:
+        k = shard_of(key, len(self._shards))
+        shard = self._shards[k]
         entry_id = self._next_id
         self._next_id += 1
-        self._entries[entry_id] = data
+        shard.entries[entry_id] = data
         evicted = 0
-        while len(self._entries) > self.maxlen:
-            old_id, _ = self._entries.popitem(last=False)
-            for group in self._groups.values():
+        while len(shard.entries) > self.maxlen:
+            old_id, _ = shard.entries.popitem(last=False)
+            for group in shard.groups.values():
                 group.pending.pop(old_id, None)
             evicted += 1
         if evicted and self._metrics is not None:
@@ -65,68 +83,83 @@ class MemoryMediaBus:
         cond = self._condition()
         async with cond:
             cond.notify_all()
-        return AppendResult(id=str(entry_id), evicted=evicted)
+        return AppendResult(id=qualify(k, str(entry_id)), evicted=evicted, shard=k)
 
     async def ensure_group(self, group: str) -> None:
-        self._groups.setdefault(group, _Group())
+        for shard in self._shards:
+            shard.groups.setdefault(group, _Group())
 
-    def _take_new(self, group: _Group, consumer: str, count: int) -> list[StreamEntry]:
-        out: list[StreamEntry] = []
-        now = time.monotonic()
-        for entry_id, data in self._entries.items():
-            if entry_id <= group.last_delivered:
-                continue
-            group.pending[entry_id] = _Pending(consumer, now, data)
-            group.last_delivered = entry_id
-            out.append(StreamEntry(str(entry_id), data))
-            if len(out) >= count:
-                break
-        return out
-
-    async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
-        state = self._groups.get(group)
+    def _group(self, k: int, group: str) -> _Group:
+        state = self._shards[k].groups.get(group)
         if state is None:
             raise KeyError(f"consumer group {group!r} does not exist; call ensure_group first")
-        out = self._take_new(state, consumer, count)
+        return state
+
+    def _take_new(self, group: str, consumer: str, shards: Sequence[int], count: int) -> list[StreamEntry]:
+        out: list[StreamEntry] = []
+        now = time.monotonic()
+        per_shard = max(1, -(-count // max(1, len(shards))))
+        for k in shards:
+            state = self._group(k, group)
+            taken = 0
+            for entry_id, data in self._shards[k].entries.items():
+                if len(out) >= count or taken >= per_shard:
+                    break
+                if entry_id <= state.last_delivered:
+                    continue
+                state.pending[entry_id] = _Pending(consumer, now, data)
+                state.last_delivered = entry_id
+                out.append(StreamEntry(qualify(k, str(entry_id)), data, k))
+                taken += 1
+        return out
+
+    async def read_group(
+        self, group: str, consumer: str, *, shards: Sequence[int], count: int, block_ms: int
+    ) -> list[StreamEntry]:
+        out = self._take_new(group, consumer, shards, count)
         if out or block_ms <= 0:
             return out
         cond = self._condition()
         deadline = time.monotonic() + block_ms / 1000
         async with cond:
             while True:
-                out = self._take_new(state, consumer, count)
+                out = self._take_new(group, consumer, shards, count)
                 remaining = deadline - time.monotonic()
                 if out or remaining <= 0:
                     return out
                 try:
                     await asyncio.wait_for(cond.wait(), remaining)
                 except TimeoutError:
-                    return self._take_new(state, consumer, count)
+                    return self._take_new(group, consumer, shards, count)
 
     async def ack(self, group: str, ids: Sequence[str]) -> None:
-        state = self._groups.get(group)
         for raw in ids:
-            entry_id = int(raw)
+            k, stream_id = split_entry_id(raw)
+            entry_id = int(stream_id)
+            shard = self._shards[k]
+            state = shard.groups.get(group)
             if state is not None:
                 state.pending.pop(entry_id, None)
-            self._entries.pop(entry_id, None)
+            shard.entries.pop(entry_id, None)
 
-    async def claim_stale(self, group: str, consumer: str, *, min_idle_ms: int, count: int) -> list[StreamEntry]:
-        state = self._groups.get(group)
+    async def claim_stale(
+        self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int
+    ) -> list[StreamEntry]:
+        state = self._shards[shard].groups.get(group)
         if state is None:
             return []
         now = time.monotonic()
         out: list[StreamEntry] = []
         for entry_id, pend in sorted(state.pending.items()):
-            if pend.consumer != consumer and (now - pend.since) * 1000 >= min_idle_ms:
+            if (now - pend.since) * 1000 >= min_idle_ms:  # like XAUTOCLAIM: any consumer's, this one's too
                 state.pending[entry_id] = _Pending(consumer, now, pend.data)
-                out.append(StreamEntry(str(entry_id), pend.data))
+                out.append(StreamEntry(qualify(shard, str(entry_id)), pend.data, shard))
                 if len(out) >= count:
                     break
         return out
 
     async def length(self) -> int:
-        return len(self._entries)
+        return sum(len(shard.entries) for shard in self._shards)
 
 
 class _TopicLog:

@@ -1,13 +1,15 @@
-"""Redis transports: a bounded media stream (Streams + consumer groups) and live fan-out.
+"""Redis transports: bounded media shard streams (Streams + consumer groups) and live fan-out.
 
-Media entries are deleted once acked (``XACK`` + ``XDEL``), so the stream holds only
-undelivered and pending entries; appending to a full stream therefore evicts real
-backlog, which is counted as a drop (reason ``stream_full``). The media stream has one
-consumer group (inference); a second group would need the entries kept.
+Media is sharded by participant: ``{stream}:{k}`` for shard ``k`` (``shard_of`` of the entry's
+routing key), each bounded by ``maxlen``. Entries are deleted once acked (``XACK`` + ``XDEL``),
+so a shard holds only undelivered and pending entries; appending to a full shard therefore
+evicts real backlog, which is counted as a drop (reason ``stream_full``). The media streams
+have one consumer group (inference); a second group would need the entries kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,8 +17,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from shared.contracts.topics import media_stream
 from shared.metrics import Metrics
 from shared.transport.base import AppendResult, StreamEntry
+from shared.transport.shards import entry_id as entry_id_of
+from shared.transport.shards import shard_of, split_entry_id
 
 # Append and report how many entries the bound evicted, atomically.
 _APPEND_LUA = """
@@ -32,27 +37,40 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _entries(raw: Any) -> list[StreamEntry]:
+def _entries(raw: Any, shard: int) -> list[StreamEntry]:
     out: list[StreamEntry] = []
     for entry_id, fields in raw or ():
         if not fields:  # trimmed while pending
             continue
         data = fields.get(b"d")
         if data is not None:
-            out.append(StreamEntry(_text(entry_id), data))
+            out.append(StreamEntry(entry_id_of(shard, _text(entry_id)), data, shard))
     return out
 
 
 class RedisMediaBus:
-    """Bounded media stream on Redis Streams."""
+    """Bounded media shard streams on Redis Streams (``{stream}:{k}``, ``maxlen`` entries each)."""
 
-    def __init__(self, *, url: str, stream: str, maxlen: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, *, url: str, stream: str, maxlen: int, shards: int = 1, metrics: Metrics | None = None) -> None:
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
         self.url = url
         self.stream = stream
         self.maxlen = maxlen
+        self._shards = shards
+        self._names = [media_stream(k, stream) for k in range(shards)]
+        self._index = {name: k for k, name in enumerate(self._names)}
         self._metrics = metrics
         self._redis: aioredis.Redis | None = None
         self._append_sha: str | None = None
+
+    @property
+    def shards(self) -> int:
+        return self._shards
+
+    def stream_name(self, shard: int) -> str:
+        """The Redis key of one shard's stream."""
+        return self._names[shard]
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -70,50 +88,78 @@ class RedisMediaBus:
             await self._redis.aclose()
             self._redis = None
 
-    async def append(self, data: bytes) -> AppendResult:
+    async def append(self, data: bytes, *, key: str) -> AppendResult:
         assert self._append_sha is not None
-        entry_id, evicted = await self.redis.evalsha(self._append_sha, 1, self.stream, self.maxlen, data)  # type: ignore[misc]
+        k = shard_of(key, self._shards)
+        entry, evicted = await self.redis.evalsha(  # type: ignore[misc]
+            self._append_sha, 1, self._names[k], self.maxlen, data
+        )
         evicted = int(evicted)
         if evicted and self._metrics is not None:
             self._metrics.media_dropped_total.labels("stream_full").inc(evicted)
-        return AppendResult(id=_text(entry_id), evicted=evicted)
+        return AppendResult(id=entry_id_of(k, _text(entry)), evicted=evicted, shard=k)
 
     async def ensure_group(self, group: str) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for name in self._names:
+            try:
+                await self.redis.xgroup_create(name, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
-    async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
-        raw: Any = await self.redis.xreadgroup(
-            group, consumer, {self.stream: ">"}, count=count, block=block_ms if block_ms > 0 else None
-        )
-        if not raw:
+    async def read_group(
+        self, group: str, consumer: str, *, shards: Sequence[int], count: int, block_ms: int
+    ) -> list[StreamEntry]:
+        if not shards:
+            if block_ms > 0:
+                await asyncio.sleep(block_ms / 1000)
             return []
-        return _entries(raw[0][1])
+        per_stream = max(1, -(-count // len(shards)))  # XREADGROUP's COUNT is per stream
+        raw: Any = await self.redis.xreadgroup(
+            group,
+            consumer,
+            {self._names[k]: ">" for k in shards},
+            count=per_stream,
+            block=block_ms if block_ms > 0 else None,
+        )
+        out: list[StreamEntry] = []
+        for name, entries in raw or ():
+            out += _entries(entries, self._index[_text(name)])
+        return out[:count] if len(out) > count else out
 
     async def ack(self, group: str, ids: Sequence[str]) -> None:
         if not ids:
             return
+        by_shard: dict[int, list[str]] = {}
+        for qualified in ids:
+            k, stream_id = split_entry_id(qualified)
+            by_shard.setdefault(k, []).append(stream_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self.stream, group, *ids)
-            pipe.xdel(self.stream, *ids)
+            for k, stream_ids in by_shard.items():
+                pipe.xack(self._names[k], group, *stream_ids)
+                pipe.xdel(self._names[k], *stream_ids)
             await pipe.execute()
 
-    async def claim_stale(self, group: str, consumer: str, *, min_idle_ms: int, count: int) -> list[StreamEntry]:
-        result = await self.redis.xautoclaim(self.stream, group, consumer, min_idle_ms, start_id="0-0", count=count)
+    async def claim_stale(
+        self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int
+    ) -> list[StreamEntry]:
+        name = self._names[shard]
+        result = await self.redis.xautoclaim(name, group, consumer, min_idle_ms, start_id="0-0", count=count)
         # Redis 7: [next_start, entries, deleted_ids]; deleted ones were evicted while pending.
-        entries = _entries(result[1])
+        entries = _entries(result[1], shard)
         deleted = result[2] if len(result) > 2 else []
         if deleted:
-            await self.redis.xack(self.stream, group, *deleted)
+            await self.redis.xack(name, group, *deleted)
             if self._metrics is not None:
                 self._metrics.media_dropped_total.labels("evicted_pending").inc(len(deleted))
         return entries
 
     async def length(self) -> int:
-        return int(await self.redis.xlen(self.stream))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in self._names:
+                pipe.xlen(name)
+            lengths = await pipe.execute()
+        return sum(int(n) for n in lengths)
 
 
 class RedisLiveBus:

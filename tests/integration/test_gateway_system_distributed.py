@@ -19,14 +19,15 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from shared.contracts.topics import MEDIA_STREAM
+from shared.contracts.topics import media_stream
+from shared.settings import CommonSettings
 from shared.tokens import issue_token
 
 from .classpulse_up import REPO, SECRET, classpulse, free_port
 
 pytestmark = pytest.mark.integration
 
-ISOLATED_DB = 13  # the media stream name is fixed, so this test keeps it in its own Redis database
+ISOLATED_DB = 13  # the media stream names are fixed, so this test keeps it in its own Redis database
 
 
 async def _healthy(http: aiohttp.ClientSession, url: str, procs: list[asyncio.subprocess.Process]) -> None:
@@ -50,7 +51,7 @@ async def test_four_services_serve_a_student_end_to_end(
     base_url = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
     isolated = f"{base_url}/{ISOLATED_DB}"
     r = aioredis.Redis.from_url(isolated)
-    await r.delete(MEDIA_STREAM)
+    await r.delete(*(media_stream(k) for k in range(CommonSettings.model_fields["media_shards"].default)))
     await r.aclose()
     session = f"system-{unique}"
     ingest_port, gateway_port = free_port(), free_port()

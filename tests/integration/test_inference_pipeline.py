@@ -26,6 +26,7 @@ from shared.testkit.messages import frames
 from shared.transport.factory import Transports
 from shared.transport.kafka import KafkaEventBus
 from shared.transport.live import read_state
+from shared.transport.redis_leases import RedisLeaseStore
 from shared.transport.redis_streams import RedisLiveBus, RedisMediaBus
 from shared.transport.typed import EventSubscriber
 
@@ -76,6 +77,7 @@ async def _worker(
         media=RedisMediaBus(url=redis_url, stream=stream, maxlen=1000, metrics=metrics),
         events=KafkaEventBus(bootstrap=kafka, client_id=f"test-{name}"),
         live=RedisLiveBus(url=redis_url),
+        leases=RedisLeaseStore(url=redis_url, prefix=f"{stream}:coordination"),
     )
     await transports.start()
     settings = InferenceSettings(
@@ -116,12 +118,12 @@ async def test_scores_flow_redis_to_kafka_and_survive_a_killed_worker(
         m for p in range(STREAMS) for m in frames([image] * FRAMES_PER_STREAM, session=session, participant=f"p{p}")
     ]
     for msg in sent:
-        await media.append(encode_media(msg))
+        await media.append(encode_media(msg), key=f"{msg.session}/{msg.participant}")
 
     a_task = asyncio.create_task(a.run())
     try:
         for _ in range(100):  # let worker a take work and start its (slow) first batch
-            pending = await media.redis.xpending(stream, INFERENCE_GROUP)
+            pending = await media.redis.xpending(media.stream_name(0), INFERENCE_GROUP)
             if pending["pending"] >= 4:
                 break
             await asyncio.sleep(0.05)
@@ -130,7 +132,7 @@ async def test_scores_flow_redis_to_kafka_and_survive_a_killed_worker(
         a_task.cancel()  # killed mid-batch: nothing it holds gets acked
         await asyncio.gather(a_task, return_exceptions=True)
     assert a.published == 0
-    orphaned = (await media.redis.xpending(stream, INFERENCE_GROUP))["pending"]
+    orphaned = (await media.redis.xpending(media.stream_name(0), INFERENCE_GROUP))["pending"]
     assert orphaned > 0
 
     b_task = asyncio.create_task(b.run())
@@ -147,7 +149,7 @@ async def test_scores_flow_redis_to_kafka_and_survive_a_killed_worker(
         b.stop()
         await asyncio.wait_for(b_task, 10)  # finishes (publishes + acks) its current batch
         await sub.close()
-    pending_after = (await media.redis.xpending(stream, INFERENCE_GROUP))["pending"]
+    pending_after = (await media.redis.xpending(media.stream_name(0), INFERENCE_GROUP))["pending"]
     want = {ScoreEvent.make_id(m.session, m.participant, 2 * m.seq) for m in sent}
     assert set(got) == want  # every frame scored once the dead worker's media was claimed
     assert pending_after == 0 and await media.length() == 0
@@ -159,6 +161,9 @@ async def test_scores_flow_redis_to_kafka_and_survive_a_killed_worker(
         assert stamp is not None and stamp.received >= msg.timing.capture_ts and stamp.emitted >= stamp.received
     live = await read_state(b_transports.live, session)
     assert {m.event.participant for m in live if m.kind == "score"} == {f"p{p}" for p in range(STREAMS)}
-    await media.redis.delete(stream)
+    await media.redis.delete(media.stream_name(0))
+    coordination = [key async for key in media.redis.scan_iter(match=f"{stream}:coordination:*")]
+    if coordination:
+        await media.redis.delete(*coordination)
     for transports in (a_transports, b_transports):
         await transports.close()

@@ -94,7 +94,7 @@ async def _collect(bus: MediaBus, seconds: float) -> list[MediaMessage]:
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while loop.time() < end:
-        entries = await bus.read_group("test", "c", count=100, block_ms=100)
+        entries = await bus.read_group("test", "c", shards=range(bus.shards), count=100, block_ms=100)
         out += [decode_media(e.data) for e in entries]
         await bus.ack("test", [e.id for e in entries])
     return out

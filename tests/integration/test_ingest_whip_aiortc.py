@@ -85,7 +85,7 @@ async def _collect(server: Server, seconds: float) -> list[MediaMessage]:
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while loop.time() < end:
-        entries = await bus.read_group("test", "c", count=100, block_ms=100)
+        entries = await bus.read_group("test", "c", shards=range(bus.shards), count=100, block_ms=100)
         out += [decode_media(e.data) for e in entries]
         await bus.ack("test", [e.id for e in entries])
     return out
@@ -194,5 +194,5 @@ async def test_media_reaches_a_real_redis_stream(redis_url: str, unique: str, cl
             msgs = await _collect(server, 2.0)
         finally:
             await sim.stop()
-            await bus.redis.delete(bus.stream)
+            await bus.redis.delete(bus.stream_name(0))
     assert {m.kind for m in msgs} == {"video", "audio"}

@@ -27,7 +27,8 @@ from services.ingest.simulate import EncodedClip, Simulation
 from services.ingest.worker import owner_of
 from shared.contracts.codec import decode_media
 from shared.contracts.media import AudioChunk, VideoFrame
-from shared.contracts.topics import MEDIA_STREAM
+from shared.contracts.topics import media_stream
+from shared.settings import CommonSettings
 from shared.testkit.clips import write_clip
 
 pytestmark = pytest.mark.integration
@@ -99,8 +100,11 @@ async def test_two_workers_share_the_port_route_deletes_and_survive_a_crash(
     cluster: Cluster, clip: EncodedClip, unique: str
 ) -> None:
     redis: Any = aioredis.from_url(cluster.redis_url)
-    last = await redis.xrevrange(MEDIA_STREAM, count=1)
-    start_id = last[0][0] if last else b"0-0"
+    shards = [media_stream(k) for k in range(CommonSettings.model_fields["media_shards"].default)]
+    start_ids = {}
+    for name in shards:
+        last = await redis.xrevrange(name, count=1)
+        start_ids[name] = last[0][0] if last else b"0-0"
     sims: list[Simulation] = []
     owners: dict[str, int] = {}  # participant -> worker that serves it (from the Location)
     locations: dict[str, str] = {}
@@ -119,7 +123,9 @@ async def test_two_workers_share_the_port_route_deletes_and_survive_a_crash(
         assert set(owners.values()) == {0, 1}, f"12 publishers all landed on one worker: {owners}"
 
         await asyncio.sleep(2.5)
-        entries = await redis.xrange(MEDIA_STREAM, min=f"({start_id.decode()}", count=10_000)
+        entries = [
+            e for name in shards for e in await redis.xrange(name, min=f"({start_ids[name].decode()}", count=10_000)
+        ]
         frames = [m for m in (decode_media(e[1][b"d"]) for e in entries) if m.session == unique]
         video = {m.participant for m in frames if isinstance(m, VideoFrame)}
         assert video == set(owners), f"video from {video}, publishers {owners}"

@@ -66,7 +66,7 @@ async def test_worker_batches_across_streams_publishes_and_acks() -> None:
     sent = 0
     for p in range(3):
         for msg in frames([image] * 6, session="s1", participant=f"p{p}"):
-            await media.append(encode_media(msg))
+            await media.append(encode_media(msg), key=f"{msg.session}/{msg.participant}")
             sent += 1
     wave, _ = speech_scene([(0.2, "hello there")], seconds=2.0, snr_db=None)
     for k in range(4):  # an audio-only participant: 0.5 s chunks
@@ -79,7 +79,7 @@ async def test_worker_batches_across_streams_publishes_and_acks() -> None:
             media_time=k * 0.5,
             timing=TimingTrail(capture_ts=time.time()),
         )
-        await media.append(encode_media(chunk))
+        await media.append(encode_media(chunk), key=f"{chunk.session}/{chunk.participant}")
     task = asyncio.create_task(worker.run())
     try:
         for _ in range(200):
@@ -121,9 +121,9 @@ async def test_frames_older_than_max_lag_are_dropped_unscored_and_counted() -> N
     old = frames([image] * 3, session="lag", participant="late")
     for msg in old:
         msg.timing.capture_ts -= 5.0  # captured 5 s ago: too late to be worth scoring live
-        await media.append(encode_media(msg))
+        await media.append(encode_media(msg), key=f"{msg.session}/{msg.participant}")
     for msg in frames([image] * 2, session="lag", participant="fresh"):
-        await media.append(encode_media(msg))
+        await media.append(encode_media(msg), key=f"{msg.session}/{msg.participant}")
     task = asyncio.create_task(worker.run())
     try:
         for _ in range(200):
@@ -155,8 +155,8 @@ async def test_dead_workers_media_is_claimed_and_scored_even_when_old() -> None:
     msgs = frames([image] * 5, session="claim", participant="p")
     for msg in msgs:
         msg.timing.capture_ts -= 5.0  # the dead worker sat on them: old by now
-        await media.append(encode_media(msg))
-    taken = await media.read_group(INFERENCE_GROUP, "dead", count=10, block_ms=0)  # read, never acked
+        await media.append(encode_media(msg), key=f"{msg.session}/{msg.participant}")
+    taken = await media.read_group(INFERENCE_GROUP, "dead", shards=[0], count=10, block_ms=0)  # read, never acked
     assert len(taken) == 5
     worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=metrics, consumer="b")
     task = asyncio.create_task(worker.run())

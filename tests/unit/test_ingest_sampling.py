@@ -164,9 +164,9 @@ class _SlowBus(MemoryMediaBus):
         super().__init__(maxlen=100)
         self.release = asyncio.Event()
 
-    async def append(self, data: bytes) -> AppendResult:
+    async def append(self, data: bytes, *, key: str) -> AppendResult:
         await self.release.wait()
-        return await super().append(data)
+        return await super().append(data, key=key)
 
 
 async def test_stream_publisher_keeps_latest_and_counts_drops() -> None:
@@ -184,7 +184,7 @@ async def test_stream_publisher_keeps_latest_and_counts_drops() -> None:
     await asyncio.sleep(0.05)
     await pub.close()
     await bus.ensure_group("g")
-    got = [decode_media(e.data) for e in await bus.read_group("g", "c", count=10, block_ms=0)]
+    got = [decode_media(e.data) for e in await bus.read_group("g", "c", shards=[0], count=10, block_ms=0)]
     assert [m.seq for m in got] == [0, 4]
     assert pub.dropped == 3
     assert metrics.media_dropped_total.labels("publish_backlog")._value.get() == 3

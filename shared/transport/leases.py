@@ -1,0 +1,170 @@
+"""Shard leases and participant-state snapshots for inference workers: a Protocol and its in-memory store.
+
+Each inference worker is a *member* (a heartbeat with an expiry) and owns media shards by
+*lease*: a lease is taken only when the shard is free (``SET NX PX`` on Redis), renewed by its
+owner, released after a hand-over, and otherwise expires. Every acquisition of a shard gets
+a new, larger *epoch* (the fencing token); renew, release and snapshot writes succeed only
+with the current token, so a worker that lost its lease (paused, partitioned) can neither
+renew it nor overwrite the next owner's snapshots. A lease that expired without release is
+*taken over*: :attr:`Lease.previous` names the owner that died.
+
+Implementations: :class:`MemoryLeaseStore` (embedded mode and unit tests; an injectable
+clock gives virtual time) and :class:`shared.transport.redis_leases.RedisLeaseStore`
+(distributed; expiry measured by the Redis server's clock).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One worker's lease on one shard."""
+
+    shard: int
+    owner: str
+    epoch: int
+    """Fencing token: larger for every acquisition of this shard."""
+    previous: str | None = None
+    """Owner of the lease before this one when that lease expired unreleased (a takeover); else None."""
+
+    @property
+    def token(self) -> str:
+        return f"{self.owner}/{self.epoch}"
+
+
+class LeaseStore(Protocol):
+    """Membership, shard leases and lease-fenced participant snapshots."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def heartbeat(self, member: str, *, ttl_ms: int) -> list[str]:
+        """Mark ``member`` alive for ``ttl_ms``; returns every live member, sorted."""
+        ...
+
+    async def leave(self, member: str) -> None:
+        """Remove ``member`` at once (clean shutdown)."""
+        ...
+
+    async def acquire(self, shards: Sequence[int], owner: str, *, ttl_ms: int) -> list[Lease | None]:
+        """Take each shard that has no live lease (else None), for ``ttl_ms``."""
+        ...
+
+    async def renew(self, leases: Sequence[Lease], *, ttl_ms: int) -> list[bool]:
+        """Extend each lease that is still current; False for one that expired or was taken."""
+        ...
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the shard up now (after the hand-over snapshot); False if the lease was no longer current."""
+        ...
+
+    async def holder(self, shard: int) -> str | None:
+        """The current owner of a shard's lease, if any."""
+        ...
+
+    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int) -> bool:
+        """Store snapshots (key -> bytes, each kept ``ttl_ms``) only while ``lease`` is current."""
+        ...
+
+    async def load_state(self, key: str) -> bytes | None:
+        """The latest snapshot stored under ``key``, if any."""
+        ...
+
+
+@dataclass
+class _Held:
+    lease: Lease
+    expires: float
+
+
+class MemoryLeaseStore:
+    """Leases, members and snapshots in process; ``clock`` (seconds) may be virtual."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._members: dict[str, float] = {}
+        self._leases: dict[int, _Held] = {}
+        self._epochs: dict[int, int] = {}
+        self._unreleased: dict[int, str] = {}
+        self._states: dict[str, tuple[bytes, float]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _live(self, shard: int) -> _Held | None:
+        held = self._leases.get(shard)
+        if held is not None and held.expires <= self._clock():
+            del self._leases[shard]
+            return None
+        return held
+
+    def _current(self, lease: Lease) -> _Held | None:
+        held = self._live(lease.shard)
+        return held if held is not None and held.lease.token == lease.token else None
+
+    async def heartbeat(self, member: str, *, ttl_ms: int) -> list[str]:
+        now = self._clock()
+        self._members = {m: exp for m, exp in self._members.items() if exp > now}
+        self._members[member] = now + ttl_ms / 1000
+        return sorted(self._members)
+
+    async def leave(self, member: str) -> None:
+        self._members.pop(member, None)
+
+    async def acquire(self, shards: Sequence[int], owner: str, *, ttl_ms: int) -> list[Lease | None]:
+        out: list[Lease | None] = []
+        for shard in shards:
+            if self._live(shard) is not None:
+                out.append(None)
+                continue
+            epoch = self._epochs.get(shard, 0) + 1
+            self._epochs[shard] = epoch
+            lease = Lease(shard=shard, owner=owner, epoch=epoch, previous=self._unreleased.get(shard))
+            self._unreleased[shard] = owner
+            self._leases[shard] = _Held(lease, self._clock() + ttl_ms / 1000)
+            out.append(lease)
+        return out
+
+    async def renew(self, leases: Sequence[Lease], *, ttl_ms: int) -> list[bool]:
+        out = []
+        for lease in leases:
+            held = self._current(lease)
+            if held is not None:
+                held.expires = self._clock() + ttl_ms / 1000
+            out.append(held is not None)
+        return out
+
+    async def release(self, lease: Lease) -> bool:
+        if self._current(lease) is None:
+            return False
+        del self._leases[lease.shard]
+        self._unreleased.pop(lease.shard, None)
+        return True
+
+    async def holder(self, shard: int) -> str | None:
+        held = self._live(shard)
+        return held.lease.owner if held is not None else None
+
+    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int) -> bool:
+        if self._current(lease) is None:
+            return False
+        now = self._clock()
+        self._states = {k: v for k, v in self._states.items() if v[1] > now}  # bounded by live participants
+        for key, data in states.items():
+            self._states[key] = (data, now + ttl_ms / 1000)
+        return True
+
+    async def load_state(self, key: str) -> bytes | None:
+        item = self._states.get(key)
+        if item is None or item[1] <= self._clock():
+            return None
+        return item[0]
