@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from services.inference.engine import InferenceEngine
+from services.inference.interactions import InteractionIntake
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
+from shared.log import spawn
 from shared.service import ServiceContext, ServiceError
 from shared.transport.factory import build_transports
 
@@ -20,9 +22,15 @@ async def serve_inference(settings: InferenceSettings, service: ServiceContext) 
         await transports.start()
         worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=service.metrics)
         service.on_stop(worker.stop)  # finish the running batch, then stop
+        intake = InteractionIntake(
+            bus=transports.events, engine=engine, metrics=service.metrics, group=f"inference-text-{worker.consumer}"
+        )
+        text = spawn(intake.run(), name="inference-interactions")  # chat/questions -> text signals
         try:
             await worker.run()
         finally:
+            text.cancel()
+            await asyncio.gather(text, return_exceptions=True)
             await transports.close()
             engine.close()
     except (OSError, RuntimeError) as exc:

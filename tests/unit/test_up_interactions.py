@@ -21,6 +21,7 @@ from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.testkit.messages import frames
 from shared.tokens import issue_token
+from shared.transport.shards import participant_key
 
 from .test_inference_engine import NoFaces
 
@@ -51,7 +52,7 @@ async def test_a_posted_question_reaches_the_fusion_model_and_the_live_row() -> 
         assert resp.status == 202, await resp.text()
         media = app[TRANSPORTS].media
         for frame in frames([np.zeros((48, 64, 3), np.uint8)] * 5, session="s", participant="p"):
-            await media.append(encode_media(frame))
+            await media.append(encode_media(frame), key=participant_key("s", "p"))
         row = None
         for _ in range(200):
             answer = await client.get("/api/sessions/s/live", headers={"Authorization": f"Bearer {viewer}"})
