@@ -99,7 +99,7 @@ def from_folder(folder: Path, *, given: str | None = None, teacher: str | None =
     media = [p for p in entries if p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith(".") and p.is_file()]
     if not media:
         raise ClassInputError(
-            f"{shown} has no recordings ({', '.join(sorted(s.lstrip('.') for s in MEDIA_SUFFIXES)[:6])}, ...); "
+            f"{shown} has no recordings (mp4, webm, mkv, mov, m4a, mp3, wav, ...); "
             "put one file per participant in it, or give a manifest.json"
         )
     seen: dict[str, Path] = {}
@@ -209,6 +209,9 @@ def _first_problem(exc: ValidationError) -> str:
     if kind == "missing":
         text = (f"{where} is missing; each participant needs id and file ({MANIFEST_FIELDS} are the fields)"
                 if where.startswith("participants") else f"{where} is missing; a manifest has session and participants")
+    elif kind in ("model_type", "dict_type"):
+        text = f"{where or 'the manifest'} must be a JSON object"
+        text += ' ({"session": ..., "participants": [...]})' if not where else f" ({MANIFEST_FIELDS})"
     elif kind == "extra_forbidden":
         fields = MANIFEST_FIELDS if where.startswith("participants") else "session, participants"
         text = f"{where} is not a known field; the fields are {fields}"

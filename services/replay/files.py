@@ -223,10 +223,8 @@ def replay_class(
         opened.append((t, source, info))
     if all(source is None for _, source, _ in opened):
         raise MediaSourceError(f"no recording in {spec.source} could be analysed; the first: {errors[0]}")
-    starts = [
-        container_start(t.location) if source is not None and t.offset_s is None else None
-        for t, source, _ in opened
-    ]
+    # "relative to the earliest track": every readable recording's start counts, offset given or not
+    starts = [container_start(t.location) if source is not None else None for t, source, _ in opened]
     offsets = container_offsets(starts, [t.offset_s for t, _, _ in opened])
     tracks = [
         Track(source=source, participant=t.participant, role=t.role, source_name=t.source, offset_s=offset,
