@@ -185,8 +185,8 @@ def _replay_class(args: argparse.Namespace) -> int:
     s = outcome.stats
     _print_outcome(
         outcome.paths, outcome.report,
-        f"{s.tracks} recordings, {s.media_s:.1f} s of class analysed in {s.wall_s:.1f} s "
-        f"({s.realtime_factor:.1f}x real time), {s.frames} frames, {s.audio_chunks} audio chunks",
+        f"{s.tracks} recordings ({s.recordings_s:.1f} s of media), {s.media_s:.1f} s of class analysed in "
+        f"{s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), {s.frames} frames, {s.audio_chunks} audio chunks",
     )
     return 0
 

@@ -78,6 +78,8 @@ class ReplayStats:
     events: int
     queue_peak: int
     tracks: int = 1
+    recordings_s: float = 0.0
+    """Seconds of media over all tracks (a class: more than ``media_s``, the session's length)."""
 
     @property
     def realtime_factor(self) -> float:
@@ -247,6 +249,9 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
     stats = ReplayStats(
         wall_s=wall_s, media_s=media_s, frames=batches.frames, audio_chunks=batches.chunks,
         events=events_n, queue_peak=merge.peak, tracks=len(tracks),
+        recordings_s=round(sum(
+            _media_extent(end - tracks[i].offset_s, tracks[i].expected_duration_s)
+            for i, end in batches.track_end.items()), 3),
     )
     log.info("replay %s -> %s", "running", "done", extra={"frames": stats.frames, "wall_s": round(wall_s, 2)})
     return report, stats

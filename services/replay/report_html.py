@@ -295,7 +295,7 @@ def render_html(report: Report) -> str:
     with rc_context({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "classpulse"}):
         plots = {"engagement": ("Engagement over time", engagement_plot(report))}
         if people > 1:
-            plots["heatmap"] = ("Who was there, attentive and speaking (one row per participant, one cell per second)",
+            plots["heatmap"] = ("Class heatmap: who was there, attentive and speaking, second by second",
                                 heatmap_plot(report))
         if people <= STRIPS_MAX:
             plots["strips"] = ("Presence, attention, speaking and hand raised per second", strips_plot(report))
