@@ -113,7 +113,8 @@ class TrackMerge:
 
     With ``tolerate_failures`` (class replay) a track whose source raises a
     :class:`MediaSourceError` ends there and is listed in :attr:`failures`; the others go on
-    (the error is raised only when every track failed). Otherwise any exception is raised.
+    (the error is raised only when every track failed before delivering anything). Otherwise any
+    exception is raised.
     """
 
     tracks: Sequence[Track]
@@ -140,7 +141,7 @@ class TrackMerge:
             at = self.delivered.get(i, track.offset_s)
             self.failures.append(TrackFailure(track=track, error=item, at_s=at))
             log.warning("replay track %s -> %s", "decoding", "failed", extra=pii(participant=track.participant))
-            if len(self.failures) == sum(q is not None for q in self.queues):
+            if not self.delivered and len(self.failures) == sum(q is not None for q in self.queues):
                 raise item  # nothing could be analysed at all
             return None
         if not isinstance(item, (AudioChunk, VideoFrame)):

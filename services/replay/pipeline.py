@@ -165,7 +165,7 @@ class _Batches:
 
 def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
     """Replay the job's tracks to a :class:`Report`; raises what a source raises (e.g. MediaSourceError)
-    — in class mode only when no track could be analysed."""
+    — in class mode only when no track delivered anything."""
     if job.class_mode and job.epoch is None:
         raise ValueError("a class replay needs an epoch (the session clock of its restamped events)")
     started = time.perf_counter()
