@@ -22,18 +22,27 @@ EXIT_FAILED = 1
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "replay",
-        help="analyse a recording (or a past live session's Kafka events) into report.json/.html/timeline.csv",
+        help="analyse a recording, a class (folder or manifest.json of per-participant recordings) or a past "
+        "live session's Kafka events into report.json/.html/timeline.csv",
         description=(
-            "Analyse a recorded class (mp4/webm/mkv; H.264, VP8/VP9, AV1; audio optional) faster than real time, "
-            "or rebuild a past live session's report from its Kafka score events, and write DIR/report.json, "
-            "DIR/report.html and DIR/timeline.csv."
+            "Analyse a recorded class (mp4/webm/mkv; H.264, VP8/VP9, AV1; audio optional) faster than real time: "
+            "one recording of one person, a folder with one recording per participant (id = file name), or a "
+            "manifest.json listing them with roles and start offsets; or rebuild a past live session's report "
+            "from its Kafka score events. Writes DIR/report.json, DIR/report.html and DIR/timeline.csv."
         ),
     )
-    p.add_argument("input", nargs="?", help="recording (file or URL PyAV opens) to analyse; omit with --from-kafka")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: ./<input name>-report)")
-    p.add_argument("--session", default=None, help="session id (default: the file name; required with --from-kafka)")
-    p.add_argument("--participant", default="p1", help="participant id of the person in the recording (default p1)")
-    p.add_argument("--role", choices=["student", "teacher"], default="student", help="their role (default student)")
+    p.add_argument("input", nargs="?", help="recording (file or URL PyAV opens), folder of per-participant "
+                   "recordings, or manifest.json; omit with --from-kafka")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: ./<input name>-report; a class: ./<session>-report)")
+    p.add_argument("--session", default=None, help="session id (default: the file or folder name, or the "
+                   "manifest's session; required with --from-kafka)")
+    p.add_argument("--participant", default=None,
+                   help="participant id of the person in a single recording (default p1)")
+    p.add_argument("--role", choices=["student", "teacher"], default=None,
+                   help="their role in a single recording (default student)")
+    p.add_argument("--teacher", default=None, metavar="ID",
+                   help="folder mode: the recording (file name without suffix) of the teacher; the rest are students")
     p.add_argument("--from-kafka", action="store_true", help="rebuild from the session's stored score events")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default CLASSPULSE_KAFKA_BOOTSTRAP)")
     p.add_argument("--topic", default=None, help="score topic (default classpulse.scores)")
@@ -101,6 +110,11 @@ def _replay(args: argparse.Namespace) -> int:
         _setup()
         if args.from_kafka:
             return _replay_kafka(args)
+        if args.input is not None:
+            from services.replay.class_inputs import is_class_input
+
+            if is_class_input(args.input):
+                return _replay_class(args)
         return _replay_file(args)
     except (SettingsError, ValidationError) as exc:
         return _fail(f"invalid ClassPulse settings: {exc}".splitlines()[0] + "; see `classpulse check-config`")
@@ -112,13 +126,15 @@ def _replay_file(args: argparse.Namespace) -> int:
 
     if args.input is None:
         return _fail("give a recording to analyse (classpulse replay FILE --out DIR) or use --from-kafka --session ID")
+    if args.teacher is not None:
+        return _fail("--teacher names the teacher among a folder's recordings; for one recording use --role teacher")
     out = args.out or Path(f"{Path(media_name(args.input)).stem or 'replay'}-report")
     if out.exists() and not out.is_dir():
         return _fail(f"--out {out} is a file; give a folder for the report")
     try:
         outcome = replay_file(
-            args.input, out_dir=out, session=args.session, participant=args.participant, role=args.role,
-            show_progress=not args.no_progress, quiet_native=_mute_native(),
+            args.input, out_dir=out, session=args.session, participant=args.participant or "p1",
+            role=args.role or "student", show_progress=not args.no_progress, quiet_native=_mute_native(),
         )
     except MediaSourceError as exc:
         return _fail(exc.message)
@@ -134,6 +150,43 @@ def _replay_file(args: argparse.Namespace) -> int:
         outcome.paths, outcome.report,
         f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), "
         f"{s.frames} frames, {s.audio_chunks} audio chunks",
+    )
+    return 0
+
+
+def _replay_class(args: argparse.Namespace) -> int:
+    from services.ingest.sources.errors import MediaSourceError
+    from services.replay.class_inputs import ClassInputError, load_class_input
+    from services.replay.files import class_session_id, replay_class
+
+    if args.participant is not None or args.role is not None:
+        return _fail("--participant/--role describe the one person of a single recording; in a class the ids come "
+                     "from the file names or the manifest (folder mode: --teacher ID)")
+    try:
+        spec = load_class_input(args.input, teacher=args.teacher)
+    except ClassInputError as exc:
+        return _fail(str(exc))
+    out = args.out or Path(f"{class_session_id(spec, args.session)}-report")
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out} is a file; give a folder for the report")
+    try:
+        outcome = replay_class(
+            spec, out_dir=out, session=args.session, show_progress=not args.no_progress, quiet_native=_mute_native(),
+        )
+    except MediaSourceError as exc:
+        return _fail(exc.message)
+    except PermissionError as exc:
+        return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
+    except Exception as exc:  # the user gets one line; details go to the log at DEBUG
+        from shared.log import get_logger
+
+        get_logger(__name__).debug("replay failed", exc_info=True)
+        return _fail(f"replay of {args.input} failed: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    s = outcome.stats
+    _print_outcome(
+        outcome.paths, outcome.report,
+        f"{s.tracks} recordings ({s.recordings_s:.1f} s of media), {s.media_s:.1f} s of class analysed in "
+        f"{s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), {s.frames} frames, {s.audio_chunks} audio chunks",
     )
     return 0
 

@@ -1,4 +1,8 @@
-"""Wiring a file replay: ingest's FileSource + the inference engine + the aggregation core."""
+"""Wiring a replay: ingest's FileSource per recording + one inference engine + the aggregation core.
+
+:func:`replay_file` analyses one recording (one participant); :func:`replay_class` a folder or
+manifest of per-participant recordings on one session clock, into one report.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,23 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from services.replay.pipeline import ReplayJob, ReplayStats, default_session_id, run_replay
+from services.replay.class_inputs import ClassInput, TrackSpec, container_offsets, container_start
+from services.replay.decoding import Track
+from services.replay.pipeline import ReplayJob, ReplayStats, default_session_id, run_replay, session_id_from
 from services.replay.progress import NoProgress, ProgressBar, ProgressSink
 from services.replay.report_files import ReportPaths, write_report
 from services.replay.settings import ReplaySettings
 from shared.contracts.events import Role
 from shared.contracts.report import Report
 from shared.torch_threads import torch_threads
+
+if TYPE_CHECKING:
+    from services.inference.engine import InferenceEngine
+    from services.inference.perception_prefetch import PrefetchPerception
+    from services.ingest.sources.base import MediaInfo
+    from services.ingest.sources.file import FileSource
 
 
 @contextlib.contextmanager
@@ -60,6 +72,88 @@ class ReplayOutcome:
     stats: ReplayStats
 
 
+@dataclass
+class _Analysis:
+    """The one engine (one perception backend) every track of a replay shares."""
+
+    engine: InferenceEngine
+    prefetch: PrefetchPerception | None
+    torch_threads: int
+
+
+def _analysis(settings: ReplaySettings, *, tracks: int) -> _Analysis:
+    from services.inference.engine import InferenceEngine
+    from services.inference.perception_registry import build_prefetch
+    from services.inference.settings import InferenceSettings
+
+    trackers = settings.mesh_trackers
+    if trackers > 0:  # one tracking graph per participant, or the LRU would rebuild one per frame
+        trackers = min(1024, max(trackers, tracks))
+    inference = InferenceSettings().model_copy(update={"mesh_trackers": trackers})
+    prefetch = build_prefetch(inference) if settings.perception_ahead else None
+    return _Analysis(engine=InferenceEngine(settings=inference, backend=prefetch), prefetch=prefetch,
+                     torch_threads=inference.torch_threads)
+
+
+def _run(
+    job_tracks: list[Track],
+    *,
+    settings: ReplaySettings,
+    session_id: str,
+    source_name: str,
+    warnings: list[str],
+    out_dir: Path,
+    show_progress: bool,
+    quiet_native: bool,
+    class_mode: bool,
+) -> ReplayOutcome:
+    from shared.analytics.config import AggregationConfig
+    from shared.analytics.session import SessionAggregator
+    from shared.contracts.timing import wall_clock
+
+    parts = _analysis(settings, tracks=len(job_tracks))
+    engine = parts.engine
+    epoch = wall_clock() if class_mode else None
+    summariser = SessionAggregator(session=session_id, config=AggregationConfig(), origin=epoch)
+    ends = [t.offset_s + t.expected_duration_s for t in job_tracks
+            if t.source is not None and t.expected_duration_s is not None]
+    total = max(ends) if ends else None
+    with native_stderr_muted(quiet_native) as stderr:
+        progress: ProgressSink = ProgressBar(total_s=total, stream=stderr) if show_progress else NoProgress()
+        job = ReplayJob(
+            tracks=job_tracks, scorer=engine, summariser=summariser, session=session_id, source_name=source_name,
+            class_mode=class_mode, epoch=epoch, warnings=warnings,
+            batch_max=settings.batch_max, batch_span_s=settings.batch_span_s, queue_max=settings.queue_max,
+            frame_step_s=1.0 / settings.analysis_fps,
+            progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
+            prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
+        )
+        try:
+            with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
+                report, stats = run_replay(job)  # loads the engine while decoding starts
+        finally:
+            engine.close()
+    return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)
+
+
+def _source(location: str, *, session: str, participant: str, role: Role, settings: ReplaySettings) -> FileSource:
+    from services.ingest.sources.file import FileSource
+
+    return FileSource(
+        path=location, session=session, participant=participant, role=role, fps=settings.analysis_fps,
+        frame_width=settings.frame_width, audio_chunk_s=settings.audio_chunk_s, realtime=False,
+    )
+
+
+def _track_warnings(name: str, info: MediaInfo) -> list[str]:
+    out = []
+    if not info.has_video:
+        out.append(f"{name} has no video track: presence, attention and hand raising were not observed (all false)")
+    if not info.has_audio:
+        out.append(f"{name} has no audio track: speaking and talk time were not observed (all false)")
+    return out
+
+
 def replay_file(
     path: Path | str,
     *,
@@ -72,46 +166,70 @@ def replay_file(
     quiet_native: bool = False,
 ) -> ReplayOutcome:
     """Analyse one recording and write its report; raises MediaSourceError for unusable input."""
-    from services.inference.engine import InferenceEngine
-    from services.inference.perception_registry import build_prefetch
-    from services.inference.settings import InferenceSettings
-    from services.ingest.sources.file import FileSource
-    from shared.analytics.config import AggregationConfig
-    from shared.analytics.session import SessionAggregator
-
     settings = settings or ReplaySettings()
     location = str(path)  # a file path, or a URL PyAV opens (http, rtsp, ...)
     name = media_name(location)
     session_id = session or default_session_id(Path(name))
-    source = FileSource(
-        path=location, session=session_id, participant=participant, role=role, fps=settings.analysis_fps,
-        frame_width=settings.frame_width, audio_chunk_s=settings.audio_chunk_s, realtime=False,
-    )
+    source = _source(location, session=session_id, participant=participant, role=role, settings=settings)
     info = source.probe()
-    warnings = []
-    if not info.has_video:
-        warnings.append(
-            f"{name} has no video track: presence, attention and hand raising were not observed (all false)"
-        )
-    if not info.has_audio:
-        warnings.append(f"{name} has no audio track: speaking and talk time were not observed (all false)")
-    inference = InferenceSettings().model_copy(update={"mesh_trackers": settings.mesh_trackers})
-    prefetch = build_prefetch(inference) if settings.perception_ahead else None
-    engine = InferenceEngine(settings=inference, backend=prefetch)
-    summariser = SessionAggregator(session=session_id, config=AggregationConfig())
-    with native_stderr_muted(quiet_native) as stderr:
-        progress: ProgressSink = ProgressBar(total_s=info.duration_s, stream=stderr) if show_progress else NoProgress()
-        job = ReplayJob(
-            source=source, scorer=engine, summariser=summariser, session=session_id, source_name=name,
-            participant=participant, role=role, expected_duration_s=info.duration_s, warnings=warnings,
-            batch_max=settings.batch_max, batch_span_s=settings.batch_span_s, queue_max=settings.queue_max,
-            frame_step_s=1.0 / settings.analysis_fps,
-            progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
-            prepare_frame=prefetch.submit if prefetch is not None else None,
-        )
+    track = Track(source=source, participant=participant, role=role, source_name=name,
+                  expected_duration_s=info.duration_s)
+    return _run([track], settings=settings, session_id=session_id, source_name=name,
+                warnings=_track_warnings(name, info), out_dir=out_dir, show_progress=show_progress,
+                quiet_native=quiet_native, class_mode=False)
+
+
+def class_session_id(spec: ClassInput, session: str | None = None) -> str:
+    """``--session``, else the manifest's session, else the folder's name."""
+    if session:
+        return session
+    if spec.session:
+        return spec.session
+    return session_id_from(Path(spec.source).resolve().name)
+
+
+def replay_class(
+    spec: ClassInput,
+    *,
+    out_dir: Path,
+    session: str | None = None,
+    settings: ReplaySettings | None = None,
+    show_progress: bool = False,
+    quiet_native: bool = False,
+) -> ReplayOutcome:
+    """Analyse a whole class (:func:`~services.replay.class_inputs.load_class_input`) into one report.
+
+    A recording that cannot be opened is reported in ``warnings`` and its participant's rows read
+    not observed; MediaSourceError only when none of them can be.
+    """
+    from services.ingest.sources.errors import MediaSourceError
+
+    settings = settings or ReplaySettings()
+    session_id = class_session_id(spec, session)
+    warnings: list[str] = []
+    opened: list[tuple[TrackSpec, FileSource | None, MediaInfo | None]] = []
+    errors: list[str] = []
+    for t in spec.tracks:
+        source = _source(t.location, session=session_id, participant=t.participant, role=t.role, settings=settings)
         try:
-            with torch_threads(inference.torch_threads):  # the fusion model is tiny: more threads only contend
-                report, stats = run_replay(job)  # loads the engine while decoding starts
-        finally:
-            engine.close()
-    return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)
+            info = source.probe()
+        except MediaSourceError as exc:
+            errors.append(exc.message)
+            warnings.append(f"{t.source} (participant {t.participant}) could not be analysed: {exc.message}; "
+                            "its rows read not observed")
+            opened.append((t, None, None))
+            continue
+        warnings += _track_warnings(t.source, info)
+        opened.append((t, source, info))
+    if all(source is None for _, source, _ in opened):
+        raise MediaSourceError(f"no recording in {spec.source} could be analysed; the first: {errors[0]}")
+    # "relative to the earliest track": every readable recording's start counts, offset given or not
+    starts = [container_start(t.location) if source is not None else None for t, source, _ in opened]
+    offsets = container_offsets(starts, [t.offset_s for t, _, _ in opened])
+    tracks = [
+        Track(source=source, participant=t.participant, role=t.role, source_name=t.source, offset_s=offset,
+              expected_duration_s=info.duration_s if info is not None else None)
+        for (t, source, info), offset in zip(opened, offsets, strict=True)
+    ]
+    return _run(tracks, settings=settings, session_id=session_id, source_name=spec.source, warnings=warnings,
+                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True)

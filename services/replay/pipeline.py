@@ -1,33 +1,48 @@
-"""Replay of a recording: decode -> sample -> perception/fusion -> per-second timeline + aggregation.
+"""Replay of recordings: decode -> sample -> perception/fusion -> per-second timeline + aggregation.
 
-The same code as live use, on in-process hand-offs instead of transports: the ingest
-:class:`~services.ingest.sources.file.FileSource` decodes and samples in a **worker thread**
-(PyAV, OpenCV and torchaudio release the GIL while they work) and feeds a bounded queue; the
-**main thread** takes micro-batches off it and runs the inference engine, the timeline
-builder and the aggregation core. Decode and analysis so overlap on two cores, and memory
-stays bounded (the queue holds at most ``queue_max`` sampled messages). No media is
-written anywhere.
+The same code as live use, on in-process hand-offs instead of transports. Each track (one
+participant's recording; a single file is one track) is decoded and sampled by the ingest
+:class:`~services.ingest.sources.file.FileSource` in its own **worker thread** (PyAV, OpenCV
+and torchaudio release the GIL while they work) feeding a bounded queue; the tracks are merged
+in session-time order (:mod:`services.replay.decoding`), and the **main thread** takes
+micro-batches off the merge and runs the one inference engine (it batches across
+participants), the timeline builder and the aggregation core. Decode and analysis so overlap,
+and memory stays bounded (at most ``queue_max`` sampled messages wait in all the queues
+together, at least 4 per track). No media is written anywhere.
+
+Session time = a track's ``offset_s`` + its media time. Score events keep their track's
+``media_time`` (the contract: seconds from the start of this participant's media); in a class
+replay their ``capture_ts`` is restamped to ``epoch + offset_s + media_time`` so the aggregation
+core (built with ``origin=epoch``) sees one session clock.
 """
 
 from __future__ import annotations
 
 import math
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from services.replay.decoding import Source, Track, TrackDecoder, TrackMerge, track_queue_size
 from services.replay.progress import NoProgress, ProgressSink
 from shared.analytics.timeline import TimelineBuilder
-from shared.contracts.events import Role, ScoreEvent
+from shared.contracts.events import ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.report import Report, ReportParticipant, ReportSession, SessionSummary, TimelineRow
 from shared.log import get_logger
 
 log = get_logger(__name__)
+
+__all__ = ["ReplayJob", "ReplayStats", "Scorer", "Source", "Summariser", "Track", "run_replay"]
+
+SUMMARY_LAG_S = 5.0
+"""The aggregation core is advanced this far behind the newest score: the engine holds a
+participant's audio back for up to about a second (camera on or off?), and in a class those
+scores come after other participants' later ones; the core drops anything later than its
+lateness (1 s) as late."""
 
 
 class Scorer(Protocol):
@@ -38,14 +53,6 @@ class Scorer(Protocol):
     def process(self, batch: Sequence[MediaMessage]) -> list[ScoreEvent]: ...
 
     def flush(self) -> list[ScoreEvent]: ...
-
-
-class Source(Protocol):
-    """What replay needs from a media source (:class:`services.ingest.sources.file.FileSource`)."""
-
-    warnings: list[str]
-
-    def __iter__(self) -> Iterator[MediaMessage]: ...
 
 
 class Summariser(Protocol):
@@ -70,6 +77,9 @@ class ReplayStats:
     audio_chunks: int
     events: int
     queue_peak: int
+    tracks: int = 1
+    recordings_s: float = 0.0
+    """Seconds of media over all tracks (a class: more than ``media_s``, the session's length)."""
 
     @property
     def realtime_factor(self) -> float:
@@ -78,23 +88,27 @@ class ReplayStats:
 
 @dataclass(kw_only=True)
 class ReplayJob:
-    """One file replayed as one participant of one session."""
+    """Recordings replayed into one session: one track per participant (a single file: one track)."""
 
-    source: Source
+    tracks: Sequence[Track]
     scorer: Scorer
     summariser: Summariser
     session: str
     source_name: str
-    participant: str
-    role: Role = "student"
-    expected_duration_s: float | None = None
+    """The input as given (``session.source`` of the report): a file, a folder or a manifest."""
+    class_mode: bool = False
+    """A class replay (folder/manifest): participants carry ``source``, every track is listed in its
+    order, and a track that fails part-way is reported while the others are analysed."""
+    epoch: float | None = None
+    """Class mode: events are restamped ``capture_ts = epoch + offset_s + media_time``; the summariser
+    must use ``origin=epoch``. None: events keep the source's timing (a single file)."""
     frame_step_s: float = 0.2
     warnings: list[str] = field(default_factory=list)
     batch_max: int = 16
     load_scorer: bool = True
-    """Call ``scorer.load()`` after the decoder has started (overlaps model loading with decoding)."""
+    """Call ``scorer.load()`` after the decoders have started (overlaps model loading with decoding)."""
     batch_span_s: float = 0.6
-    """Media time one batch may span. A batch is complete at ``batch_max`` messages or this span, so
+    """Session time one batch may span. A batch is complete at ``batch_max`` messages or this span, so
     its composition never depends on how fast decoding runs; the engine's results do not depend on
     the batching at all (audio is decided camera on/off in media order, pose per frame)."""
     queue_max: int = 64
@@ -108,153 +122,138 @@ class ReplayJob:
     (:meth:`services.inference.perception_prefetch.PrefetchPerception.submit`: face analysis starts ahead)."""
 
 
-_END = object()
-
-
-class _Decoder(threading.Thread):
-    """Runs the source in a thread, handing messages (then ``_END`` or an exception) to a bounded queue."""
-
-    def __init__(
-        self,
-        *,
-        source: Source,
-        out: queue.Queue[object],
-        prepare: Callable[[AudioChunk], None] | None = None,
-        prepare_frame: Callable[[VideoFrame], None] | None = None,
-    ) -> None:
-        super().__init__(name="classpulse-replay-decode", daemon=True)
-        self.source = source
-        self.out = out
-        self.prepare = prepare
-        self.prepare_frame = prepare_frame
-        self.stop = threading.Event()
-
-    def _put(self, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run(self) -> None:
-        try:
-            for msg in self.source:
-                if self.prepare is not None and isinstance(msg, AudioChunk):
-                    self.prepare(msg)
-                elif self.prepare_frame is not None and isinstance(msg, VideoFrame):
-                    self.prepare_frame(msg)
-                if not self._put(msg):
-                    return
-            self._put(_END)
-        except BaseException as exc:  # re-raised in the analysis thread
-            self._put(exc)
-
-
 class _Batches:
-    """Batches off the hand-off queue: up to ``batch_max`` messages spanning at most ``span_s`` of media.
+    """Batches off the merge: up to ``batch_max`` messages spanning at most ``span_s`` of session time.
 
     A batch is complete only by those two rules (or the end), never by what happens to be queued, so
-    the same file always gives the same batches and the same report.
+    the same recordings always give the same batches and the same report.
     """
 
-    def __init__(self, *, handoff: queue.Queue[object], batch_max: int, span_s: float, frame_step_s: float) -> None:
-        self.handoff = handoff
+    def __init__(self, *, merge: TrackMerge, batch_max: int, span_s: float, frame_step_s: float) -> None:
+        self.merge = merge
         self.batch_max = batch_max
         self.span_s = span_s
         self.frame_step_s = frame_step_s
-        self.frames = self.chunks = self.peak = 0
-        self.media_end = 0.0
-        self._carry: MediaMessage | None = None
+        self.frames = self.chunks = 0
+        self.track_end: dict[int, float] = {}
+        """Track index -> end (session time) of its last message."""
 
-    def _next(self) -> MediaMessage | None:
-        if self._carry is not None:
-            item: object = self._carry
-            self._carry = None
-            return item  # type: ignore[return-value]
-        item = self.handoff.get()
-        self.peak = max(self.peak, self.handoff.qsize() + 1)
-        if item is _END:
-            return None
-        if isinstance(item, BaseException):
-            raise item
-        if isinstance(item, AudioChunk):
-            self.chunks += 1
-            self.media_end = max(self.media_end, item.media_time + item.duration)
-        elif isinstance(item, VideoFrame):
-            self.frames += 1
-            self.media_end = max(self.media_end, item.media_time + self.frame_step_s)
-        else:
-            raise TypeError(f"unexpected item from the media source: {type(item).__name__}")
-        return item
+    def _counted(self) -> Iterator[tuple[float, MediaMessage]]:
+        for i, at, item in self.merge:
+            if isinstance(item, AudioChunk):
+                self.chunks += 1
+                end = at + item.duration
+            else:
+                self.frames += 1
+                end = at + self.frame_step_s
+            self.track_end[i] = max(self.track_end.get(i, 0.0), end)
+            yield at, item
 
     def __iter__(self) -> Iterator[list[MediaMessage]]:
-        while True:
-            batch: list[MediaMessage] = []
-            while len(batch) < self.batch_max:
-                item = self._next()
-                if item is None:
-                    if batch:
-                        yield batch
-                    return
-                if batch and item.media_time - batch[0].media_time > self.span_s + 1e-9:
-                    self._carry = item
-                    break
-                batch.append(item)
+        batch: list[MediaMessage] = []
+        first = 0.0
+        for at, item in self._counted():
+            if batch and (len(batch) >= self.batch_max or at - first > self.span_s + 1e-9):
+                yield batch
+                batch = []
+            if not batch:
+                first = at
+            batch.append(item)
+        if batch:
             yield batch
 
 
 def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
-    """Replay the job's source to a :class:`Report`; raises what the source raises (e.g. MediaSourceError)."""
+    """Replay the job's tracks to a :class:`Report`; raises what a source raises (e.g. MediaSourceError)
+    — in class mode only when no track delivered anything."""
+    if job.class_mode and job.epoch is None:
+        raise ValueError("a class replay needs an epoch (the session clock of its restamped events)")
     started = time.perf_counter()
     timeline = TimelineBuilder()
-    handoff: queue.Queue[object] = queue.Queue(maxsize=job.queue_max)
-    decoder = _Decoder(source=job.source, out=handoff, prepare=job.prepare_audio, prepare_frame=job.prepare_frame)
+    tracks = list(job.tracks)
+    offsets = {t.participant: t.offset_s for t in tracks}
+    size = track_queue_size(job.queue_max, len(tracks))
+    queues: list[queue.Queue[object] | None] = [
+        queue.Queue(maxsize=size) if t.source is not None else None for t in tracks
+    ]
+    decoders = [
+        TrackDecoder(source=t.source, out=q, index=i, prepare=job.prepare_audio, prepare_frame=job.prepare_frame)
+        for i, (t, q) in enumerate(zip(tracks, queues, strict=True)) if t.source is not None and q is not None
+    ]
+    merge = TrackMerge(tracks=tracks, queues=queues, tolerate_failures=job.class_mode)
+    batches = _Batches(merge=merge, batch_max=job.batch_max, span_s=job.batch_span_s, frame_step_s=job.frame_step_s)
     events_n = 0
+    newest = -math.inf
 
     def consume(events: list[ScoreEvent]) -> None:
-        nonlocal events_n
+        nonlocal events_n, newest
         for e in events:
-            if timeline.add(e):
+            offset = offsets.get(e.participant, 0.0)
+            if job.epoch is not None:
+                e = e.model_copy(update={"timing": e.timing.model_copy(
+                    update={"capture_ts": job.epoch + offset + e.media_time})})
+            if timeline.add(e, at=offset + e.media_time):
                 job.summariser.add_score(e)
+            newest = max(newest, e.timing.capture_ts)
         events_n += len(events)
         if events:
-            job.summariser.advance(max(e.timing.capture_ts for e in events))
+            job.summariser.advance(newest - SUMMARY_LAG_S)
 
-    log.info("replay %s -> %s", "idle", "running")
-    decoder.start()  # decoding fills the bounded queue while the models load
+    log.info("replay %s -> %s", "idle", "running", extra={"tracks": len(tracks)})
+    for d in decoders:
+        d.start()  # decoding fills the bounded queues while the models load
     try:
         if job.load_scorer:
             job.scorer.load()
-        batches = _Batches(handoff=handoff, batch_max=job.batch_max, span_s=job.batch_span_s,
-                           frame_step_s=job.frame_step_s)
         for batch in batches:
             consume(job.scorer.process(batch))
             job.progress.update(
-                media_time=batch[-1].media_time, frames=batches.frames, elapsed_s=time.perf_counter() - started
+                media_time=offsets.get(batch[-1].participant, 0.0) + batch[-1].media_time, frames=batches.frames,
+                elapsed_s=time.perf_counter() - started,
             )
         consume(job.scorer.flush())
     finally:
-        decoder.stop.set()
-        decoder.join(timeout=5.0)
+        for d in decoders:
+            d.stop.set()
+        for d in decoders:
+            d.join(timeout=5.0)
     job.summariser.flush()
-    frames, chunks, peak = batches.frames, batches.chunks, batches.peak
-    media_s = _media_extent(batches.media_end, job.expected_duration_s)
+    media_s = max(
+        (_media_extent(end - tracks[i].offset_s, tracks[i].expected_duration_s) + tracks[i].offset_s
+         for i, end in batches.track_end.items()),
+        default=0.0,
+    )
+    media_s = round(media_s, 3)
     wall_s = time.perf_counter() - started  # one clock for the progress bar and the final line
-    job.progress.finish(media_time=media_s, frames=frames, elapsed_s=wall_s)
+    job.progress.finish(media_time=media_s, frames=batches.frames, elapsed_s=wall_s)
+    warnings = [*job.warnings]
+    for t in tracks:
+        if t.source is not None:
+            warnings += t.source.warnings
+    warnings += [
+        f"{f.track.source_name or f.track.participant} (participant {f.track.participant}) stopped at "
+        f"{f.at_s:.1f} s of the session: {f.error.message}; the other recordings were analysed, "
+        "its later seconds read not observed"
+        for f in merge.failures
+    ]
     report = Report(
-        session=ReportSession(id=job.session, source=job.source_name, duration_s=round(media_s, 3)),
-        participants=[ReportParticipant(id=job.participant, role=job.role)],
-        timeline=_rows_for(timeline, job, media_s),
+        session=ReportSession(id=job.session, source=job.source_name, duration_s=media_s),
+        participants=[
+            ReportParticipant(id=t.participant, role=t.role, source=t.source_name if job.class_mode else None)
+            for t in tracks
+        ],
+        timeline=_rows_for(timeline, tracks, media_s),
         summary=job.summariser.summary(),
-        warnings=[*job.warnings, *job.source.warnings],
+        warnings=warnings,
     )
     stats = ReplayStats(
-        wall_s=wall_s, media_s=media_s, frames=frames, audio_chunks=chunks,
-        events=events_n, queue_peak=peak,
+        wall_s=wall_s, media_s=media_s, frames=batches.frames, audio_chunks=batches.chunks,
+        events=events_n, queue_peak=merge.peak, tracks=len(tracks),
+        recordings_s=round(sum(
+            _media_extent(end - tracks[i].offset_s, tracks[i].expected_duration_s)
+            for i, end in batches.track_end.items()), 3),
     )
-    log.info("replay %s -> %s", "running", "done", extra={"frames": frames, "wall_s": round(stats.wall_s, 2)})
+    log.info("replay %s -> %s", "running", "done", extra={"frames": stats.frames, "wall_s": round(wall_s, 2)})
     return report, stats
 
 
@@ -268,19 +267,30 @@ def _media_extent(media_end: float, expected: float | None) -> float:
     return round(media_end, 3)
 
 
-def _rows_for(timeline: TimelineBuilder, job: ReplayJob, media_s: float) -> list[TimelineRow]:
-    """Timeline rows; a participant that produced no event at all still gets (empty) rows."""
-    if job.participant not in timeline.participants:
-        return [
-            TimelineRow(t=float(t), participant=job.participant, present=False, attentive=False, speaking=False,
-                        hand_raised=False, engagement=0.0, confidence=0.0)
-            for t in range(timeline.seconds(media_s))
-        ]
-    return timeline.rows(media_s)
+def _rows_for(timeline: TimelineBuilder, tracks: Sequence[Track], media_s: float) -> list[TimelineRow]:
+    """The full grid: every second of the session, every track's participant in track order.
+
+    A second without any event of a participant (before their track starts, after it ends, or a
+    recording that could not be read) reads all false with confidence 0: nothing was observed.
+    """
+    seconds = timeline.seconds(media_s)
+    observed = {(r.participant, r.t): r for r in timeline.rows(media_s)}
+    return [
+        observed.get((t.participant, float(s))) or TimelineRow(
+            t=float(s), participant=t.participant, present=False, attentive=False, speaking=False,
+            hand_raised=False, engagement=0.0, confidence=0.0,
+        )
+        for s in range(seconds)
+        for t in tracks
+    ]
 
 
 def default_session_id(path: Path) -> str:
-    """A session id from a file name: letters, digits, '-', '_' and '.' kept, the rest '-'."""
-    stem = path.stem or "replay"
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip("-")
+    """A session id from a file name's stem (see :func:`session_id_from`)."""
+    return session_id_from(path.stem)
+
+
+def session_id_from(name: str) -> str:
+    """A session id from a name: letters, digits, '-', '_' and '.' kept, the rest '-' (``replay`` if empty)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-")
     return cleaned[:128] or "replay"

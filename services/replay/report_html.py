@@ -1,14 +1,26 @@
-"""``report.html``: summary tables and plots as inline SVG (matplotlib), readable offline, no CDN."""
+"""``report.html``: summary tables and plots as inline SVG (matplotlib), readable offline, no CDN.
+
+Every report has the tables, the engagement plot and the talk-time bars; a report with
+several participants adds the class heatmap (one row per participant, one cell per second:
+not observed / absent / present / attentive, with a bar where they speak), which stays
+readable for a class of 30; the per-signal strips are drawn for up to ``STRIPS_MAX``
+participants (past that they would be taller than the page; the rows are in timeline.csv).
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from html import escape
 
+import numpy as np
 from matplotlib import rc_context
 from matplotlib.axes import Axes
+from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from shared.contracts.report import Report, TimelineRow
 from shared.signals import FLAG_NAMES
@@ -17,6 +29,18 @@ _PALETTE = ("#2b8a3e", "#1c7ed6", "#e8590c", "#ae3ec9", "#f08c00", "#0c8599", "#
 _STRIPS = tuple((name, _PALETTE[i % len(_PALETTE)]) for i, name in enumerate(FLAG_NAMES))
 """One strip per true/false signal of the registry, each in its own colour."""
 _ROLE_COLOUR = {"student": "#1c7ed6", "teacher": "#e8590c"}
+STRIPS_MAX = 6
+"""Participants up to which the per-signal strips are drawn."""
+INDIVIDUAL_LINES_MAX = 8
+"""Participants up to which the engagement plot colours and labels each one (past it: thin grey lines)."""
+HEATMAP_STATES = (
+    ("not observed", "#f8f9fa"),
+    ("absent", "#adb5bd"),
+    ("present, not attentive", "#ffd8a8"),
+    ("attentive", "#4dabf7"),
+)
+"""Cell colours of the class heatmap, by state index."""
+SPEAKING_COLOUR = "#343a40"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -59,26 +83,131 @@ def _runs(rows: list[TimelineRow], signal: str) -> Iterator[tuple[float, float]]
         yield start, last - start
 
 
+def observed(row: TimelineRow) -> bool:
+    """Whether anything was observed in this second (a second without events reads all false, confidence 0)."""
+    return row.confidence > 0.0 or row.present or row.speaking or row.engagement > 0.0
+
+
+@dataclass(frozen=True)
+class ClassSecond:
+    """The class's engagement in one second: over the students observed in it."""
+
+    t: float
+    mean: float
+    p10: float
+    p90: float
+    observed: int
+
+
+def class_engagement(report: Report) -> list[ClassSecond]:
+    """The class engagement timeline: per second, mean/p10/p90 of the observed students' engagement
+    (everyone's when there is no student); seconds where nobody was observed are left out."""
+    roles = {p.id: p.role for p in report.participants}
+    students = {pid for pid, role in roles.items() if role == "student"} or set(roles)
+    by_t: dict[float, list[float]] = {}
+    for r in report.timeline:
+        if (r.participant in students or r.participant not in roles) and observed(r):
+            by_t.setdefault(r.t, []).append(r.engagement)
+    out = []
+    for t in sorted(by_t):
+        xs = np.asarray(by_t[t])
+        out.append(ClassSecond(t=t, mean=float(xs.mean()), p10=float(np.percentile(xs, 10)),
+                               p90=float(np.percentile(xs, 90)), observed=len(xs)))
+    return out
+
+
+def _time_label(report: Report) -> str:
+    return "session time (s)" if len(report.participants) > 1 else "media time (s)"
+
+
 def engagement_plot(report: Report) -> str:
     per = _by_participant(report.timeline)
     fig = Figure(figsize=(10, 3.2))
     ax: Axes = fig.add_subplot()
+    many = len(per) > INDIVIDUAL_LINES_MAX
     for pid, rows in per.items():
-        ax.plot([r.t + 0.5 for r in rows], [r.engagement for r in rows], linewidth=1.2, label=pid)
-    roles = {p.id: p.role for p in report.participants}
-    students = [rows for pid, rows in per.items() if roles.get(pid, "student") == "student"]
-    if len(per) > 1 and students:
-        n = min(len(rows) for rows in students)
-        mean = [sum(rows[i].engagement for rows in students) / len(students) for i in range(n)]
-        ax.plot([students[0][i].t + 0.5 for i in range(n)], mean, color="black", linewidth=2.0, linestyle="--",
-                label="class mean (students)")
+        ys = [r.engagement if observed(r) else math.nan for r in rows]  # a gap where nothing was observed
+        xs = [r.t + 0.5 for r in rows]
+        if many:
+            ax.plot(xs, ys, linewidth=0.6, color="#adb5bd")
+        else:
+            ax.plot(xs, ys, linewidth=1.2, label=pid)
+    klass = class_engagement(report) if len(per) > 1 else []
+    if klass:
+        xs = [c.t + 0.5 for c in klass]
+        if many:
+            ax.fill_between(xs, [c.p10 for c in klass], [c.p90 for c in klass], color="#495057", alpha=0.2,
+                            linewidth=0, label="students p10-p90")
+        ax.plot(xs, [c.mean for c in klass], color="black", linewidth=2.0, linestyle="--",
+                label="class mean (students observed)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, max(report.session.duration_s, 1.0))
-    ax.set_xlabel("media time (s)")
+    ax.set_xlabel(_time_label(report))
     ax.set_ylabel("engagement (mean of each second)")
     ax.grid(alpha=0.3)
-    if 0 < len(per) <= 12:
-        ax.legend(loc="upper right", fontsize=8, ncols=min(4, len(per) + 1))
+    if per:
+        handles = len(ax.get_legend_handles_labels()[0])
+        if handles:
+            ax.legend(loc="upper right", fontsize=8, ncols=min(4, handles))
+    return _svg(fig)
+
+
+def heatmap_states(report: Report) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Participant order (teachers first, then as listed), the state of each (participant, second)
+    as an index of :data:`HEATMAP_STATES`, and whether they spoke in it."""
+    per = _by_participant(report.timeline)
+    listed = [p.id for p in report.participants if p.id in per] + [pid for pid in per
+                                                                   if pid not in {p.id for p in report.participants}]
+    roles = {p.id: p.role for p in report.participants}
+    order = sorted(listed, key=lambda pid: (roles.get(pid) != "teacher", listed.index(pid)))
+    seconds = max((len(rows) for rows in per.values()), default=0)
+    states = np.zeros((len(order), seconds), np.int8)
+    speaking = np.zeros((len(order), seconds), bool)
+    for i, pid in enumerate(order):
+        for r in per[pid]:
+            j = int(r.t)
+            if j >= seconds:
+                continue
+            states[i, j] = 0 if not observed(r) else 3 if r.attentive else 2 if r.present else 1
+            speaking[i, j] = r.speaking
+    return order, states, speaking
+
+
+def heatmap_plot(report: Report) -> str:
+    """Participants x seconds: state colour per cell, a dark bar in the cell's lower part while speaking."""
+    order, states, speaking = heatmap_states(report)
+    n, seconds = states.shape
+    roles = {p.id: p.role for p in report.participants}
+    fig = Figure(figsize=(10, 1.3 + 0.26 * max(n, 1)))
+    ax: Axes = fig.add_subplot()
+    cmap = ListedColormap([c for _, c in HEATMAP_STATES])
+    norm = BoundaryNorm(np.arange(len(HEATMAP_STATES) + 1) - 0.5, cmap.N)
+    ax.imshow(states, cmap=cmap, norm=norm, aspect="auto", interpolation="none",
+              extent=(0, seconds, n, 0))
+    for i in range(n):
+        runs = []
+        start: int | None = None
+        for j in range(seconds + 1):
+            on = j < seconds and bool(speaking[i, j])
+            if on and start is None:
+                start = j
+            elif not on and start is not None:
+                runs.append((start, j - start))
+                start = None
+        if runs:
+            ax.broken_barh(runs, (i + 0.62, 0.28), facecolors=SPEAKING_COLOUR)
+    for i in range(1, n):
+        ax.axhline(i, color="white", linewidth=1.0)
+    labels = [f"{pid} (teacher)" if roles.get(pid) == "teacher" else pid for pid in order]
+    ax.set_yticks([i + 0.5 for i in range(n)], labels, fontsize=8 if n <= 40 else 6)
+    ax.set_ylim(n, 0)
+    ax.set_xlim(0, max(seconds, 1))
+    ax.set_xlabel(_time_label(report))
+    ax.tick_params(axis="y", length=0)
+    handles = [Patch(facecolor=c, edgecolor="#868e96", linewidth=0.5, label=name) for name, c in HEATMAP_STATES]
+    handles.append(Patch(facecolor=SPEAKING_COLOUR, label="speaking (bar)"))
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=len(handles), fontsize=8,
+              frameon=False, handlelength=1.2, borderaxespad=0.2)
     return _svg(fig)
 
 
@@ -95,7 +224,7 @@ def strips_plot(report: Report) -> str:
     ax.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
     ax.set_ylim(0, max(1, len(lanes)))
     ax.set_xlim(0, max(report.session.duration_s, 1.0))
-    ax.set_xlabel("media time (s)")
+    ax.set_xlabel(_time_label(report))
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig)
 
@@ -114,17 +243,37 @@ def talk_time_plot(report: Report) -> str:
 
 def _summary_tables(report: Report) -> str:
     s = report.summary
+    sources = {p.id: p.source for p in report.participants if p.source is not None}
+    klass = bool(sources)
     head = (
         "<tr><th>participant</th><th>role</th><th>present</th><th>attentive</th><th>talk time</th>"
-        "<th>turns</th><th>hand raises</th><th>engagement</th></tr>"
+        "<th>turns</th><th>hand raises</th><th>engagement</th>"
+        + ("<th>joined</th><th>recording</th>" if klass else "") + "</tr>"
     )
+
+    def extra(pid: str, joined: float | None) -> str:
+        if not klass:
+            return ""
+        at = "—" if joined is None else f"{joined:.1f} s"
+        return f"<td>{at}</td><td>{escape(sources.get(pid, ''))}</td>"
+
     body = "".join(
         f"<tr><td>{escape(pid)}</td><td>{p.role}</td><td>{p.present_ratio:.0%}</td><td>{p.attentive_ratio:.0%}</td>"
-        f"<td>{p.talk_time_s:.1f} s</td><td>{p.turns}</td><td>{p.hand_raises}</td><td>{p.engagement_mean:.2f}</td></tr>"
+        f"<td>{p.talk_time_s:.1f} s</td><td>{p.turns}</td><td>{p.hand_raises}</td><td>{p.engagement_mean:.2f}</td>"
+        f"{extra(pid, p.joined_at)}</tr>"
         for pid, p in s.participants.items()
     )
+    missing = [p for p in report.participants if p.id not in s.participants]  # nothing observed at all
+    body += "".join(
+        f'<tr class="unobserved"><td>{escape(p.id)}</td><td>{p.role}</td><td colspan="6">not observed</td>'
+        f"{extra(p.id, None)}</tr>"
+        for p in missing
+    )
     wait = "—" if s.mean_wait_time_s is None else f"{s.mean_wait_time_s:.1f} s"
-    klass = (
+    teachers = sum(1 for p in report.participants if p.role == "teacher")
+    people = f"{len(report.participants)}" + (f" ({teachers} teacher{'s' if teachers > 1 else ''})" if teachers else "")
+    table = (
+        f"<tr><td>participants</td><td>{people}</td></tr>"
         f"<tr><td>duration</td><td>{report.session.duration_s:.1f} s</td></tr>"
         f"<tr><td>engagement (mean)</td><td>{s.engagement_mean:.2f}</td></tr>"
         f"<tr><td>attentive (share)</td><td>{s.attentive_ratio:.0%}</td></tr>"
@@ -136,18 +285,21 @@ def _summary_tables(report: Report) -> str:
     )
     return (
         f'<h2>Participants</h2><table id="participants">{head}{body}</table>'
-        f'<h2>Class</h2><table id="class">{klass}</table>'
+        f'<h2>Class</h2><table id="class">{table}</table>'
     )
 
 
 def render_html(report: Report) -> str:
     """The whole page as one self-contained HTML string."""
+    people = len(_by_participant(report.timeline))
     with rc_context({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "classpulse"}):
-        plots = {
-            "engagement": ("Engagement over time", engagement_plot(report)),
-            "strips": ("Presence, attention, speaking and hand raised per second", strips_plot(report)),
-            "talk-time": ("Talk time", talk_time_plot(report)),
-        }
+        plots = {"engagement": ("Engagement over time", engagement_plot(report))}
+        if people > 1:
+            plots["heatmap"] = ("Class heatmap: who was there, attentive and speaking, second by second",
+                                heatmap_plot(report))
+        if people <= STRIPS_MAX:
+            plots["strips"] = ("Presence, attention, speaking and hand raised per second", strips_plot(report))
+        plots["talk-time"] = ("Talk time", talk_time_plot(report))
     warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in report.warnings)
     figures = "".join(
         f'<h2>{title}</h2><figure id="plot-{key}" class="plot">{svg}</figure>' for key, (title, svg) in plots.items()

@@ -33,8 +33,9 @@ class ReplaySettings(StrictSettings):
         default=1,
         ge=0,
         le=1024,
-        description="Face mesh in tracking mode for replay (replaces CLASSPULSE_INFERENCE_MESH_TRACKERS): about half "
-        "the mesh cost, a sudden head turn reads 3-4 frames (<1 s) late; 0 = static mode on every frame.",
+        description="Face mesh in tracking mode for replay (replaces CLASSPULSE_INFERENCE_MESH_TRACKERS; a class "
+        "replay raises it to one graph per recording): about half the mesh cost, a sudden head turn reads 3-4 "
+        "frames (<1 s) late; 0 = static mode on every frame.",
     )
     perception_ahead: bool = Field(
         default=True,

@@ -76,10 +76,18 @@ class ReportSession(BaseModel):
 
 
 class ReportParticipant(BaseModel):
+    """One participant of the report; ``source`` only in a class replay (folder or manifest)."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str
     role: Literal["student", "teacher"] = "student"
+    source: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The recording this participant came from, as given (the file name in a folder, the manifest's "
+        "`file`); absent for a single recording and for live sessions.",
+    )
 
 
 class Report(BaseModel):

@@ -9,6 +9,9 @@ speech is Debian's espeak-ng, clips are encoded with PyAV.
 - :mod:`~shared.testkit.messages` ``VideoFrame``/``AudioChunk`` messages from images and waveforms
 - :mod:`~shared.testkit.script`   the sample class's script, its per-second truth and agreement with a timeline
 - :mod:`~shared.testkit.clips`    encoded clips: the sample class, the ``simulate`` clip, cut-short copies
+- :mod:`~shared.testkit.recorded_class` a generated class: one recording per participant (scripts, photos, starts),
+  a manifest, and the truth on class time
+- :mod:`~shared.testkit.classroom` a class of students as live media fed to a media bus (scale-out tests, bench)
 - :mod:`~shared.testkit.features` fusion-model input windows in realistic ranges (no media)
 
 Import the module you need; the package itself imports nothing.

@@ -41,10 +41,13 @@ def write_sample(
     photo: Image | None = None,
     audio: bool = True,
     video: bool = True,
+    start_s: float = 0.0,
 ) -> list[TruthRow]:
     """Encode the scripted clip to ``path`` (container from its suffix) and return the truth per second.
 
     The face is ``photo`` (default: Grace Hopper); the sound is :func:`~shared.testkit.speech.soundtrack`.
+    ``start_s`` stamps the container's timestamps from that time on (a recorder's wall-clock start:
+    PyAV then reports it as ``container.start_time``); the truth counts from the clip's own start.
     """
     script = script or default_script()
     kind = path.suffix.lstrip(".").lower()
@@ -68,6 +71,7 @@ def write_sample(
         video_codec=(vcodec, voptions),
         sound=soundtrack(script) if audio else None,
         audio_codec=acodec,
+        start_s=start_s,
     )
     return truth_timeline(script, video=video, audio=audio)
 
@@ -148,9 +152,12 @@ def _encode(
     video_codec: tuple[str, dict[str, str]],
     sound: Wave | None,
     audio_codec: str,
+    start_s: float = 0.0,
 ) -> None:
-    """Mux ``n_frames`` pictures at ``fps`` and the sound (mono, 48 kHz) interleaved frame by frame."""
+    """Mux ``n_frames`` pictures at ``fps`` and the sound (mono, 48 kHz) interleaved frame by frame,
+    timestamps starting at ``start_s``."""
     n_frames = max(1, n_frames)
+    v0, a0 = round(start_s * fps), round(start_s * AUDIO_RATE)
     with av.open(str(path), "w") as out:
         vstream: av.VideoStream | None = None
         if picture is not None:
@@ -167,7 +174,7 @@ def _encode(
         for i in range(n_frames):
             if vstream is not None and picture is not None:
                 frame = av.VideoFrame.from_ndarray(picture(i), format="bgr24")
-                frame.pts = i
+                frame.pts = v0 + i
                 out.mux(vstream.encode(frame))
             if astream is not None and sound is not None:
                 until = round((i + 1) / fps * AUDIO_RATE) if i + 1 < n_frames else len(sound)
@@ -175,7 +182,7 @@ def _encode(
                     block = sound[a_pos : min(a_pos + AUDIO_BLOCK, until)]
                     aframe = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
                     aframe.sample_rate = AUDIO_RATE
-                    aframe.pts = a_pos
+                    aframe.pts = a0 + a_pos
                     aframe.time_base = Fraction(1, AUDIO_RATE)
                     out.mux(astream.encode(aframe))
                     a_pos += len(block)

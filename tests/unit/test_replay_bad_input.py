@@ -60,9 +60,10 @@ def test_path_under_a_file_is_unreadable(tmp_path: Path, capsys: pytest.CaptureF
     assert "no such file" in line
 
 
-def test_folder_instead_of_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_without_recordings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("not a recording")
     line = _one_error_line(capsys, [str(tmp_path)])
-    assert "is a folder" in line
+    assert "has no recordings" in line and "one file per participant" in line
 
 
 def test_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

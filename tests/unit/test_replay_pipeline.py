@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.ingest.sources.errors import MediaSourceError
-from services.replay.pipeline import ReplayJob, default_session_id, run_replay
+from services.replay.pipeline import ReplayJob, Track, default_session_id, run_replay
 from shared.analytics.config import AggregationConfig
 from shared.analytics.session import SessionAggregator
 from shared.contracts.events import ScoreEvent
@@ -77,8 +77,9 @@ class FakeScorer:
 
 def _job(source: FakeSource, scorer: FakeScorer, **kw: object) -> ReplayJob:
     return ReplayJob(
-        source=source, scorer=scorer, summariser=SessionAggregator(session="s", config=AggregationConfig()),
-        session="s", source_name="clip.mp4", participant="p1", expected_duration_s=6.0, **kw,  # type: ignore[arg-type]
+        tracks=[Track(source=source, participant="p1", source_name="clip.mp4", expected_duration_s=6.0)],
+        scorer=scorer, summariser=SessionAggregator(session="s", config=AggregationConfig()),
+        session="s", source_name="clip.mp4", **kw,  # type: ignore[arg-type]
     )
 
 

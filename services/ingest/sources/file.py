@@ -38,6 +38,17 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
+def _declared_length(container: av.container.InputContainer) -> float | None:
+    """The media's declared length (s). Matroska/WebM declare the end timestamp, so a recording that
+    starts at 4 s (a recorder's clock) and lasts 10 s says 14 s there; mp4 says 10 s."""
+    if not container.duration:
+        return None
+    length = container.duration / 1_000_000
+    if "matroska" in container.format.name and container.start_time and container.start_time > 0:
+        length -= container.start_time / 1_000_000
+    return length
+
+
 class FileSource:
     """Decodes one file or URL into sampled video frames and audio chunks."""
 
@@ -116,7 +127,7 @@ class FileSource:
                 codecs["video"] = video.codec_context.name
             if audio is not None:
                 codecs["audio"] = audio.codec_context.name
-            duration = container.duration / 1_000_000 if container.duration else None
+            duration = _declared_length(container)
             rate = video.average_rate if video is not None else None
             return MediaInfo(
                 duration_s=duration,
@@ -216,8 +227,8 @@ class FileSource:
                 f"{self._name()} contains no decodable video or audio (truncated or damaged); "
                 "give a complete recording"
             )
-        if container.duration and not _is_url(self.path):
-            declared = container.duration / 1_000_000
+        declared = _declared_length(container)
+        if declared is not None and not _is_url(self.path):
             if end_time + _TRUNCATION_SLACK_S < declared:
                 self._warn(
                     f"{self._name()} ends at {end_time:.1f} s but declares {declared:.1f} s (truncated?); "
