@@ -118,8 +118,9 @@ async def _simulate(url: str, students: int, seconds: float, clip: Path) -> None
 class Samples:
     latency: list[float] = field(default_factory=list)
     segments: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SEGMENTS})
-    steps: dict[str, int] = field(default_factory=dict)
-    """Score messages per participant after the warm-up."""
+    steps: dict[str, set[str]] = field(default_factory=dict)
+    """Event ids of the scores per participant after the warm-up."""
+    repeats: int = 0
     measured_s: float = 0.0
     dropped: dict[str, float] = field(default_factory=dict)
     target_fps: float | None = None
@@ -134,7 +135,7 @@ class Samples:
         """Scored steps per second per student: (min, mean); a student with no step counts as 0."""
         if self.measured_s <= 0:
             return float("nan"), float("nan")
-        rates = [n / self.measured_s for n in self.steps.values()]
+        rates = [len(ids) / self.measured_s for ids in self.steps.values()]
         rates += [0.0] * max(0, students - len(rates))
         return min(rates), float(np.mean(rates))
 
@@ -209,9 +210,11 @@ async def end_to_end(students: int, seconds: float, warmup: float, clip: Path, u
                 event = data["event"]
                 timing = event["timing"]
                 samples.latency.append(now - timing["capture_ts"])
-                samples.steps[event["participant"]] = samples.steps.get(event["participant"], 0) + 1
+                ids = samples.steps.setdefault(event["participant"], set())
+                samples.repeats += event["event_id"] in ids
+                ids.add(event["event_id"])
                 _segments(timing, now, samples)
-            samples.measured_s = last - first if first is not None else 0.0
+            samples.measured_s = last - (start + warmup) if first is not None else 0.0
             async with http.get(f"{url}/metrics") as r:
                 _scrape(await r.text(), samples)
             await sim
@@ -303,6 +306,8 @@ def main() -> int:
         e50, e95, count = e2e.quantiles()
         smin, smean = e2e.step_rates(n)
         drops = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(e2e.dropped.items()) if v) or "none"
+        if e2e.repeats:
+            drops += f" ({e2e.repeats} repeated scores)"
         target = "?" if e2e.target_fps is None else f"{e2e.target_fps:g}"
         print(
             f"{n:>8} | {b50:8.1f} / {b95:8.1f}   | {e50:8.1f} / {e95:8.1f} ({count:>5})    | "
