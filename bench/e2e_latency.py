@@ -1,6 +1,11 @@
 """End to end latency of ``classpulse up``: capture -> dashboard, next to bare WebRTC loopback.
 
-    python -m bench.e2e_latency [--students 1 10 20] [--seconds 20] [--warmup 4]
+    python -m bench.e2e_latency [--students 10 20 30] [--seconds 30] [--warmup 6] [--clip FILE.webm]
+                                [--up-env CLASSPULSE_INFERENCE_DEGRADE=false ...]
+
+Every student relays the same clip: by default a webcam-like 640x360 VP8 + Opus clip made from
+a real photo (:func:`shared.testkit.clips.write_webcam_clip`: sways, turns away, speaks),
+generated once per run.
 
 For each student count, in one run and side by side:
 
@@ -13,7 +18,10 @@ For each student count, in one run and side by side:
   gateway), the same N students, and a dashboard-like WebSocket viewer in this process;
   latency = receive time minus ``timing.capture_ts`` of every score message, and the share
   of each stage from its timing trail (capture -> ingest, ingest, -> inference, inference,
-  -> gateway, gateway, -> viewer).
+  -> gateway, gateway, -> viewer); scored steps per second of each student (the viewer's
+  score messages per participant after the warm-up / the time measured), min and mean over
+  the students; and from the server's ``/metrics`` at the end: media dropped by reason and
+  the inference worker's target analysed fps.
 
 Messages of the first ``--warmup`` seconds (connection set-up, calibration) are left out.
 """
@@ -27,8 +35,10 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -46,9 +56,10 @@ SEGMENTS = (
 )
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
     env.update(CLASSPULSE_TOKEN_SECRET=SECRET, CLASSPULSE_LOG_LEVEL="WARNING")
+    env.update(extra or {})
     return env
 
 
@@ -78,10 +89,20 @@ async def _wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout_s: f
     raise RuntimeError(f"{url} did not become healthy")
 
 
-async def _simulate(url: str, students: int, seconds: float) -> None:
+async def _simulate(url: str, students: int, seconds: float, clip: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *_classpulse(
-            "simulate", "--session", SESSION, "--students", str(students), "--url", url, "--duration", str(seconds)
+            "simulate",
+            "--session",
+            SESSION,
+            "--students",
+            str(students),
+            "--url",
+            url,
+            "--duration",
+            str(seconds),
+            "--media",
+            str(clip),
         ),
         env=_env(),
         stdout=asyncio.subprocess.PIPE,
@@ -97,12 +118,37 @@ async def _simulate(url: str, students: int, seconds: float) -> None:
 class Samples:
     latency: list[float] = field(default_factory=list)
     segments: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SEGMENTS})
+    steps: dict[str, set[str]] = field(default_factory=dict)
+    """Event ids of the scores per participant after the warm-up."""
+    repeats: int = 0
+    measured_s: float = 0.0
+    dropped: dict[str, float] = field(default_factory=dict)
+    target_fps: float | None = None
 
     def quantiles(self) -> tuple[float, float, int]:
         if not self.latency:
             return float("nan"), float("nan"), 0
         a = np.array(self.latency) * 1000
         return float(np.percentile(a, 50)), float(np.percentile(a, 95)), len(a)
+
+    def step_rates(self, students: int) -> tuple[float, float]:
+        """Scored steps per second per student: (min, mean); a student with no step counts as 0."""
+        if self.measured_s <= 0:
+            return float("nan"), float("nan")
+        rates = [len(ids) / self.measured_s for ids in self.steps.values()]
+        rates += [0.0] * max(0, students - len(rates))
+        return min(rates), float(np.mean(rates))
+
+
+def _scrape(text: str, out: Samples) -> None:
+    """Media dropped by reason and the inference target fps from a Prometheus exposition."""
+    for line in text.splitlines():
+        if line.startswith("classpulse_media_dropped_total{"):
+            labels, value = line.rsplit(" ", 1)
+            reason = labels.split('reason="', 1)[1].split('"', 1)[0]
+            out.dropped[reason] = out.dropped.get(reason, 0.0) + float(value)
+        elif line.startswith("classpulse_inference_target_fps "):
+            out.target_fps = float(line.split()[1])
 
 
 def _segments(timing: dict[str, object], now: float, out: Samples) -> None:
@@ -125,14 +171,14 @@ def _segments(timing: dict[str, object], now: float, out: Samples) -> None:
         out.segments[name].append(max(0.0, value))
 
 
-async def end_to_end(students: int, seconds: float, warmup: float) -> Samples:
+async def end_to_end(students: int, seconds: float, warmup: float, clip: Path, up_env: dict[str, str]) -> Samples:
     from shared.tokens import issue_token
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = await asyncio.create_subprocess_exec(
         *_classpulse("up", "--port", str(port)),
-        env=_env(),
+        env=_env(up_env),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -144,8 +190,10 @@ async def end_to_end(students: int, seconds: float, warmup: float) -> Samples:
             aiohttp.ClientSession() as http,
             http.ws_connect(f"{url}/api/sessions/{SESSION}/ws", params={"token": token}, max_msg_size=0) as ws,
         ):
-            sim = asyncio.create_task(_simulate(url, students, seconds))
+            sim = asyncio.create_task(_simulate(url, students, seconds, clip))
             start = time.time()
+            first: float | None = None
+            last = start
             while not sim.done():
                 try:
                     msg = await ws.receive(timeout=0.5)
@@ -157,9 +205,18 @@ async def end_to_end(students: int, seconds: float, warmup: float) -> Samples:
                 data = json.loads(msg.data)
                 if data.get("kind") != "score" or now - start < warmup:
                     continue
-                timing = data["event"]["timing"]
+                first = now if first is None else first
+                last = now
+                event = data["event"]
+                timing = event["timing"]
                 samples.latency.append(now - timing["capture_ts"])
+                ids = samples.steps.setdefault(event["participant"], set())
+                samples.repeats += event["event_id"] in ids
+                ids.add(event["event_id"])
                 _segments(timing, now, samples)
+            samples.measured_s = last - (start + warmup) if first is not None else 0.0
+            async with http.get(f"{url}/metrics") as r:
+                _scrape(await r.text(), samples)
             await sim
     finally:
         proc.send_signal(signal.SIGINT)
@@ -171,7 +228,7 @@ async def end_to_end(students: int, seconds: float, warmup: float) -> Samples:
     return samples
 
 
-async def webrtc_alone(students: int, seconds: float, warmup: float) -> Samples:
+async def webrtc_alone(students: int, seconds: float, warmup: float, clip: Path) -> Samples:
     """WHIP ingest only, in this process; video frames' capture -> media stream latency."""
     from aiohttp import web
     from prometheus_client import CollectorRegistry
@@ -196,7 +253,7 @@ async def webrtc_alone(students: int, seconds: float, warmup: float) -> Samples:
     samples = Samples()
     try:
         await transports.media.ensure_group(INFERENCE_GROUP)
-        sim = asyncio.create_task(_simulate(url, students, seconds))
+        sim = asyncio.create_task(_simulate(url, students, seconds, clip))
         start = time.time()
         while not sim.done():
             entries = await transports.media.read_group(
@@ -218,25 +275,45 @@ async def webrtc_alone(students: int, seconds: float, warmup: float) -> Samples:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--students", type=int, nargs="+", default=[1, 10, 20])
-    parser.add_argument("--seconds", type=float, default=20.0, help="publishing time per case (default 20)")
-    parser.add_argument("--warmup", type=float, default=4.0, help="seconds left out at the start (default 4)")
+    parser.add_argument("--students", type=int, nargs="+", default=[10, 20, 30])
+    parser.add_argument("--seconds", type=float, default=30.0, help="publishing time per case (default 30)")
+    parser.add_argument("--warmup", type=float, default=6.0, help="seconds left out at the start (default 6)")
+    parser.add_argument("--clip", type=Path, default=None, help="VP8 + Opus clip to relay (default: webcam clip)")
+    parser.add_argument(
+        "--up-env", nargs="*", default=[], metavar="KEY=VALUE", help="settings for the `classpulse up` server"
+    )
     args = parser.parse_args()
+    up_env = dict(item.split("=", 1) for item in args.up_env)
     rows = []
-    for n in args.students:
-        print(f"== {n} student(s): webrtc alone", flush=True)
-        base = asyncio.run(webrtc_alone(n, args.seconds, args.warmup))
-        print(f"== {n} student(s): classpulse up end to end", flush=True)
-        e2e = asyncio.run(end_to_end(n, args.seconds, args.warmup))
-        rows.append((n, base, e2e))
+    with tempfile.TemporaryDirectory(prefix="classpulse-e2e-") as tmp:
+        clip = args.clip
+        if clip is None:
+            from shared.testkit.clips import write_webcam_clip
+
+            clip = Path(tmp) / "webcam-640x360.webm"
+            write_webcam_clip(clip, seconds=20.0)
+        for n in args.students:
+            print(f"== {n} student(s): webrtc alone", flush=True)
+            base = asyncio.run(webrtc_alone(n, args.seconds, args.warmup, clip))
+            print(f"== {n} student(s): classpulse up end to end", flush=True)
+            e2e = asyncio.run(end_to_end(n, args.seconds, args.warmup, clip, up_env))
+            rows.append((n, base, e2e))
     print()
-    print("students | webrtc alone p50/p95 ms | capture->dashboard p50/p95 ms (n) | ratio p50 / p95")
+    print(
+        "students | webrtc alone p50/p95 ms | capture->dashboard p50/p95 ms (n) | ratio p50 / p95 "
+        "| steps/s per student min / mean | target fps | dropped (reason: count)"
+    )
     for n, base, e2e in rows:
         b50, b95, _ = base.quantiles()
         e50, e95, count = e2e.quantiles()
+        smin, smean = e2e.step_rates(n)
+        drops = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(e2e.dropped.items()) if v) or "none"
+        if e2e.repeats:
+            drops += f" ({e2e.repeats} repeated scores)"
+        target = "?" if e2e.target_fps is None else f"{e2e.target_fps:g}"
         print(
             f"{n:>8} | {b50:8.1f} / {b95:8.1f}   | {e50:8.1f} / {e95:8.1f} ({count:>5})    | "
-            f"{e50 / b50:5.2f} / {e95 / b95:5.2f}"
+            f"{e50 / b50:5.2f} / {e95 / b95:5.2f} | {smin:5.2f} / {smean:5.2f} | {target:>6} | {drops}"
         )
     print()
     print("share of capture->dashboard (mean of each segment / mean total):")

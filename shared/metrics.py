@@ -164,6 +164,28 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.inference_analysed_frames_total = Counter(
+            "classpulse_inference_analysed_frames_total",
+            "Video frames analysed by the inference worker (perception + a score step), by session.",
+            ["session"],
+            registry=registry,
+        )
+        self.inference_participants = Gauge(
+            "classpulse_inference_participants",
+            "Participants with video the inference worker analyses (sent a frame in the last seconds), by session.",
+            ["session"],
+            registry=registry,
+        )
+        self.inference_target_fps = Gauge(
+            "classpulse_inference_target_fps",
+            "Analysed frames per second per participant the worker aims at (its full rate unless degraded).",
+            registry=registry,
+        )
+        self.inference_busy_ratio = Gauge(
+            "classpulse_inference_busy_ratio",
+            "Share of the last control window the inference batch loop spent running batches (0..1).",
+            registry=registry,
+        )
         self.inference_device = Gauge(
             "classpulse_inference_device",
             "1 for the device the fusion model runs on (cpu or cuda).",

@@ -238,8 +238,18 @@ class InferenceEngine:
 
     # -- processing ------------------------------------------------------------------------
 
-    def process(self, batch: Sequence[MediaMessage], *, received: Sequence[float] | None = None) -> list[ScoreEvent]:
-        """Score a batch (any mix of participants and kinds); ``received`` = wall time each arrived."""
+    def process(
+        self,
+        batch: Sequence[MediaMessage],
+        *,
+        received: Sequence[float] | None = None,
+        skipped: Sequence[VideoFrame] = (),
+    ) -> list[ScoreEvent]:
+        """Score a batch (any mix of participants and kinds); ``received`` = wall time each arrived.
+
+        ``skipped`` are frames that arrived but are not analysed (the live worker thins frames
+        under overload): they make no step, but show that the camera is on at their media time.
+        """
         if self._model is None:
             raise RuntimeError("InferenceEngine used before load()")
         started = time.perf_counter()
@@ -248,6 +258,8 @@ class InferenceEngine:
         order = sorted(range(len(batch)), key=lambda i: (batch[i].media_time, batch[i].kind != "audio"))
         audio = [(batch[i], recv[i]) for i in order if isinstance(batch[i], AudioChunk)]
         video = [(batch[i], recv[i]) for i in order if isinstance(batch[i], VideoFrame)]
+        if skipped:
+            video = sorted([*video, *((f, now) for f in skipped)], key=lambda v: v[0].media_time)
         pending: list[_Pending] = []
         t0 = time.perf_counter()
         audio_feats = self._audio_features(audio)  # type: ignore[arg-type]
@@ -256,7 +268,7 @@ class InferenceEngine:
             if not state.held:
                 state.held_since = next(self._hold_order)
             state.held.append(held)
-        self._video_steps(video, pending)  # type: ignore[arg-type]
+        self._video_steps(video, pending, skip={id(f) for f in skipped})  # type: ignore[arg-type]
         t2 = time.perf_counter()
         self._release_by_audio_clock(pending)
         events = self._fuse(pending)
@@ -380,11 +392,14 @@ class InferenceEngine:
         chunk = held.chunk
         return _Pending(state, chunk, held.received, window, step.snapshot, False, False, True, 2 * chunk.seq + 1)
 
-    def _video_steps(self, items: Sequence[tuple[VideoFrame, float]], pending: list[_Pending]) -> None:
+    def _video_steps(
+        self, items: Sequence[tuple[VideoFrame, float]], pending: list[_Pending], *, skip: set[int]
+    ) -> None:
         """Perception in rounds: round k holds the k-th frame of every participant in the batch.
 
         Each round is one backend call (batched across participants), and a participant's next
         frame is planned (pose or not) only after its previous frame's result is in its state.
+        Frames in ``skip`` (by ``id``) are not analysed; they only mark the camera on.
         """
         if not items:
             return
@@ -401,14 +416,20 @@ class InferenceEngine:
                 state = self._state(frame)
                 state.seen(frame.media_time, recv)
                 self._resolve(state, pending, upto=frame.media_time)  # earlier audio first: media order
+                if id(frame) in skip:
+                    state.last_video_time = frame.media_time
+                    continue
                 prev_face = bool(state.window) and state.window[-1][0][IDX["face_present"]] > 0.5
                 want_pose = prev_face and pose_due(state, self.settings)
                 requests.append(
                     PerceptionRequest(key=state.track.key, image=frame.image(), want_pose=want_pose, track=state.track)
                 )
                 states.append(state)
+            if not requests:
+                continue
             results = self._backend.analyze(requests)
-            for (frame, recv), req, state, result in zip(batch, requests, states, results, strict=True):
+            analysed = [(frame, recv) for frame, recv in batch if id(frame) not in skip]
+            for (frame, recv), req, state, result in zip(analysed, requests, states, results, strict=True):
                 pending.append(self._video_step(state, frame, recv, req.image, result))
 
     def _video_step(

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.inference.degrade import DegradeConfig
 from services.inference.perception_registry import BACKENDS, spec_for
 from shared.settings import StrictSettings, register_settings
 
@@ -46,6 +47,45 @@ class InferenceSettings(StrictSettings):
         le=600_000.0,
         description="Live overload guard: a frame captured longer ago than this is dropped unscored (counted); "
         "0 = never drop. Audio is always scored.",
+    )
+    degrade: bool = Field(
+        default=True,
+        description="Live overload guard: when the worker cannot keep up, lower every participant's analysed frame "
+        "rate together (down to MIN_FPS; skipped frames are counted as dropped, reason 'degraded') instead of "
+        "dropping stretches of frames; audio is never thinned. Off when MAX_LAG_MS is 0.",
+    )
+    min_fps: float = Field(
+        default=1.0,
+        ge=0.2,
+        le=30.0,
+        description="Floor of the analysed frames per second per participant under overload (head pose is then a "
+        "median over 3 s, the fusion window 8 s); frames that still cannot be served are dropped as stale.",
+    )
+    full_fps: float = Field(
+        default=5.0,
+        ge=0.2,
+        le=60.0,
+        description="Analysed frame rate per participant the worker climbs back to (ingest's analysis rate); at or "
+        "above it every frame is analysed.",
+    )
+    degrade_busy: float = Field(
+        default=0.9,
+        gt=0.1,
+        le=1.0,
+        description="Overloaded when the batch loop is busy more than this share of the time (it then aims at "
+        "0.75 of it; climbs back one 0.5 fps step when the next step is predicted below that).",
+    )
+    degrade_wait_ms: float = Field(
+        default=500.0,
+        ge=10.0,
+        le=60_000.0,
+        description="Overloaded when frames wait longer than this on average between ingest and their batch.",
+    )
+    degrade_recover_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=600.0,
+        description="Load must stay low this long before the analysed frame rate steps up again (hysteresis).",
     )
     read_count: int = Field(default=64, ge=1, le=4096, description="Entries read from the media stream per call.")
     read_block_ms: int = Field(default=20, ge=1, le=10_000, description="How long one stream read may wait.")
@@ -117,11 +157,12 @@ class InferenceSettings(StrictSettings):
         "a participant stays on one instance.",
     )
     mesh_trackers: int = Field(
-        default=0,
+        default=32,
         ge=0,
         le=1024,
-        description="Participants whose face mesh runs in mediapipe's tracking mode (one graph each): about half "
-        "the mesh cost, but a sudden head turn reads 3-4 frames late; 0 = static mode for everyone.",
+        description="Participants per perception thread whose face mesh runs in mediapipe's tracking mode (one "
+        "graph each, ~20 MB; least recently used closed past it, the rest use the static graph): ~30 % less mesh "
+        "time, but a sudden head turn reads 3-4 frames late; 0 = static mode for everyone.",
     )
     detect_width: int = Field(
         default=320, ge=96, le=1920, description="Frames are downscaled to this width for full-range face detection."
@@ -177,6 +218,26 @@ class InferenceSettings(StrictSettings):
                 f"lease_renew_ms ({self.lease_renew_ms}) must be at most a third of lease_ttl_ms ({self.lease_ttl_ms})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _fps_bounds(self) -> InferenceSettings:
+        if self.min_fps > self.full_fps:
+            raise ValueError(
+                f"CLASSPULSE_INFERENCE_MIN_FPS ({self.min_fps}) must not exceed CLASSPULSE_INFERENCE_FULL_FPS "
+                f"({self.full_fps})"
+            )
+        return self
+
+    def degrade_config(self) -> DegradeConfig:
+        """The overload policy's bounds and thresholds from these settings."""
+        return DegradeConfig(
+            max_fps=self.full_fps,
+            min_fps=self.min_fps,
+            busy_high=self.degrade_busy,
+            busy_target=0.75 * self.degrade_busy,
+            wait_high_s=self.degrade_wait_ms / 1000,
+            recover_s=self.degrade_recover_s,
+        )
 
     @field_validator("backend")
     @classmethod

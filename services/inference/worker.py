@@ -32,13 +32,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from services.inference.batcher import MicroBatcher
+from services.inference.degrade import DegradePolicy, Load
 from services.inference.engine import InferenceEngine
 from services.inference.ownership import Changes, ShardOwnership
 from services.inference.settings import InferenceSettings
 from services.inference.state_snapshot import SnapshotError
 from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
-from shared.contracts.media import MediaMessage
+from shared.contracts.media import MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INFERENCE_GROUP, SCORES, EventTopic
 from shared.log import get_logger, pii, spawn
@@ -131,6 +132,10 @@ class InferenceWorker:
         self._batch_done = asyncio.Event()
         self._revoking: list[int] = []
         self._lost: list[int] = []
+        self._policy = DegradePolicy(settings.degrade_config(), now=clock())
+        self._degrading = settings.degrade and settings.max_lag_ms > 0
+        self._sessions: set[str] = set()
+        metrics.inference_target_fps.set(settings.full_fps)
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or cancellation); the engine must be loaded."""
@@ -414,6 +419,7 @@ class InferenceWorker:
                 async with self._engine_lock:  # snapshots never see half a batch (processed, not acked)
                     await self._run_batch()
                 self._batch_done.set()
+            self._control()
             if self._clock() >= self._next_evict:
                 self._next_evict = self._clock() + EVICT_INTERVAL_S
                 evicted = await asyncio.to_thread(self.engine.evict_idle, max_idle_s=self.settings.state_idle_s)
@@ -421,6 +427,7 @@ class InferenceWorker:
                     log.info("participant states %s -> %s", "idle", "forgotten", extra={"count": evicted})
 
     async def _run_batch(self) -> None:
+        started = self._clock()
         queued = self._batcher.take()
         self._space.set()
         self._metrics.queue_depth.labels("inference_batcher").set(len(self._batcher))
@@ -429,13 +436,17 @@ class InferenceWorker:
         now = self._clock()
         for q in queued:
             self._metrics.inference_queue_wait_seconds.observe(max(0.0, now - q.enqueued))
-        items = await self._drop_stale([q.value for q in queued])
-        if not items:
+        items, thinned = await self._thin([q.value for q in queued])
+        items = await self._drop_stale(items)
+        if not items and not thinned:
             return
-        self._metrics.batch_size.observe(len(items))
+        frames = [i.msg for i in items if isinstance(i.msg, VideoFrame)]
+        waits = self._waits(frames)
+        if items:
+            self._metrics.batch_size.observe(len(items))
         try:
             events = await asyncio.to_thread(
-                self.engine.process, [i.msg for i in items], received=[i.received for i in items]
+                self.engine.process, [i.msg for i in items], received=[i.received for i in items], skipped=thinned
             )
         except Exception:
             log.exception("inference batch failed; its media stays pending for a retry")
@@ -448,7 +459,58 @@ class InferenceWorker:
         self._held.difference_update(i.entry_id for i in items)
         for item in items:
             self._metrics.messages_total.labels(STAGE, item.msg.kind).inc()
+        for frame in frames:
+            self._metrics.inference_analysed_frames_total.labels(frame.session).inc()
+        self._policy.observe_batch(busy_s=self._clock() - started, frames=len(frames), waits=waits)
         self.batches += 1
+
+    @staticmethod
+    def _waits(frames: list[VideoFrame]) -> list[float]:
+        """How long each frame waited between leaving ingest and its batch starting (queue + backlog)."""
+        now = wall_clock()
+        out = []
+        for frame in frames:
+            stamp = frame.timing.stage("ingest")
+            out.append(max(0.0, now - (stamp.emitted if stamp is not None else frame.timing.capture_ts)))
+        return out
+
+    async def _thin(self, items: list[_Item]) -> tuple[list[_Item], list[VideoFrame]]:
+        """Keep each participant's frames at the policy's target rate; ack and count the rest.
+
+        Every frame is offered (so the policy knows who is active); frames claimed from a dead
+        worker are always kept. Returns the items to analyse and the thinned frames, which the
+        engine still sees as "camera on" (no step, no perception).
+        """
+        now = self._clock()
+        kept: list[_Item] = []
+        thinned: list[_Item] = []
+        for item in items:
+            msg = item.msg
+            if not isinstance(msg, VideoFrame):
+                kept.append(item)
+                continue
+            admitted = self._policy.admit(f"{msg.session}/{msg.participant}", msg.media_time, now=now)
+            (kept if admitted or item.claimed else thinned).append(item)
+        if thinned:
+            await self._release(thinned, reason="degraded")
+        return kept, [i.msg for i in thinned if isinstance(i.msg, VideoFrame)]
+
+    def _control(self) -> None:
+        """Let the policy close its window: maybe a new target rate; the load gauges."""
+        now = self._clock()
+        load = self._policy.update(now=now, adapt=self._degrading)
+        if load is None:
+            return
+        self._metrics.inference_busy_ratio.set(load.busy)
+        self._metrics.inference_target_fps.set(self.settings.full_fps if load.target is None else load.target)
+        counts = self._policy.sessions(now=now)
+        for session in self._sessions - counts.keys():
+            self._metrics.inference_participants.remove(session)
+        for session, count in counts.items():
+            self._metrics.inference_participants.labels(session).set(count)
+        self._sessions = set(counts)
+        if load.changed:
+            _log_load(load)
 
     async def _drop_stale(self, items: list[_Item]) -> list[_Item]:
         """Keep latency bounded under overload: frames older than ``max_lag_ms`` are acked unscored.
@@ -463,11 +525,15 @@ class InferenceWorker:
         stale = [i for i in items if i.msg.kind == "video" and not i.claimed and now - i.msg.timing.capture_ts > limit]
         if not stale:
             return items
-        await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in stale])
-        self._held.difference_update(i.entry_id for i in stale)
-        self._metrics.media_dropped_total.labels("inference_stale").inc(len(stale))
+        await self._release(stale, reason="inference_stale")
         gone = {id(i) for i in stale}
         return [i for i in items if id(i) not in gone]
+
+    async def _release(self, items: list[_Item], *, reason: str) -> None:
+        """Ack media that will not be scored and count it as dropped for ``reason``."""
+        await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in items])
+        self._held.difference_update(i.entry_id for i in items)
+        self._metrics.media_dropped_total.labels(reason).inc(len(items))
 
     async def _publish(self, events: list[ScoreEvent]) -> None:
         if not events:
@@ -482,3 +548,20 @@ class InferenceWorker:
                 self._metrics.errors_total.labels(STAGE, "live_publish").inc()
             self._metrics.observe_trail(ev.timing, stage=STAGE)
         self.published += len(events)
+
+
+def _log_load(load: Load) -> None:
+    def fps(v: float | None) -> str:
+        return "full" if v is None else f"{v:g} fps"
+
+    log.info(
+        "analysed frame rate %s -> %s",
+        fps(load.before),
+        fps(load.target),
+        extra={
+            "busy": round(load.busy, 3),
+            "wait_s": round(load.wait_s, 3),
+            "cost_ms": None if load.cost_s is None else round(1000 * load.cost_s, 2),
+            "participants": load.participants,
+        },
+    )

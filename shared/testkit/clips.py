@@ -5,7 +5,9 @@
 :func:`write_sample` encodes a :class:`~shared.testkit.script.SampleScript` (H.264/AAC .mp4 or
 VP8/Opus .webm) and returns its per-second truth; :func:`write_clip` encodes the panning photo
 with a beeping tone that ``classpulse simulate`` relays over WebRTC (real-time VP8 or
-constrained-baseline H.264, which aiortc accepts). Nothing but the requested file is written.
+constrained-baseline H.264, which aiortc accepts); :func:`write_webcam_clip` encodes a student at a
+webcam (sways, turns away, speaks) the same way, for live load tests. Nothing but the requested
+file is written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import av
 from shared.testkit import photos
 from shared.testkit.frames import SampleFrames, cover, pan
 from shared.testkit.photos import Image, PhotoName, grace_hopper
-from shared.testkit.script import SampleScript, TruthRow, default_script, truth_timeline
+from shared.testkit.script import SampleScript, TruthRow, default_script, truth_timeline, webcam_script
 from shared.testkit.speech import AUDIO_RATE, Wave, soundtrack, tone
 
 VideoCodec = Literal["vp8", "h264"]
@@ -126,6 +128,40 @@ def write_clip(
         audio_codec="libopus" if path.suffix in (".webm", ".mkv") else "aac",
     )
     return path
+
+
+def write_webcam_clip(
+    path: Path,
+    *,
+    seconds: float = 20.0,
+    photo: PhotoName = "grace_hopper",
+    width: int = 640,
+    height: int = 360,
+) -> list[TruthRow]:
+    """A student at a webcam for live load tests: :func:`~shared.testkit.script.webcam_script` as a relayable clip.
+
+    The photo stands in a room, sways, turns away twice and speaks (espeak-ng) three times,
+    encoded like :func:`write_clip` (real-time VP8 + Opus; the suffix should be .webm or .mkv),
+    so ``classpulse simulate --media`` relays it without re-encoding. Returns the truth per second.
+    """
+    script = webcam_script(seconds, width=width, height=height)
+    frames = SampleFrames(script=script, photo=photos.photo(photo))
+
+    def picture(i: int) -> Image:
+        t = i / script.fps
+        return frames.frame(script.visual_at(t), t)
+
+    _encode(
+        Path(path),
+        fps=script.fps,
+        size=(width, height),
+        n_frames=round(script.duration_s * script.fps),
+        picture=picture,
+        video_codec=_live_codec("vp8", script.fps),
+        sound=soundtrack(script),
+        audio_codec="libopus",
+    )
+    return truth_timeline(script)
 
 
 def truncate(src: Path, dst: Path, *, keep: float) -> Path:

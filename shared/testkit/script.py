@@ -88,6 +88,23 @@ def default_script(duration_s: float = 30.0) -> SampleScript:
     return SampleScript(segments=segments, speech=speech)
 
 
+def webcam_script(duration_s: float = 20.0, *, width: int = 640, height: int = 360) -> SampleScript:
+    """A student at a webcam (the live benchmark's clip): mostly frontal, two glances away, three remarks.
+
+    No empty stretch: a live student stays in frame; looping the clip repeats the pattern.
+    """
+    d = float(duration_s)
+    cuts = [0.0, d * 0.35, d * 0.47, d * 0.8, d * 0.85, d]
+    visuals: list[Visual] = ["frontal", "away", "frontal", "away", "frontal"]
+    segments = tuple(Segment(round(a, 2), round(b, 2), v) for a, b, v in zip(cuts[:-1], cuts[1:], visuals, strict=True))
+    speech = (
+        SpeechSpan(round(d * 0.08, 2), round(d * 0.25, 2)),
+        SpeechSpan(round(d * 0.52, 2), round(d * 0.72, 2)),
+        SpeechSpan(round(d * 0.88, 2), round(d * 0.97, 2)),
+    )
+    return SampleScript(segments=segments, speech=speech, width=width, height=height)
+
+
 def truth_timeline(script: SampleScript, *, video: bool = True, audio: bool = True) -> list[TruthRow]:
     """One row per second; state sampled at the middle of the second.
 
