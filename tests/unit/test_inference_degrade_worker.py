@@ -24,6 +24,7 @@ from shared.testkit.messages import chunks, frames
 from shared.testkit.speech import speech_scene
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
+from shared.transport.shards import participant_key
 
 pytestmark = pytest.mark.unit
 
@@ -82,7 +83,7 @@ async def test_an_overloaded_worker_thins_every_student_alike_and_counts_it() ->
         start = time.monotonic()
         for seq in range(int(seconds * 5)):
             for s in range(students):
-                await media.append(encode_media(_frame("deg", f"s{s}", seq)))
+                await media.append(encode_media(_frame("deg", f"s{s}", seq)), key=participant_key("deg", f"s{s}"))
                 sent += 1
             await asyncio.sleep(max(0.0, start + (seq + 1) / 5 - time.monotonic()))
         for _ in range(300):
