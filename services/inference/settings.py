@@ -87,7 +87,7 @@ class InferenceSettings(StrictSettings):
         le=600.0,
         description="Load must stay low this long before the analysed frame rate steps up again (hysteresis).",
     )
-    read_count: int = Field(default=64, ge=1, le=4096, description="Entries read from the media stream per call.")
+    read_count: int = Field(default=64, ge=1, le=4096, description="Entries read from the owned media shards per call.")
     read_block_ms: int = Field(default=20, ge=1, le=10_000, description="How long one stream read may wait.")
     claim_idle_ms: int = Field(
         default=5000,

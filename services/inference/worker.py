@@ -342,23 +342,32 @@ class InferenceWorker:
         next_claim = self._clock() + s.claim_interval_s
         while not self._stopping.is_set():
             await self._space.wait()
-            async with self._read_lock:
-                for k in sorted(self._claim_now - self._cleanup):
-                    self._claim_now.discard(k)
-                    if self.ownership.holds(k):  # a dead owner's pending media: ours now
-                        await self._claim(k, min_idle_ms=0)
-                if self._clock() >= next_claim:
-                    next_claim = self._clock() + s.claim_interval_s
-                    for k in self._readable():  # media a failed batch left pending
-                        await self._claim(k, min_idle_ms=s.claim_idle_ms)
-                shards = self._readable()
-                if not shards:
-                    await asyncio.sleep(s.read_block_ms / 1000)
-                    continue
-                entries = await self._media.read_group(
-                    INFERENCE_GROUP, self.consumer, shards=shards, count=s.read_count, block_ms=s.read_block_ms
-                )
-                await self._enqueue(entries)
+            try:
+                async with self._read_lock:
+                    if self._clock() >= next_claim:
+                        next_claim = self._clock() + s.claim_interval_s
+                        for k in self._readable():  # media a failed batch left pending
+                            await self._claim(k, min_idle_ms=s.claim_idle_ms)
+                    await self._read_once()
+            except Exception as exc:  # the media store is unreachable: retry (leases lapse meanwhile)
+                log.warning("media read failed: %s", exc)
+                self._metrics.errors_total.labels(STAGE, "media_read").inc()
+                await asyncio.sleep(0.5)
+
+    async def _read_once(self) -> None:
+        s = self.settings
+        for k in sorted(self._claim_now - self._cleanup):
+            if self.ownership.holds(k):  # a dead owner's pending media: ours now
+                await self._claim(k, min_idle_ms=0)
+            self._claim_now.discard(k)
+        shards = self._readable()
+        if not shards:
+            await asyncio.sleep(s.read_block_ms / 1000)
+            return
+        entries = await self._media.read_group(
+            INFERENCE_GROUP, self.consumer, shards=shards, count=s.read_count, block_ms=s.read_block_ms
+        )
+        await self._enqueue(entries)
 
     def _readable(self) -> list[int]:
         return [k for k in self.ownership.readable() if k not in self._cleanup and k not in self._claim_now]

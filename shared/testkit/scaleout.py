@@ -121,17 +121,23 @@ async def read_scores(bootstrap: str, session: str, *, topic: str = SCORES.name)
 
 @dataclass
 class Ownership:
-    """Who scored one participant's steps, in step order."""
+    """Who scored one participant's steps, in media order."""
 
     producers: dict[int, set[str]] = field(default_factory=dict)
     """seq -> every worker that published an event for it (one, unless redelivered at a takeover)."""
+    media_time: dict[int, float] = field(default_factory=dict)
+    """seq -> the step's media time (video and audio-only steps interleave in media time, not in seq)."""
+
+    def steps(self) -> list[int]:
+        """The seqs in media order."""
+        return sorted(self.producers, key=lambda seq: (self.media_time[seq], seq))
 
     @property
     def runs(self) -> list[tuple[str, int, int]]:
-        """(producer, first seq, last seq) of consecutive steps with the same producer(s); steps published by
-        two workers make a run named ``"a+b"``."""
+        """(producer, first seq, last seq) of consecutive steps (media order) with the same producer(s); steps
+        published by two workers make a run named ``"a+b"``."""
         out: list[tuple[str, int, int]] = []
-        for seq in sorted(self.producers):
+        for seq in self.steps():
             who = "+".join(sorted(self.producers[seq]))
             if out and out[-1][0] == who:
                 out[-1] = (who, out[-1][1], seq)
@@ -141,7 +147,7 @@ class Ownership:
 
     @property
     def owners(self) -> list[str]:
-        """The producers of :attr:`runs`, in step order (e.g. ``["w1", "w1+w2", "w2"]`` for a takeover)."""
+        """The producers of :attr:`runs`, in media order (e.g. ``["w1", "w1+w2", "w2"]`` for a takeover)."""
         return [run[0] for run in self.runs]
 
     @property
@@ -154,5 +160,7 @@ def ownership(events: Iterable[ScoreEvent]) -> dict[str, Ownership]:
     """Per participant: which worker produced each step."""
     out: dict[str, Ownership] = {}
     for ev in events:
-        out.setdefault(ev.participant, Ownership()).producers.setdefault(ev.seq, set()).add(ev.producer or "?")
+        own = out.setdefault(ev.participant, Ownership())
+        own.producers.setdefault(ev.seq, set()).add(ev.producer or "?")
+        own.media_time[ev.seq] = ev.media_time
     return out

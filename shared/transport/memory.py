@@ -15,6 +15,33 @@ from shared.transport.shards import entry_id as qualify
 from shared.transport.shards import shard_of, split_entry_id
 
 
+class _Signal:
+    """Wakes every waiter on each :meth:`fire` (a fresh event per round, so waiting is cancel-safe,
+    unlike ``asyncio.wait_for(Condition.wait())``, which can lose the lock when it times out while
+    several tasks wait)."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def _current(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def fire(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait for the next :meth:`fire`; False after ``seconds`` without one."""
+        try:
+            await asyncio.wait_for(self._current().wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass
 class _Pending:
     consumer: str
@@ -49,16 +76,11 @@ class MemoryMediaBus:
         self._metrics = metrics
         self._shards = [_Shard() for _ in range(shards)]
         self._next_id = 1
-        self._cond: asyncio.Condition | None = None
+        self._appended = _Signal()
 
     @property
     def shards(self) -> int:
         return len(self._shards)
-
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
 
     async def start(self) -> None:
         return None
@@ -80,9 +102,7 @@ class MemoryMediaBus:
             evicted += 1
         if evicted and self._metrics is not None:
             self._metrics.media_dropped_total.labels("stream_full").inc(evicted)
-        cond = self._condition()
-        async with cond:
-            cond.notify_all()
+        self._appended.fire()
         return AppendResult(id=qualify(k, str(entry_id)), evicted=evicted, shard=k)
 
     async def ensure_group(self, group: str) -> None:
@@ -116,21 +136,13 @@ class MemoryMediaBus:
     async def read_group(
         self, group: str, consumer: str, *, shards: Sequence[int], count: int, block_ms: int
     ) -> list[StreamEntry]:
-        out = self._take_new(group, consumer, shards, count)
-        if out or block_ms <= 0:
-            return out
-        cond = self._condition()
         deadline = time.monotonic() + block_ms / 1000
-        async with cond:
-            while True:
-                out = self._take_new(group, consumer, shards, count)
-                remaining = deadline - time.monotonic()
-                if out or remaining <= 0:
-                    return out
-                try:
-                    await asyncio.wait_for(cond.wait(), remaining)
-                except TimeoutError:
-                    return self._take_new(group, consumer, shards, count)
+        while True:
+            out = self._take_new(group, consumer, shards, count)
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0:
+                return out
+            await self._appended.wait(remaining)
 
     async def ack(self, group: str, ids: Sequence[str]) -> None:
         for raw in ids:
@@ -201,12 +213,7 @@ class MemoryEventBus:
         self.retention = retention
         self._logs: dict[str, _TopicLog] = defaultdict(_TopicLog)
         self._committed: dict[tuple[str, str], int] = {}
-        self._cond: asyncio.Condition | None = None
-
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+        self._published = _Signal()
 
     async def start(self) -> None:
         return None
@@ -216,9 +223,7 @@ class MemoryEventBus:
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         self._logs[topic].append(key, value, retention=self.retention)
-        cond = self._condition()
-        async with cond:
-            cond.notify_all()
+        self._published.fire()
 
     def consumer(self, topics: Sequence[str], *, group: str, from_beginning: bool = True) -> MemoryEventConsumer:
         return MemoryEventConsumer(self, list(topics), group, from_beginning)
@@ -263,12 +268,12 @@ class MemoryEventConsumer:
         out = self._take(max_records)
         if out or timeout_ms <= 0:
             return out
-        cond = self._bus._condition()
-        try:
-            async with cond:
-                await asyncio.wait_for(cond.wait_for(lambda: self._has_new()), timeout_ms / 1000)
-        except TimeoutError:
-            return []
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not self._has_new():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            await self._bus._published.wait(remaining)
         return self._take(max_records)
 
     def _has_new(self) -> bool:

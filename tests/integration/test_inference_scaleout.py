@@ -266,10 +266,11 @@ async def test_a_killed_workers_students_resume_on_the_other_with_their_baseline
             continue
         # w1's steps all come before w2's; only media w1 scored but had not acked when it was killed is
         # scored again by w2, right at the takeover
-        only_w1 = [seq for seq, who in own.producers.items() if who == {"w1"}]
-        only_w2 = [seq for seq, who in own.producers.items() if who == {"w2"}]
+        order = {seq: i for i, seq in enumerate(own.steps())}  # media order
+        only_w1 = [order[seq] for seq, who in own.producers.items() if who == {"w1"}]
+        only_w2 = [order[seq] for seq, who in own.producers.items() if who == {"w2"}]
         assert only_w1 and only_w2 and max(only_w1) < min(only_w2), own.runs
-        assert all(max(only_w1) < seq < min(only_w2) for seq in own.shared_steps), own.runs
+        assert all(max(only_w1) < order[seq] < min(only_w2) for seq in own.shared_steps), own.runs
         after = [e for e in events if e.participant == student.participant and e.producer == "w2"]
         resumed = min(e.timing.stage("inference").emitted for e in after) - killed_at  # type: ignore[union-attr]
         assert resumed <= TTL_S + 4.0, f"{student.participant} resumed {resumed:.1f} s after the kill"
