@@ -28,21 +28,21 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.inference.batcher import MicroBatcher
 from services.inference.degrade import DegradePolicy, Load
 from services.inference.engine import InferenceEngine
+from services.inference.handover import StateHandover
 from services.inference.ownership import Changes, ShardOwnership
 from services.inference.settings import InferenceSettings
-from services.inference.state_snapshot import SnapshotError
 from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INFERENCE_GROUP, SCORES, EventTopic
-from shared.log import get_logger, pii, spawn
+from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.transport.base import StreamEntry
 from shared.transport.factory import Transports
@@ -107,7 +107,6 @@ class InferenceWorker:
         self.published = 0
         self._next_evict = clock() + EVICT_INTERVAL_S
         # Shards and participant state (see the module docstring).
-        self._leases = transports.leases
         self.ownership = ShardOwnership(
             store=transports.leases,
             member=self.consumer,
@@ -116,18 +115,15 @@ class InferenceWorker:
             clock=clock,
             metrics=metrics,
         )
-        self._engine_lock = asyncio.Lock()
-        """Held by a whole batch (process, publish, ack) and by every snapshot, restore and forget."""
+        self.states = StateHandover(
+            engine=engine, store=transports.leases, ownership=self.ownership, settings=settings, metrics=metrics
+        )
         self._read_lock = asyncio.Lock()
         """Held by the reader from a read to the end of its enqueue (a hand-over waits for it)."""
         self._claim_now: set[int] = set()
         """Shards just acquired: claim their pending media (a dead owner's) before reading them."""
         self._cleanup: set[int] = set()
         """Shards lost or handed over whose participants' state is not dropped yet: not read meanwhile."""
-        self._ready: set[str] = set()
-        """Participants (routing keys) whose stored state was looked up since their shard was acquired."""
-        self._dirty: set[str] = set()
-        """Participants processed since their last snapshot."""
         self._state_wake = asyncio.Event()
         self._batch_done = asyncio.Event()
         self._revoking: list[int] = []
@@ -201,54 +197,10 @@ class InferenceWorker:
                     await self._hand_over(shards)
                 if self._clock() >= next_snapshot:
                     next_snapshot = self._clock() + interval
-                    await self._snapshot_shards(self.ownership.readable(), only_dirty=True)
+                    await self.states.snapshot(self.ownership.readable(), only_changed=True)
             except Exception as exc:
                 log.warning("participant state hand-over failed: %s", exc)
                 self._metrics.errors_total.labels(STAGE, "state").inc()
-
-    def _shard_participants(self, shards: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
-        wanted = set(shards)
-        out: dict[int, list[tuple[str, str]]] = {}
-        for session, participant in self.engine.participants():
-            k = shard_of(participant_key(session, participant), self._media.shards)
-            if k in wanted:
-                out.setdefault(k, []).append((session, participant))
-        return out
-
-    async def _snapshot_shards(self, shards: Iterable[int], *, only_dirty: bool, forget: bool = False) -> None:
-        """Store the state of every participant of ``shards`` (fenced by each shard's lease); between batches."""
-        s = self.settings
-        async with self._engine_lock:
-            started = time.perf_counter()
-            groups = self._shard_participants(shards)
-            if only_dirty:
-                groups = {k: [p for p in ps if participant_key(*p) in self._dirty] for k, ps in groups.items()}
-            keys = [p for ps in groups.values() for p in ps]
-            data = await asyncio.to_thread(self._snapshot_many, keys)
-            self._dirty.difference_update(participant_key(*p) for p in keys)
-            if forget:
-                for p in keys:
-                    self.engine.forget(*p)
-                    self._ready.discard(participant_key(*p))
-        for k, ps in groups.items():
-            lease = self.ownership.lease(k)
-            states = {participant_key(*p): data[p] for p in ps if p in data}
-            if lease is None or not states:
-                continue
-            if not await self._leases.save_states(lease, states, ttl_ms=int(s.snapshot_ttl_s * 1000)):
-                log.warning("participant snapshots refused: lease no longer current", extra={"shard": k})
-                self._metrics.errors_total.labels(STAGE, "snapshot_fenced").inc()
-        if keys:
-            self._metrics.inference_snapshot_seconds.labels("save").observe(time.perf_counter() - started)
-
-    def _snapshot_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-        out = {}
-        for session, participant in keys:
-            try:
-                out[(session, participant)] = self.engine.snapshot(session, participant)
-            except KeyError:  # forgotten as idle meanwhile
-                continue
-        return out
 
     async def _hand_over(self, shards: list[int]) -> None:
         """Rebalance: stop reading ``shards``, finish what was read, snapshot and forget their participants, release."""
@@ -269,7 +221,7 @@ class InferenceWorker:
         self._cleanup.update(moving)
         try:
             held = [k for k in shards if self.ownership.holds(k)]
-            await self._snapshot_shards(held, only_dirty=False, forget=True)
+            await self.states.snapshot(held, only_changed=False, forget=True)
             for k in shards:
                 if k not in held:
                     await self._drop_shard(k)
@@ -280,42 +232,18 @@ class InferenceWorker:
 
     async def _drop_shard(self, shard: int) -> None:
         """A lost lease: forget the shard's participants (the next owner restores their snapshots)."""
-        async with self._engine_lock:
-            groups = self._shard_participants([shard])
-            for session, participant in groups.get(shard, []):
-                self.engine.forget(session, participant)
-            self._ready = {p for p in self._ready if shard_of(p, self._media.shards) != shard}
-            self._dirty = {p for p in self._dirty if shard_of(p, self._media.shards) != shard}
+        await self.states.drop(shard)
         self._cleanup.discard(shard)
-        if groups:
-            log.info("participant states %s -> %s", "tracked", "dropped", extra={"shard": shard})
 
     async def _hand_over_all(self) -> None:
         """Clean shutdown: snapshot every held shard's participants, release the leases, leave."""
         try:
             held = [k for k in self.ownership.held() if self.ownership.holds(k)]
-            await self._snapshot_shards(held, only_dirty=False)
+            await self.states.snapshot(held, only_changed=False)
             await self.ownership.leave()
         except Exception as exc:
             log.warning("shard hand-over at shutdown failed: %s", exc)
             self._metrics.errors_total.labels(STAGE, "state").inc()
-
-    async def _restore(self, msg: MediaMessage) -> None:
-        """Before a participant's first message since its shard was acquired: adopt its stored state."""
-        key = participant_key(msg.session, msg.participant)
-        self._ready.add(key)
-        started = time.perf_counter()
-        data = await self._leases.load_state(key)
-        if data is None:
-            return
-        try:
-            async with self._engine_lock:
-                await asyncio.to_thread(self.engine.restore, data)
-        except SnapshotError as exc:
-            log.warning("participant snapshot rejected: %s", exc, extra=pii(participant=msg.participant))
-            self._metrics.errors_total.labels(STAGE, "snapshot_restore").inc()
-            return
-        self._metrics.inference_snapshot_seconds.labels("restore").observe(time.perf_counter() - started)
 
     def _shard_of_entry(self, entry_id: str) -> int:
         return int(entry_id.partition("/")[0])
@@ -325,8 +253,7 @@ class InferenceWorker:
         published nor acked (the next owner claims the media and scores it from the stored state)."""
         n = self._media.shards
         lapsed = {i.shard for i in items if not self.ownership.holds(i.shard)}
-        for item in items:
-            self._dirty.add(participant_key(item.msg.session, item.msg.participant))
+        self.states.processed(participant_key(i.msg.session, i.msg.participant) for i in items)
         if not lapsed:
             return items, events
         dropped = [i for i in items if i.shard in lapsed]
@@ -398,8 +325,8 @@ class InferenceWorker:
                 continue
             self._metrics.observe_hop(msg.timing, transport="media", received=now)
             key = participant_key(msg.session, msg.participant)
-            if key not in self._ready:
-                await self._restore(msg)
+            if self.states.needs_restore(key):
+                await self.states.restore(msg.session, msg.participant)
             self._held.add(entry.id)
             dropped = self._batcher.put(key, _Item(entry.id, msg, now, claimed, entry.shard))
             if dropped is not None:
@@ -425,7 +352,7 @@ class InferenceWorker:
                 except TimeoutError:
                     pass
             if self._batcher.ready():
-                async with self._engine_lock:  # snapshots never see half a batch (processed, not acked)
+                async with self.states.lock:  # snapshots never see half a batch (processed, not acked)
                     await self._run_batch()
                 self._batch_done.set()
             self._control()

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared.contracts.topics import media_stream
 from shared.metrics import Metrics
@@ -91,9 +91,15 @@ class RedisMediaBus:
     async def append(self, data: bytes, *, key: str) -> AppendResult:
         assert self._append_sha is not None
         k = shard_of(key, self._shards)
-        entry, evicted = await self.redis.evalsha(  # type: ignore[misc]
-            self._append_sha, 1, self._names[k], self.maxlen, data
-        )
+        try:
+            entry, evicted = await self.redis.evalsha(  # type: ignore[misc]
+                self._append_sha, 1, self._names[k], self.maxlen, data
+            )
+        except NoScriptError:  # Redis restarted: load the script again
+            self._append_sha = await self.redis.script_load(_APPEND_LUA)
+            entry, evicted = await self.redis.evalsha(  # type: ignore[misc]
+                self._append_sha, 1, self._names[k], self.maxlen, data
+            )
         evicted = int(evicted)
         if evicted and self._metrics is not None:
             self._metrics.media_dropped_total.labels("stream_full").inc(evicted)

@@ -99,3 +99,15 @@ async def test_live_bus_pubsub_and_state(redis_url: str, unique: str) -> None:
     finally:
         await bus.redis.delete(f"state:{unique}")
         await bus.close()
+
+
+async def test_media_append_survives_a_lost_script(redis_url: str, unique: str) -> None:
+    bus = RedisMediaBus(url=redis_url, stream=f"test:media:{unique}", maxlen=8)
+    await bus.start()
+    try:
+        bus._append_sha = "0" * 40  # as after a Redis restart: the server no longer knows the script
+        assert (await bus.append(b"x", key="s/p")).evicted == 0
+        assert await bus.length() == 1
+    finally:
+        await bus.redis.delete(bus.stream_name(0))
+        await bus.close()
