@@ -12,8 +12,9 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -120,8 +121,10 @@ def _replay(args: argparse.Namespace) -> int:
         return _fail(f"invalid ClassPulse settings: {exc}".splitlines()[0] + "; see `classpulse check-config`")
 
 
+T = TypeVar("T")
+
+
 def _replay_file(args: argparse.Namespace) -> int:
-    from services.ingest.sources.errors import MediaSourceError
     from services.replay.files import media_name, replay_file
 
     if args.input is None:
@@ -131,20 +134,12 @@ def _replay_file(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{Path(media_name(args.input)).stem or 'replay'}-report")
     if out.exists() and not out.is_dir():
         return _fail(f"--out {out} is a file; give a folder for the report")
-    try:
-        outcome = replay_file(
-            args.input, out_dir=out, session=args.session, participant=args.participant or "p1",
-            role=args.role or "student", show_progress=not args.no_progress, quiet_native=_mute_native(),
-        )
-    except MediaSourceError as exc:
-        return _fail(exc.message)
-    except PermissionError as exc:
-        return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
-    except Exception as exc:  # the user gets one line; details go to the log at DEBUG
-        from shared.log import get_logger
-
-        get_logger(__name__).debug("replay failed", exc_info=True)
-        return _fail(f"replay of {args.input} failed: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    outcome = _guarded(args, out, lambda: replay_file(
+        args.input, out_dir=out, session=args.session, participant=args.participant or "p1",
+        role=args.role or "student", show_progress=not args.no_progress, quiet_native=_mute_native(),
+    ))
+    if isinstance(outcome, int):
+        return outcome
     s = outcome.stats
     _print_outcome(
         outcome.paths, outcome.report,
@@ -154,8 +149,24 @@ def _replay_file(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_class(args: argparse.Namespace) -> int:
+def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | int:
+    """Run a replay; a failure becomes one readable line and its exit status (details at DEBUG)."""
     from services.ingest.sources.errors import MediaSourceError
+
+    try:
+        return run()
+    except MediaSourceError as exc:
+        return _fail(exc.message)
+    except PermissionError as exc:
+        return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
+    except Exception as exc:  # the user gets one line; details go to the log at DEBUG
+        from shared.log import get_logger
+
+        get_logger(__name__).debug("replay failed", exc_info=True)
+        return _fail(f"replay of {args.input} failed: {type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _replay_class(args: argparse.Namespace) -> int:
     from services.replay.class_inputs import ClassInputError, load_class_input
     from services.replay.files import class_session_id, replay_class
 
@@ -169,19 +180,11 @@ def _replay_class(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{class_session_id(spec, args.session)}-report")
     if out.exists() and not out.is_dir():
         return _fail(f"--out {out} is a file; give a folder for the report")
-    try:
-        outcome = replay_class(
-            spec, out_dir=out, session=args.session, show_progress=not args.no_progress, quiet_native=_mute_native(),
-        )
-    except MediaSourceError as exc:
-        return _fail(exc.message)
-    except PermissionError as exc:
-        return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
-    except Exception as exc:  # the user gets one line; details go to the log at DEBUG
-        from shared.log import get_logger
-
-        get_logger(__name__).debug("replay failed", exc_info=True)
-        return _fail(f"replay of {args.input} failed: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    outcome = _guarded(args, out, lambda: replay_class(
+        spec, out_dir=out, session=args.session, show_progress=not args.no_progress, quiet_native=_mute_native(),
+    ))
+    if isinstance(outcome, int):
+        return outcome
     s = outcome.stats
     _print_outcome(
         outcome.paths, outcome.report,
