@@ -35,6 +35,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "services.ingest.settings",
     "services.replay.settings",
     "services.aggregator.settings",
+    "services.up.settings",
 )
 
 

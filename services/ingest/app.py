@@ -7,7 +7,7 @@ around it (``classpulse ingest``), owning the transports' start and close.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -90,6 +90,20 @@ def add_ingest_routes(
 
     app.on_shutdown.append(_shutdown)
     return service
+
+
+def add_forwarded_ingest_routes(
+    app: web.Application, *, forward: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> None:
+    """The same ``/whip/...`` routes (and their OpenAPI entries) answered by ``forward``, plus ``/join``.
+
+    ``classpulse up`` uses it when WebRTC runs in ingest worker processes: ``forward`` hands
+    each request to the worker that owns it.
+    """
+    for name in ("preflight", "publish", "resource_preflight", "stop", "trickle"):
+        add_documented_route(app, _WHIP_DOCS[name], forward)
+    add_documented_route(app, _WHIP_DOCS["join"], _join_page)
+    app.router.add_get("/join/join.js", _join_script)
 
 
 async def _join_page(request: web.Request) -> web.FileResponse:

@@ -29,6 +29,7 @@ from services.ingest.whip import WhipError
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.service import ServiceContext, ServiceError
+from shared.serving import PathOnlyAccessLogger
 from shared.settings import CommonSettings
 from shared.transport.factory import Transports
 
@@ -78,6 +79,21 @@ def owner_of(resource: str | None) -> int | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def forward_request(request: web.Request, *, client: aiohttp.ClientSession, port: int, via: str) -> web.Response:
+    """Send ``request`` to the ingest worker on loopback ``port`` and return its answer.
+
+    Raises ``aiohttp.ClientError`` / ``TimeoutError`` when the worker cannot be reached. Also
+    used by ``classpulse up``, whose WebRTC runs in ingest worker processes.
+    """
+    url = f"http://127.0.0.1:{port}{request.path_qs}"
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    headers[_FORWARDED] = via
+    async with client.request(request.method, url, data=await request.read(), headers=headers) as resp:
+        body = await resp.read()
+        out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP}
+        return web.Response(status=resp.status, body=body, headers=out)
+
+
 def route_to_owner(identity: WorkerIdentity) -> Middleware:
     """Middleware: requests on another worker's resource are proxied to that worker."""
 
@@ -94,16 +110,8 @@ def route_to_owner(identity: WorkerIdentity) -> Middleware:
         port = identity.private_port_of(owner)
         if port is None or request.headers.get(_FORWARDED):
             return service.error(WhipError(404, "no such WHIP session (its worker is gone); publish again with POST"))
-        url = f"http://127.0.0.1:{port}{request.path_qs}"
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers[_FORWARDED] = str(identity.index)
         try:
-            async with request.app[HTTP].request(
-                request.method, url, data=await request.read(), headers=headers
-            ) as resp:
-                body = await resp.read()
-                out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP}
-                return web.Response(status=resp.status, body=body, headers=out)
+            return await forward_request(request, client=request.app[HTTP], port=port, via=str(identity.index))
         except (aiohttp.ClientError, TimeoutError):
             log.warning("ingest proxy -> owner unreachable (worker %d)", owner)
             return service.error(WhipError(404, "no such WHIP session (its worker restarted); publish again with POST"))
@@ -174,7 +182,7 @@ async def serve_worker(
     """Serve on the shared public port and a private loopback port until SIGTERM/SIGINT or parent exit."""
     stop = asyncio.Event()
     service.on_stop(stop.set)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False)
     await runner.setup()
     try:
         try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.aggregator.plain import PlainAggregator
 from services.aggregator.settings import AggregatorSettings
@@ -21,8 +22,11 @@ from services.inference.engine import InferenceEngine
 from services.inference.interactions import InteractionIntake
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
-from services.ingest.app import add_ingest_routes
+from services.ingest.app import add_forwarded_ingest_routes, add_ingest_routes
 from services.ingest.settings import IngestSettings
+from services.up.ingest_pool import IngestPool
+from services.up.metrics_merge import merge_expositions
+from services.up.settings import UpProcessSettings
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.openapi import RouteDoc, add_documented_route
@@ -43,6 +47,8 @@ class UpSettings:
     ingest: IngestSettings
     inference: InferenceSettings
     aggregator: AggregatorSettings
+    up: UpProcessSettings = field(default_factory=lambda: UpProcessSettings(ingest_processes="0"))
+    """Ingest processes; embedding the app (tests, tools) keeps WebRTC in process unless asked."""
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -74,10 +80,16 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
     engine = engine or InferenceEngine(settings=settings.inference, metrics=metrics)
     app = web.Application()
     app[TRANSPORTS] = transports
+    processes = settings.up.ingest_process_count()
+    pool = IngestPool(processes=processes, cors_origin=settings.ingest.cors_origin) if processes else None
 
     async def pipeline(_: web.Application) -> AsyncIterator[None]:
         await transports.start()
+        if pool is not None:
+            await pool.start(transports)
         await asyncio.to_thread(engine.load)
+        if pool is not None:
+            await pool.wait_ready()
         worker = InferenceWorker(engine=engine, transports=transports, settings=settings.inference, metrics=metrics)
         aggregation = PlainAggregator(
             settings=settings.aggregator,
@@ -96,6 +108,8 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
         ]
         _log.info("classpulse up state %s -> %s", "starting", "running")
         yield
+        if pool is not None:
+            await pool.close()  # publishers end first, so their last media and `left` events are read
         worker.stop()
         for task in tasks:
             task.cancel()
@@ -107,10 +121,28 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
         _log.info("classpulse up state %s -> %s", "running", "stopped")
 
     app.cleanup_ctx.append(pipeline)
-    add_ingest_routes(app, settings=settings.ingest, common=settings.common, transports=transports, metrics=metrics)
-    add_gateway(app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics)
+    if pool is None:
+        add_ingest_routes(app, settings=settings.ingest, common=settings.common, transports=transports, metrics=metrics)
+    else:
+        add_forwarded_ingest_routes(app, forward=pool.forward)
+    add_gateway(
+        app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics,
+        with_metrics=False,
+    )  # fmt: skip
+    add_metrics_route(app, metrics=metrics, pool=pool)
     add_landing(app)
     return app
+
+
+def add_metrics_route(app: web.Application, *, metrics: Metrics, pool: IngestPool | None) -> None:
+    """``/metrics``: this process's metrics, summed with those of its ingest processes."""
+
+    async def exposition(_: web.Request) -> web.Response:
+        own = generate_latest(metrics.registry)
+        body = own if pool is None else merge_expositions([own.decode(), *await pool.scrape()])
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    add_documented_route(app, RouteDoc("GET", "/metrics", "Prometheus exposition", content="text/plain"), exposition)
 
 
 def add_landing(app: web.Application) -> None:

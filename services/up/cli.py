@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
+    # An ingest process of `up` (started by up itself, see services/up/ingest_pool.py):
+    p.add_argument("--ingest-worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--runtime-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=_up)
 
 
@@ -27,6 +31,7 @@ def _settings(common: CommonSettings) -> UpSettings:
     from services.inference.settings import InferenceSettings
     from services.ingest.settings import IngestSettings
     from services.up.app import UpSettings
+    from services.up.settings import UpProcessSettings
     from shared.service import EXIT_BAD_SETTINGS, ServiceError
 
     settings = UpSettings(
@@ -35,6 +40,7 @@ def _settings(common: CommonSettings) -> UpSettings:
         ingest=IngestSettings(),
         inference=InferenceSettings(),
         aggregator=AggregatorSettings(),
+        up=UpProcessSettings(),
     )
     if common.transport != "memory":
         raise ServiceError(
@@ -52,4 +58,26 @@ def _up(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
+    if args.ingest_worker is not None:
+        return _ingest_worker(args)
     return run_service("up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port))
+
+
+def _ingest_worker(args: argparse.Namespace) -> int:
+    """One of `up`'s ingest processes: WebRTC receive, media relayed to the main process."""
+    from services.ingest.settings import IngestSettings
+    from services.up.service import serve_ingest_worker
+    from shared.service import EXIT_BAD_SETTINGS, ServiceError, run_service
+
+    if args.runtime_dir is None:
+        raise SystemExit("error: --ingest-worker needs --runtime-dir (up starts its ingest processes itself)")
+
+    def settings(common: CommonSettings) -> IngestSettings:
+        if common.transport != "memory":
+            raise ServiceError("`classpulse up` runs on memory transports", code=EXIT_BAD_SETTINGS)
+        return IngestSettings()
+
+    main = functools.partial(
+        serve_ingest_worker, index=args.ingest_worker, runtime_dir=args.runtime_dir, port=args.port
+    )
+    return run_service(f"up-ingest-{args.ingest_worker}", settings=settings, main=main)
