@@ -3,7 +3,7 @@ interactions).
 
 It backs the REST history routes (sessions, participants, timelines, aggregates,
 alerts, reports), the live rows' interaction counts, and feeds the class-analytics gauges for
-Grafana. Events are at-least-once: scores dedupe on (participant, seq), the rest on ``event_id``.
+Grafana. Events are at-least-once: scores dedupe on (participant, epoch, seq), the rest on ``event_id``.
 Interaction text is never kept here (only the counts derived from it).
 """
 
@@ -40,7 +40,8 @@ class ParticipantRecord:
     role: Role
     first_seen: float
     last_seen: float
-    last_seq: int = -1
+    last: tuple[int, int] = (-1, -1)
+    """(epoch, seq) of the newest score kept: a reconnect (next epoch) continues after it."""
     status: str = "active"
     media_time: float = 0.0
 
@@ -155,9 +156,9 @@ class SessionHistory:
         record = self._session(event.session)
         ts = event.timing.capture_ts
         part = self._participant(record, event.participant, event.role, ts)
-        if event.seq <= part.last_seq:
+        if event.order() <= part.last:
             return
-        part.last_seq = event.seq
+        part.last = event.order()
         part.last_seen = max(part.last_seen, ts)
         part.media_time = max(part.media_time, event.media_time)
         part.status = "active"

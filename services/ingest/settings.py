@@ -34,6 +34,13 @@ class IngestSettings(StrictSettings):
     max_publishers: int = Field(
         default=64, ge=1, le=10_000, description="Publishers one ingest process accepts; more get 429."
     )
+    max_publishers_per_session: int = Field(
+        default=40,
+        ge=1,
+        le=10_000,
+        description="Publishers of one session one ingest process accepts, so one session cannot take every slot; "
+        "more get 429. A participant publishing again replaces their resource and needs no second slot.",
+    )
     max_sdp_bytes: int = Field(
         default=65_536, ge=1_024, le=1_048_576, description="Largest SDP offer accepted; larger bodies get 413."
     )
