@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import StrictSettings, register_settings
+from shared.settings import IntFromText, StrictSettings, register_settings
 
 
 @register_settings
@@ -53,7 +53,7 @@ class IngestSettings(StrictSettings):
         le=1_000,
         description="Decoded frames allowed to wait in aiortc's queue per track; older ones are dropped and counted.",
     )
-    video_jitter_packets: Literal[64, 128, 256, 512] = Field(
+    video_jitter_packets: Annotated[Literal[64, 128, 256, 512], IntFromText] = Field(
         default=128,
         description="Video jitter buffer in RTP packets; a lost packet can hold a stream back this long.",
     )

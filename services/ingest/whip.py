@@ -299,8 +299,13 @@ class WhipService:
             await self.close_resource(resource, reason="negotiation failed")
             raise
         except Exception as exc:  # aiortc rejects what our validation let through
+            log.info("whip negotiation -> failed (%s)", type(exc).__name__, extra=pii(participant=participant))
             await self.close_resource(resource, reason="negotiation failed")
-            raise WhipError(400, f"SDP offer could not be used: {exc}; send a standard WebRTC offer") from exc
+            raise WhipError(
+                400,
+                "SDP offer could not be negotiated (its DTLS, ICE or codec lines are inconsistent); "
+                "send the offer from createOffer() unchanged",
+            ) from exc
         self.resources[rid] = resource
         resource.counted = True
         self.metrics.active_streams.labels("publisher").inc()

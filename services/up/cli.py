@@ -18,6 +18,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
+    p.add_argument("--check-config", action="store_true", help="validate the settings, print them and exit")
     p.set_defaults(handler=_up)
 
 
@@ -52,4 +53,7 @@ def _up(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
-    return run_service("up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port))
+    return run_service(
+        "up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port),
+        check_config=args.check_config,
+    )

@@ -18,6 +18,7 @@ topic                      producer                consumers
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.contracts.timing import TimingTrail
 
 Role = Literal["student", "teacher"]
+
+_STEP = re.compile(r"(?:(?P<epoch>[0-9]+)-)?(?P<seq>[0-9]+)")
 
 
 class FeatureSnapshot(BaseModel):
@@ -98,11 +101,11 @@ class ScoreEvent(BaseModel):
     @staticmethod
     def parse_id(event_id: str) -> tuple[str, str, int, int]:
         """``(session, participant, epoch, seq)`` of an id in either format; ValueError when it is neither."""
-        session, participant, last = event_id.rsplit("/", 2)
-        epoch, _, seq = last.rpartition("-")
-        if not session or not participant or not seq.isdigit() or not (epoch == "" or epoch.isdigit()):
+        parts = event_id.rsplit("/", 2)
+        match = _STEP.fullmatch(parts[-1])
+        if len(parts) != 3 or not parts[0] or not parts[1] or match is None:
             raise ValueError(f"not a score event id: {event_id!r}")
-        return session, participant, int(epoch or 0), int(seq)
+        return parts[0], parts[1], int(match["epoch"] or 0), int(match["seq"])
 
     def order(self) -> tuple[int, int]:
         """Position in the participant's stream: later publishes after earlier ones."""
