@@ -3,8 +3,9 @@ interactions).
 
 It backs the REST history routes (sessions, participants, timelines, aggregates,
 alerts, reports), the live rows' interaction counts, and feeds the class-analytics gauges for
-Grafana. Events are at-least-once: scores dedupe on their ``event_id`` among the participant's latest ``RECENT_SCORES``
-(order-free: an audio-only step, or a reconnect's next epoch, may carry a smaller seq than the last step), the rest on ``event_id``.
+Grafana. Events are at-least-once: scores dedupe on their ``event_id`` among the participant's
+latest ``RECENT_SCORES`` (order-free: an audio-only step, or a reconnect's next epoch, may carry a
+smaller seq than the last step), the rest on ``event_id``.
 Interaction text is never kept here (only the counts derived from it).
 """
 

@@ -26,6 +26,7 @@ from services.ingest.app import WHIP_SERVICE, create_ingest_app
 from services.ingest.settings import IngestSettings
 from services.ingest.simulate import EncodedClip, Simulation
 from services.ingest.whip import WhipService
+from shared.analytics.config import AggregationConfig
 from shared.analytics.session import SessionAggregator
 from shared.contracts.codec import decode_media
 from shared.contracts.events import ScoreEvent
@@ -161,7 +162,7 @@ async def test_a_reconnect_continues_the_participant(server: Server, clip: Encod
     assert gap and not seconds & gap, "the seconds between the publishes are absent"
     assert seconds >= set(range(1, int(first_end))) | set(range(int(second_start) + 1, int(second_start) + 13))
 
-    core = SessionAggregator(session="rc")
+    core = SessionAggregator(session="rc", config=AggregationConfig())
     for s in scores:
         core.add_score(s)
     aggregates, _ = core.flush()

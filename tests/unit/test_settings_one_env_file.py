@@ -108,7 +108,8 @@ def test_an_invalid_value_is_one_readable_line_naming_the_variable(env_file: dic
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: invalid ClassPulse settings: CLASSPULSE_INGEST_VIDEO_JITTER_PACKETS=100: Input should be 64")
+    expect = "error: invalid ClassPulse settings: CLASSPULSE_INGEST_VIDEO_JITTER_PACKETS=100: Input should be 64"
+    assert lines[0].startswith(expect)
     secret = _run(COMMANDS["gateway"], env_file | {"CLASSPULSE_MEDIA_SHARDS": "0", "CLASSPULSE_TOKEN_SECRET": "s3"})
     assert secret.returncode == 2 and len(secret.stderr.strip().splitlines()) == 1
     assert "CLASSPULSE_MEDIA_SHARDS='0'" in secret.stderr and "s3" not in secret.stderr
