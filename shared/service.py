@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.log import get_logger, setup_logging
 from shared.metrics import Metrics, default_metrics
-from shared.settings import CommonSettings, SettingsError, check_environment
+from shared.settings import CommonSettings, SettingsError, check_environment, settings_error_line
 from shared.torch_threads import set_torch_threads
 
 if TYPE_CHECKING:
@@ -99,8 +99,10 @@ def run_service(
         check_environment()
         common = CommonSettings()
         loaded = settings(common)
-    except (SettingsError, ValidationError) as exc:
+    except SettingsError as exc:
         return _fail(str(exc), EXIT_BAD_SETTINGS)
+    except ValidationError as exc:
+        return _fail(settings_error_line(exc), EXIT_BAD_SETTINGS)
     except ServiceError as exc:
         return _fail(str(exc), exc.code)
     if check_config:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterable, Mapping
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=type[BaseSettings])
@@ -74,6 +74,32 @@ def check_environment(
             close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
         raise SettingsError("unknown ClassPulse settings: " + ", ".join(hints) + "; see docs/settings.md")
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One readable line for invalid settings: each variable with what is wrong (secrets never echoed)."""
+    cls = next((c for c in _REGISTRY if c.__name__ == exc.title), None)
+    prefix = str(cls.model_config.get("env_prefix", "")) if cls is not None else ""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = (prefix + field).upper() if field else f"{prefix}*"
+        info = cls.model_fields.get(field) if cls is not None else None
+        secret = info is not None and info.annotation is SecretStr
+        shown = "" if secret or "input" not in error or isinstance(error["input"], dict) else f"={error['input']!r}"
+        problems.append(f"{name}{shown}: {error['msg']}")
+    return "invalid ClassPulse settings: " + "; ".join(problems) + "; see docs/settings.md"
+
+
+def _int_text(value: Any) -> Any:
+    """Environment values are text: ``"128"`` -> 128 before an ``int`` Literal checks it (pydantic won't)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    return value
+
+
+IntFromText = BeforeValidator(_int_text)
+"""Metadata for an ``Annotated[Literal[64, 128], IntFromText]`` setting, so it can be set from the environment."""
 
 
 class StrictSettings(BaseSettings):

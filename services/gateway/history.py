@@ -3,7 +3,9 @@ interactions).
 
 It backs the REST history routes (sessions, participants, timelines, aggregates,
 alerts, reports), the live rows' interaction counts, and feeds the class-analytics gauges for
-Grafana. Events are at-least-once: scores dedupe on (participant, seq), the rest on ``event_id``.
+Grafana. Events are at-least-once: scores dedupe on their ``event_id`` among the participant's
+latest ``RECENT_SCORES`` (order-free: an audio-only step, or a reconnect's next epoch, may carry a
+smaller seq than the last step), the rest on ``event_id``.
 Interaction text is never kept here (only the counts derived from it).
 """
 
@@ -29,6 +31,9 @@ from shared.metrics import Metrics
 from shared.transport.base import EventBus, EventConsumer, EventRecord
 
 _log = get_logger(__name__)
+
+RECENT_SCORES = 4096
+"""Score ids remembered per participant for dedupe: ~13 min at 5 steps/s, far longer than a redelivery."""
 _CODECS: dict[str, EventCodec[BaseModel]] = {
     t.name: EventCodec(t.model)  # type: ignore[misc]
     for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS)
@@ -40,9 +45,19 @@ class ParticipantRecord:
     role: Role
     first_seen: float
     last_seen: float
-    last_seq: int = -1
     status: str = "active"
     media_time: float = 0.0
+    recent: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Ids of this participant's latest ``RECENT_SCORES`` scores: a redelivered one is dropped."""
+
+    def first_time(self, event_id: str) -> bool:
+        """True (and remembered) unless ``event_id`` is among the recent scores."""
+        if event_id in self.recent:
+            return False
+        self.recent[event_id] = None
+        if len(self.recent) > RECENT_SCORES:
+            self.recent.popitem(last=False)
+        return True
 
 
 @dataclass
@@ -155,9 +170,8 @@ class SessionHistory:
         record = self._session(event.session)
         ts = event.timing.capture_ts
         part = self._participant(record, event.participant, event.role, ts)
-        if event.seq <= part.last_seq:
+        if not part.first_time(event.event_id):
             return
-        part.last_seq = event.seq
         part.last_seen = max(part.last_seen, ts)
         part.media_time = max(part.media_time, event.media_time)
         part.status = "active"

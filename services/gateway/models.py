@@ -21,6 +21,7 @@ class LiveParticipant(TimelineRow):
     role: Role
     camera_on: bool
     mic_on: bool
+    epoch: int = Field(default=0, description="Publish epoch of the latest score (grows with every reconnect).")
     seq: int
     media_time: float
     contributions: dict[str, float] = Field(description="Signed contribution of each signal to engagement.")
@@ -40,6 +41,7 @@ class LiveParticipant(TimelineRow):
             role=e.role,
             camera_on=e.camera_on,
             mic_on=e.mic_on,
+            epoch=e.epoch,
             seq=e.seq,
             media_time=e.media_time,
             contributions=e.contributions,

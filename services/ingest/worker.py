@@ -104,7 +104,9 @@ def route_to_owner(identity: WorkerIdentity) -> Middleware:
             response = await handler(request)
             if request.method == "POST" and response.status == 201 and "resource" not in request.match_info:
                 session, participant = request.match_info["session"], request.match_info["participant"]
-                spawn(_replace_elsewhere(request.app, identity, session, participant), name="ingest-replace")
+                created = request.app[WHIP_SERVICE].resources.get(response.headers["Location"].rsplit("/", 1)[-1])
+                epoch = created.publish.epoch if created is not None else 0
+                spawn(_replace_elsewhere(request.app, identity, session, participant, epoch), name="ingest-replace")
             return response
         service = request.app[WHIP_SERVICE]
         port = identity.private_port_of(owner)
@@ -119,14 +121,20 @@ def route_to_owner(identity: WorkerIdentity) -> Middleware:
     return middleware
 
 
-async def _replace_elsewhere(app: web.Application, identity: WorkerIdentity, session: str, participant: str) -> None:
-    """A participant published here: end their older resources on the other workers."""
+async def _replace_elsewhere(
+    app: web.Application, identity: WorkerIdentity, session: str, participant: str, epoch: int
+) -> None:
+    """A participant published here (publish ``epoch``): end their older publishes on the other workers.
+
+    Only older epochs: when two workers race for one participant, the newer publish survives on
+    both sides instead of each ending the other's.
+    """
     for entry in identity.runtime_dir.glob("worker-*.json"):
         index = int(entry.stem.removeprefix("worker-"))
         port = identity.private_port_of(index)
         if index == identity.index or port is None:
             continue
-        url = f"http://127.0.0.1:{port}/ingest/replace/{session}/{participant}"
+        url = f"http://127.0.0.1:{port}/ingest/replace/{session}/{participant}?before_epoch={epoch}"
         try:
             async with app[HTTP].post(url) as resp:
                 await resp.release()
@@ -165,8 +173,12 @@ def create_worker_app(
     async def replace(request: web.Request) -> web.Response:
         if not _on_private_port(request, identity):  # workers only: never from the public port
             raise web.HTTPNotFound()
+        try:
+            before = int(request.query.get("before_epoch", ""))
+        except ValueError:
+            before = None  # an older worker build: replace every resource, as before
         await request.app[WHIP_SERVICE].close_participant(
-            request.match_info["session"], request.match_info["participant"]
+            request.match_info["session"], request.match_info["participant"], before_epoch=before
         )
         return web.Response(status=204)
 

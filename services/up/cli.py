@@ -19,6 +19,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
+    p.add_argument("--check-config", action="store_true", help="validate the settings, print them and exit")
     # An ingest process of `up` (started by up itself, see services/up/ingest_pool.py):
     p.add_argument("--ingest-worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--runtime-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -60,7 +61,10 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     if args.ingest_worker is not None:
         return _ingest_worker(args)
-    return run_service("up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port))
+    return run_service(
+        "up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port),
+        check_config=args.check_config,
+    )
 
 
 def _ingest_worker(args: argparse.Namespace) -> int:
