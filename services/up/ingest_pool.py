@@ -83,7 +83,9 @@ class IngestPool:
             command=lambda index: self._command(index, supervisor.port), banner=False,
         )  # fmt: skip
         self._supervisor = supervisor
-        self._relay = RelayServer(path=self.relay_path, media=transports.media, events=transports.events)
+        self._relay = RelayServer(
+            path=self.relay_path, media=transports.media, events=transports.events, publishes=transports.publishes
+        )
         await self._relay.start()
         self._http = aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT)
         self._task = spawn(supervisor.run(), name="up-ingest-workers")

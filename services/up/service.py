@@ -33,8 +33,8 @@ async def serve_ingest_worker(
     from shared.transport.relay import relay_buses
 
     identity = WorkerIdentity(index=index, runtime_dir=runtime_dir)
-    media, events = relay_buses(runtime_dir / RELAY_SOCKET, shards=service.common.media_shards)
-    transports = Transports(media=media, events=events, live=MemoryLiveBus())
+    media, events, publishes = relay_buses(runtime_dir / RELAY_SOCKET, shards=service.common.media_shards)
+    transports = Transports(media=media, events=events, live=MemoryLiveBus(), publishes=publishes)
     app = create_worker_app(
         identity=identity, settings=settings, common=service.common, transports=transports, metrics=service.metrics
     )

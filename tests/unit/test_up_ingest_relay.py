@@ -13,6 +13,7 @@ from services.up.ingest_pool import IngestPool
 from services.up.metrics_merge import merge_expositions
 from services.up.settings import UpProcessSettings
 from shared.transport.memory import MemoryEventBus, MemoryMediaBus
+from shared.transport.publishes import MemoryPublishRegistry
 from shared.transport.relay import MEDIA, RelayError, RelayServer, pack, relay_buses
 from shared.transport.shards import shard_of
 
@@ -29,9 +30,9 @@ async def _until(check: object, within_s: float = 3.0) -> None:
 async def test_relay_applies_media_and_events_in_order_from_two_processes(tmp_path: Path) -> None:
     media = MemoryMediaBus(maxlen=100, shards=4)
     events = MemoryEventBus()
-    server = RelayServer(path=tmp_path / "relay.sock", media=media, events=events)
+    server = RelayServer(path=tmp_path / "relay.sock", media=media, events=events, publishes=MemoryPublishRegistry())
     await server.start()
-    clients = [relay_buses(server.path, shards=4) for _ in range(2)]
+    clients = [relay_buses(server.path, shards=4)[:2] for _ in range(2)]
     for m, e in clients:
         await m.start()
         await e.start()
@@ -58,7 +59,7 @@ async def test_relay_applies_media_and_events_in_order_from_two_processes(tmp_pa
 
 
 async def test_relay_buses_only_write(tmp_path: Path) -> None:
-    media, events = relay_buses(tmp_path / "none.sock", shards=2)
+    media, events, _ = relay_buses(tmp_path / "none.sock", shards=2)
     with pytest.raises(RelayError):
         await media.read_group("g", "c", shards=[0], count=1, block_ms=0)
     with pytest.raises(RelayError):
@@ -69,7 +70,9 @@ async def test_relay_buses_only_write(tmp_path: Path) -> None:
 
 async def test_a_malformed_record_closes_only_that_connection(tmp_path: Path) -> None:
     media = MemoryMediaBus(maxlen=10, shards=1)
-    server = RelayServer(path=tmp_path / "r.sock", media=media, events=MemoryEventBus())
+    server = RelayServer(
+        path=tmp_path / "r.sock", media=media, events=MemoryEventBus(), publishes=MemoryPublishRegistry()
+    )
     await server.start()
     try:
         reader, writer = await asyncio.open_unix_connection(str(server.path))
@@ -78,11 +81,29 @@ async def test_a_malformed_record_closes_only_that_connection(tmp_path: Path) ->
         assert await reader.read() == b""  # the server hung up
         writer.close()
         assert server.records == 1
-        m, _ = relay_buses(server.path, shards=1)
+        m, _, _ = relay_buses(server.path, shards=1)
         await m.start()
         await m.append(b"after", key="s/q")  # a new connection still works
         await _until(lambda: server.records == 2)
         await m.close()
+    finally:
+        await server.close()
+
+
+async def test_publish_epochs_come_from_the_main_process_across_restarted_clients(tmp_path: Path) -> None:
+    registry = MemoryPublishRegistry()
+    server = RelayServer(path=tmp_path / "p.sock", media=MemoryMediaBus(maxlen=1), events=MemoryEventBus(),
+                         publishes=registry)
+    await server.start()
+    try:
+        epochs = []
+        for _ in range(3):  # an ingest process, restarted twice, publishing the same participant
+            _, _, publishes = relay_buses(server.path, shards=1)
+            await publishes.start()
+            first, other = await asyncio.gather(publishes.begin("s", "p"), publishes.begin("s", "q"))
+            epochs.append((first.epoch, other.epoch))
+            await publishes.close()
+        assert epochs == [(0, 0), (1, 1), (2, 2)]
     finally:
         await server.close()
 
