@@ -23,10 +23,11 @@ from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
 from services.ingest.app import add_ingest_routes
 from services.ingest.settings import IngestSettings
-from shared.log import get_logger, spawn
+from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.openapi import RouteDoc, add_documented_route
 from shared.settings import CommonSettings
+from shared.supervise import HealthRegistry, Supervisor
 from shared.transport.factory import Transports, build_transports
 
 _log = get_logger(__name__)
@@ -68,8 +69,17 @@ async def _sample_media_depth(transports: Transports, metrics: Metrics, period_s
         await asyncio.sleep(period_s)
 
 
-def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEngine | None = None) -> web.Application:
-    """The whole system as one app; transports are memory ones unless the settings say otherwise."""
+def create_up_app(
+    *,
+    settings: UpSettings,
+    metrics: Metrics,
+    engine: InferenceEngine | None = None,
+    supervisor: Supervisor | None = None,
+) -> web.Application:
+    """The whole system as one app; transports are memory ones unless the settings say otherwise.
+
+    Every background task runs under ``supervisor`` (one health registry: ``/healthz``, ``/readyz``)."""
+    sup = supervisor or Supervisor(health=HealthRegistry(service="up"))
     transports: Transports = build_transports(settings.common, metrics=metrics, client_id="classpulse-up")
     engine = engine or InferenceEngine(settings=settings.inference, metrics=metrics)
     app = web.Application()
@@ -78,7 +88,9 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
     async def pipeline(_: web.Application) -> AsyncIterator[None]:
         await transports.start()
         await asyncio.to_thread(engine.load)
-        worker = InferenceWorker(engine=engine, transports=transports, settings=settings.inference, metrics=metrics)
+        worker = InferenceWorker(
+            engine=engine, transports=transports, settings=settings.inference, metrics=metrics, supervisor=sup
+        )
         aggregation = PlainAggregator(
             settings=settings.aggregator,
             events=transports.events,
@@ -89,10 +101,10 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
             bus=transports.events, engine=engine, metrics=metrics, group="up-inference-text", from_beginning=True
         )
         tasks = [
-            spawn(worker.run(), name="up-inference"),
-            spawn(intake.run(), name="up-inference-text"),
-            spawn(aggregation.run(), name="up-aggregation"),
-            spawn(_sample_media_depth(transports, metrics), name="up-media-depth"),
+            sup.spawn("up-inference", worker.run),
+            sup.spawn("up-inference-text", intake.run),
+            sup.spawn("up-aggregation", aggregation.run),
+            sup.spawn("up-media-depth", lambda: _sample_media_depth(transports, metrics)),
         ]
         _log.info("classpulse up state %s -> %s", "starting", "running")
         yield
@@ -108,7 +120,9 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
 
     app.cleanup_ctx.append(pipeline)
     add_ingest_routes(app, settings=settings.ingest, common=settings.common, transports=transports, metrics=metrics)
-    add_gateway(app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics)
+    add_gateway(
+        app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics, supervisor=sup
+    )
     add_landing(app)
     return app
 
