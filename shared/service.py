@@ -134,7 +134,7 @@ def run_service(
     set_torch_threads(plan.torch_threads)
     context = ServiceContext(name=name, common=common, metrics=default_metrics())
     try:
-        server = _serve_metrics(plan.metrics, context)
+        server = serve_metrics(plan.metrics, context)
         try:
             return asyncio.run(_run(main, loaded, context)) or 0
         finally:
@@ -150,7 +150,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _serve_metrics(where: MetricsServer | None, context: ServiceContext) -> WSGIServer | None:
+def serve_metrics(where: MetricsServer | None, context: ServiceContext) -> WSGIServer | None:
     """``/metrics`` plus ``/healthz`` and ``/readyz`` on one small threaded HTTP server."""
     if where is None:
         return None
