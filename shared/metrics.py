@@ -228,12 +228,6 @@ class Metrics:
             ["task", "cause"],
             registry=registry,
         )
-        self.task_up = Gauge(
-            "classpulse_task_up",
-            "1 while a supervised background task runs normally, 0 while it is down (retrying).",
-            ["task"],
-            registry=registry,
-        )
         self.events_unacked = Gauge(
             "classpulse_events_unacked",
             "Events handed to the Kafka producer and not yet acknowledged by the broker (bounded).",
