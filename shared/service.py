@@ -88,7 +88,7 @@ class ServiceContext:
         self._fatal_callbacks: list[Callable[[], None]] = []
 
     def _fatal(self, message: str) -> None:
-        _log.error("service %s %s -> %s", self.name, "running", "giving up", extra={"reason": message})
+        """A task gave up: stop the main coroutine (``run_service`` then prints the one error line, exit 3)."""
         for callback in self._fatal_callbacks:
             callback()
 
