@@ -220,6 +220,37 @@ class Metrics:
             registry=registry,
         )
 
+        # Supervision and broker outages (shared.supervise, shared.transport.kafka).
+        self.task_restarts_total = Counter(
+            "classpulse_task_restarts_total",
+            "Supervised background tasks restarted, by task and cause (transient: a broker was unreachable; "
+            "crash: any other error).",
+            ["task", "cause"],
+            registry=registry,
+        )
+        self.events_unacked = Gauge(
+            "classpulse_events_unacked",
+            "Events handed to the Kafka producer and not yet acknowledged by the broker (bounded).",
+            registry=registry,
+        )
+        self.event_publish_retries_total = Counter(
+            "classpulse_event_publish_retries_total",
+            "Event publishes retried because the broker did not acknowledge them in time, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.event_publish_waits_total = Counter(
+            "classpulse_event_publish_waits_total",
+            "Event publishes that waited for room because the unacknowledged-event buffer was full.",
+            registry=registry,
+        )
+        self.event_commits_failed_total = Counter(
+            "classpulse_event_commits_failed_total",
+            "Consumer offset commits refused (the group rebalanced); the records are read again, consumers dedupe.",
+            ["group"],
+            registry=registry,
+        )
+
     def observe_trail(self, trail: TimingTrail, *, stage: str) -> None:
         """Record one stage's time and capture->emit latency from a stamped trail."""
         stamp = trail.stage(stage)

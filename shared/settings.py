@@ -155,3 +155,41 @@ class CommonSettings(StrictSettings):
         description="Keep raw chat text and transcripts in what is stored and forwarded (personal data); "
         "by default only derived features (is_question, words) leave the text stage.",
     )
+    task_backoff_initial_ms: int = Field(
+        default=200,
+        ge=10,
+        le=60_000,
+        description="Supervised background tasks (readers, writers, heartbeats): first retry delay after a "
+        "failure; it doubles per attempt (with jitter) up to task_backoff_max_ms.",
+    )
+    task_backoff_max_ms: int = Field(
+        default=5_000, ge=10, le=300_000, description="Supervised background tasks: longest retry delay."
+    )
+    task_settle_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=300.0,
+        description="A restarted background task counts as recovered (the service healthy) after running this "
+        "long without failing.",
+    )
+    task_give_up_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3_600.0,
+        description="A background task down (retrying) for longer than this ends the process with exit status 3 "
+        "and one error line, so the orchestrator restarts it.",
+    )
+    kafka_unacked_max: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Events a process keeps handed to the Kafka producer and not yet acknowledged (across a broker "
+        "pause they are retried, never dropped); past it a publish waits for room (counted).",
+    )
+    kafka_publish_attempt_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        le=300_000,
+        description="How long one Kafka delivery attempt may take before the event is sent again (event ids are "
+        "stable, so a resend is deduplicated downstream).",
+    )

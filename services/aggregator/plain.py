@@ -9,7 +9,7 @@ the baseline that the benchmark compares faust with.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from services.aggregator.driver import Output, SessionDriver
@@ -20,7 +20,7 @@ from shared.contracts.timing import wall_clock
 from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
-from shared.transport.base import EventBus, LiveBus
+from shared.transport.base import EventBus, EventConsumer, LiveBus
 
 _log = get_logger(__name__)
 
@@ -53,8 +53,9 @@ class PlainAggregator:
     ) -> None:
         self.settings = settings
         self._scores_topic = settings.topic(SCORES.name)
-        self._consumer = events.consumer(
-            [self._scores_topic, settings.topic(LIFECYCLE.name)], group=f"{settings.app_id}-plain"
+        topics = [self._scores_topic, settings.topic(LIFECYCLE.name)]
+        self._new_consumer: Callable[[], EventConsumer] = lambda: (
+            events.consumer(topics, group=f"{settings.app_id}-plain")
         )
         self.driver = SessionDriver(
             config=settings.aggregation_config(),
@@ -68,6 +69,9 @@ class PlainAggregator:
         )
 
     async def run(self) -> None:
+        """Consume until cancelled; each run makes a fresh consumer (a supervisor may restart it after a
+        broker error; it continues from the committed offsets)."""
+        self._consumer = self._new_consumer()
         await self._consumer.start()
         _log.info("plain aggregator %s -> %s", "starting", "running")
         last_tick = 0.0

@@ -15,9 +15,11 @@ from services.gateway.hub import LiveHub
 from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
 from shared.contracts.live import LiveInteraction, encode_live, wrap_live
-from shared.log import get_logger, spawn
+from shared.health_http import add_health_routes
+from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
+from shared.supervise import HealthRegistry, Supervisor
 from shared.transport.factory import Transports
 
 _log = get_logger(__name__)
@@ -31,8 +33,12 @@ def add_gateway(
     transports: Transports,
     metrics: Metrics,
     with_metrics: bool = True,
+    supervisor: Supervisor | None = None,
 ) -> GatewayContext:
-    """Add the gateway (routes, history reader, live hub) to ``app``; transports are started by the caller."""
+    """Add the gateway (routes, history reader, live hub, ``/healthz``, ``/readyz``) to ``app``; transports
+    are started by the caller. The history reader runs under ``supervisor`` (task ``gateway-history``):
+    a broker outage is retried, the health routes report it."""
+    supervisor = supervisor or Supervisor(health=HealthRegistry(service="gateway"))
     history = SessionHistory(
         metrics=metrics,
         max_sessions=settings.max_sessions,
@@ -54,6 +60,7 @@ def add_gateway(
     )
     app[GATEWAY] = ctx
     add_gateway_routes(app, with_metrics=with_metrics)
+    add_health_routes(app, health=supervisor.health)
     group = settings.history_group or f"gateway-{uuid.uuid4().hex[:12]}"
 
     async def history_task(app: web.Application) -> AsyncIterator[None]:
@@ -68,7 +75,7 @@ def add_gateway(
                 encode_live(LiveInteraction(event=event.derived(keep_text=common.keep_text), counts=counts)),
             ),
         )
-        task = spawn(reader.run(), name="gateway-history")
+        task = supervisor.spawn("gateway-history", reader.run)
         yield
         await ctx.hub.close()
         task.cancel()
@@ -80,7 +87,12 @@ def add_gateway(
 
 
 def create_gateway_app(
-    *, settings: GatewaySettings, common: CommonSettings, transports: Transports, metrics: Metrics
+    *,
+    settings: GatewaySettings,
+    common: CommonSettings,
+    transports: Transports,
+    metrics: Metrics,
+    supervisor: Supervisor | None = None,
 ) -> web.Application:
     """A standalone gateway app that starts and closes its own transports."""
     app = web.Application()
@@ -92,5 +104,5 @@ def create_gateway_app(
         await transports.close()
 
     app.cleanup_ctx.append(transports_ctx)
-    add_gateway(app, settings=settings, common=common, transports=transports, metrics=metrics)
+    add_gateway(app, settings=settings, common=common, transports=transports, metrics=metrics, supervisor=supervisor)
     return app

@@ -250,7 +250,9 @@ class HistoryReader:
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
         on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
     ) -> None:
-        self._consumer: EventConsumer = bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
+        self._new_consumer: Callable[[], EventConsumer] = lambda: (
+            bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
+        )
         self._history = history
         self._on_lifecycle = on_lifecycle
         self._on_interaction = on_interaction
@@ -258,6 +260,9 @@ class HistoryReader:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
+        """Read until cancelled; each run makes a fresh consumer, so a supervisor can restart it after a
+        broker error (it continues from the group's committed offsets; the history dedupes)."""
+        self._consumer: EventConsumer = self._new_consumer()
         await self._consumer.start()
         _log.info("history reader state %s -> %s", "starting", "running")
         self.ready.set()

@@ -201,10 +201,6 @@ def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[w
     return handler
 
 
-async def health(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
-
-
 def _page(path: str, summary: str, content: str) -> RouteDoc:
     return RouteDoc("GET", path, summary, content=content)
 
@@ -222,6 +218,5 @@ def add_gateway_routes(app: web.Application, *, with_metrics: bool = True) -> No
     )
     app.router.add_get("/static/gateway/dashboard.js", _static("dashboard.js", "application/javascript"))
     app.router.add_get("/static/gateway/dashboard.css", _static("dashboard.css", "text/css"))
-    add_documented_route(app, _page("/healthz", "Liveness", "application/json"), health)
     if with_metrics:
         add_documented_route(app, _page("/metrics", "Prometheus exposition", "text/plain"), metrics)

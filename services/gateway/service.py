@@ -22,7 +22,10 @@ async def serve_gateway(settings: GatewaySettings, service: ServiceContext) -> N
             common.transport,
         )
     transports = build_transports(common, metrics=service.metrics, client_id="classpulse-gateway")
-    app = create_gateway_app(settings=settings, common=common, transports=transports, metrics=service.metrics)
+    app = create_gateway_app(
+        settings=settings, common=common, transports=transports, metrics=service.metrics,
+        supervisor=service.supervisor,
+    )
     await serve_app(
         app,
         host=settings.host,

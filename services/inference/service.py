@@ -8,7 +8,6 @@ from services.inference.engine import InferenceEngine
 from services.inference.interactions import InteractionIntake
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
-from shared.log import spawn
 from shared.service import ServiceContext, ServiceError
 from shared.transport.factory import build_transports
 
@@ -20,12 +19,15 @@ async def serve_inference(settings: InferenceSettings, service: ServiceContext) 
         await asyncio.to_thread(engine.load)
         transports = build_transports(service.common, metrics=service.metrics, client_id="classpulse-inference")
         await transports.start()
-        worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=service.metrics)
+        worker = InferenceWorker(
+            engine=engine, transports=transports, settings=settings, metrics=service.metrics,
+            supervisor=service.supervisor,
+        )
         service.on_stop(worker.stop)  # finish the running batch, then stop
         intake = InteractionIntake(
             bus=transports.events, engine=engine, metrics=service.metrics, group=f"inference-text-{worker.consumer}"
         )
-        text = spawn(intake.run(), name="inference-interactions")  # chat/questions -> text signals
+        text = service.supervisor.spawn("inference-interactions", intake.run)  # chat/questions -> text signals
         try:
             await worker.run()
         finally:

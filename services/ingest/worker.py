@@ -31,6 +31,7 @@ from shared.metrics import Metrics
 from shared.service import ServiceContext, ServiceError
 from shared.serving import PathOnlyAccessLogger
 from shared.settings import CommonSettings
+from shared.supervise import HealthRegistry
 from shared.transport.factory import Transports
 
 log = get_logger(__name__)
@@ -154,10 +155,12 @@ def create_worker_app(
     common: CommonSettings,
     transports: Transports,
     metrics: Metrics,
+    health: HealthRegistry | None = None,
 ) -> web.Application:
     """The standalone ingest app plus owner routing and ``/ingest/worker``."""
     app = create_ingest_app(
-        settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=identity.prefix
+        settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=identity.prefix,
+        health=health,
     )
     app.middlewares.append(route_to_owner(identity))
 

@@ -27,10 +27,11 @@ from services.ingest.settings import IngestSettings
 from services.up.ingest_pool import IngestPool
 from services.up.metrics_merge import merge_expositions
 from services.up.settings import UpProcessSettings
-from shared.log import get_logger, spawn
+from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.openapi import RouteDoc, add_documented_route
 from shared.settings import CommonSettings
+from shared.supervise import HealthRegistry, Supervisor
 from shared.transport.factory import Transports, build_transports
 
 _log = get_logger(__name__)
@@ -74,8 +75,17 @@ async def _sample_media_depth(transports: Transports, metrics: Metrics, period_s
         await asyncio.sleep(period_s)
 
 
-def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEngine | None = None) -> web.Application:
-    """The whole system as one app; transports are memory ones unless the settings say otherwise."""
+def create_up_app(
+    *,
+    settings: UpSettings,
+    metrics: Metrics,
+    engine: InferenceEngine | None = None,
+    supervisor: Supervisor | None = None,
+) -> web.Application:
+    """The whole system as one app; transports are memory ones unless the settings say otherwise.
+
+    Every background task runs under ``supervisor`` (one health registry: ``/healthz``, ``/readyz``)."""
+    sup = supervisor or Supervisor(health=HealthRegistry(service="up"))
     transports: Transports = build_transports(settings.common, metrics=metrics, client_id="classpulse-up")
     engine = engine or InferenceEngine(settings=settings.inference, metrics=metrics)
     app = web.Application()
@@ -90,7 +100,9 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
         await asyncio.to_thread(engine.load)
         if pool is not None:
             await pool.wait_ready()
-        worker = InferenceWorker(engine=engine, transports=transports, settings=settings.inference, metrics=metrics)
+        worker = InferenceWorker(
+            engine=engine, transports=transports, settings=settings.inference, metrics=metrics, supervisor=sup
+        )
         aggregation = PlainAggregator(
             settings=settings.aggregator,
             events=transports.events,
@@ -101,10 +113,10 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
             bus=transports.events, engine=engine, metrics=metrics, group="up-inference-text", from_beginning=True
         )
         tasks = [
-            spawn(worker.run(), name="up-inference"),
-            spawn(intake.run(), name="up-inference-text"),
-            spawn(aggregation.run(), name="up-aggregation"),
-            spawn(_sample_media_depth(transports, metrics), name="up-media-depth"),
+            sup.spawn("up-inference", worker.run),
+            sup.spawn("up-inference-text", intake.run),
+            sup.spawn("up-aggregation", aggregation.run),
+            sup.spawn("up-media-depth", lambda: _sample_media_depth(transports, metrics)),
         ]
         _log.info("classpulse up state %s -> %s", "starting", "running")
         yield
@@ -127,7 +139,7 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
         add_forwarded_ingest_routes(app, forward=pool.forward)
     add_gateway(
         app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics,
-        with_metrics=False,
+        supervisor=sup, with_metrics=False,
     )  # fmt: skip
     add_metrics_route(app, metrics=metrics, pool=pool)
     add_landing(app)

@@ -12,7 +12,7 @@ from shared.serving import serve_app
 
 async def serve_up(settings: UpSettings, service: ServiceContext, *, host: str, port: int) -> None:
     """Serve ingest, inference, aggregation and the gateway until SIGINT/SIGTERM."""
-    app = create_up_app(settings=settings, metrics=service.metrics)
+    app = create_up_app(settings=settings, metrics=service.metrics, supervisor=service.supervisor)
     await serve_app(
         app,
         host=host,

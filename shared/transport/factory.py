@@ -42,7 +42,6 @@ def build_transports(settings: CommonSettings, *, metrics: Metrics, client_id: s
             leases=MemoryLeaseStore(),
             publishes=MemoryPublishRegistry(),
         )
-    from shared.transport.kafka import KafkaEventBus
     from shared.transport.redis_leases import RedisLeaseStore
     from shared.transport.redis_publishes import RedisPublishRegistry
     from shared.transport.redis_streams import RedisLiveBus, RedisMediaBus
@@ -56,8 +55,23 @@ def build_transports(settings: CommonSettings, *, metrics: Metrics, client_id: s
             shards=settings.media_shards,
             metrics=metrics,
         ),
-        events=KafkaEventBus(bootstrap=settings.kafka_bootstrap, client_id=client_id),
+        events=kafka_event_bus(settings, metrics=metrics, client_id=client_id),
         live=RedisLiveBus(url=url),
         leases=RedisLeaseStore(url=url),
         publishes=RedisPublishRegistry(url=url),
+    )
+
+
+def kafka_event_bus(settings: CommonSettings, *, metrics: Metrics, client_id: str) -> EventBus:
+    """The Kafka event bus with the outage settings (unacked bound, attempt timeout, backoff)."""
+    from shared.supervise import SupervisionPolicy
+    from shared.transport.kafka import KafkaEventBus
+
+    return KafkaEventBus(
+        bootstrap=settings.kafka_bootstrap,
+        client_id=client_id,
+        metrics=metrics,
+        unacked_max=settings.kafka_unacked_max,
+        attempt_ms=settings.kafka_publish_attempt_ms,
+        policy=SupervisionPolicy.from_settings(settings),
     )

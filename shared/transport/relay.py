@@ -211,6 +211,12 @@ class RelayMediaBus:
     ) -> list[StreamEntry]:
         raise RelayError("the relay media bus only appends")
 
+    async def mark_publishing(self, ids: Sequence[str]) -> None:
+        raise RelayError("the relay media bus only appends")
+
+    async def publishing(self, shard: int) -> set[str]:
+        raise RelayError("the relay media bus only appends")
+
     async def length(self) -> int:
         return 0
 
