@@ -41,11 +41,11 @@ async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
         partitions = settings.partitions
         if scores in existing:
             partitions = await _partitions(admin, scores) or partitions
-        if lifecycle in existing:
-            found = await _partitions(admin, lifecycle)
+        for other in (lifecycle, settings.topic(INTERACTIONS.name)):  # co-partitioned inputs
+            found = await _partitions(admin, other) if other in existing else None
             if found is not None and found != partitions:
                 raise TopicSetupError(
-                    f"topic {lifecycle} has {found} partitions but {scores} has {partitions}; "
+                    f"topic {other} has {found} partitions but {scores} has {partitions}; "
                     "they must match (recreate one of them with the other's count)"
                 )
         wanted = [scores, lifecycle, settings.topic(AGGREGATES.name), settings.topic(ALERTS.name),

@@ -235,11 +235,14 @@ class HistoryReader:
         group: str,
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
         on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
+        prepare: Callable[[InteractionEvent], InteractionEvent] | None = None,
     ) -> None:
         self._consumer: EventConsumer = bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
         self._history = history
         self._on_lifecycle = on_lifecycle
         self._on_interaction = on_interaction
+        self._prepare = prepare
+        """The text stage for events that arrive with text (Kafka-direct producers): derive, drop the text."""
         self._metrics = metrics
         self.ready = asyncio.Event()
 
@@ -268,6 +271,8 @@ class HistoryReader:
             return
         self._metrics.messages_total.labels("gateway", record.topic.rsplit(".", 1)[-1]).inc()
         if isinstance(event, InteractionEvent):
+            if self._prepare is not None:
+                event = self._prepare(event)
             counts = self._history.interaction(event)
             if counts is not None and self._on_interaction is not None:
                 self._on_interaction(event, counts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -27,6 +27,8 @@ from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.openapi import RouteDoc, add_documented_route
 from shared.settings import CommonSettings
+from shared.text.settings import TextSettings
+from shared.text.stage import build_text_stage
 from shared.transport.factory import Transports, build_transports
 
 _log = get_logger(__name__)
@@ -43,6 +45,8 @@ class UpSettings:
     ingest: IngestSettings
     inference: InferenceSettings
     aggregator: AggregatorSettings
+    text: TextSettings = field(default_factory=lambda: TextSettings(relevance="off"))
+    """The text stage (``classpulse up`` loads the configured one; tests may leave it rules-only)."""
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -108,7 +112,8 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
 
     app.cleanup_ctx.append(pipeline)
     add_ingest_routes(app, settings=settings.ingest, common=settings.common, transports=transports, metrics=metrics)
-    add_gateway(app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics)
+    add_gateway(app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics,
+                text_stage=build_text_stage(settings.text))
     add_landing(app)
     return app
 

@@ -28,6 +28,7 @@ def _settings(common: CommonSettings) -> UpSettings:
     from services.ingest.settings import IngestSettings
     from services.up.app import UpSettings
     from shared.service import EXIT_BAD_SETTINGS, ServiceError
+    from shared.text.settings import TextSettings
 
     settings = UpSettings(
         common=common,
@@ -35,6 +36,7 @@ def _settings(common: CommonSettings) -> UpSettings:
         ingest=IngestSettings(),
         inference=InferenceSettings(),
         aggregator=AggregatorSettings(),
+        text=TextSettings(),
     )
     if common.transport != "memory":
         raise ServiceError(

@@ -136,7 +136,10 @@ class SessionAggregator:
         p = self._participants.get(participant)
         if p is None:
             return InteractionCounts()
-        return InteractionCounts(questions=p.questions, chat_messages=p.chat_messages, words_spoken=p.words_spoken)
+        return InteractionCounts(
+            questions=p.questions, chat_messages=p.chat_messages, words_spoken=p.words_spoken,
+            on_topic_ratio=p.on_topic_messages / p.judged_messages if p.judged_messages else None,
+        )
 
     def _admit(self, event_id: str, ts: float) -> bool:
         if event_id in self._seen:

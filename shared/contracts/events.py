@@ -139,7 +139,9 @@ class ClassAggregate(BaseModel):
     hand_queue: list[str] = Field(default_factory=list, description="Participants with a raised hand, oldest first.")
     questions_students: int = Field(default=0, ge=0, description="Questions students asked in the window.")
     questions_teacher: int = Field(default=0, ge=0, description="Questions the teacher asked in the window.")
-    chat_messages: int = Field(default=0, ge=0, description="Written messages (chat, questions, answers) in the window.")
+    chat_messages: int = Field(
+        default=0, ge=0, description="Written messages (chat, questions, answers) in the window."
+    )
     participation_equity_gini: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Gini of student participation over voice + chat in the window."
     )

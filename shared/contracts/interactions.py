@@ -142,3 +142,6 @@ class InteractionCounts(BaseModel):
     questions: int = Field(default=0, ge=0, description="Questions asked (chat, Q&A or speech).")
     chat_messages: int = Field(default=0, ge=0, description="Written messages (chat, questions, answers).")
     words_spoken: int = Field(default=0, ge=0, description="Words of transcribed speech.")
+    on_topic_ratio: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Share of judged messages/transcripts on topic (None: none judged)."
+    )
