@@ -184,6 +184,12 @@ class SessionHistory:
         for role in ("student", "teacher"):
             talk = sum(p.talk_time_s for p in event.participants.values() if p.role == role)
             m.talk_seconds_total.labels(s, role).inc(talk)
+        m.class_questions_total.labels(s, "student").inc(event.questions_students)
+        m.class_questions_total.labels(s, "teacher").inc(event.questions_teacher)
+        m.class_chat_messages_total.labels(s).inc(event.chat_messages)
+        m.class_participation_equity_gini.labels(s).set(event.participation_equity_gini)
+        if event.response_latency_s is not None:
+            m.class_response_latency_seconds.labels(s).set(event.response_latency_s)
 
     def _lifecycle(self, event: LifecycleEvent) -> None:
         record = self._session(event.session)
@@ -202,7 +208,8 @@ class SessionHistory:
 
     def _forget_gauges(self, session: str) -> None:
         m = self._metrics
-        for gauge in (m.class_engagement, m.class_attentive_ratio, m.class_teacher_talk_share):
+        for gauge in (m.class_engagement, m.class_attentive_ratio, m.class_teacher_talk_share,
+                      m.class_participation_equity_gini, m.class_response_latency_seconds):
             try:
                 gauge.remove(session)
             except KeyError:

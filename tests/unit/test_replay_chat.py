@@ -29,7 +29,8 @@ def _write(tmp_path: Path, lines: list[object]) -> Path:
 
 
 GOOD = [
-    {"participant": "ms-lee", "role": "teacher", "kind": "chat", "ts": 3.0, "text": "who can tell me what 1/2 + 1/4 is"},
+    {"participant": "ms-lee", "role": "teacher", "kind": "chat", "ts": 3.0,
+     "text": "who can tell me what 1/2 + 1/4 is"},
     "",
     {"event_id": "a1", "participant": "alice", "kind": "answer", "ts": 7.5, "text": "three quarters"},
     {"participant": "bob", "kind": "question", "ts": 12.0, "text": "is this on the test?"},
