@@ -98,15 +98,16 @@ async def test_topic_route_scopes_and_relevance_over_rest(caplog: pytest.LogCapt
             assert (await h.client.put(url, json={"topic": "fractions"}, headers=auth("s1", role))).status == status
         bad = await h.client.put(url, data=b'{"topic": ""}', headers=auth("s1", "teacher"))
         assert bad.status == 400 and "non-empty topic" in (await bad.json())["error"]
-        ok = await h.client.put(url, json={"topic": "fractions with unlike denominators"}, headers=auth("s1", "teacher"))
+        teacher = auth("s1", "teacher")
+        ok = await h.client.put(url, json={"topic": "fractions with unlike denominators"}, headers=teacher)
         assert ok.status == 200 and (await ok.json()) == {"session": "s1", "relevance": True}
         await h.emit(score("s1", "alice", 1))
         batch = [{"event_id": "c1", "participant": "alice", "kind": "chat", "ts": wall_clock(),
                   "text": "which denominator do we use"},
                  {"event_id": "c2", "participant": "alice", "kind": "chat", "ts": wall_clock(),
                   "text": "my cat is on the keyboard"}]
-        assert (await h.client.post("/api/sessions/s1/interactions", json=batch, headers=auth("s1", "platform"))).status \
-            == 202
+        posted = await h.client.post("/api/sessions/s1/interactions", json=batch, headers=auth("s1", "platform"))
+        assert posted.status == 202
         for _ in range(100):
             live = await (await h.client.get("/api/sessions/s1/live", headers=auth("s1", "viewer"))).json()
             rows = [p for p in live["participants"] if p["participant"] == "alice"]
