@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 # Settings modules of every service; importing one registers its class (shared.settings.register_settings).
 SETTINGS_MODULES: tuple[str, ...] = (
     "shared.settings",
+    "shared.text.settings",
     "services.gateway.settings",
     "services.inference.settings",
     "services.ingest.settings",

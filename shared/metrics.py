@@ -123,6 +123,30 @@ class Metrics:
             ["session"],
             registry=registry,
         )
+        self.class_questions_total = Counter(
+            "classpulse_class_questions_total",
+            "Questions asked (chat, Q&A, transcripts) summed over aggregate windows, by session and role.",
+            ["session", "role"],
+            registry=registry,
+        )
+        self.class_chat_messages_total = Counter(
+            "classpulse_class_chat_messages_total",
+            "Written messages (chat, questions, answers) summed over aggregate windows, by session.",
+            ["session"],
+            registry=registry,
+        )
+        self.class_participation_equity_gini = Gauge(
+            "classpulse_class_participation_equity_gini",
+            "Gini of student participation over voice + chat in the latest aggregate window (0 = equal).",
+            ["session"],
+            registry=registry,
+        )
+        self.class_response_latency_seconds = Gauge(
+            "classpulse_class_response_latency_seconds",
+            "Latest teacher question -> first student response delay (s).",
+            ["session"],
+            registry=registry,
+        )
         self.talk_seconds_total = Counter(
             "classpulse_talk_seconds_total",
             "Seconds of talk (own voice activity) summed over aggregate windows, by session and role.",

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Literal
 
-from services.aggregator.driver import Output, SessionDriver
+from services.aggregator.driver import InputKind, Output, SessionDriver
 from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.transport.base import EventBus, EventConsumer, LiveBus
@@ -52,8 +51,12 @@ class PlainAggregator:
         self, *, settings: AggregatorSettings, events: EventBus, metrics: Metrics, live: LiveBus | None
     ) -> None:
         self.settings = settings
-        self._scores_topic = settings.topic(SCORES.name)
-        topics = [self._scores_topic, settings.topic(LIFECYCLE.name)]
+        self._kinds: dict[str, InputKind] = {
+            settings.topic(SCORES.name): "score",
+            settings.topic(LIFECYCLE.name): "lifecycle",
+            settings.topic(INTERACTIONS.name): "interaction",
+        }
+        topics = list(self._kinds)
         self._new_consumer: Callable[[], EventConsumer] = lambda: (
             events.consumer(topics, group=f"{settings.app_id}-plain")
         )
@@ -83,8 +86,7 @@ class PlainAggregator:
                 received = wall_clock()
                 touched = set()
                 for record in records:
-                    kind: Literal["score", "lifecycle"] = "score" if record.topic == self._scores_topic else "lifecycle"
-                    session = self.driver.add(kind, record.value)
+                    session = self.driver.add(self._kinds[record.topic], record.value)
                     if session is not None:
                         touched.add(session)
                 await self.driver.close(touched, received=received)

@@ -82,7 +82,8 @@ async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
     try:
         scores, lifecycle = settings.topic(SCORES.name), settings.topic(LIFECYCLE.name)
         existing = set(await admin.list_topics())
-        counts = {t: n for t in (scores, lifecycle) if t in existing and (n := await _partitions(admin, t))}
+        inputs = (scores, lifecycle, settings.topic(INTERACTIONS.name))  # co-partitioned by session
+        counts = {t: n for t in inputs if t in existing and (n := await _partitions(admin, t))}
         partitions = settings.partitions
         if counts:
             try:

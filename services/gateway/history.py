@@ -198,6 +198,12 @@ class SessionHistory:
         for role in ("student", "teacher"):
             talk = sum(p.talk_time_s for p in event.participants.values() if p.role == role)
             m.talk_seconds_total.labels(s, role).inc(talk)
+        m.class_questions_total.labels(s, "student").inc(event.questions_students)
+        m.class_questions_total.labels(s, "teacher").inc(event.questions_teacher)
+        m.class_chat_messages_total.labels(s).inc(event.chat_messages)
+        m.class_participation_equity_gini.labels(s).set(event.participation_equity_gini)
+        if event.response_latency_s is not None:
+            m.class_response_latency_seconds.labels(s).set(event.response_latency_s)
 
     def _lifecycle(self, event: LifecycleEvent) -> None:
         record = self._session(event.session)
@@ -216,7 +222,8 @@ class SessionHistory:
 
     def _forget_gauges(self, session: str) -> None:
         m = self._metrics
-        for gauge in (m.class_engagement, m.class_attentive_ratio, m.class_teacher_talk_share):
+        for gauge in (m.class_engagement, m.class_attentive_ratio, m.class_teacher_talk_share,
+                      m.class_participation_equity_gini, m.class_response_latency_seconds):
             try:
                 gauge.remove(session)
             except KeyError:
@@ -249,6 +256,7 @@ class HistoryReader:
         group: str,
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
         on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
+        prepare: Callable[[InteractionEvent], InteractionEvent] | None = None,
     ) -> None:
         self._new_consumer: Callable[[], EventConsumer] = lambda: (
             bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
@@ -256,6 +264,8 @@ class HistoryReader:
         self._history = history
         self._on_lifecycle = on_lifecycle
         self._on_interaction = on_interaction
+        self._prepare = prepare
+        """The text stage for events that arrive with text (Kafka-direct producers): derive, drop the text."""
         self._metrics = metrics
         self.ready = asyncio.Event()
 
@@ -287,6 +297,8 @@ class HistoryReader:
             return
         self._metrics.messages_total.labels("gateway", record.topic.rsplit(".", 1)[-1]).inc()
         if isinstance(event, InteractionEvent):
+            if self._prepare is not None:
+                event = self._prepare(event)
             counts = self._history.interaction(event)
             if counts is not None and self._on_interaction is not None:
                 self._on_interaction(event, counts)

@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
     p.add_argument("--from-kafka", action="store_true", help="rebuild from the session's stored score events")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default CLASSPULSE_KAFKA_BOOTSTRAP)")
     p.add_argument("--topic", default=None, help="score topic (default classpulse.scores)")
+    p.add_argument("--chat", type=Path, default=None, metavar="FILE",
+                   help="interaction events (chat, questions, polls ...) to merge into the report: JSON Lines, "
+                   "one InteractionEvent per line with ts in seconds from the recording start")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=_replay)
 
@@ -110,6 +113,8 @@ def _replay(args: argparse.Namespace) -> int:
     try:
         _setup()
         if args.from_kafka:
+            if args.chat is not None:
+                return _fail("--chat merges a chat file into a recording's replay; it does not go with --from-kafka")
             return _replay_kafka(args)
         if args.input is not None:
             from services.replay.class_inputs import is_class_input
@@ -137,6 +142,7 @@ def _replay_file(args: argparse.Namespace) -> int:
     outcome = _guarded(args, out, lambda: replay_file(
         args.input, out_dir=out, session=args.session, participant=args.participant or "p1",
         role=args.role or "student", show_progress=not args.no_progress, quiet_native=_mute_native(),
+        chat=args.chat,
     ))
     if isinstance(outcome, int):
         return outcome
@@ -152,11 +158,15 @@ def _replay_file(args: argparse.Namespace) -> int:
 def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | int:
     """Run a replay; a failure becomes one readable line and its exit status (details at DEBUG)."""
     from services.ingest.sources.errors import MediaSourceError
+    from services.replay.chat import ChatFileError
+    from shared.text.embeddings import EncoderUnavailable
 
     try:
         return run()
     except MediaSourceError as exc:
         return _fail(exc.message)
+    except (ChatFileError, EncoderUnavailable) as exc:
+        return _fail(str(exc))
     except PermissionError as exc:
         return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
     except Exception as exc:  # the user gets one line; details go to the log at DEBUG
@@ -182,6 +192,7 @@ def _replay_class(args: argparse.Namespace) -> int:
         return _fail(f"--out {out} is a file; give a folder for the report")
     outcome = _guarded(args, out, lambda: replay_class(
         spec, out_dir=out, session=args.session, show_progress=not args.no_progress, quiet_native=_mute_native(),
+        chat=args.chat,
     ))
     if isinstance(outcome, int):
         return outcome

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from services.inference.perception_prefetch import PrefetchPerception
     from services.ingest.sources.base import MediaInfo
     from services.ingest.sources.file import FileSource
+    from services.replay.chat import RecordedInteractions
 
 
 @contextlib.contextmanager
@@ -106,11 +107,13 @@ def _run(
     show_progress: bool,
     quiet_native: bool,
     class_mode: bool,
+    chat: Path | None = None,
 ) -> ReplayOutcome:
     from shared.analytics.config import AggregationConfig
     from shared.analytics.session import SessionAggregator
     from shared.contracts.timing import wall_clock
 
+    interactions = _chat(chat, session=session_id) if chat is not None else None  # bad lines fail first
     parts = _analysis(settings, tracks=len(job_tracks))
     engine = parts.engine
     epoch = wall_clock() if class_mode else None
@@ -127,6 +130,7 @@ def _run(
             frame_step_s=1.0 / settings.analysis_fps,
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
             prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
+            interactions=interactions,
         )
         try:
             with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
@@ -134,6 +138,16 @@ def _run(
         finally:
             engine.close()
     return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)
+
+
+def _chat(path: Path, *, session: str) -> RecordedInteractions:
+    from services.replay.chat import load_chat
+    from shared.settings import CommonSettings
+    from shared.text.settings import TextSettings
+    from shared.text.stage import build_text_stage
+
+    return load_chat(path, session=session, stage=build_text_stage(TextSettings()),
+                     keep_text=CommonSettings().keep_text)
 
 
 def _source(location: str, *, session: str, participant: str, role: Role, settings: ReplaySettings) -> FileSource:
@@ -164,8 +178,10 @@ def replay_file(
     settings: ReplaySettings | None = None,
     show_progress: bool = False,
     quiet_native: bool = False,
+    chat: Path | None = None,
 ) -> ReplayOutcome:
-    """Analyse one recording and write its report; raises MediaSourceError for unusable input."""
+    """Analyse one recording and write its report; raises MediaSourceError for unusable input,
+    ChatFileError for a bad ``chat`` file (``--chat``)."""
     settings = settings or ReplaySettings()
     location = str(path)  # a file path, or a URL PyAV opens (http, rtsp, ...)
     name = media_name(location)
@@ -176,7 +192,7 @@ def replay_file(
                   expected_duration_s=info.duration_s)
     return _run([track], settings=settings, session_id=session_id, source_name=name,
                 warnings=_track_warnings(name, info), out_dir=out_dir, show_progress=show_progress,
-                quiet_native=quiet_native, class_mode=False)
+                quiet_native=quiet_native, class_mode=False, chat=chat)
 
 
 def class_session_id(spec: ClassInput, session: str | None = None) -> str:
@@ -196,6 +212,7 @@ def replay_class(
     settings: ReplaySettings | None = None,
     show_progress: bool = False,
     quiet_native: bool = False,
+    chat: Path | None = None,
 ) -> ReplayOutcome:
     """Analyse a whole class (:func:`~services.replay.class_inputs.load_class_input`) into one report.
 
@@ -232,4 +249,5 @@ def replay_class(
         for (t, source, info), offset in zip(opened, offsets, strict=True)
     ]
     return _run(tracks, settings=settings, session_id=session_id, source_name=spec.source, warnings=warnings,
-                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True)
+                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True,
+                chat=chat)

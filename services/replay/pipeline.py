@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from services.replay.chat import RecordedInteractions, merge_interactions
 from services.replay.decoding import Source, Track, TrackDecoder, TrackMerge, track_queue_size
 from services.replay.progress import NoProgress, ProgressSink
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.events import ScoreEvent
+from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
-from shared.contracts.report import Report, ReportParticipant, ReportSession, SessionSummary, TimelineRow
+from shared.contracts.report import QuestionItem, Report, ReportParticipant, ReportSession, SessionSummary, TimelineRow
 from shared.log import get_logger
 
 log = get_logger(__name__)
@@ -65,6 +67,13 @@ class Summariser(Protocol):
     def flush(self) -> object: ...
 
     def summary(self) -> SessionSummary: ...
+
+    def add_interaction(self, event: InteractionEvent) -> bool: ...
+
+    def questions(self) -> list[QuestionItem]: ...
+
+    @property
+    def origin(self) -> float | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +127,8 @@ class ReplayJob:
     :meth:`~services.inference.engine.InferenceEngine.prepare_audio`: VAD and log-mel then run on the
     decode core, alongside perception on the analysis thread)."""
     prepare_frame: Callable[[VideoFrame], None] | None = None
+    interactions: RecordedInteractions | None = None
+    """``--chat``: interaction events with ``ts`` in seconds from the recording start, merged into the report."""
     """Called in the decode thread for each sampled frame, in order, before it is queued
     (:meth:`services.inference.perception_prefetch.PrefetchPerception.submit`: face analysis starts ahead)."""
 
@@ -218,6 +229,8 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
         for d in decoders:
             d.join(timeout=5.0)
     job.summariser.flush()
+    if job.interactions is not None:
+        merge_interactions(job.summariser, job.interactions, epoch=job.epoch)
     media_s = max(
         (_media_extent(end - tracks[i].offset_s, tracks[i].expected_duration_s) + tracks[i].offset_s
          for i, end in batches.track_end.items()),
@@ -244,6 +257,7 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
         ],
         timeline=_rows_for(timeline, tracks, media_s),
         summary=job.summariser.summary(),
+        questions=job.summariser.questions(),
         warnings=warnings,
     )
     stats = ReplayStats(

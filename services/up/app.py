@@ -32,6 +32,8 @@ from shared.metrics import Metrics
 from shared.openapi import RouteDoc, add_documented_route
 from shared.settings import CommonSettings
 from shared.supervise import HealthRegistry, Supervisor
+from shared.text.settings import TextSettings
+from shared.text.stage import build_text_stage
 from shared.transport.factory import Transports, build_transports
 
 _log = get_logger(__name__)
@@ -50,6 +52,8 @@ class UpSettings:
     aggregator: AggregatorSettings
     up: UpProcessSettings = field(default_factory=lambda: UpProcessSettings(ingest_processes="0"))
     """Ingest processes; embedding the app (tests, tools) keeps WebRTC in process unless asked."""
+    text: TextSettings = field(default_factory=lambda: TextSettings(relevance="off"))
+    """The text stage (``classpulse up`` loads the configured one; tests may leave it rules-only)."""
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -139,7 +143,7 @@ def create_up_app(
         add_forwarded_ingest_routes(app, forward=pool.forward)
     add_gateway(
         app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics,
-        supervisor=sup, with_metrics=False,
+        supervisor=sup, with_metrics=False, text_stage=build_text_stage(settings.text),
     )  # fmt: skip
     add_metrics_route(app, metrics=metrics, pool=pool)
     add_landing(app)

@@ -34,6 +34,7 @@ def _settings(common: CommonSettings) -> UpSettings:
     from services.up.app import UpSettings
     from services.up.settings import UpProcessSettings
     from shared.service import EXIT_BAD_SETTINGS, ServiceError
+    from shared.text.settings import TextSettings
 
     settings = UpSettings(
         common=common,
@@ -42,6 +43,7 @@ def _settings(common: CommonSettings) -> UpSettings:
         inference=InferenceSettings(),
         aggregator=AggregatorSettings(),
         up=UpProcessSettings(),
+        text=TextSettings(),
     )
     if common.transport != "memory":
         raise ServiceError(

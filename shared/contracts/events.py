@@ -160,6 +160,17 @@ class ClassAggregate(BaseModel):
     hand_equity_gini: float = Field(ge=0.0, le=1.0, description="Gini of student hand raises; 0 = equal.")
     wait_time_s: float | None = Field(default=None, description="Last silence after the teacher until a student spoke.")
     hand_queue: list[str] = Field(default_factory=list, description="Participants with a raised hand, oldest first.")
+    questions_students: int = Field(default=0, ge=0, description="Questions students asked in the window.")
+    questions_teacher: int = Field(default=0, ge=0, description="Questions the teacher asked in the window.")
+    chat_messages: int = Field(
+        default=0, ge=0, description="Written messages (chat, questions, answers) in the window."
+    )
+    participation_equity_gini: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Gini of student participation over voice + chat in the window."
+    )
+    response_latency_s: float | None = Field(
+        default=None, description="Latest teacher question -> first student response delay known by the window end."
+    )
     participants: dict[str, ParticipantWindow] = Field(default_factory=dict)
     timing: TimingTrail
 

@@ -68,6 +68,16 @@ class InteractionEvent(BaseModel):
         default=None, description="Derived: the text asks something (kind 'question' always does)."
     )
     words: int | None = Field(default=None, ge=0, description="Derived: word count of the text.")
+    relevance: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Derived: cosine similarity of the text's sentence embedding to the lesson (topic and the "
+        "teacher's recent speech/chat); None when not judged (no lesson context yet, too short, relevance off).",
+    )
+    on_topic: bool | None = Field(
+        default=None, description="Derived: relevance reached CLASSPULSE_TEXT_ON_TOPIC_MIN (None: not judged)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> InteractionEvent:
@@ -82,7 +92,8 @@ class InteractionEvent(BaseModel):
         return self
 
     def derived(self, *, keep_text: bool) -> InteractionEvent:
-        """The event as the text stage forwards it: ``is_question``/``words`` filled, text kept only if asked."""
+        """The event as the text stage forwards it: ``is_question``/``words`` filled, text kept only if asked
+        (relevance needs the lesson context: :class:`shared.text.stage.TextStage` fills it)."""
         update: dict[str, object] = {}
         if self.text is not None:
             features = text_features(self.text)
@@ -113,6 +124,11 @@ class InteractionEvent(BaseModel):
         return text_features(self.text).words if self.text is not None else 0
 
     @property
+    def responds(self) -> bool:
+        """Counts as a response (to a teacher's question): a message, a transcript, a poll answer."""
+        return self.kind in WRITTEN_KINDS or self.kind == "poll_response"
+
+    @property
     def written(self) -> bool:
         """A written message (chat, question, answer) -- not speech, not a click."""
         return self.kind in WRITTEN_KINDS and self.source != "speech"
@@ -126,3 +142,6 @@ class InteractionCounts(BaseModel):
     questions: int = Field(default=0, ge=0, description="Questions asked (chat, Q&A or speech).")
     chat_messages: int = Field(default=0, ge=0, description="Written messages (chat, questions, answers).")
     words_spoken: int = Field(default=0, ge=0, description="Words of transcribed speech.")
+    on_topic_ratio: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Share of judged messages/transcripts on topic (None: none judged)."
+    )

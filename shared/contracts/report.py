@@ -32,6 +32,13 @@ class ParticipantSummary(BaseModel):
     questions: int = Field(default=0, ge=0, description="Questions asked (chat, Q&A or speech).")
     chat_messages: int = Field(default=0, ge=0, description="Written messages (chat, questions, answers).")
     words_spoken: int = Field(default=0, ge=0, description="Words of the participant's transcribed speech.")
+    on_topic_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of the participant's judged messages/transcripts that were on topic (relevance to the "
+        "lesson); None when none was judged (no lesson context, relevance off, only short messages).",
+    )
 
 
 class SessionSummary(BaseModel):
@@ -50,6 +57,39 @@ class SessionSummary(BaseModel):
     alerts_raised: int = Field(default=0, ge=0)
     questions_students: int = Field(default=0, ge=0, description="Questions asked by students.")
     questions_teacher: int = Field(default=0, ge=0, description="Questions asked by the teacher.")
+    teacher_questions_answered: int = Field(
+        default=0, ge=0, description="Teacher questions a student responded to (message, poll answer or speech)."
+    )
+    response_latency_s: float | None = Field(
+        default=None, ge=0.0, description="Median delay from a teacher's question to the first student response."
+    )
+    participation_equity_gini: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Gini of student participation over voice and chat (each student's mean of talk-time share "
+        "and message share); 0 = equal.",
+    )
+
+
+class QuestionItem(BaseModel):
+    """One question asked in the session (the report's question list)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    t: float = Field(ge=0.0, description="Session time it was asked (s).")
+    participant: str
+    role: Role
+    kind: str = Field(description="Interaction kind (question, chat, answer).")
+    source: str = Field(description="platform, join_page or speech.")
+    on_topic: bool | None = None
+    text: str | None = Field(
+        default=None, description="Only when the text was kept (CLASSPULSE_KEEP_TEXT=true, or replay's own chat file)."
+    )
+    answered: bool = Field(default=False, description="A student responded (teacher question) or someone replied.")
+    response_s: float | None = Field(default=None, description="Teacher question: delay to the first student response.")
+    responder: str | None = Field(default=None, description="Teacher question: who responded first.")
 
 
 class TimelineRow(BaseModel):
@@ -100,4 +140,5 @@ class Report(BaseModel):
     participants: list[ReportParticipant]
     timeline: list[TimelineRow]
     summary: SessionSummary
+    questions: list[QuestionItem] = Field(default_factory=list, description="Questions asked, oldest first.")
     warnings: list[str] = Field(default_factory=list, description="E.g. media truncated, no audio track.")
