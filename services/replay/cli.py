@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
     p.add_argument("--from-kafka", action="store_true", help="rebuild from the session's stored score events")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default CLASSPULSE_KAFKA_BOOTSTRAP)")
     p.add_argument("--topic", default=None, help="score topic (default classpulse.scores)")
+    p.add_argument("--transcripts", action="store_true",
+                   help="keep what each participant said in report.json's transcript (personal data; words_spoken "
+                   "and questions are counted without it too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=_replay)
 
@@ -109,6 +112,13 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         _setup()
+        if args.transcripts:
+            from services.inference.transcribe.settings import TranscribeSettings
+
+            if args.from_kafka:
+                return _fail("--transcripts transcribes recordings; a past live session's events carry no audio")
+            if not TranscribeSettings().enabled:
+                return _fail("--transcripts needs transcription; unset CLASSPULSE_TRANSCRIBE_ENABLED=false")
         if args.from_kafka:
             return _replay_kafka(args)
         if args.input is not None:
@@ -137,6 +147,7 @@ def _replay_file(args: argparse.Namespace) -> int:
     outcome = _guarded(args, out, lambda: replay_file(
         args.input, out_dir=out, session=args.session, participant=args.participant or "p1",
         role=args.role or "student", show_progress=not args.no_progress, quiet_native=_mute_native(),
+        transcripts=args.transcripts,
     ))
     if isinstance(outcome, int):
         return outcome
@@ -144,19 +155,22 @@ def _replay_file(args: argparse.Namespace) -> int:
     _print_outcome(
         outcome.paths, outcome.report,
         f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), "
-        f"{s.frames} frames, {s.audio_chunks} audio chunks",
+        f"{s.frames} frames, {s.audio_chunks} audio chunks, {s.speech_events} speech segments transcribed",
     )
     return 0
 
 
 def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | int:
     """Run a replay; a failure becomes one readable line and its exit status (details at DEBUG)."""
+    from services.inference.transcribe.model import ModelError
     from services.ingest.sources.errors import MediaSourceError
 
     try:
         return run()
     except MediaSourceError as exc:
         return _fail(exc.message)
+    except ModelError as exc:
+        return _fail(str(exc))
     except PermissionError as exc:
         return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
     except Exception as exc:  # the user gets one line; details go to the log at DEBUG
@@ -182,6 +196,7 @@ def _replay_class(args: argparse.Namespace) -> int:
         return _fail(f"--out {out} is a file; give a folder for the report")
     outcome = _guarded(args, out, lambda: replay_class(
         spec, out_dir=out, session=args.session, show_progress=not args.no_progress, quiet_native=_mute_native(),
+        transcripts=args.transcripts,
     ))
     if isinstance(outcome, int):
         return outcome

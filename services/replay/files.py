@@ -26,6 +26,7 @@ from shared.torch_threads import torch_threads
 
 if TYPE_CHECKING:
     from services.inference.engine import InferenceEngine
+    from services.replay.transcripts import ReplayTranscriber
     from services.inference.perception_prefetch import PrefetchPerception
     from services.ingest.sources.base import MediaInfo
     from services.ingest.sources.file import FileSource
@@ -106,6 +107,7 @@ def _run(
     show_progress: bool,
     quiet_native: bool,
     class_mode: bool,
+    transcripts: bool,
 ) -> ReplayOutcome:
     from shared.analytics.config import AggregationConfig
     from shared.analytics.session import SessionAggregator
@@ -127,6 +129,7 @@ def _run(
             frame_step_s=1.0 / settings.analysis_fps,
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
             prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
+            speech=_speech(job_tracks, transcripts=transcripts), transcripts=transcripts,
         )
         try:
             with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
@@ -134,6 +137,20 @@ def _run(
         finally:
             engine.close()
     return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)
+
+
+def _speech(tracks: list[Track], *, transcripts: bool) -> ReplayTranscriber | None:
+    """The transcribe stage for this replay (text kept only with ``--transcripts``); None when disabled."""
+    from services.inference.transcribe.settings import TranscribeSettings
+    from services.inference.transcribe.stage import TranscribeStage
+    from services.replay.transcripts import ReplayTranscriber
+
+    settings = TranscribeSettings()
+    if not settings.enabled:  # the CLI refuses --transcripts then
+        return None
+    stage = TranscribeStage(settings=settings, keep_text=transcripts)
+    stage.model.load()  # a missing model folder: ModelError (one readable line) before any decoding starts
+    return ReplayTranscriber(stage=stage, offsets={t.participant: t.offset_s for t in tracks})
 
 
 def _source(location: str, *, session: str, participant: str, role: Role, settings: ReplaySettings) -> FileSource:
@@ -164,8 +181,11 @@ def replay_file(
     settings: ReplaySettings | None = None,
     show_progress: bool = False,
     quiet_native: bool = False,
+    transcripts: bool = False,
 ) -> ReplayOutcome:
-    """Analyse one recording and write its report; raises MediaSourceError for unusable input."""
+    """Analyse one recording and write its report; raises MediaSourceError for unusable input.
+
+    ``transcripts``: keep what was said in ``report.transcript`` (words and questions are counted either way)."""
     settings = settings or ReplaySettings()
     location = str(path)  # a file path, or a URL PyAV opens (http, rtsp, ...)
     name = media_name(location)
@@ -176,7 +196,7 @@ def replay_file(
                   expected_duration_s=info.duration_s)
     return _run([track], settings=settings, session_id=session_id, source_name=name,
                 warnings=_track_warnings(name, info), out_dir=out_dir, show_progress=show_progress,
-                quiet_native=quiet_native, class_mode=False)
+                quiet_native=quiet_native, class_mode=False, transcripts=transcripts)
 
 
 def class_session_id(spec: ClassInput, session: str | None = None) -> str:
@@ -196,6 +216,7 @@ def replay_class(
     settings: ReplaySettings | None = None,
     show_progress: bool = False,
     quiet_native: bool = False,
+    transcripts: bool = False,
 ) -> ReplayOutcome:
     """Analyse a whole class (:func:`~services.replay.class_inputs.load_class_input`) into one report.
 
@@ -232,4 +253,5 @@ def replay_class(
         for (t, source, info), offset in zip(opened, offsets, strict=True)
     ]
     return _run(tracks, settings=settings, session_id=session_id, source_name=spec.source, warnings=warnings,
-                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True)
+                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True,
+                transcripts=transcripts)
