@@ -17,6 +17,8 @@ lands in the same shard, so one participant is processed by one worker at a time
    shard, publishes every ScoreEvent (stamped with this worker as ``producer``) to Kafka
    ``classpulse.scores`` (keyed by session) and to the live bus, and only then acks the media
    (at-least-once; event ids are stable, so consumers dedupe redeliveries);
+   audio chunks of the batch then go to the transcribe stage, if any
+   (:mod:`services.inference.transcribe.live`: speech events on ``classpulse.interactions``);
 4. the state task snapshots the participants of held shards every ``snapshot_interval_s``
    (fenced by the lease), and on a hand-over drains the shard, snapshots it and releases it;
    a lost lease drops the shard's participants' state here (the next owner has it).
@@ -37,9 +39,10 @@ from services.inference.engine import InferenceEngine
 from services.inference.handover import StateHandover
 from services.inference.ownership import Changes, ShardOwnership
 from services.inference.settings import InferenceSettings
+from services.inference.transcribe.live import LiveTranscriber
 from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
-from shared.contracts.media import MediaMessage, VideoFrame
+from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INFERENCE_GROUP, SCORES, EventTopic
 from shared.log import get_logger, spawn
@@ -81,8 +84,10 @@ class InferenceWorker:
         consumer: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         scores_topic: EventTopic[ScoreEvent] = SCORES,
+        speech: LiveTranscriber | None = None,
     ) -> None:
         self.engine = engine
+        self.speech = speech
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or default_consumer_name()
         self._media = transports.media
@@ -390,6 +395,8 @@ class InferenceWorker:
             self._held.difference_update(i.entry_id for i in items)  # claimable again once idle
             return
         items, events = self._fence(items, events)
+        if self.speech is not None:  # the transcribe stage gets the scored audio of the shards still held
+            self.speech.put([i.msg for i in items if isinstance(i.msg, AudioChunk)])
         await self._publish(events)
         await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in items])
         self._held.difference_update(i.entry_id for i in items)

@@ -26,10 +26,10 @@ from shared.torch_threads import torch_threads
 
 if TYPE_CHECKING:
     from services.inference.engine import InferenceEngine
-    from services.replay.transcripts import ReplayTranscriber
     from services.inference.perception_prefetch import PrefetchPerception
     from services.ingest.sources.base import MediaInfo
     from services.ingest.sources.file import FileSource
+    from services.replay.transcripts import ReplayTranscriber
 
 
 @contextlib.contextmanager

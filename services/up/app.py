@@ -1,5 +1,6 @@
 """One aiohttp app with everything: ingest (WHIP, join page), inference worker (with its
-interaction intake: chat and questions become text signals), aggregation (the aggregator's
+interaction intake: chat and questions become text signals, and its transcribe stage: speech
+becomes ``source: speech`` interaction events), aggregation (the aggregator's
 plain engine over the in-memory event bus) and the gateway (REST, live feeds, dashboard,
 ``/metrics``, ``POST .../interactions``) on memory transports.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -19,7 +20,9 @@ from services.gateway.app import add_gateway
 from services.gateway.settings import GatewaySettings
 from services.inference.engine import InferenceEngine
 from services.inference.interactions import InteractionIntake
+from services.inference.service import live_transcriber
 from services.inference.settings import InferenceSettings
+from services.inference.transcribe.settings import TranscribeSettings
 from services.inference.worker import InferenceWorker
 from services.ingest.app import add_ingest_routes
 from services.ingest.settings import IngestSettings
@@ -43,6 +46,7 @@ class UpSettings:
     ingest: IngestSettings
     inference: InferenceSettings
     aggregator: AggregatorSettings
+    transcribe: TranscribeSettings = field(default_factory=TranscribeSettings)
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -78,7 +82,14 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
     async def pipeline(_: web.Application) -> AsyncIterator[None]:
         await transports.start()
         await asyncio.to_thread(engine.load)
-        worker = InferenceWorker(engine=engine, transports=transports, settings=settings.inference, metrics=metrics)
+        speech = live_transcriber(
+            settings.transcribe, bus=transports.events, metrics=metrics, keep_text=settings.common.keep_text
+        )
+        if speech is not None:
+            await asyncio.to_thread(speech.load)
+        worker = InferenceWorker(
+            engine=engine, transports=transports, settings=settings.inference, metrics=metrics, speech=speech
+        )
         aggregation = PlainAggregator(
             settings=settings.aggregator,
             events=transports.events,
@@ -93,6 +104,7 @@ def create_up_app(*, settings: UpSettings, metrics: Metrics, engine: InferenceEn
             spawn(intake.run(), name="up-inference-text"),
             spawn(aggregation.run(), name="up-aggregation"),
             spawn(_sample_media_depth(transports, metrics), name="up-media-depth"),
+            *([spawn(speech.run(), name="up-transcribe")] if speech is not None else []),
         ]
         _log.info("classpulse up state %s -> %s", "starting", "running")
         yield

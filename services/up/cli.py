@@ -25,6 +25,7 @@ def _settings(common: CommonSettings) -> UpSettings:
     from services.aggregator.settings import AggregatorSettings
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
+    from services.inference.transcribe.settings import TranscribeSettings
     from services.ingest.settings import IngestSettings
     from services.up.app import UpSettings
     from shared.service import EXIT_BAD_SETTINGS, ServiceError
@@ -35,6 +36,7 @@ def _settings(common: CommonSettings) -> UpSettings:
         ingest=IngestSettings(),
         inference=InferenceSettings(),
         aggregator=AggregatorSettings(),
+        transcribe=TranscribeSettings(),
     )
     if common.transport != "memory":
         raise ServiceError(

@@ -89,8 +89,9 @@ class WhisperTranscriber:
             str(path), device=self.device, compute_type=compute, cpu_threads=self.settings.cpu_threads,
             local_files_only=True,
         )
+        seconds = round(time.perf_counter() - started, 3)
         log.info("whisper model %s -> %s", "loading", "ready",
-                 extra={"device": self.device, "compute_type": compute, "seconds": round(time.perf_counter() - started, 3)})
+                 extra={"device": self.device, "compute_type": compute, "seconds": seconds})
 
     @property
     def loaded(self) -> bool:
