@@ -19,30 +19,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
-from shared.contracts.media import AudioChunk
-from shared.contracts.timing import TimingTrail, wall_clock
-
-CHUNK_S = 0.5
-PAD_S = 0.5
-
-
-def chunks_of(wave: np.ndarray, *, participant: str, start_seq: int = 0, t0: float = 0.0) -> list[AudioChunk]:
-    """``wave`` (16 kHz) with PAD_S of silence either side, as ingest's 0.5 s chunks."""
-    pad = np.zeros(int(PAD_S * 16000), dtype=np.float32)
-    data = np.concatenate([pad, wave.astype(np.float32), pad])
-    n = int(CHUNK_S * 16000)
-    now = wall_clock()
-    out = []
-    for i in range(0, len(data), n):
-        at = t0 + i / 16000
-        out.append(AudioChunk.from_waveform(
-            data[i : i + n], sample_rate=16000, session="wer", participant=participant, seq=start_seq + i // n,
-            media_time=at, timing=TimingTrail(capture_ts=now + at),
-        ))
-    return out
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,7 +33,7 @@ def main() -> int:
 
     from services.inference.transcribe.settings import TranscribeSettings
     from services.inference.transcribe.stage import Spoken, TranscribeStage
-    from shared.testkit.prompts import decode, normalise, prompts, wer
+    from shared.testkit.prompts import as_chunks, decode, normalise, prompts, wer
 
     chosen = prompts()[:: max(1, args.every)]
     if args.limit:
@@ -81,12 +57,12 @@ def main() -> int:
             hyps.append(stage.model.transcribe(wave))
         elif args.mode == "live":
             events = []
-            for chunk in chunks_of(wave, participant=f"p{i}"):
+            for chunk in as_chunks(wave, session="wer", participant=f"p{i}"):
                 events += stage.feed(chunk)
             events += stage.flush()
             hyps.append(" ".join(e.text or "" for e in events))
         else:
-            for chunk in chunks_of(wave, participant=f"p{i}"):
+            for chunk in as_chunks(wave, session="wer", participant=f"p{i}"):
                 spoken += stage.segment(chunk)
             spoken += stage.close_open()
             hyps.append("")

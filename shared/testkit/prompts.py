@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from shared.contracts.media import AudioChunk
+from shared.contracts.timing import TimingTrail, wall_clock
+
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 PACKAGES = "asterisk-core-sounds-en asterisk-core-sounds-en-g722"
@@ -131,3 +134,21 @@ def wer(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[float, in
         errors += edit_distance(r, h)
         words += len(r)
     return (errors / words if words else 0.0), errors, words
+
+
+def as_chunks(
+    wave: NDArray[np.float32], *, session: str, participant: str, chunk_s: float = 0.5, pad_s: float = 0.5,
+    t0: float = 0.0,
+) -> list[AudioChunk]:
+    """``wave`` (16 kHz) with ``pad_s`` of silence either side, as ingest's audio chunks from media time ``t0``."""
+    pad = np.zeros(int(pad_s * 16000), dtype=np.float32)
+    data = np.concatenate([pad, wave.astype(np.float32), pad])
+    n = int(chunk_s * 16000)
+    now = wall_clock()
+    return [
+        AudioChunk.from_waveform(
+            data[i : i + n], sample_rate=16000, session=session, participant=participant, seq=i // n,
+            media_time=t0 + i / 16000, timing=TimingTrail(capture_ts=now + t0 + i / 16000),
+        )
+        for i in range(0, len(data), n)
+    ]
