@@ -8,6 +8,7 @@ With ``--transcripts``: ``transcript`` lists ``{participant, start, end, text}``
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,17 @@ def test_replay_with_and_without_transcripts(tmp_path: Path) -> None:
 
     assert "transcript" not in without
     assert "today" not in (tmp_path / "without" / "report.json").read_text().lower()
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "services.cli", "replay", str(clip), "--out", str(tmp_path / "bad"), "--no-progress"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**os.environ, "CLASSPULSE_TRANSCRIBE_MODEL_DIR": str(tmp_path / "no-model")},
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"error: no CTranslate2 Whisper model in {tmp_path / 'no-model'} (missing model.bin, config.json); "
+        "set CLASSPULSE_TRANSCRIBE_MODEL_DIR to a model folder, or leave it empty for the shipped tiny.en"
+    ]
 
 
 def test_transcripts_need_transcription_enabled(tmp_path: Path) -> None:
