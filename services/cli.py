@@ -33,6 +33,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "shared.text.settings",
     "services.gateway.settings",
     "services.inference.settings",
+    "services.inference.transcribe.settings",
     "services.ingest.settings",
     "services.replay.settings",
     "services.aggregator.settings",

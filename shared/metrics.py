@@ -274,6 +274,25 @@ class Metrics:
             ["group"],
             registry=registry,
         )
+        # Transcribe stage (speech -> text events).
+        self.transcribe_seconds = Histogram(
+            "classpulse_transcribe_seconds",
+            "Whisper time per speech segment, by device.",
+            ["device"],
+            buckets=(*LATENCY_BUCKETS, 10.0),
+            registry=registry,
+        )
+        self.transcribe_segments_total = Counter(
+            "classpulse_transcribe_segments_total",
+            "Speech segments of the transcribe stage, by outcome: text (an event was emitted), empty (no words).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.transcribe_speech_seconds_total = Counter(
+            "classpulse_transcribe_speech_seconds_total",
+            "Seconds of segment audio given to Whisper.",
+            registry=registry,
+        )
 
     def observe_trail(self, trail: TimingTrail, *, stage: str) -> None:
         """Record one stage's time and capture->emit latency from a stamped trail."""

@@ -20,7 +20,8 @@ lands in the same shard, so one participant is processed by one worker at a time
    it marks the batch's entries "publishing" in the media bus: a worker that takes the shard
    over drops marked entries (counted) instead of scoring them again from another state, so a
    produced score is never published twice with different values; acks and marks are retried
-   while the lease is held;
+   while the lease is held; audio chunks of the batch then go to the transcribe stage, if any
+   (:mod:`services.inference.transcribe.live`: speech events on ``classpulse.interactions``);
 4. the state task snapshots the participants of held shards every ``snapshot_interval_s``
    (fenced by the lease), and on a hand-over drains the shard, snapshots it and releases it;
    a lost lease drops the shard's participants' state here (the next owner has it).
@@ -47,9 +48,10 @@ from services.inference.engine import InferenceEngine
 from services.inference.handover import StateHandover
 from services.inference.ownership import Changes, ShardOwnership
 from services.inference.settings import InferenceSettings
+from services.inference.transcribe.live import LiveTranscriber
 from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
-from shared.contracts.media import MediaMessage, VideoFrame
+from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INFERENCE_GROUP, SCORES, EventTopic
 from shared.log import get_logger
@@ -93,9 +95,11 @@ class InferenceWorker:
         clock: Callable[[], float] = time.monotonic,
         scores_topic: EventTopic[ScoreEvent] = SCORES,
         supervisor: Supervisor | None = None,
+        speech: LiveTranscriber | None = None,
     ) -> None:
         self.engine = engine
         self.supervisor = supervisor or Supervisor(health=HealthRegistry(service="inference"))
+        self.speech = speech
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or default_consumer_name()
         self._media = transports.media
@@ -453,6 +457,8 @@ class InferenceWorker:
             self._held.difference_update(i.entry_id for i in items)  # claimable again once idle
             return
         items, events = self._fence(items, events)
+        if self.speech is not None:  # the transcribe stage gets the scored audio of the shards still held
+            self.speech.put([i.msg for i in items if isinstance(i.msg, AudioChunk)])
         if events:  # mark, so that a next owner never scores these again; re-check the leases after
             if not await self._while_held(items, lambda: self._media.mark_publishing([i.entry_id for i in items])):
                 self._metrics.errors_total.labels(STAGE, "mark_lapsed").inc()

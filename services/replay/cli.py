@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
     p.add_argument("--chat", type=Path, default=None, metavar="FILE",
                    help="interaction events (chat, questions, polls ...) to merge into the report: JSON Lines, "
                    "one InteractionEvent per line with ts in seconds from the recording start")
+    p.add_argument("--transcripts", action="store_true",
+                   help="keep what each participant said in report.json's transcript (personal data; words_spoken "
+                   "and questions are counted without it too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=_replay)
 
@@ -112,6 +115,13 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         _setup()
+        if args.transcripts:
+            from services.inference.transcribe.settings import TranscribeSettings
+
+            if args.from_kafka:
+                return _fail("--transcripts transcribes recordings; a past live session's events carry no audio")
+            if not TranscribeSettings().enabled:
+                return _fail("--transcripts needs transcription; unset CLASSPULSE_TRANSCRIBE_ENABLED=false")
         if args.from_kafka:
             if args.chat is not None:
                 return _fail("--chat merges a chat file into a recording's replay; it does not go with --from-kafka")
@@ -143,6 +153,7 @@ def _replay_file(args: argparse.Namespace) -> int:
         args.input, out_dir=out, session=args.session, participant=args.participant or "p1",
         role=args.role or "student", show_progress=not args.no_progress, quiet_native=_mute_native(),
         chat=args.chat,
+        transcripts=args.transcripts,
     ))
     if isinstance(outcome, int):
         return outcome
@@ -150,13 +161,14 @@ def _replay_file(args: argparse.Namespace) -> int:
     _print_outcome(
         outcome.paths, outcome.report,
         f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), "
-        f"{s.frames} frames, {s.audio_chunks} audio chunks",
+        f"{s.frames} frames, {s.audio_chunks} audio chunks, {s.speech_events} speech segments transcribed",
     )
     return 0
 
 
 def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | int:
     """Run a replay; a failure becomes one readable line and its exit status (details at DEBUG)."""
+    from services.inference.transcribe.model import ModelError
     from services.ingest.sources.errors import MediaSourceError
     from services.replay.chat import ChatFileError
     from shared.text.embeddings import EncoderUnavailable
@@ -165,7 +177,7 @@ def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | i
         return run()
     except MediaSourceError as exc:
         return _fail(exc.message)
-    except (ChatFileError, EncoderUnavailable) as exc:
+    except (ChatFileError, EncoderUnavailable, ModelError) as exc:
         return _fail(str(exc))
     except PermissionError as exc:
         return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
@@ -193,6 +205,7 @@ def _replay_class(args: argparse.Namespace) -> int:
     outcome = _guarded(args, out, lambda: replay_class(
         spec, out_dir=out, session=args.session, show_progress=not args.no_progress, quiet_native=_mute_native(),
         chat=args.chat,
+        transcripts=args.transcripts,
     ))
     if isinstance(outcome, int):
         return outcome

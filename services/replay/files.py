@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from services.ingest.sources.base import MediaInfo
     from services.ingest.sources.file import FileSource
     from services.replay.chat import RecordedInteractions
+    from services.replay.transcripts import ReplayTranscriber
 
 
 @contextlib.contextmanager
@@ -108,6 +109,7 @@ def _run(
     quiet_native: bool,
     class_mode: bool,
     chat: Path | None = None,
+    transcripts: bool = False,
 ) -> ReplayOutcome:
     from shared.analytics.config import AggregationConfig
     from shared.analytics.session import SessionAggregator
@@ -131,6 +133,7 @@ def _run(
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
             prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
             interactions=interactions,
+            speech=_speech(job_tracks, transcripts=transcripts), transcripts=transcripts,
         )
         try:
             with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
@@ -148,6 +151,18 @@ def _chat(path: Path, *, session: str) -> RecordedInteractions:
 
     return load_chat(path, session=session, stage=build_text_stage(TextSettings()),
                      keep_text=CommonSettings().keep_text)
+def _speech(tracks: list[Track], *, transcripts: bool) -> ReplayTranscriber | None:
+    """The transcribe stage for this replay (text kept only with ``--transcripts``); None when disabled."""
+    from services.inference.transcribe.settings import TranscribeSettings
+    from services.inference.transcribe.stage import TranscribeStage
+    from services.replay.transcripts import ReplayTranscriber
+
+    settings = TranscribeSettings()
+    if not settings.enabled:  # the CLI refuses --transcripts then
+        return None
+    stage = TranscribeStage(settings=settings, keep_text=transcripts)
+    stage.model.load()  # a missing model folder: ModelError (one readable line) before any decoding starts
+    return ReplayTranscriber(stage=stage, offsets={t.participant: t.offset_s for t in tracks})
 
 
 def _source(location: str, *, session: str, participant: str, role: Role, settings: ReplaySettings) -> FileSource:
@@ -179,9 +194,12 @@ def replay_file(
     show_progress: bool = False,
     quiet_native: bool = False,
     chat: Path | None = None,
+    transcripts: bool = False,
 ) -> ReplayOutcome:
     """Analyse one recording and write its report; raises MediaSourceError for unusable input,
-    ChatFileError for a bad ``chat`` file (``--chat``)."""
+    ChatFileError for a bad ``chat`` file (``--chat``).
+
+    ``transcripts``: keep what was said in ``report.transcript`` (words and questions are counted either way)."""
     settings = settings or ReplaySettings()
     location = str(path)  # a file path, or a URL PyAV opens (http, rtsp, ...)
     name = media_name(location)
@@ -192,7 +210,7 @@ def replay_file(
                   expected_duration_s=info.duration_s)
     return _run([track], settings=settings, session_id=session_id, source_name=name,
                 warnings=_track_warnings(name, info), out_dir=out_dir, show_progress=show_progress,
-                quiet_native=quiet_native, class_mode=False, chat=chat)
+                quiet_native=quiet_native, class_mode=False, chat=chat, transcripts=transcripts)
 
 
 def class_session_id(spec: ClassInput, session: str | None = None) -> str:
@@ -213,6 +231,7 @@ def replay_class(
     show_progress: bool = False,
     quiet_native: bool = False,
     chat: Path | None = None,
+    transcripts: bool = False,
 ) -> ReplayOutcome:
     """Analyse a whole class (:func:`~services.replay.class_inputs.load_class_input`) into one report.
 
@@ -250,4 +269,4 @@ def replay_class(
     ]
     return _run(tracks, settings=settings, session_id=session_id, source_name=spec.source, warnings=warnings,
                 out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True,
-                chat=chat)
+                chat=chat, transcripts=transcripts)

@@ -1,5 +1,6 @@
 """One aiohttp app with everything: ingest (WHIP, join page), inference worker (with its
-interaction intake: chat and questions become text signals), aggregation (the aggregator's
+interaction intake: chat and questions become text signals, and its transcribe stage: speech
+becomes ``source: speech`` interaction events), aggregation (the aggregator's
 plain engine over the in-memory event bus) and the gateway (REST, live feeds, dashboard,
 ``/metrics``, ``POST .../interactions``) on memory transports.
 """
@@ -20,7 +21,9 @@ from services.gateway.app import add_gateway
 from services.gateway.settings import GatewaySettings
 from services.inference.engine import InferenceEngine
 from services.inference.interactions import InteractionIntake
+from services.inference.service import live_transcriber
 from services.inference.settings import InferenceSettings
+from services.inference.transcribe.settings import TranscribeSettings
 from services.inference.worker import InferenceWorker
 from services.ingest.app import add_forwarded_ingest_routes, add_ingest_routes
 from services.ingest.settings import IngestSettings
@@ -54,6 +57,7 @@ class UpSettings:
     """Ingest processes; embedding the app (tests, tools) keeps WebRTC in process unless asked."""
     text: TextSettings = field(default_factory=lambda: TextSettings(relevance="off"))
     """The text stage (``classpulse up`` loads the configured one; tests may leave it rules-only)."""
+    transcribe: TranscribeSettings = field(default_factory=TranscribeSettings)
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -102,10 +106,16 @@ def create_up_app(
         if pool is not None:
             await pool.start(transports)
         await asyncio.to_thread(engine.load)
+        speech = live_transcriber(
+            settings.transcribe, bus=transports.events, metrics=metrics, keep_text=settings.common.keep_text
+        )
+        if speech is not None:
+            await asyncio.to_thread(speech.load)
         if pool is not None:
             await pool.wait_ready()
         worker = InferenceWorker(
-            engine=engine, transports=transports, settings=settings.inference, metrics=metrics, supervisor=sup
+            engine=engine, transports=transports, settings=settings.inference, metrics=metrics, supervisor=sup,
+            speech=speech,
         )
         aggregation = PlainAggregator(
             settings=settings.aggregator,
@@ -121,6 +131,7 @@ def create_up_app(
             sup.spawn("up-inference-text", intake.run),
             sup.spawn("up-aggregation", aggregation.run),
             sup.spawn("up-media-depth", lambda: _sample_media_depth(transports, metrics)),
+            *([sup.spawn("up-transcribe", speech.run)] if speech is not None else []),
         ]
         _log.info("classpulse up state %s -> %s", "starting", "running")
         yield

@@ -30,6 +30,7 @@ def _settings(common: CommonSettings) -> UpSettings:
     from services.aggregator.settings import AggregatorSettings
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
+    from services.inference.transcribe.settings import TranscribeSettings
     from services.ingest.settings import IngestSettings
     from services.up.app import UpSettings
     from services.up.settings import UpProcessSettings
@@ -44,6 +45,7 @@ def _settings(common: CommonSettings) -> UpSettings:
         aggregator=AggregatorSettings(),
         up=UpProcessSettings(),
         text=TextSettings(),
+        transcribe=TranscribeSettings(),
     )
     if common.transport != "memory":
         raise ServiceError(

@@ -8,13 +8,15 @@ producer                       how
 =============================  ==========================================================
 services.gateway               ``POST /api/sessions/{s}/interactions`` (platforms, students)
 classroom platforms            produce to the topic directly (docs/live-api.md)
-transcription (later)          ``source: speech`` with the segment's ``start``/``end``
+the transcribe stage           ``source: speech``, kind ``chat``, the segment's ``start``/``end``
 =============================  ==========================================================
 
 Consumers: services.inference (text signals of the fusion model), services.gateway (history,
 live rows, dashboard), the aggregation core (``shared.analytics``: per-participant counts).
 
-Privacy: ``text`` is personal data. The text stage (the gateway route) derives
+The transcribe stage runs in services.inference (live) and ``classpulse replay``.
+
+Privacy: ``text`` is personal data. The text stage (the gateway route, the transcribe stage) derives
 ``is_question`` and ``words`` and forwards ``text`` only with ``CLASSPULSE_KEEP_TEXT=true``;
 consumers read the derived fields and never need the text. No consumer logs it.
 """

@@ -130,6 +130,17 @@ class ReportParticipant(BaseModel):
     )
 
 
+class TranscriptLine(BaseModel):
+    """One transcribed speaking segment (``replay --transcripts``); personal data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    participant: str
+    start: float = Field(ge=0.0, description="Segment start, seconds of media (a class: of the session clock).")
+    end: float = Field(ge=0.0, description="Segment end, seconds of media (a class: of the session clock).")
+    text: str
+
+
 class Report(BaseModel):
     """``report.json`` written by ``classpulse replay``."""
 
@@ -142,3 +153,9 @@ class Report(BaseModel):
     summary: SessionSummary
     questions: list[QuestionItem] = Field(default_factory=list, description="Questions asked, oldest first.")
     warnings: list[str] = Field(default_factory=list, description="E.g. media truncated, no audio track.")
+    transcript: list[TranscriptLine] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="What each participant said, by speaking segment, in time order: only with "
+        "`replay --transcripts` (absent otherwise; words_spoken and questions are counted either way).",
+    )
