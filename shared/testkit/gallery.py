@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from shared.contracts.report import TimelineRow
 from shared.testkit import photos
 from shared.testkit.clips import SAMPLE_CODECS, encode
 from shared.testkit.frames import SampleFrames, paste, room, scale, turn
@@ -242,3 +243,21 @@ def write_gallery(
         bboxes=dict(zip(ids, boxes, strict=True)),
         speech={pid: speech.get(pid, []) for pid in ids},
     )
+
+
+def attribution_share(truth: GalleryTruth, rows: Sequence[TimelineRow]) -> float:
+    """Of the seconds in which one participant truly speaks (none within 1 s of a speech edge), the share
+    in which the report has exactly that participant speaking (1.0 when nobody speaks)."""
+    by = {(r.participant, r.t): r.speaking for r in rows}
+    judged = hits = 0
+    for t in range(int(np.ceil(truth.duration_s))):
+        rows_t = {pid: truth.rows[pid][t] for pid in truth.rows}
+        if any(r.near_boundary.get("speaking", False) for r in rows_t.values()):
+            continue
+        talkers = [pid for pid, r in rows_t.items() if r.speaking]
+        if len(talkers) != 1:
+            continue
+        judged += 1
+        said = [pid for pid in truth.rows if by.get((pid, float(t)), False)]
+        hits += said == talkers
+    return hits / judged if judged else 1.0
