@@ -8,12 +8,14 @@ for each of the room's audio chunks (0.5 s by default) that carries voice, whose
 * **Mouth motion** of a tile at a frame: how much its lip gap (over mouth width, face mesh
   points 13/14 and 61/291: ``features.mouth_opening``) changed since its previous frame, when
   both frames had a meshed face.
-* **Score** of a tile for a voiced chunk, over the ``window_s`` (default 1.5 s) centred on the
-  chunk: its mean mouth motion at the frames where the room has voice, minus its mean motion at
-  the window's frames without voice (0 when the whole window is voiced). This is the covariance
-  of mouth motion with voice activity in the window, up to scale: a mouth that moves only with
-  the voice scores high, a still mouth 0, one that moves regardless gains nothing. A tile needs
-  at least ``min_frames`` measured voiced frames in the window to take part.
+* **Score** of a tile for a voiced chunk: its mean mouth motion at the frames of the
+  ``window_s`` (default 1.5 s) centred on the chunk where the room has voice, minus its mean
+  motion at the frames without voice from ``baseline_s`` (default 5 s) before that window to its
+  end (0 when there are none). This is the covariance of mouth motion with voice activity, up to
+  scale: a mouth that moves only with the voice scores high, a still mouth 0, one that moves
+  regardless (chewing, a restless face) gains nothing — also in the middle of a long utterance,
+  as its silent baseline comes from before it. A tile needs at least ``min_frames`` measured
+  voiced frames in the window to take part.
 * **Rule.** The chunk goes to the best-scoring tile when its score is at least ``min_motion``
   and at least ``margin`` times the runner-up's; then that tile's frames in the chunk read
   ``speaking``. Otherwise the chunk is **unattributed** and nobody speaks in it: *tied* when two
@@ -48,6 +50,7 @@ MAX_FRAME_GAP_S = 0.5
 @dataclass(frozen=True, kw_only=True)
 class AttributionRule:
     window_s: float = 1.5
+    baseline_s: float = 5.0
     min_motion: float = 0.02
     margin: float = 1.5
     min_frames: int = 3
@@ -161,7 +164,8 @@ class SpeakerAttribution:
         out: list[ScoreEvent] = []
         while self._held and self._held[0].media_time < done_until - 1e-9:
             out.append(self._finish(self._held.popleft()))
-        keep_from = (self._held[0].media_time if self._held else self._newest_frame) - self.rule.window_s
+        keep_from = (self._held[0].media_time if self._held else self._newest_frame) - (
+            self.rule.window_s + self.rule.baseline_s)
         while self._chunks and self._chunks[0].decided and self._chunks[0].end < keep_from:
             self._chunks.popleft()
         for m in self._mouths.values():
@@ -183,12 +187,12 @@ class SpeakerAttribution:
             on: list[float] = []
             off: list[float] = []
             for t, m in zip(mouth.times, mouth.motion, strict=True):
-                if m is None or not lo <= t < hi:
+                if m is None or not lo - self.rule.baseline_s <= t < hi:
                     continue
                 voiced = self._voiced_at(t)
-                if voiced:
+                if voiced and t >= lo:
                     on.append(m)
-                elif voiced is not None:
+                elif voiced is False:
                     off.append(m)
             if len(on) >= self.rule.min_frames:
                 out[pid] = statistics.fmean(on) - (statistics.fmean(off) if off else 0.0)
