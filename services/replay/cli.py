@@ -44,6 +44,9 @@ def register(sub: Any) -> None:
                    help="their role in a single recording (default student)")
     p.add_argument("--teacher", default=None, metavar="ID",
                    help="folder mode: the recording (file name without suffix) of the teacher; the rest are students")
+    p.add_argument("--layout", choices=["single", "gallery"], default="single",
+                   help="gallery: the recording is a gallery view (a grid of tiles, mixed audio); one participant per "
+                   "tile (ids p1..pN row by row), speech attributed to the face whose mouth moves with the voice")
     p.add_argument("--from-kafka", action="store_true", help="rebuild from the session's stored score events")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default CLASSPULSE_KAFKA_BOOTSTRAP)")
     p.add_argument("--topic", default=None, help="score topic (default classpulse.scores)")
@@ -126,6 +129,8 @@ def _replay(args: argparse.Namespace) -> int:
             if args.chat is not None:
                 return _fail("--chat merges a chat file into a recording's replay; it does not go with --from-kafka")
             return _replay_kafka(args)
+        if args.layout == "gallery":
+            return _replay_gallery(args)
         if args.input is not None:
             from services.replay.class_inputs import is_class_input
 
@@ -214,6 +219,43 @@ def _replay_class(args: argparse.Namespace) -> int:
         outcome.paths, outcome.report,
         f"{s.tracks} recordings ({s.recordings_s:.1f} s of media), {s.media_s:.1f} s of class analysed in "
         f"{s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), {s.frames} frames, {s.audio_chunks} audio chunks",
+    )
+    return 0
+
+
+def _replay_gallery(args: argparse.Namespace) -> int:
+    from services.replay.class_inputs import is_class_input
+    from services.replay.files import media_name, replay_gallery
+
+    if args.input is None or args.from_kafka:
+        return _fail("--layout gallery analyses one gallery-view recording: classpulse replay FILE --layout gallery")
+    if is_class_input(args.input):
+        return _fail(f"{args.input} is a folder or manifest; --layout gallery takes one gallery-view recording "
+                     "(leave --layout out for a folder of per-participant recordings)")
+    if args.participant is not None or args.role is not None:
+        return _fail("--participant/--role describe the one person of a single recording; in a gallery the ids are "
+                     "the tiles p1..pN (--teacher pK names the teacher's tile)")
+    out = args.out or Path(f"{Path(media_name(args.input)).stem or 'replay'}-report")
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out} is a file; give a folder for the report")
+    outcome = _guarded(args, out, lambda: replay_gallery(
+        args.input, out_dir=out, session=args.session, teacher=args.teacher, show_progress=not args.no_progress,
+        quiet_native=_mute_native(),
+    ))
+    if isinstance(outcome, int):
+        return outcome
+    s = outcome.stats
+    g = outcome.report.gallery
+    attributed = ""
+    if g is not None and g.attribution is not None:
+        a = g.attribution
+        attributed = (f"; speech: {a.voiced_s:.1f} s voiced, {a.attributed_s:.1f} s attributed, "
+                      f"{a.tied_s + a.no_mouth_s:.1f} s unattributed")
+    _print_outcome(
+        outcome.paths, outcome.report,
+        f"{len(outcome.report.participants)} tiles{attributed}\n"
+        f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), "
+        f"{s.frames} frames, {s.audio_chunks} audio chunks",
     )
     return 0
 

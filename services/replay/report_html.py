@@ -22,6 +22,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from services.replay.report_gallery_html import attribution_rows, tile_cells, tiles_plot
 from shared.contracts.report import QuestionItem, Report, TimelineRow
 from shared.signals import FLAG_NAMES
 
@@ -245,14 +246,18 @@ def _summary_tables(report: Report) -> str:
     s = report.summary
     sources = {p.id: p.source for p in report.participants if p.source is not None}
     klass = bool(sources)
+    gallery = report.gallery is not None
     head = (
         "<tr><th>participant</th><th>role</th><th>present</th><th>attentive</th><th>talk time</th>"
         "<th>turns</th><th>hand raises</th><th>engagement</th>"
         "<th>questions</th><th>chat</th><th>words spoken</th><th>on topic</th>"
-        + ("<th>joined</th><th>recording</th>" if klass else "") + "</tr>"
+        + ("<th>joined</th><th>recording</th>" if klass else "")
+        + ("<th>tile</th><th>speech attributed</th>" if gallery else "") + "</tr>"
     )
 
     def extra(pid: str, joined: float | None) -> str:
+        if gallery:
+            return tile_cells(report, pid)
         if not klass:
             return ""
         at = "—" if joined is None else f"{joined:.1f} s"
@@ -289,6 +294,7 @@ def _summary_tables(report: Report) -> str:
         f"<tr><td>teacher questions answered</td><td>{s.teacher_questions_answered}</td></tr>"
         f"<tr><td>teacher question → first student response (median)</td><td>{latency}</td></tr>"
         f"<tr><td>participation equity, voice + chat (Gini)</td><td>{s.participation_equity_gini:.2f}</td></tr>"
+        + attribution_rows(report)
     )
     return (
         f'<h2>Participants</h2><table id="participants">{head}{body}</table>'
@@ -324,7 +330,10 @@ def render_html(report: Report) -> str:
     """The whole page as one self-contained HTML string."""
     people = len(_by_participant(report.timeline))
     with rc_context({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "classpulse"}):
-        plots = {"engagement": ("Engagement over time", engagement_plot(report))}
+        plots = {}
+        if report.gallery is not None:
+            plots["tiles"] = ("Gallery tiles: who is where in the frame", tiles_plot(report, _svg))
+        plots["engagement"] = ("Engagement over time", engagement_plot(report))
         if people > 1:
             plots["heatmap"] = ("Class heatmap: who was there, attentive and speaking, second by second",
                                 heatmap_plot(report))

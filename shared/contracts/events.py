@@ -45,6 +45,9 @@ class FeatureSnapshot(BaseModel):
     )
     gaze_offset: float | None = Field(default=None, description="Iris offset from eye centre, 0 centred .. 1 edge.")
     mouth_activity: float | None = Field(default=None, description="Mouth opening variability in the window.")
+    mouth_opening: float | None = Field(
+        default=None, ge=0.0, description="Lip gap over mouth width in this frame (0 closed, ~0.5 wide open)."
+    )
     wrist_above_shoulder: bool | None = None
     motion: float | None = Field(default=None, description="Mean absolute frame difference, 0..1.")
     voice_prob: float | None = Field(default=None, description="Voice activity probability of the audio chunk.")

@@ -115,8 +115,22 @@ class ReportSession(BaseModel):
     duration_s: float = Field(ge=0.0)
 
 
+class SpeakingAttribution(BaseModel):
+    """How a gallery participant's speaking seconds were attributed from the mixed audio."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(description="The rule (docs/replay.md#a-gallery-recording): `mouth-voice-covariance`.")
+    seconds_attributed: float = Field(ge=0.0, description="Voiced seconds given to this participant.")
+    seconds_unattributed: float = Field(
+        ge=0.0, description="Voiced seconds given to nobody although this participant's mouth moved with them "
+        "(tied with another moving mouth).",
+    )
+
+
 class ReportParticipant(BaseModel):
-    """One participant of the report; ``source`` only in a class replay (folder or manifest)."""
+    """One participant of the report; ``source`` only in a class replay (folder or manifest), ``bbox`` and
+    ``speaking_attribution`` only in a gallery replay."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -128,6 +142,38 @@ class ReportParticipant(BaseModel):
         description="The recording this participant came from, as given (the file name in a folder, the manifest's "
         "`file`); absent for a single recording and for live sessions.",
     )
+    bbox: list[int] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        min_length=4,
+        max_length=4,
+        description="Gallery replay: this participant's tile `[x, y, w, h]` in pixels of the recording's frame.",
+    )
+    speaking_attribution: SpeakingAttribution | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class GalleryAttribution(BaseModel):
+    """Gallery replay: the mixed audio's voiced seconds and how they were attributed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    window_s: float = Field(gt=0.0, description="Window of the mouth-voice comparison, centred on each chunk.")
+    voiced_s: float = Field(ge=0.0, description="Seconds of the mixed audio with voice.")
+    attributed_s: float = Field(ge=0.0, description="Of those, given to one participant.")
+    tied_s: float = Field(ge=0.0, description="Unattributed: two or more mouths moved with the voice.")
+    no_mouth_s: float = Field(ge=0.0, description="Unattributed: no visible mouth moved with the voice.")
+
+
+class GalleryInfo(BaseModel):
+    """Gallery replay: the frame, the tiles found and the speaker attribution."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frame: list[int] = Field(min_length=2, max_length=2, description="Recording frame `[width, height]` in pixels.")
+    tiles: int = Field(ge=0)
+    samples: int = Field(ge=0, description="Frames sampled to find the tiles.")
+    attribution: GalleryAttribution | None = None
 
 
 class TranscriptLine(BaseModel):
@@ -159,3 +205,5 @@ class Report(BaseModel):
         description="What each participant said, by speaking segment, in time order: only with "
         "`replay --transcripts` (absent otherwise; words_spoken and questions are counted either way).",
     )
+    gallery: GalleryInfo | None = Field(default=None, exclude_if=lambda v: v is None,
+                                        description="Gallery replay only: layout and speaker attribution.")
