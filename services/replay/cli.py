@@ -235,6 +235,9 @@ def _replay_gallery(args: argparse.Namespace) -> int:
     if args.participant is not None or args.role is not None:
         return _fail("--participant/--role describe the one person of a single recording; in a gallery the ids are "
                      "the tiles p1..pN (--teacher pK names the teacher's tile)")
+    if args.transcripts or args.chat is not None:
+        return _fail("--transcripts and --chat are not supported with --layout gallery yet (the mixed audio is not "
+                     "transcribed per tile); replay per-participant recordings for them")
     out = args.out or Path(f"{Path(media_name(args.input)).stem or 'replay'}-report")
     if out.exists() and not out.is_dir():
         return _fail(f"--out {out} is a file; give a folder for the report")

@@ -119,8 +119,12 @@ def _run(
     transcripts: bool = False,
     wrap: Callable[[InferenceEngine], Scorer] | None = None,
     amend: Callable[[Report], Report] | None = None,
+    transcribe: bool = True,
 ) -> ReplayOutcome:
-    """Replay ``job_tracks`` with one engine (``wrap``: a stage around it); write the report (``amend``: last edits)."""
+    """Replay ``job_tracks`` with one engine (``wrap``: a stage around it); write the report (``amend``: last edits).
+
+    ``transcribe``: run the transcribe stage (off for a gallery's mixed audio, which has no one speaker per track).
+    """
     from shared.analytics.config import AggregationConfig
     from shared.analytics.session import SessionAggregator
     from shared.contracts.timing import wall_clock
@@ -144,7 +148,7 @@ def _run(
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
             prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
             interactions=interactions,
-            speech=_speech(job_tracks, transcripts=transcripts), transcripts=transcripts,
+            speech=_speech(job_tracks, transcripts=transcripts) if transcribe else None, transcripts=transcripts,
         )
         try:
             with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
@@ -164,6 +168,8 @@ def _chat(path: Path, *, session: str) -> RecordedInteractions:
 
     return load_chat(path, session=session, stage=build_text_stage(TextSettings()),
                      keep_text=CommonSettings().keep_text)
+
+
 def _speech(tracks: list[Track], *, transcripts: bool) -> ReplayTranscriber | None:
     """The transcribe stage for this replay (text kept only with ``--transcripts``); None when disabled."""
     from services.inference.transcribe.settings import TranscribeSettings
@@ -348,4 +354,5 @@ def replay_gallery(
     warnings = _track_warnings(name, info)
     return _run(tracks, settings=settings, session_id=session_id, source_name=name, warnings=warnings,
                 out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=False,
-                wrap=lambda engine: GalleryScorer(engine=engine, attribution=attribution), amend=amend)
+                wrap=lambda engine: GalleryScorer(engine=engine, attribution=attribution), amend=amend,
+                transcribe=False)
