@@ -146,7 +146,7 @@ async def test_gateway_posts_to_kafka_and_live_rows_count_what_its_history_read(
                         assert msg["event"]["text"] is None
                         if counts["chat_messages"] == 2:
                             break
-                assert counts == {"questions": 1, "chat_messages": 2, "words_spoken": 0}
+                assert counts == {"questions": 1, "chat_messages": 2, "words_spoken": 0, "on_topic_ratio": None}
             live_url = f"{base}/api/sessions/{session}/live"
             async with http.get(live_url, headers={"Authorization": f"Bearer {viewer}"}) as r:
                 rows = (await r.json())["participants"]

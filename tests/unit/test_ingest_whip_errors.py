@@ -89,7 +89,8 @@ async def client() -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
         yield c
 
 
-def _auth(session: str = "s1", participant: str = "p1", role: str = "student", ttl: float = 600) -> dict[str, str]:
+# tokens are signed at collection time, which can be many minutes before the test runs: a long ttl
+def _auth(session: str = "s1", participant: str = "p1", role: str = "student", ttl: float = 6 * 3600) -> dict[str, str]:
     token = issue_token(secret=SECRET, session=session, participant=participant, role=role, ttl_s=ttl)  # type: ignore[arg-type]
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
 
