@@ -174,7 +174,9 @@ class SessionHistory:
             return
         part.last_seen = max(part.last_seen, ts)
         part.media_time = max(part.media_time, event.media_time)
-        part.status = "active"
+        left = record.lifecycle.get(event.participant)
+        if left is None or left.kind != "left" or left.ts < ts:  # scores and `left` come on two topics:
+            part.status = "active"  # a score captured before the participant left does not bring them back
         record.scores += 1
         record.timeline.add(event)
         record.aggregator.add_score(event)
@@ -218,7 +220,7 @@ class SessionHistory:
         current = record.lifecycle.get(event.participant)
         if current is None or current.ts <= event.ts:
             record.lifecycle[event.participant] = event
-        part.status = {"joined": "active", "left": "left"}.get(event.kind, part.status)
+            part.status = {"joined": "active", "left": "left"}.get(event.kind, part.status)
 
     def _forget_gauges(self, session: str) -> None:
         m = self._metrics

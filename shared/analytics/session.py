@@ -360,7 +360,10 @@ class SessionAggregator:
             if p.left:
                 continue
             since = p.absent_since
-            if since is None and p.last_end is not None and t - p.last_end > cfg.max_gap_s:
+            # sending nothing counts as away only while others are observed: a gap of the whole class is the
+            # pipeline's (a broker pause, a worker restart), not every student leaving the frame at once
+            if (since is None and p.last_end is not None and t - p.last_end > cfg.max_gap_s
+                    and self._last_t is not None and self._last_t - p.last_end > cfg.max_gap_s):
                 since = p.last_end
             if since is not None and t - since >= cfg.away_after_s - _EPS and not self.alerts.is_open("away", pid):
                 p.absent_since = since
@@ -426,12 +429,18 @@ class SessionAggregator:
         return out
 
     def _skip_empty(self, kind: str, size: int, first: int) -> int:
-        """The first window start at or after ``first`` that holds data (windows without any score
-        are not emitted, so a long pause, or one wild clock, never loops over empty windows)."""
+        """The next window start to emit at or after ``first``: ``first`` itself when it holds data or the
+        next data is at most ``empty_windows_max_s`` away (empty windows say "nobody observed"), else the
+        next window that holds data (a long pause, or one wild clock, never loops over empty windows)."""
         if (kind, size, first) in self._open:
             return first
         later = [f for k, s, f in self._open if k == kind and s == size and f > first]
-        return min(later) if later else first
+        if not later:
+            return first
+        nearest = min(later)
+        if (nearest - first) * self.config.bucket_s <= self.config.empty_windows_max_s + _EPS:
+            return first  # a short class-wide gap: its windows are emitted, empty (nobody observed)
+        return nearest
 
     def _window_keys(self, k: int) -> list[WindowKey]:
         """The open windows that bucket ``k`` belongs to."""

@@ -211,3 +211,49 @@ def test_records_read_again_after_the_final_flush_change_nothing() -> None:
         agg.add_score(ev)
     assert agg.advance(BASE + 20.0) == ([], [])
     assert agg.summary() == summary
+
+
+def test_a_class_wide_gap_raises_no_away_and_its_windows_are_emitted_empty() -> None:
+    """A broker pause: nobody's scores arrive for 15 s, while the clock goes on; then everyone is back."""
+    script = Script(session="s-gap", base=BASE)
+    script.add("a", constant(), end=40)
+    script.add("b", constant(), end=40)
+    agg = SessionAggregator(session="s-gap", config=AggregationConfig(away_after_s=10.0))
+    aggs: list[ClassAggregate] = []
+    alerts: list[Alert] = []
+    for ev in script.events():
+        t = ev.timing.capture_ts - BASE
+        if 10.0 <= t < 25.0:
+            continue
+        for now in ([BASE + x for x in range(10, 26)] if 25.0 <= t < 25.2 else []):  # ticks during the pause
+            a, b = agg.advance(now)
+            aggs += a
+            alerts += b
+        agg.add_score(ev)
+        a, b = agg.advance(ev.timing.capture_ts)
+        aggs += a
+        alerts += b
+    a, b = agg.flush()
+    aggs += a
+    alerts += b
+    assert [x for x in alerts if x.kind == "away"] == []
+    seconds = sorted(round(x.window.start) for x in aggs if x.window.kind == "tumbling" and x.window.size_s == 1.0)
+    assert seconds == list(range(40)), "every 1 s class window is emitted, the paused ones empty"
+    empty = [x for x in aggs if x.window.kind == "tumbling" and x.window.size_s == 1.0 and 11 <= x.window.start < 24]
+    assert empty and all(x.participants_present == 0 for x in empty)
+
+
+def test_one_silent_student_among_observed_ones_is_still_away() -> None:
+    script = Script(session="s-one", base=BASE)
+    script.add("a", constant(), end=40)
+    script.add("b", constant(), end=40)
+    agg = SessionAggregator(session="s-one", config=AggregationConfig(away_after_s=10.0))
+    aggs_alerts: list[Alert] = []
+    for ev in script.events():
+        if ev.participant == "a" and 10.0 <= ev.timing.capture_ts - BASE < 25.0:
+            continue  # only a's stream stops
+        agg.add_score(ev)
+        aggs_alerts += agg.advance(ev.timing.capture_ts)[1]
+    aggs_alerts += agg.flush()[1]
+    away = [(x.participant, x.state) for x in aggs_alerts if x.kind == "away"]
+    assert away == [("a", "raised"), ("a", "cleared")]
