@@ -49,7 +49,7 @@ HEADER = (
 )
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace) -> list[FaultReport]:
     with tempfile.TemporaryDirectory(prefix="classpulse-faults-") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,13 +63,16 @@ async def main_async(args: argparse.Namespace) -> None:
                 report = await run_fault(name, brokers=brokers, folder=folder, media=media)
                 reports.append(report)
                 print(f"{name}: {time.monotonic() - t0:.0f} s; {report.notes} {report.false_alerts[:6]}", flush=True)
+                print(row(report), flush=True)
+                if args.json:
+                    await asyncio.to_thread(_write_json, Path(args.json), reports)
         finally:
             await asyncio.to_thread(brokers.stop)
-        print(HEADER)
-        for r in reports:
-            print(row(r))
-        if args.json:
-            Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in reports], indent=2))
+        return reports
+
+
+def _write_json(path: Path, reports: list[FaultReport]) -> None:
+    path.write_text(json.dumps([dataclasses.asdict(r) for r in reports], indent=2))
 
 
 def main() -> None:
@@ -79,7 +82,11 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="keep logs and broker data in this folder")
     parser.add_argument("--redis-port", type=int, default=0, help="private Redis port (default: a free one)")
     parser.add_argument("--kafka-port", type=int, default=0, help="private Kafka port (+1: controller; default: free)")
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    reports = asyncio.run(main_async(args))
+    print(HEADER)
+    for r in reports:
+        print(row(r))
 
 
 if __name__ == "__main__":
