@@ -191,15 +191,16 @@ class Service:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def terminate(self, within: float = 20.0) -> int | None:
-        """SIGTERM and wait; the exit status (None: had to be killed)."""
+    def signal_stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> int | None:
+        """Wait until monotonic ``deadline`` for the exit status (None: still running, then killed)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(within)
+            return self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -277,10 +278,13 @@ class Stack:
         with (self.folder / f"{log}.log").open("ab") as out:
             return subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
-    def stop(self) -> dict[str, int | None]:
-        """SIGTERM every service (gateway first, ingest last); their exit statuses."""
-        order = ["gateway", "aggregator", "w1", "w2", "ingest"]
-        return {name: self.services[name].terminate() for name in order}
+    def stop(self, within: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every service at once, as an orchestrator stops a deployment; their exit statuses
+        (None: not stopped within ``within`` s, then killed)."""
+        for service in self.services.values():
+            service.signal_stop()
+        deadline = time.monotonic() + within
+        return {name: service.wait_stopped(deadline) for name, service in self.services.items()}
 
 
 def stop_publisher(proc: subprocess.Popen[bytes], within: float = 20.0) -> int | None:
