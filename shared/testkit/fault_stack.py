@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = "fault-tier-secret"
 PARTITIONS = 8  # what the aggregator creates (CLASSPULSE_AGGREGATOR_PARTITIONS' default)
 NICE = ("nice", "-n", "10")
+ANALYSIS_FPS = 2.5  # frames per student sent to inference (default 5): 3 students stay well inside 2 busy cores
 
 # Health URLs. ingest and gateway serve /healthz; inference and aggregator only serve /metrics today.
 # TODO(issue 13, deliverable 1): switch inference and aggregator to /healthz once the supervised-task
@@ -238,7 +239,8 @@ class Stack:
                                           log=self.folder / f"{name}.log")
 
         port = free_port()
-        add("ingest", "ingest", classpulse("ingest", "--host", "127.0.0.1", "--port", str(port)), port)
+        add("ingest", "ingest", classpulse("ingest", "--host", "127.0.0.1", "--port", str(port)), port,
+            ingest_analysis_fps=str(ANALYSIS_FPS))
         for name in ("w1", "w2"):
             port = free_port()
             add(name, "inference", classpulse("inference", "--metrics-port", str(port)), port,
