@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -227,6 +228,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.folder / "aggregator-data", ignore_errors=True)  # a fresh stack: no table state
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
         env.update(CLASSPULSE_TRANSPORT="distributed", CLASSPULSE_REDIS_URL=self.brokers.redis_url,
                    CLASSPULSE_KAFKA_BOOTSTRAP=self.brokers.bootstrap, CLASSPULSE_TOKEN_SECRET=SECRET,
