@@ -261,7 +261,7 @@ class Monitor:
         return next((t - fault_end for t, c in self.gateway_counts if t > fault_end and c > base), None)
 
 
-async def _wait_scored(run: Run, within: float = 90.0) -> None:
+async def _wait_scored(run: Run, within: float = 180.0) -> None:
     viewer = issue_token(secret=SECRET, session=run.session, participant="*", role="viewer")
     deadline = time.monotonic() + within
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
