@@ -304,10 +304,10 @@ async def run_fault(name: str, *, brokers: Brokers, folder: Path, media: Path) -
     stamp = f"{name.replace('_', '-')}-{int(time.time())}"
     stack = Stack(brokers=brokers, folder=folder / name, app_id=f"faults-{stamp}")
     report = FaultReport(fault=name)
-    await stack.start()
     run = Run(name=name, stack=stack, brokers=brokers, session=f"faults-{stamp}", media=media, publisher=None)
     monitor = Monitor(run)
     try:
+        await stack.start()
         run.publisher = stack.simulate(session=run.session, students=STUDENTS, media=media)
         await _wait_scored(run)
         monitor.start()
