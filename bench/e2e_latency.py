@@ -282,8 +282,22 @@ def main() -> int:
     parser.add_argument(
         "--up-env", nargs="*", default=[], metavar="KEY=VALUE", help="settings for the `classpulse up` server"
     )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
+        help="run `classpulse up` once per variant (side by side in one run), each with these settings on top of "
+        "--up-env; e.g. 'one-process:CLASSPULSE_UP_INGEST_PROCESSES=0' 'two:CLASSPULSE_UP_INGEST_PROCESSES=2'",
+    )
+    parser.add_argument("--no-webrtc-alone", action="store_true", help="skip the bare WebRTC runs")
     args = parser.parse_args()
     up_env = dict(item.split("=", 1) for item in args.up_env)
+    variants: list[tuple[str, dict[str, str]]] = []
+    for spec in args.variants:
+        label, _, pairs = spec.partition(":")
+        variants.append((label, {**up_env, **dict(p.split("=", 1) for p in pairs.split(",") if p)}))
+    variants = variants or [("up", up_env)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="classpulse-e2e-") as tmp:
         clip = args.clip
@@ -293,18 +307,22 @@ def main() -> int:
             clip = Path(tmp) / "webcam-640x360.webm"
             write_webcam_clip(clip, seconds=20.0)
         for n in args.students:
-            print(f"== {n} student(s): webrtc alone", flush=True)
-            base = asyncio.run(webrtc_alone(n, args.seconds, args.warmup, clip))
-            print(f"== {n} student(s): classpulse up end to end", flush=True)
-            e2e = asyncio.run(end_to_end(n, args.seconds, args.warmup, clip, up_env))
-            rows.append((n, base, e2e))
+            base = Samples()
+            if not args.no_webrtc_alone:
+                print(f"== {n} student(s): webrtc alone (load average {os.getloadavg()[0]:.1f})", flush=True)
+                base = asyncio.run(webrtc_alone(n, args.seconds, args.warmup, clip))
+            for label, env in variants:
+                print(f"== {n} student(s): classpulse up end to end, {label} "
+                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                e2e = asyncio.run(end_to_end(n, args.seconds, args.warmup, clip, env))
+                rows.append((n, label, base, e2e))
     print()
     print(
-        "students | webrtc alone p50/p95 ms | capture->dashboard p50/p95 ms (n) | ratio p50 / p95 "
+        "students | variant | webrtc alone p50/p95 ms | capture->dashboard p50/p95 ms (n) | ratio p50 / p95 "
         "| steps/s per student min / mean | target fps | dropped (reason: count)"
     )
-    for n, base, e2e in rows:
-        b50, b95, _ = base.quantiles()
+    for n, label, base, e2e in rows:
+        b50, b95, _ = base.quantiles() if base.latency else (float("nan"), float("nan"), 0)
         e50, e95, count = e2e.quantiles()
         smin, smean = e2e.step_rates(n)
         drops = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(e2e.dropped.items()) if v) or "none"
@@ -312,17 +330,18 @@ def main() -> int:
             drops += f" ({e2e.repeats} repeated scores)"
         target = "?" if e2e.target_fps is None else f"{e2e.target_fps:g}"
         print(
-            f"{n:>8} | {b50:8.1f} / {b95:8.1f}   | {e50:8.1f} / {e95:8.1f} ({count:>5})    | "
+            f"{n:>8} | {label} | {b50:8.1f} / {b95:8.1f}   | {e50:8.1f} / {e95:8.1f} ({count:>5})    | "
             f"{e50 / b50:5.2f} / {e95 / b95:5.2f} | {smin:5.2f} / {smean:5.2f} | {target:>6} | {drops}"
         )
     print()
     print("share of capture->dashboard (mean of each segment / mean total):")
-    print("students | " + " | ".join(SEGMENTS))
-    for n, _, e2e in rows:
+    print("students | variant | " + " | ".join(SEGMENTS))
+    for n, label, _, e2e in rows:
         means = {s: float(np.mean(v)) if v else 0.0 for s, v in e2e.segments.items()}
         total = sum(means.values()) or 1.0
         print(
-            f"{n:>8} | " + " | ".join(f"{100 * means[s] / total:5.1f} % ({1000 * means[s]:.0f} ms)" for s in SEGMENTS)
+            f"{n:>8} | {label} | "
+            + " | ".join(f"{100 * means[s] / total:5.1f} % ({1000 * means[s]:.0f} ms)" for s in SEGMENTS)
         )
     return 0
 

@@ -30,11 +30,14 @@ COMMAND_MODULES: tuple[str, ...] = (
 # Settings modules of every service; importing one registers its class (shared.settings.register_settings).
 SETTINGS_MODULES: tuple[str, ...] = (
     "shared.settings",
+    "shared.text.settings",
     "services.gateway.settings",
     "services.inference.settings",
+    "services.inference.transcribe.settings",
     "services.ingest.settings",
     "services.replay.settings",
     "services.aggregator.settings",
+    "services.up.settings",
 )
 
 

@@ -50,13 +50,16 @@ def _check_config(args: argparse.Namespace) -> int:
     """Check the environment, print every settings class (``services.cli`` registered all before dispatch)."""
     from pydantic import ValidationError
 
-    from shared.settings import SettingsError, check_environment, registered_settings
+    from shared.settings import SettingsError, check_environment, registered_settings, settings_error_line
 
     try:
         check_environment()
         effective = {cls.__name__: json.loads(cls().model_dump_json()) for cls in registered_settings()}
-    except (SettingsError, ValidationError) as exc:
+    except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"error: {settings_error_line(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(effective, indent=2))
     return 0

@@ -108,7 +108,11 @@ _log = get_logger(__name__)
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-    """Start a background task whose failure is logged, never silently lost."""
+    """Start a short-lived background task whose failure is logged, never silently lost.
+
+    Long-lived tasks (readers, writers, heartbeats, loops) run under
+    :meth:`shared.supervise.Supervisor.spawn` instead: retried, restarted, reported on ``/healthz``.
+    """
     task = asyncio.create_task(coro, name=name)
     task.add_done_callback(_log_task_result)
     return task

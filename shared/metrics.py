@@ -123,6 +123,30 @@ class Metrics:
             ["session"],
             registry=registry,
         )
+        self.class_questions_total = Counter(
+            "classpulse_class_questions_total",
+            "Questions asked (chat, Q&A, transcripts) summed over aggregate windows, by session and role.",
+            ["session", "role"],
+            registry=registry,
+        )
+        self.class_chat_messages_total = Counter(
+            "classpulse_class_chat_messages_total",
+            "Written messages (chat, questions, answers) summed over aggregate windows, by session.",
+            ["session"],
+            registry=registry,
+        )
+        self.class_participation_equity_gini = Gauge(
+            "classpulse_class_participation_equity_gini",
+            "Gini of student participation over voice + chat in the latest aggregate window (0 = equal).",
+            ["session"],
+            registry=registry,
+        )
+        self.class_response_latency_seconds = Gauge(
+            "classpulse_class_response_latency_seconds",
+            "Latest teacher question -> first student response delay (s).",
+            ["session"],
+            registry=registry,
+        )
         self.talk_seconds_total = Counter(
             "classpulse_talk_seconds_total",
             "Seconds of talk (own voice activity) summed over aggregate windows, by session and role.",
@@ -217,6 +241,56 @@ class Metrics:
             "restore (load and adopt one participant's snapshot).",
             ["op"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+        # Supervision and broker outages (shared.supervise, shared.transport.kafka).
+        self.task_restarts_total = Counter(
+            "classpulse_task_restarts_total",
+            "Supervised background tasks restarted, by task and cause (transient: a broker was unreachable; "
+            "crash: any other error).",
+            ["task", "cause"],
+            registry=registry,
+        )
+        self.events_unacked = Gauge(
+            "classpulse_events_unacked",
+            "Events handed to the Kafka producer and not yet acknowledged by the broker (bounded).",
+            registry=registry,
+        )
+        self.event_publish_retries_total = Counter(
+            "classpulse_event_publish_retries_total",
+            "Event publishes retried because the broker did not acknowledge them in time, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.event_publish_waits_total = Counter(
+            "classpulse_event_publish_waits_total",
+            "Event publishes that waited for room because the unacknowledged-event buffer was full.",
+            registry=registry,
+        )
+        self.event_commits_failed_total = Counter(
+            "classpulse_event_commits_failed_total",
+            "Consumer offset commits refused (the group rebalanced); the records are read again, consumers dedupe.",
+            ["group"],
+            registry=registry,
+        )
+        # Transcribe stage (speech -> text events).
+        self.transcribe_seconds = Histogram(
+            "classpulse_transcribe_seconds",
+            "Whisper time per speech segment, by device.",
+            ["device"],
+            buckets=(*LATENCY_BUCKETS, 10.0),
+            registry=registry,
+        )
+        self.transcribe_segments_total = Counter(
+            "classpulse_transcribe_segments_total",
+            "Speech segments of the transcribe stage, by outcome: text (an event was emitted), empty (no words).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.transcribe_speech_seconds_total = Counter(
+            "classpulse_transcribe_speech_seconds_total",
+            "Seconds of segment audio given to Whisper.",
             registry=registry,
         )
 

@@ -5,10 +5,17 @@ and hands it, with the service's main coroutine, to :func:`run_service`, which d
 in this order::
 
     check every CLASSPULSE_* variable -> build settings -> logging -> torch threads
-        -> /metrics -> SIGINT/SIGTERM handlers -> main(settings, context) -> clean stop
+        -> /metrics (+ /healthz, /readyz) -> SIGINT/SIGTERM handlers -> main(settings, context) -> clean stop
 
 Errors a user can fix print one ``error: ...`` line: bad settings exit 2, a
 :class:`ServiceError` exits with its code. Nothing here runs at import time.
+
+Every service gets a :class:`~shared.supervise.HealthRegistry` and a
+:class:`~shared.supervise.Supervisor` on its context: long-lived tasks run under
+``context.supervisor.spawn(name, factory)``. When one cannot recover within
+``CLASSPULSE_TASK_GIVE_UP_S``, the main coroutine is cancelled (clean stop) and the process
+exits with :data:`~shared.supervise.EXIT_UNRECOVERABLE` and one ``error: task ... could not
+recover ...`` line, so the orchestrator restarts it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from pydantic import BaseModel, ValidationError
 
 from shared.log import get_logger, setup_logging
 from shared.metrics import Metrics, default_metrics
-from shared.settings import CommonSettings, SettingsError, check_environment
+from shared.settings import CommonSettings, SettingsError, check_environment, settings_error_line
+from shared.supervise import EXIT_UNRECOVERABLE, HealthRegistry, SupervisionPolicy, Supervisor
 from shared.torch_threads import set_torch_threads
 
 if TYPE_CHECKING:
@@ -67,7 +75,22 @@ class ServiceContext:
         self.name = name
         self.common = common
         self.metrics = metrics
+        self.health = HealthRegistry(service=name)
+        self.supervisor = Supervisor(
+            health=self.health,
+            policy=SupervisionPolicy.from_settings(common),
+            on_fatal=self._fatal,
+            count_restart=lambda task, transient: metrics.task_restarts_total.labels(
+                task, "transient" if transient else "crash"
+            ).inc(),
+        )
         self._stop_callbacks: list[Callable[[], None]] = []
+        self._fatal_callbacks: list[Callable[[], None]] = []
+
+    def _fatal(self, message: str) -> None:
+        """A task gave up: stop the main coroutine (``run_service`` then prints the one error line, exit 3)."""
+        for callback in self._fatal_callbacks:
+            callback()
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Stop gracefully: the first SIGINT/SIGTERM calls ``callback`` (and every other one
@@ -99,8 +122,10 @@ def run_service(
         check_environment()
         common = CommonSettings()
         loaded = settings(common)
-    except (SettingsError, ValidationError) as exc:
+    except SettingsError as exc:
         return _fail(str(exc), EXIT_BAD_SETTINGS)
+    except ValidationError as exc:
+        return _fail(settings_error_line(exc), EXIT_BAD_SETTINGS)
     except ServiceError as exc:
         return _fail(str(exc), exc.code)
     if check_config:
@@ -111,7 +136,7 @@ def run_service(
     set_torch_threads(plan.torch_threads)
     context = ServiceContext(name=name, common=common, metrics=default_metrics())
     try:
-        server = _serve_metrics(plan.metrics, context.metrics)
+        server = serve_metrics(plan.metrics, context)
         try:
             return asyncio.run(_run(main, loaded, context)) or 0
         finally:
@@ -127,19 +152,32 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _serve_metrics(where: MetricsServer | None, metrics: Metrics) -> WSGIServer | None:
+def serve_metrics(where: MetricsServer | None, context: ServiceContext) -> WSGIServer | None:
+    """``/metrics`` plus ``/healthz`` and ``/readyz`` on one small threaded HTTP server."""
     if where is None:
         return None
-    from prometheus_client import start_http_server
+    import threading
+    from wsgiref.simple_server import make_server
 
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+    from shared.health_http import health_wsgi
+
+    app = health_wsgi(context.health, make_wsgi_app(context.metrics.registry))
     try:
-        server, _ = start_http_server(where.port, addr=where.host, registry=metrics.registry)
+        server = make_server(where.host, where.port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
     except OSError as exc:
         raise ServiceError(
             f"cannot serve /metrics on {where.host}:{where.port} ({exc.strerror}); choose another metrics port"
         ) from exc
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     _log.info("metrics server %s -> %s", "off", "listening", extra={"host": where.host, "port": server.server_port})
     return server
+
+
+def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
 
 
 async def _run(main: Main[S], settings: S, context: ServiceContext) -> int | None:
@@ -147,6 +185,8 @@ async def _run(main: Main[S], settings: S, context: ServiceContext) -> int | Non
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(main(settings, context), name=f"{context.name}-main")
     received: list[str] = []
+    context._fatal_callbacks.append(lambda: _cancel(task))
+    watch = context.supervisor.watch_loop()
 
     def on_signal(sig: signal.Signals) -> None:
         received.append(sig.name)
@@ -160,11 +200,18 @@ async def _run(main: Main[S], settings: S, context: ServiceContext) -> int | Non
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        return await task
+        status = await task
     except asyncio.CancelledError:
+        if context.supervisor.fatal is not None:
+            raise ServiceError(context.supervisor.fatal, code=EXIT_UNRECOVERABLE) from None
         if not received:
             raise
         return 0
     finally:
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+        watch.cancel()
+        await context.supervisor.stop()
+    if context.supervisor.fatal is not None:
+        raise ServiceError(context.supervisor.fatal, code=EXIT_UNRECOVERABLE)
+    return status

@@ -17,9 +17,9 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterable, Mapping
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=type[BaseSettings])
@@ -76,6 +76,32 @@ def check_environment(
         raise SettingsError("unknown ClassPulse settings: " + ", ".join(hints) + "; see docs/settings.md")
 
 
+def settings_error_line(exc: ValidationError) -> str:
+    """One readable line for invalid settings: each variable with what is wrong (secrets never echoed)."""
+    cls = next((c for c in _REGISTRY if c.__name__ == exc.title), None)
+    prefix = str(cls.model_config.get("env_prefix", "")) if cls is not None else ""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = (prefix + field).upper() if field else f"{prefix}*"
+        info = cls.model_fields.get(field) if cls is not None else None
+        secret = info is not None and info.annotation is SecretStr
+        shown = "" if secret or "input" not in error or isinstance(error["input"], dict) else f"={error['input']!r}"
+        problems.append(f"{name}{shown}: {error['msg']}")
+    return "invalid ClassPulse settings: " + "; ".join(problems) + "; see docs/settings.md"
+
+
+def _int_text(value: Any) -> Any:
+    """Environment values are text: ``"128"`` -> 128 before an ``int`` Literal checks it (pydantic won't)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    return value
+
+
+IntFromText = BeforeValidator(_int_text)
+"""Metadata for an ``Annotated[Literal[64, 128], IntFromText]`` setting, so it can be set from the environment."""
+
+
 class StrictSettings(BaseSettings):
     """Base for every ClassPulse settings class: unknown keys rejected, values validated."""
 
@@ -128,4 +154,42 @@ class CommonSettings(StrictSettings):
         default=False,
         description="Keep raw chat text and transcripts in what is stored and forwarded (personal data); "
         "by default only derived features (is_question, words) leave the text stage.",
+    )
+    task_backoff_initial_ms: int = Field(
+        default=200,
+        ge=10,
+        le=60_000,
+        description="Supervised background tasks (readers, writers, heartbeats): first retry delay after a "
+        "failure; it doubles per attempt (with jitter) up to task_backoff_max_ms.",
+    )
+    task_backoff_max_ms: int = Field(
+        default=5_000, ge=10, le=300_000, description="Supervised background tasks: longest retry delay."
+    )
+    task_settle_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=300.0,
+        description="A restarted background task counts as recovered (the service healthy) after running this "
+        "long without failing.",
+    )
+    task_give_up_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3_600.0,
+        description="A background task down (retrying) for longer than this ends the process with exit status 3 "
+        "and one error line, so the orchestrator restarts it.",
+    )
+    kafka_unacked_max: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Events a process keeps handed to the Kafka producer and not yet acknowledged (across a broker "
+        "pause they are retried, never dropped); past it a publish waits for room (counted).",
+    )
+    kafka_publish_attempt_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        le=300_000,
+        description="How long one Kafka delivery attempt may take before the event is sent again (event ids are "
+        "stable, so a resend is deduplicated downstream).",
     )

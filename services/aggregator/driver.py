@@ -19,6 +19,7 @@ from shared.analytics.session import SessionAggregator
 from shared.analytics.snapshot import SnapshotError, dump, load
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+from shared.contracts.interactions import InteractionEvent
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import summary_key
 from shared.log import get_logger, pii
@@ -29,6 +30,8 @@ from shared.transport.live import LivePublisher
 _log = get_logger(__name__)
 STAGE = "aggregator"
 Output = ClassAggregate | Alert
+InputKind = Literal["score", "lifecycle", "interaction"]
+"""What an input record is: by topic (``classpulse.scores``, ``.lifecycle``, ``.interactions``)."""
 
 
 class SnapshotStore(Protocol):
@@ -84,6 +87,7 @@ class SessionDriver:
         self._count_duplicate = metrics.messages_total.labels(STAGE, "score_duplicate")
         self._scores = EventCodec(ScoreEvent)
         self._lifecycle = EventCodec(LifecycleEvent)
+        self._interactions = EventCodec(InteractionEvent)
         self.sessions: dict[str, SessionAggregator] = {}
         self._dirty: set[str] = set()
         self._end_grace_s = end_grace_s
@@ -118,7 +122,7 @@ class SessionDriver:
         self._dirty.clear()
         self._metrics.aggregator_sessions.set(0)
 
-    def add(self, kind: Literal["score", "lifecycle"], value: bytes) -> str | None:
+    def add(self, kind: InputKind, value: bytes) -> str | None:
         """Feed one record; returns its session (None for an undecodable record, which is counted)."""
         try:
             if kind == "score":
@@ -129,6 +133,12 @@ class SessionDriver:
                 agg.add_score(score)
                 self._count(agg, late, dup)
                 session = score.session
+            elif kind == "interaction":
+                interaction = self._interactions.decode(value)
+                agg = self.session(interaction.session)
+                counted = agg.add_interaction(interaction)
+                self._metrics.messages_total.labels(STAGE, "interaction" if counted else "interaction_duplicate").inc()
+                session = interaction.session
             else:
                 life = self._lifecycle.decode(value)
                 agg = self.session(life.session)

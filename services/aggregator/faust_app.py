@@ -1,12 +1,12 @@
 """The aggregator as a faust-streaming worker.
 
-One agent consumes ``classpulse.scores`` and ``classpulse.lifecycle`` (both keyed by
-session, co-partitioned) in batches; per batch the :class:`SessionDriver` feeds the
-aggregation core, emits closed windows to ``classpulse.aggregates`` and alert changes to
-``classpulse.alerts`` (keyed by session, waiting for the broker's ack), publishes them to
-Redis for live views, and saves the session's snapshot in a faust table (rocksdb store,
-changelog topic ``<app_id>-sessions-changelog``). A timer closes windows when no events
-arrive.
+One agent consumes ``classpulse.scores``, ``classpulse.lifecycle`` and
+``classpulse.interactions`` (all keyed by session, co-partitioned) in batches; per batch
+the :class:`SessionDriver` feeds the aggregation core, emits closed windows to
+``classpulse.aggregates`` and alert changes to ``classpulse.alerts`` (keyed by session,
+waiting for the broker's ack), publishes them to Redis for live views, and saves the
+session's snapshot in a faust table (rocksdb store, changelog topic
+``<app_id>-sessions-changelog``). A timer closes windows when no events arrive.
 
 Input offsets are stored with the state: after each batch the table also gets, per
 partition, the next input offset of each topic (key ``__offsets__/<partition>``, same
@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import faust
 
@@ -36,12 +36,12 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP
 
-from services.aggregator.driver import Output, SessionDriver
+from services.aggregator.driver import InputKind, Output, SessionDriver
 from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
@@ -184,8 +184,12 @@ class AggregatorFaustApp:
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                                "value_serializer": "raw"}
-        self.scores_topic = settings.topic(SCORES.name)
-        self.inputs = self.app.topic(self.scores_topic, settings.topic(LIFECYCLE.name), **raw)
+        self.kinds: dict[str, InputKind] = {
+            settings.topic(SCORES.name): "score",
+            settings.topic(LIFECYCLE.name): "lifecycle",
+            settings.topic(INTERACTIONS.name): "interaction",
+        }
+        self.inputs = self.app.topic(*self.kinds, **raw)
         self.aggregates = self.app.topic(settings.topic(AGGREGATES.name), partitions=partitions, **raw)
         self.alerts = self.app.topic(settings.topic(ALERTS.name), partitions=partitions, **raw)
         self.table = self.app.Table(TABLE, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
@@ -226,9 +230,7 @@ class AggregatorFaustApp:
                 if not self._unacked:
                     self._batch_started = time.monotonic()
                     self._batch_received = wall_clock()
-                is_score = event.message.topic == self.scores_topic
-                kind: Literal["score", "lifecycle"] = "score" if is_score else "lifecycle"
-                session = self.driver.add(kind, bytes(event.value))
+                session = self.driver.add(self.kinds[event.message.topic], bytes(event.value))
                 if session is not None:
                     self.store.remember(session, event)
                     self._touched.add(session)

@@ -9,18 +9,17 @@ the baseline that the benchmark compares faust with.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
 
-from services.aggregator.driver import Output, SessionDriver
+from services.aggregator.driver import InputKind, Output, SessionDriver
 from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import AGGREGATES, ALERTS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
-from shared.transport.base import EventBus, LiveBus
+from shared.transport.base import EventBus, EventConsumer, LiveBus
 
 _log = get_logger(__name__)
 
@@ -52,9 +51,14 @@ class PlainAggregator:
         self, *, settings: AggregatorSettings, events: EventBus, metrics: Metrics, live: LiveBus | None
     ) -> None:
         self.settings = settings
-        self._scores_topic = settings.topic(SCORES.name)
-        self._consumer = events.consumer(
-            [self._scores_topic, settings.topic(LIFECYCLE.name)], group=f"{settings.app_id}-plain"
+        self._kinds: dict[str, InputKind] = {
+            settings.topic(SCORES.name): "score",
+            settings.topic(LIFECYCLE.name): "lifecycle",
+            settings.topic(INTERACTIONS.name): "interaction",
+        }
+        topics = list(self._kinds)
+        self._new_consumer: Callable[[], EventConsumer] = lambda: (
+            events.consumer(topics, group=f"{settings.app_id}-plain")
         )
         self.driver = SessionDriver(
             config=settings.aggregation_config(),
@@ -68,6 +72,9 @@ class PlainAggregator:
         )
 
     async def run(self) -> None:
+        """Consume until cancelled; each run makes a fresh consumer (a supervisor may restart it after a
+        broker error; it continues from the committed offsets)."""
+        self._consumer = self._new_consumer()
         await self._consumer.start()
         _log.info("plain aggregator %s -> %s", "starting", "running")
         last_tick = 0.0
@@ -79,8 +86,7 @@ class PlainAggregator:
                 received = wall_clock()
                 touched = set()
                 for record in records:
-                    kind: Literal["score", "lifecycle"] = "score" if record.topic == self._scores_topic else "lifecycle"
-                    session = self.driver.add(kind, record.value)
+                    session = self.driver.add(self._kinds[record.topic], record.value)
                     if session is not None:
                         touched.add(session)
                 await self.driver.close(touched, received=received)

@@ -51,16 +51,17 @@ async def serve_aggregator(settings: AggregatorSettings, service: ServiceContext
 
 async def _run_plain(settings: AggregatorSettings, service: ServiceContext) -> None:
     from services.aggregator.plain import PlainAggregator
-    from shared.transport.kafka import KafkaEventBus
+    from shared.transport.factory import kafka_event_bus
 
     common = service.common
-    events = KafkaEventBus(bootstrap=common.kafka_bootstrap, client_id=f"{settings.app_id}-plain")
+    events = kafka_event_bus(common, metrics=service.metrics, client_id=f"{settings.app_id}-plain")
     live = _live_bus(settings, common)
     await events.start()
     if live is not None:
         await live.start()
     try:
-        await PlainAggregator(settings=settings, events=events, metrics=service.metrics, live=live).run()
+        aggregator = PlainAggregator(settings=settings, events=events, metrics=service.metrics, live=live)
+        await service.supervisor.spawn("aggregator-plain", aggregator.run)  # broker errors: retried, reported
     finally:
         if live is not None:
             await live.close()
@@ -88,13 +89,27 @@ async def _run_faust(settings: AggregatorSettings, service: ServiceContext, part
     stopping: list[asyncio.Future[None]] = []
     service.on_stop(lambda: stopping.append(asyncio.ensure_future(stop_on_signal())))
     _log.info("faust aggregator %s -> %s", "starting", "running", extra={"partitions": partitions})
+    watch = asyncio.ensure_future(_watch_faust(worker, service))
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await starting
     finally:
+        watch.cancel()
         await (stopping[0] if stopping else worker.stop())  # stop() returns once the app has shut down
     if worker.crash_reason is not None:
         raise worker.crash_reason
+
+
+async def _watch_faust(worker: faust.Worker, service: ServiceContext) -> None:
+    """Report the faust worker on ``/healthz`` (task ``aggregator-faust``): faust retries broker errors
+    itself; a crashed worker ends the service with its crash reason (non-zero exit)."""
+    health = service.health.task("aggregator-faust")
+    while True:
+        if worker.crash_reason is not None:
+            health.degraded(worker.crash_reason)
+        elif worker.started:
+            health.ok()
+        await asyncio.sleep(1.0)
 
 
 def _worker_class() -> type[faust.Worker]:

@@ -14,10 +14,14 @@ from services.gateway.history import HistoryReader, SessionHistory
 from services.gateway.hub import LiveHub
 from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
+from shared.contracts.interactions import InteractionEvent
 from shared.contracts.live import LiveInteraction, encode_live, wrap_live
-from shared.log import get_logger, spawn
+from shared.health_http import add_health_routes
+from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
+from shared.supervise import HealthRegistry, Supervisor
+from shared.text.stage import TextStage
 from shared.transport.factory import Transports
 
 _log = get_logger(__name__)
@@ -31,8 +35,17 @@ def add_gateway(
     transports: Transports,
     metrics: Metrics,
     with_metrics: bool = True,
+    supervisor: Supervisor | None = None,
+    text_stage: TextStage | None = None,
 ) -> GatewayContext:
-    """Add the gateway (routes, history reader, live hub) to ``app``; transports are started by the caller."""
+    """Add the gateway (routes, history reader, live hub, ``/healthz``, ``/readyz``) to ``app``; transports
+    are started by the caller. The history reader runs under ``supervisor`` (task ``gateway-history``):
+    a broker outage is retried, the health routes report it.
+
+    ``text_stage``: the configured text stage (its model is loaded when the app starts); None: rules
+    only (questions and word counts, no on-topic relevance).
+    """
+    supervisor = supervisor or Supervisor(health=HealthRegistry(service="gateway"))
     history = SessionHistory(
         metrics=metrics,
         max_sessions=settings.max_sessions,
@@ -52,11 +65,22 @@ def add_gateway(
         interactions_max_items=settings.interactions_max_items,
         interactions_max_bytes=settings.interactions_max_bytes,
     )
+    if text_stage is not None:
+        ctx.text = text_stage
     app[GATEWAY] = ctx
     add_gateway_routes(app, with_metrics=with_metrics)
+    add_health_routes(app, health=supervisor.health)
     group = settings.history_group or f"gateway-{uuid.uuid4().hex[:12]}"
 
+    def prepare(event: InteractionEvent) -> InteractionEvent:
+        if event.text is None:
+            return event
+        if event.words is None:  # straight from a platform: the text stage has not seen it
+            return ctx.text.derive([event], keep_text=common.keep_text)[0]
+        return event if common.keep_text else event.model_copy(update={"text": None})
+
     async def history_task(app: web.Application) -> AsyncIterator[None]:
+        await asyncio.to_thread(ctx.text.load)
         reader = HistoryReader(
             bus=transports.events,
             history=history,
@@ -65,10 +89,11 @@ def add_gateway(
             on_lifecycle=lambda event: ctx.hub.deliver(event.session, encode_live(wrap_live(event))),
             on_interaction=lambda event, counts: ctx.hub.deliver(
                 event.session,
-                encode_live(LiveInteraction(event=event.derived(keep_text=common.keep_text), counts=counts)),
+                encode_live(LiveInteraction(event=event, counts=counts)),
             ),
+            prepare=prepare,
         )
-        task = spawn(reader.run(), name="gateway-history")
+        task = supervisor.spawn("gateway-history", reader.run)
         yield
         await ctx.hub.close()
         task.cancel()
@@ -80,7 +105,13 @@ def add_gateway(
 
 
 def create_gateway_app(
-    *, settings: GatewaySettings, common: CommonSettings, transports: Transports, metrics: Metrics
+    *,
+    settings: GatewaySettings,
+    common: CommonSettings,
+    transports: Transports,
+    metrics: Metrics,
+    supervisor: Supervisor | None = None,
+    text_stage: TextStage | None = None,
 ) -> web.Application:
     """A standalone gateway app that starts and closes its own transports."""
     app = web.Application()
@@ -92,5 +123,8 @@ def create_gateway_app(
         await transports.close()
 
     app.cleanup_ctx.append(transports_ctx)
-    add_gateway(app, settings=settings, common=common, transports=transports, metrics=metrics)
+    add_gateway(
+        app, settings=settings, common=common, transports=transports, metrics=metrics, supervisor=supervisor,
+        text_stage=text_stage,
+    )
     return app

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from services.gateway.history import SessionHistory
 from services.gateway.hub import LiveHub
 from shared.metrics import Metrics
+from shared.text.settings import TextSettings
+from shared.text.stage import TextStage
 from shared.transport.base import EventBus, LiveBus
 
 
@@ -26,6 +28,8 @@ class GatewayContext:
     """CLASSPULSE_KEEP_TEXT: forward raw chat text (else only derived features)."""
     interactions_max_items: int = 500
     interactions_max_bytes: int = 1_048_576
+    text: TextStage = field(default_factory=lambda: TextStage(settings=TextSettings(relevance="off"), encoder=None))
+    """The text stage: derived features (question, words, on-topic relevance) before anything is published."""
 
 
 GATEWAY: web.AppKey[GatewayContext] = web.AppKey("classpulse_gateway", GatewayContext)

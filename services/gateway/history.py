@@ -3,7 +3,9 @@ interactions).
 
 It backs the REST history routes (sessions, participants, timelines, aggregates,
 alerts, reports), the live rows' interaction counts, and feeds the class-analytics gauges for
-Grafana. Events are at-least-once: scores dedupe on (participant, seq), the rest on ``event_id``.
+Grafana. Events are at-least-once: scores dedupe on their ``event_id`` among the participant's
+latest ``RECENT_SCORES`` (order-free: an audio-only step, or a reconnect's next epoch, may carry a
+smaller seq than the last step), the rest on ``event_id``.
 Interaction text is never kept here (only the counts derived from it).
 """
 
@@ -29,6 +31,9 @@ from shared.metrics import Metrics
 from shared.transport.base import EventBus, EventConsumer, EventRecord
 
 _log = get_logger(__name__)
+
+RECENT_SCORES = 4096
+"""Score ids remembered per participant for dedupe: ~13 min at 5 steps/s, far longer than a redelivery."""
 _CODECS: dict[str, EventCodec[BaseModel]] = {
     t.name: EventCodec(t.model)  # type: ignore[misc]
     for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS)
@@ -40,9 +45,19 @@ class ParticipantRecord:
     role: Role
     first_seen: float
     last_seen: float
-    last_seq: int = -1
     status: str = "active"
     media_time: float = 0.0
+    recent: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Ids of this participant's latest ``RECENT_SCORES`` scores: a redelivered one is dropped."""
+
+    def first_time(self, event_id: str) -> bool:
+        """True (and remembered) unless ``event_id`` is among the recent scores."""
+        if event_id in self.recent:
+            return False
+        self.recent[event_id] = None
+        if len(self.recent) > RECENT_SCORES:
+            self.recent.popitem(last=False)
+        return True
 
 
 @dataclass
@@ -155,9 +170,8 @@ class SessionHistory:
         record = self._session(event.session)
         ts = event.timing.capture_ts
         part = self._participant(record, event.participant, event.role, ts)
-        if event.seq <= part.last_seq:
+        if not part.first_time(event.event_id):
             return
-        part.last_seq = event.seq
         part.last_seen = max(part.last_seen, ts)
         part.media_time = max(part.media_time, event.media_time)
         part.status = "active"
@@ -184,6 +198,12 @@ class SessionHistory:
         for role in ("student", "teacher"):
             talk = sum(p.talk_time_s for p in event.participants.values() if p.role == role)
             m.talk_seconds_total.labels(s, role).inc(talk)
+        m.class_questions_total.labels(s, "student").inc(event.questions_students)
+        m.class_questions_total.labels(s, "teacher").inc(event.questions_teacher)
+        m.class_chat_messages_total.labels(s).inc(event.chat_messages)
+        m.class_participation_equity_gini.labels(s).set(event.participation_equity_gini)
+        if event.response_latency_s is not None:
+            m.class_response_latency_seconds.labels(s).set(event.response_latency_s)
 
     def _lifecycle(self, event: LifecycleEvent) -> None:
         record = self._session(event.session)
@@ -202,7 +222,8 @@ class SessionHistory:
 
     def _forget_gauges(self, session: str) -> None:
         m = self._metrics
-        for gauge in (m.class_engagement, m.class_attentive_ratio, m.class_teacher_talk_share):
+        for gauge in (m.class_engagement, m.class_attentive_ratio, m.class_teacher_talk_share,
+                      m.class_participation_equity_gini, m.class_response_latency_seconds):
             try:
                 gauge.remove(session)
             except KeyError:
@@ -235,15 +256,23 @@ class HistoryReader:
         group: str,
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
         on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
+        prepare: Callable[[InteractionEvent], InteractionEvent] | None = None,
     ) -> None:
-        self._consumer: EventConsumer = bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
+        self._new_consumer: Callable[[], EventConsumer] = lambda: (
+            bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
+        )
         self._history = history
         self._on_lifecycle = on_lifecycle
         self._on_interaction = on_interaction
+        self._prepare = prepare
+        """The text stage for events that arrive with text (Kafka-direct producers): derive, drop the text."""
         self._metrics = metrics
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
+        """Read until cancelled; each run makes a fresh consumer, so a supervisor can restart it after a
+        broker error (it continues from the group's committed offsets; the history dedupes)."""
+        self._consumer: EventConsumer = self._new_consumer()
         await self._consumer.start()
         _log.info("history reader state %s -> %s", "starting", "running")
         self.ready.set()
@@ -268,6 +297,8 @@ class HistoryReader:
             return
         self._metrics.messages_total.labels("gateway", record.topic.rsplit(".", 1)[-1]).inc()
         if isinstance(event, InteractionEvent):
+            if self._prepare is not None:
+                event = self._prepare(event)
             counts = self._history.interaction(event)
             if counts is not None and self._on_interaction is not None:
                 self._on_interaction(event, counts)

@@ -2,7 +2,8 @@
 
 The gateway is the text stage for events that arrive over REST: it checks every item (contract,
 session, the token's scope: a student as itself, a teacher or platform for anyone), derives
-``is_question`` and ``words`` from the text, drops the text unless ``CLASSPULSE_KEEP_TEXT=true``,
+``is_question``, ``words`` and on-topic ``relevance`` from the text (:class:`shared.text.stage.TextStage`),
+drops the text unless ``CLASSPULSE_KEEP_TEXT=true``,
 and publishes the batch to ``classpulse.interactions`` (keyed by session). One bad item rejects
 the whole batch with one line per bad item; nothing is published then. Text is never logged.
 """
@@ -136,7 +137,7 @@ async def post_interactions(request: web.Request) -> web.StreamResponse:
         if isinstance(checked, Problem):
             problems.append(checked)
         else:
-            events.append(checked.derived(keep_text=ctx.keep_text))
+            events.append(checked)
     if problems:
         rejected.inc()
         status = max(p.status for p in problems)
@@ -148,6 +149,7 @@ async def post_interactions(request: web.Request) -> web.StreamResponse:
         )
     if ctx.events is None:
         return _error(503, "this gateway has no event log to publish to")
+    events = await asyncio.to_thread(ctx.text.derive, events, keep_text=ctx.keep_text)  # embeddings: CPU work
     publisher = EventPublisher(bus=ctx.events, topic=INTERACTIONS)
     try:
         await asyncio.gather(*(publisher.publish(e) for e in events))

@@ -9,6 +9,9 @@ from shared.contracts.timing import wall_clock
 from shared.transport.base import LiveBus
 from shared.transport.live import read_state
 
+QUESTIONS_IN_SNAPSHOT = 200
+"""Most recent questions in a live snapshot (the dashboard's queue)."""
+
 
 async def live_state(bus: LiveBus, session: str, record: SessionRecord | None = None) -> LiveState:
     """The live bus's latest state of ``session``, plus lifecycle from the gateway's history (``record``)."""
@@ -38,4 +41,5 @@ async def live_state(bus: LiveBus, session: str, record: SessionRecord | None = 
         windows=windows,
         lifecycle=sorted(record.lifecycle.values(), key=lambda e: e.participant) if record else [],
         alerts=alerts,
+        questions=record.aggregator.questions()[-QUESTIONS_IN_SNAPSHOT:] if record else [],
     )

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.interactions import InteractionCounts, InteractionEvent
-from shared.contracts.report import TimelineRow
+from shared.contracts.report import QuestionItem, TimelineRow
 from shared.contracts.timing import TimingTrail
 from shared.signals import OUTPUT_NAMES
 
@@ -21,6 +21,7 @@ class LiveParticipant(TimelineRow):
     role: Role
     camera_on: bool
     mic_on: bool
+    epoch: int = Field(default=0, description="Publish epoch of the latest score (grows with every reconnect).")
     seq: int
     media_time: float
     contributions: dict[str, float] = Field(description="Signed contribution of each signal to engagement.")
@@ -28,6 +29,9 @@ class LiveParticipant(TimelineRow):
     questions: int = Field(default=0, ge=0, description="Questions asked so far (chat, Q&A or speech).")
     chat_messages: int = Field(default=0, ge=0, description="Written messages so far (chat, questions, answers).")
     words_spoken: int = Field(default=0, ge=0, description="Words of transcribed speech so far.")
+    on_topic_ratio: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Share of judged messages on topic so far (None: none judged)."
+    )
 
     @classmethod
     def from_score(cls, e: ScoreEvent, counts: InteractionCounts | None = None) -> LiveParticipant:
@@ -40,6 +44,7 @@ class LiveParticipant(TimelineRow):
             role=e.role,
             camera_on=e.camera_on,
             mic_on=e.mic_on,
+            epoch=e.epoch,
             seq=e.seq,
             media_time=e.media_time,
             contributions=e.contributions,
@@ -47,6 +52,7 @@ class LiveParticipant(TimelineRow):
             questions=c.questions,
             chat_messages=c.chat_messages,
             words_spoken=c.words_spoken,
+            on_topic_ratio=c.on_topic_ratio,
         )
 
 
@@ -63,6 +69,11 @@ class LiveState(BaseModel):
     alerts: list[Alert] = Field(description="Alerts currently raised.")
     lifecycle: list[LifecycleEvent] = Field(
         default_factory=list, description="Latest lifecycle change per participant (joined, left, camera off ...)."
+    )
+    questions: list[QuestionItem] = Field(
+        default_factory=list,
+        description="Questions asked so far, oldest first (the dashboard's question queue; text only with "
+        "CLASSPULSE_KEEP_TEXT=true).",
     )
 
 

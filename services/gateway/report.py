@@ -25,4 +25,5 @@ def build_report(record: SessionRecord) -> Report:
         participants=[ReportParticipant(id=pid, role=p.role) for pid, p in record.participants.items()],
         timeline=record.timeline.observed_rows(),
         summary=summary,
+        questions=aggregator.questions(),
     )

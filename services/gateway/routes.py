@@ -17,6 +17,8 @@ from services.gateway.feeds import sse_feed, websocket_feed
 from services.gateway.history import SessionRecord
 from services.gateway.interactions import ROUTE as INTERACTIONS_ROUTE
 from services.gateway.interactions import post_interactions
+from services.gateway.lesson import ROUTE as TOPIC_ROUTE
+from services.gateway.lesson import put_topic
 from services.gateway.live_state import live_state
 from services.gateway.models import (
     AggregatePage,
@@ -201,10 +203,6 @@ def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[w
     return handler
 
 
-async def health(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
-
-
 def _page(path: str, summary: str, content: str) -> RouteDoc:
     return RouteDoc("GET", path, summary, content=content)
 
@@ -216,12 +214,12 @@ def add_gateway_routes(app: web.Application, *, with_metrics: bool = True) -> No
     for route in API_ROUTES:
         add_documented_route(app, route.doc(), _protected(route))
     add_documented_route(app, INTERACTIONS_ROUTE, post_interactions)
+    add_documented_route(app, TOPIC_ROUTE, put_topic)
     add_documented_route(app, _page("/api/openapi.json", "This document", "application/json"), openapi_handler)
     add_documented_route(
         app, _page("/dashboard", "Teacher dashboard page (?session=S&token=T)", "text/html"), dashboard_page
     )
     app.router.add_get("/static/gateway/dashboard.js", _static("dashboard.js", "application/javascript"))
     app.router.add_get("/static/gateway/dashboard.css", _static("dashboard.css", "text/css"))
-    add_documented_route(app, _page("/healthz", "Liveness", "application/json"), health)
     if with_metrics:
         add_documented_route(app, _page("/metrics", "Prometheus exposition", "text/plain"), metrics)

@@ -7,6 +7,8 @@ from services.gateway.settings import GatewaySettings
 from shared.log import get_logger
 from shared.service import ServiceContext
 from shared.serving import serve_app
+from shared.text.settings import TextSettings
+from shared.text.stage import build_text_stage
 from shared.transport.factory import build_transports
 
 _log = get_logger(__name__)
@@ -22,7 +24,10 @@ async def serve_gateway(settings: GatewaySettings, service: ServiceContext) -> N
             common.transport,
         )
     transports = build_transports(common, metrics=service.metrics, client_id="classpulse-gateway")
-    app = create_gateway_app(settings=settings, common=common, transports=transports, metrics=service.metrics)
+    app = create_gateway_app(
+        settings=settings, common=common, transports=transports, metrics=service.metrics,
+        supervisor=service.supervisor, text_stage=build_text_stage(TextSettings()),
+    )
     await serve_app(
         app,
         host=settings.host,

@@ -19,6 +19,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("inference", help="run an inference worker: media stream -> behaviour scores (Kafka + live)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
+    p.add_argument("--check-config", action="store_true", help="validate the settings, print them and exit")
     p.set_defaults(handler=_inference)
 
     p = sub.add_parser("train", help="fit the fusion model to a labelled timeline and save its weights")
@@ -44,7 +45,10 @@ def _inference(args: argparse.Namespace) -> int:
         metrics = None if args.metrics_port is None else MetricsServer(port=args.metrics_port, host=args.metrics_host)
         return Runtime(torch_threads=settings.torch_threads, metrics=metrics)
 
-    return run_service("inference", settings=lambda _: InferenceSettings(), main=serve_inference, runtime=runtime)
+    return run_service(
+        "inference", settings=lambda _: InferenceSettings(), main=serve_inference, runtime=runtime,
+        check_config=args.check_config,
+    )
 
 
 def _model(window: int, weights: Path | None) -> Any:

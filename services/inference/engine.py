@@ -11,7 +11,8 @@ Analysis steps: each :class:`VideoFrame` is a step (fusing the latest audio feat
 before its media time). A participant without video (camera off or an audio-only file)
 gets a step per :class:`AudioChunk` instead, with ``present=False, camera_on=False``.
 Event ids are stable: video steps use ``seq = 2 * frame.seq``, audio-only steps
-``seq = 2 * chunk.seq + 1``, so a redelivered message yields the same ``event_id``.
+``seq = 2 * chunk.seq + 1``, so a redelivered message yields the same ``event_id``; the media's
+publish ``epoch`` is carried along (and into the id), so a reconnect's steps never repeat an id.
 
 Interaction events (chat, questions ...) enter by :meth:`InferenceEngine.add_interaction`
 (``services.inference.interactions.InteractionIntake`` feeds it from ``classpulse.interactions``)
@@ -459,10 +460,11 @@ class InferenceEngine:
             heads = dict(zip(HEADS, probs[i].tolist(), strict=True))
             events.append(
                 ScoreEvent(
-                    event_id=ScoreEvent.make_id(msg.session, msg.participant, p.seq),
+                    event_id=ScoreEvent.make_id(msg.session, msg.participant, p.seq, msg.epoch),
                     session=msg.session,
                     participant=msg.participant,
                     role=msg.role,
+                    epoch=msg.epoch,
                     seq=p.seq,
                     media_time=msg.media_time,
                     present=p.present,

@@ -9,12 +9,16 @@ if a producer sent it, is neither kept nor logged.
 Wire it next to the worker (one task)::
 
     intake = InteractionIntake(bus=transports.events, engine=engine, metrics=metrics, group=f"inference-text-{id}")
-    task = spawn(intake.run(), name="inference-interactions")
+    supervisor.spawn("inference-interactions", intake.run)
+
+Each :meth:`InteractionIntake.run` makes a fresh consumer, so the supervisor can restart it
+after a broker error (it continues from the group's committed offsets).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from services.inference.engine import InferenceEngine
 from shared.contracts.codec import DecodeError, EventCodec
@@ -41,7 +45,9 @@ class InteractionIntake:
         topic: str = INTERACTIONS.name,
         from_beginning: bool = False,
     ) -> None:
-        self._consumer: EventConsumer = bus.consumer([topic], group=group, from_beginning=from_beginning)
+        self._new_consumer: Callable[[], EventConsumer] = lambda: (
+            bus.consumer([topic], group=group, from_beginning=from_beginning)
+        )
         self._engine = engine
         self._metrics = metrics
         self._codec = EventCodec(InteractionEvent)
@@ -49,6 +55,7 @@ class InteractionIntake:
         self.taken = 0
 
     async def run(self) -> None:
+        self._consumer: EventConsumer = self._new_consumer()
         await self._consumer.start()
         _log.info("interaction intake state %s -> %s", "starting", "running")
         self.ready.set()

@@ -7,10 +7,24 @@ import asyncio
 from services.inference.engine import InferenceEngine
 from services.inference.interactions import InteractionIntake
 from services.inference.settings import InferenceSettings
+from services.inference.transcribe.live import LiveTranscriber
+from services.inference.transcribe.settings import TranscribeSettings
+from services.inference.transcribe.stage import TranscribeStage
 from services.inference.worker import InferenceWorker
-from shared.log import spawn
+from shared.metrics import Metrics
 from shared.service import ServiceContext, ServiceError
+from shared.transport.base import EventBus
 from shared.transport.factory import build_transports
+
+
+def live_transcriber(
+    settings: TranscribeSettings, *, bus: EventBus, metrics: Metrics, keep_text: bool
+) -> LiveTranscriber | None:
+    """The worker's transcribe stage (None when ``CLASSPULSE_TRANSCRIBE_ENABLED=false``); not loaded yet."""
+    if not settings.enabled:
+        return None
+    stage = TranscribeStage(settings=settings, keep_text=keep_text, metrics=metrics)
+    return LiveTranscriber(stage=stage, bus=bus, metrics=metrics)
 
 
 async def serve_inference(settings: InferenceSettings, service: ServiceContext) -> None:
@@ -19,19 +33,29 @@ async def serve_inference(settings: InferenceSettings, service: ServiceContext) 
         engine = InferenceEngine(settings=settings, metrics=service.metrics)
         await asyncio.to_thread(engine.load)
         transports = build_transports(service.common, metrics=service.metrics, client_id="classpulse-inference")
+        speech = live_transcriber(
+            TranscribeSettings(), bus=transports.events, metrics=service.metrics, keep_text=service.common.keep_text
+        )
+        if speech is not None:
+            await asyncio.to_thread(speech.load)
         await transports.start()
-        worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=service.metrics)
+        worker = InferenceWorker(
+            engine=engine, transports=transports, settings=settings, metrics=service.metrics,
+            supervisor=service.supervisor, speech=speech,
+        )
         service.on_stop(worker.stop)  # finish the running batch, then stop
         intake = InteractionIntake(
             bus=transports.events, engine=engine, metrics=service.metrics, group=f"inference-text-{worker.consumer}"
         )
-        text = spawn(intake.run(), name="inference-interactions")  # chat/questions -> text signals
+        text = service.supervisor.spawn("inference-interactions", intake.run)  # chat/questions -> text signals
+        tasks = [text] if speech is None else [text, service.supervisor.spawn("inference-transcribe", speech.run)]
         try:
             await worker.run()
         finally:
-            text.cancel()
-            await asyncio.gather(text, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await transports.close()
             engine.close()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # ModelError too (a missing Whisper model folder)
         raise ServiceError(f"inference worker could not run: {exc}") from exc

@@ -88,7 +88,9 @@ def video_step(
         if gaze is not None:
             vec[IDX["gaze"]], mask[IDX["gaze"]] = gaze, 1.0
             snap["gaze_offset"] = round(gaze, 4)
-        activity = state.mouth_activity(fv.mouth_opening(lm))
+        opening = fv.mouth_opening(lm)
+        snap["mouth_opening"] = round(opening, 4)
+        activity = state.mouth_activity(opening)
         if activity is not None:
             vec[IDX["mouth_activity"]], mask[IDX["mouth_activity"]] = activity, 1.0
             snap["mouth_activity"] = round(activity, 4)

@@ -16,19 +16,30 @@ lands in the same shard, so one participant is processed by one worker at a time
    the engine in a worker thread (one batch at a time), checks the lease of every item's
    shard, publishes every ScoreEvent (stamped with this worker as ``producer``) to Kafka
    ``classpulse.scores`` (keyed by session) and to the live bus, and only then acks the media
-   (at-least-once; event ids are stable, so consumers dedupe redeliveries);
+   (at-least-once; event ids are stable, so consumers dedupe redeliveries). Before publishing
+   it marks the batch's entries "publishing" in the media bus: a worker that takes the shard
+   over drops marked entries (counted) instead of scoring them again from another state, so a
+   produced score is never published twice with different values; acks and marks are retried
+   while the lease is held; audio chunks of the batch then go to the transcribe stage, if any
+   (:mod:`services.inference.transcribe.live`: speech events on ``classpulse.interactions``);
 4. the state task snapshots the participants of held shards every ``snapshot_interval_s``
    (fenced by the lease), and on a hand-over drains the shard, snapshots it and releases it;
    a lost lease drops the shard's participants' state here (the next owner has it).
+
+All four loops run under the service's :class:`~shared.supervise.Supervisor` (tasks
+``inference-leases``, ``inference-state``, ``inference-reader``, ``inference-batches``): a
+broker error is retried with bounded backoff and reported as the task being down (``/healthz``
+503), any other error restarts the loop; a task down for ``task_give_up_s`` ends the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.inference.batcher import MicroBatcher
@@ -37,13 +48,15 @@ from services.inference.engine import InferenceEngine
 from services.inference.handover import StateHandover
 from services.inference.ownership import Changes, ShardOwnership
 from services.inference.settings import InferenceSettings
+from services.inference.transcribe.live import LiveTranscriber
 from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
-from shared.contracts.media import MediaMessage, VideoFrame
+from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INFERENCE_GROUP, SCORES, EventTopic
-from shared.log import get_logger, spawn
+from shared.log import get_logger
 from shared.metrics import Metrics
+from shared.supervise import HealthRegistry, Supervisor, TaskHealth, is_transient, retry_transient
 from shared.transport.base import StreamEntry
 from shared.transport.factory import Transports
 from shared.transport.live import LivePublisher
@@ -81,8 +94,12 @@ class InferenceWorker:
         consumer: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         scores_topic: EventTopic[ScoreEvent] = SCORES,
+        supervisor: Supervisor | None = None,
+        speech: LiveTranscriber | None = None,
     ) -> None:
         self.engine = engine
+        self.supervisor = supervisor or Supervisor(health=HealthRegistry(service="inference"))
+        self.speech = speech
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or default_consumer_name()
         self._media = transports.media
@@ -131,21 +148,29 @@ class InferenceWorker:
         self._policy = DegradePolicy(settings.degrade_config(), now=clock())
         self._degrading = settings.degrade and settings.max_lag_ms > 0
         self._sessions: set[str] = set()
+        self._rng = random.Random()
         metrics.inference_target_fps.set(settings.full_fps)
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or cancellation); the engine must be loaded."""
         await self._media.ensure_group(INFERENCE_GROUP)
         log.info("inference worker %s -> %s", "starting", "running", extra={"consumer": self.consumer})
-        await self._lease_tick()  # own shards before the first read
-        tasks = [
-            spawn(self._lease_loop(), name=f"inference-leases-{self.consumer}"),
-            spawn(self._state_loop(), name=f"inference-state-{self.consumer}"),
-            spawn(self._read_loop(), name=f"inference-reader-{self.consumer}"),
-        ]
         try:
-            await self._batch_loop()
+            await self._lease_tick()  # own shards before the first read
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+        sup = self.supervisor
+        tasks = [
+            sup.spawn("inference-leases", self._lease_loop),
+            sup.spawn("inference-state", self._state_loop),
+            sup.spawn("inference-reader", self._read_loop),
+        ]
+        batches = sup.spawn("inference-batches", self._batch_loop)
+        try:
+            await batches  # returns once stopped (the running batch finished)
         finally:
+            batches.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=5.0)
@@ -158,15 +183,31 @@ class InferenceWorker:
 
     # -- shard leases and participant state -------------------------------------------------
 
+    def _health(self, task: str) -> TaskHealth:
+        return self.supervisor.health.task(task)
+
+    def _broker_down(self, health: TaskHealth, exc: Exception, *, what: str) -> None:
+        """A transient broker error a loop retries itself: logged once per outage, counted, task marked down."""
+        if not is_transient(exc):
+            raise exc
+        if not health.down:
+            log.warning("%s %s -> %s (broker unreachable)", what, "ok", "retrying", extra={"error": type(exc).__name__})
+        self._metrics.errors_total.labels(STAGE, what.replace(" ", "_")).inc()
+        health.degraded(exc)
+
     async def _lease_loop(self) -> None:
+        """Heartbeat and renew every ``lease_renew_ms``; while the store is down, leases lapse locally
+        (nothing is published for a lapsed shard) and media waits in the streams."""
+        health = self._health("inference-leases")
         period = self.settings.lease_renew_ms / 1000
         while not self._stopping.is_set():
             await asyncio.sleep(period)
             try:
                 await self._lease_tick()
-            except Exception as exc:  # the store is down: leases lapse locally, media waits in the streams
-                log.warning("shard lease renewal failed: %s", exc)
-                self._metrics.errors_total.labels(STAGE, "lease").inc()
+            except Exception as exc:
+                self._broker_down(health, exc, what="lease renewal")
+                continue
+            health.ok()
 
     async def _lease_tick(self) -> None:
         changes: Changes = await self.ownership.tick()
@@ -181,6 +222,7 @@ class InferenceWorker:
             self._state_wake.set()
 
     async def _state_loop(self) -> None:
+        health = self._health("inference-state")
         interval = self.settings.snapshot_interval_s
         next_snapshot = self._clock() + interval
         while not self._stopping.is_set():
@@ -199,8 +241,9 @@ class InferenceWorker:
                     next_snapshot = self._clock() + interval
                     await self.states.snapshot(self.ownership.readable(), only_changed=True)
             except Exception as exc:
-                log.warning("participant state hand-over failed: %s", exc)
-                self._metrics.errors_total.labels(STAGE, "state").inc()
+                self._broker_down(health, exc, what="state snapshot")
+                continue
+            health.ok()
 
     async def _hand_over(self, shards: list[int]) -> None:
         """Rebalance: stop reading ``shards``, finish what was read, snapshot and forget their participants, release."""
@@ -266,6 +309,9 @@ class InferenceWorker:
 
     async def _read_loop(self) -> None:
         s = self.settings
+        health = self._health("inference-reader")
+        policy = self.supervisor.policy
+        failures = 0
         next_claim = self._clock() + s.claim_interval_s
         while not self._stopping.is_set():
             await self._space.wait()
@@ -277,9 +323,13 @@ class InferenceWorker:
                             await self._claim(k, min_idle_ms=s.claim_idle_ms)
                     await self._read_once()
             except Exception as exc:  # the media store is unreachable: retry (leases lapse meanwhile)
-                log.warning("media read failed: %s", exc)
-                self._metrics.errors_total.labels(STAGE, "media_read").inc()
-                await asyncio.sleep(0.5)
+                self._broker_down(health, exc, what="media read")
+                failures += 1
+                await asyncio.sleep(policy.backoff(failures, self._rng))
+                continue
+            if failures:
+                failures = 0
+                health.ok()
 
     async def _read_once(self) -> None:
         s = self.settings
@@ -306,6 +356,16 @@ class InferenceWorker:
             INFERENCE_GROUP, self.consumer, shard=shard, min_idle_ms=min_idle_ms, count=self._claim_count
         )
         claimed = [e for e in claimed if e.id not in self._held]
+        if not claimed:
+            return
+        marked = await self._media.publishing(shard)
+        unknown = [e.id for e in claimed if e.id in marked]
+        if unknown:  # scored by an earlier owner, maybe published: never score them again
+            log.info("pending media %s -> %s (its scores may be out)", "publishing", "dropped",
+                     extra={"entries": len(unknown), "shard": shard})
+            await self._media.ack(INFERENCE_GROUP, unknown)
+            self._metrics.media_dropped_total.labels("in_flight_elsewhere").inc(len(unknown))
+            claimed = [e for e in claimed if e.id not in marked]
         if claimed:
             log.info("pending media %s -> %s", "pending", "claimed", extra={"entries": len(claimed), "shard": shard})
             await self._enqueue(claimed, claimed=True)
@@ -363,16 +423,23 @@ class InferenceWorker:
                     log.info("participant states %s -> %s", "idle", "forgotten", extra={"count": evicted})
 
     async def _run_batch(self) -> None:
-        started = self._clock()
         queued = self._batcher.take()
         self._space.set()
         self._metrics.queue_depth.labels("inference_batcher").set(len(self._batcher))
         if not queued:
             return
+        try:
+            await self._score([q.value for q in queued], [q.enqueued for q in queued])
+        except BaseException:  # e.g. a broker error in an ack: the media stays pending, claimable again
+            self._held.difference_update(q.value.entry_id for q in queued)
+            raise
+
+    async def _score(self, taken: list[_Item], enqueued: list[float]) -> None:
+        started = self._clock()
         now = self._clock()
-        for q in queued:
-            self._metrics.inference_queue_wait_seconds.observe(max(0.0, now - q.enqueued))
-        items, thinned = await self._thin([q.value for q in queued])
+        for t in enqueued:
+            self._metrics.inference_queue_wait_seconds.observe(max(0.0, now - t))
+        items, thinned = await self._thin(taken)
         items = await self._drop_stale(items)
         if not items and not thinned:
             return
@@ -390,9 +457,17 @@ class InferenceWorker:
             self._held.difference_update(i.entry_id for i in items)  # claimable again once idle
             return
         items, events = self._fence(items, events)
-        await self._publish(events)
-        await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in items])
-        self._held.difference_update(i.entry_id for i in items)
+        if self.speech is not None:  # the transcribe stage gets the scored audio of the shards still held
+            self.speech.put([i.msg for i in items if isinstance(i.msg, AudioChunk)])
+        if events:  # mark, so that a next owner never scores these again; re-check the leases after
+            if not await self._while_held(items, lambda: self._media.mark_publishing([i.entry_id for i in items])):
+                self._metrics.errors_total.labels(STAGE, "mark_lapsed").inc()
+            items, events = self._fence(items, events)
+        await self._publish(events)  # waits until the broker acknowledged (retried across a pause)
+        ids = [i.entry_id for i in items]
+        if not await self._while_held(items, lambda: self._media.ack(INFERENCE_GROUP, ids)):
+            self._metrics.errors_total.labels(STAGE, "ack_lapsed").inc()  # the next owner drops them (marked)
+        self._held.difference_update(ids)
         for item in items:
             self._metrics.messages_total.labels(STAGE, item.msg.kind).inc()
         for frame in frames:
@@ -464,6 +539,26 @@ class InferenceWorker:
         await self._release(stale, reason="inference_stale")
         gone = {id(i) for i in stale}
         return [i for i in items if id(i) not in gone]
+
+    async def _while_held(self, items: list[_Item], op: Callable[[], Awaitable[None]]) -> bool:
+        """Run an idempotent media-bus write, retrying broker errors while a lease of ``items`` is held."""
+        shards = {i.shard for i in items}
+        health = self._health("inference-batches")
+
+        def on_error(exc: BaseException) -> None:
+            if isinstance(exc, Exception):
+                self._broker_down(health, exc, what="media ack")
+
+        done = await retry_transient(
+            op,
+            policy=self.supervisor.policy,
+            keep_going=lambda: any(self.ownership.holds(k) for k in shards),
+            on_error=on_error,
+            rng=self._rng,
+        )
+        if health.down:
+            health.ok()
+        return done
 
     async def _release(self, items: list[_Item], *, reason: str) -> None:
         """Ack media that will not be scored and count it as dropped for ``reason``."""

@@ -7,7 +7,7 @@ around it (``classpulse ingest``), owning the transports' start and close.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -15,9 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingest.settings import IngestSettings
 from services.ingest.whip import WhipService
+from shared.health_http import add_health_routes
 from shared.metrics import Metrics
 from shared.openapi import Param, RouteDoc, add_documented_route
 from shared.settings import CommonSettings
+from shared.supervise import HealthRegistry
 from shared.transport.factory import Transports
 
 STATIC = Path(__file__).parent / "static"
@@ -92,6 +94,20 @@ def add_ingest_routes(
     return service
 
 
+def add_forwarded_ingest_routes(
+    app: web.Application, *, forward: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> None:
+    """The same ``/whip/...`` routes (and their OpenAPI entries) answered by ``forward``, plus ``/join``.
+
+    ``classpulse up`` uses it when WebRTC runs in ingest worker processes: ``forward`` hands
+    each request to the worker that owns it.
+    """
+    for name in ("preflight", "publish", "resource_preflight", "stop", "trickle"):
+        add_documented_route(app, _WHIP_DOCS[name], forward)
+    add_documented_route(app, _WHIP_DOCS["join"], _join_page)
+    app.router.add_get("/join/join.js", _join_script)
+
+
 async def _join_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "join.html", headers=_NO_CACHE)
 
@@ -107,8 +123,10 @@ def create_ingest_app(
     transports: Transports,
     metrics: Metrics,
     resource_prefix: str = "",
+    health: HealthRegistry | None = None,
 ) -> web.Application:
-    """The standalone ingest service: WHIP, join page, ``/metrics`` and ``/healthz``."""
+    """The standalone ingest service: WHIP, join page, ``/metrics``, ``/healthz`` and ``/readyz`` (from
+    ``health``, the service's registry, plus the publisher count)."""
     app = web.Application()
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
@@ -125,9 +143,8 @@ def create_ingest_app(
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "publishers": len(service.resources)})
-
     app.router.add_get("/metrics", metrics_route)
-    app.router.add_get("/healthz", health)
+    add_health_routes(
+        app, health=health or HealthRegistry(service="ingest"), extra=lambda: {"publishers": len(service.resources)}
+    )
     return app

@@ -21,6 +21,7 @@ def register(sub: Any) -> None:
         "--runtime-dir", type=Path, default=None, help="folder for the workers' registry (default: a fresh temp folder)"
     )
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    p.add_argument("--check-config", action="store_true", help="validate the settings, print them and exit")
     p.set_defaults(handler=_ingest)
 
     p = sub.add_parser(
@@ -32,6 +33,7 @@ def register(sub: Any) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of the ingest server")
     p.add_argument("--duration", type=float, default=0.0, help="seconds to publish (default: until Ctrl-C)")
     p.add_argument("--prefix", default="student", help="participant ids are PREFIX-1 .. PREFIX-N")
+    p.add_argument("--check-config", action="store_true", help="validate the settings, print them and exit")
     p.set_defaults(handler=_simulate)
 
 
@@ -79,7 +81,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
     # Ingest never imports torch (audio is resampled by FFmpeg through PyAV), so there is no
     # torch thread count to set: the default Runtime keeps it that way.
-    return run_service("ingest", settings=plan, main=serve_ingest)
+    return run_service("ingest", settings=plan, main=serve_ingest, check_config=args.check_config)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -108,4 +110,4 @@ def _simulate(args: argparse.Namespace) -> int:
         print(report.summary())
         return 0 if report.connected == args.students else 1
 
-    return run_service("simulate", settings=settings, main=simulate)
+    return run_service("simulate", settings=settings, main=simulate, check_config=args.check_config)

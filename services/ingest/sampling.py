@@ -9,7 +9,9 @@
   (``av.AudioResampler``): no torch in ingest.
 
 Timing: the caller passes ``capture_ts`` (wall clock of the media) and ``received`` (when
-ingest got the frame); each message carries an ``ingest`` stage stamp.
+ingest got the frame); each message carries an ``ingest`` stage stamp. A publish after the
+participant's first one (a reconnect) passes its ``epoch`` and ``media_offset``
+(:mod:`shared.transport.publishes`): seq restarts at 0, media_time continues.
 """
 
 from __future__ import annotations
@@ -60,7 +62,15 @@ class FrameSampler:
     """Keeps the latest decoded frame and emits one analysis frame per tick of media time."""
 
     def __init__(
-        self, *, session: str, participant: str, role: Role = "student", fps: float = 5.0, width: int = 640
+        self,
+        *,
+        session: str,
+        participant: str,
+        role: Role = "student",
+        fps: float = 5.0,
+        width: int = 640,
+        epoch: int = 0,
+        media_offset: float = 0.0,
     ) -> None:
         if fps <= 0:
             raise ValueError("fps must be > 0")
@@ -71,6 +81,8 @@ class FrameSampler:
         self.role: Role = role
         self.fps = fps
         self.width = width
+        self.epoch = epoch  # the publish (shared.transport.publishes): seq restarts at 0 per epoch
+        self.media_offset = media_offset  # media_time of this publish's start
         self.seq = 0
         self.frames_seen = 0
         self.latest: av.VideoFrame | None = None
@@ -105,8 +117,9 @@ class FrameSampler:
             session=self.session,
             participant=self.participant,
             role=self.role,
+            epoch=self.epoch,
             seq=self.seq,
-            media_time=max(0.0, media_time),
+            media_time=self.media_offset + max(0.0, media_time),
             timing=ingest_trail(capture_ts=capture_ts, received=wall_clock() if received is None else received),
         )
         self.seq += 1
@@ -140,6 +153,8 @@ class AudioChunker:
         role: Role = "student",
         chunk_s: float = 0.5,
         sample_rate: int = ANALYSIS_SAMPLE_RATE,
+        epoch: int = 0,
+        media_offset: float = 0.0,
     ) -> None:
         if not 0.01 <= chunk_s <= 10.0:
             raise ValueError("chunk_s must be within [0.01, 10] seconds")
@@ -148,6 +163,8 @@ class AudioChunker:
         self.role: Role = role
         self.chunk_s = chunk_s
         self.sample_rate = sample_rate
+        self.epoch = epoch
+        self.media_offset = media_offset
         self.seq = 0
         self.gaps = 0
         self.filled_s = 0.0  # silence inserted for small forward jumps (lost packets)
@@ -279,8 +296,9 @@ class AudioChunker:
             session=self.session,
             participant=self.participant,
             role=self.role,
+            epoch=self.epoch,
             seq=self.seq,
-            media_time=start,
+            media_time=self.media_offset + start,
             timing=ingest_trail(capture_ts=min(self._offset + end, self._received), received=self._received),
         )
         self.seq += 1

@@ -45,7 +45,8 @@ async def _single_process(plan: IngestPlan, service: ServiceContext) -> None:
 
     transports = build_transports(service.common, metrics=service.metrics, client_id="classpulse-ingest")
     app = create_ingest_app(
-        settings=plan.settings, common=service.common, transports=transports, metrics=service.metrics
+        settings=plan.settings, common=service.common, transports=transports, metrics=service.metrics,
+        health=service.health,
     )
     await serve_app(
         app, host=plan.host, port=plan.port, banner=lambda url: f"ingest listening on {url}/join", service=service
@@ -64,5 +65,6 @@ async def _worker(plan: IngestPlan, service: ServiceContext, *, index: int) -> N
         common=service.common,
         transports=transports,
         metrics=service.metrics,
+        health=service.health,
     )
     await serve_worker(app=app, identity=identity, host=plan.host, port=plan.port, service=service)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import StrictSettings, register_settings
+from shared.settings import IntFromText, StrictSettings, register_settings
 
 
 @register_settings
@@ -34,6 +34,13 @@ class IngestSettings(StrictSettings):
     max_publishers: int = Field(
         default=64, ge=1, le=10_000, description="Publishers one ingest process accepts; more get 429."
     )
+    max_publishers_per_session: int = Field(
+        default=40,
+        ge=1,
+        le=10_000,
+        description="Publishers of one session one ingest process accepts, so one session cannot take every slot; "
+        "more get 429. A participant publishing again replaces their resource and needs no second slot.",
+    )
     max_sdp_bytes: int = Field(
         default=65_536, ge=1_024, le=1_048_576, description="Largest SDP offer accepted; larger bodies get 413."
     )
@@ -46,7 +53,7 @@ class IngestSettings(StrictSettings):
         le=1_000,
         description="Decoded frames allowed to wait in aiortc's queue per track; older ones are dropped and counted.",
     )
-    video_jitter_packets: Literal[64, 128, 256, 512] = Field(
+    video_jitter_packets: Annotated[Literal[64, 128, 256, 512], IntFromText] = Field(
         default=128,
         description="Video jitter buffer in RTP packets; a lost packet can hold a stream back this long.",
     )

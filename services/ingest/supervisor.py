@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,8 +63,21 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class WorkerSupervisor:
     """Run ``workers`` ingest worker processes on one shared port until a signal arrives."""
 
-    def __init__(self, *, workers: int, host: str, port: int, runtime_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int,
+        host: str,
+        port: int,
+        runtime_dir: Path | None = None,
+        command: Callable[[int], list[str]] | None = None,
+        banner: bool = True,
+    ) -> None:
+        """``command(index)`` starts worker ``index`` (default: ``classpulse ingest --worker-index``);
+        ``banner``: print the listening line once every worker is up."""
         self.workers = workers
+        self._custom_command = command
+        self._banner = banner
         self.host = host
         self._reserved = reserve_port(host, port)
         self.port: int = self._reserved.getsockname()[1]
@@ -76,6 +90,8 @@ class WorkerSupervisor:
         self._stopping = False
 
     def _command(self, index: int) -> list[str]:
+        if self._custom_command is not None:
+            return self._custom_command(index)
         return [
             sys.executable, "-m", "services.cli", "ingest", "--host", self.host, "--port", str(self.port),
             "--worker-index", str(index), "--runtime-dir", str(self.runtime_dir),
@@ -99,6 +115,10 @@ class WorkerSupervisor:
                 return False
         return True
 
+    def ready(self) -> bool:
+        """Every worker has registered its private port (after :meth:`run` started them)."""
+        return bool(self._children) and self._ready()
+
     def stop(self) -> None:
         """Ask :meth:`run` to stop the workers and return (safe to call from a signal handler)."""
         self._stopping = True
@@ -114,13 +134,13 @@ class WorkerSupervisor:
                 if time.monotonic() > deadline:
                     raise SupervisorError(f"workers did not start within {_READY_TIMEOUT_S:.0f} s; see their log")
                 await asyncio.sleep(0.1)
-            if not self._stopping:
+            if not self._stopping and self._banner:
                 print(f"ingest listening on http://{self.host}:{self.port}/join ({self.workers} workers)", flush=True)
             while not self._stopping:
                 self._check()
                 await asyncio.sleep(0.2)
         finally:
-            self._stop_all()  # blocks up to _STOP_TIMEOUT_S: nothing else runs on this loop
+            await asyncio.to_thread(self._stop_all)  # up to _STOP_TIMEOUT_S; the loop keeps serving meanwhile
             self._reserved.close()
             if self._own_dir:
                 shutil.rmtree(self.runtime_dir, ignore_errors=True)

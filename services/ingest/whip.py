@@ -4,6 +4,14 @@
 ``201 Created`` with ``Location`` and the full SDP answer (no trickle: ICE gathering
 completes before the answer is sent); ``DELETE`` on the Location ends the session.
 Every error is a plain-text line saying what is wrong and what to do.
+
+One publish at a time per participant: a POST takes the participant's publish lock for
+closing their old resource and negotiating the new one, so publishing again replaces the
+old resource atomically; a POST while another one of the same participant is still being
+negotiated gets ``409`` at once (a double click, 20 concurrent POSTs: one resource, never
+20). The ``429`` bounds are per process and per session, so one session cannot take every
+slot. Every publish gets the participant's next epoch (:mod:`shared.transport.publishes`),
+so a reconnect continues their media (seq and event ids never repeat; media time continues).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.tokens import TokenError, bearer, verify_token
 from shared.transport.factory import Transports
+from shared.transport.publishes import Publish
 
 log = get_logger(__name__)
 
@@ -60,10 +69,13 @@ class WhipResource:
     pc: RTCPeerConnection
     reporter: LifecycleReporter
     monitor: PresenceMonitor
+    publish: Publish
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     publishers: list[StreamPublisher] = field(default_factory=list)
     samplers: dict[str, FrameSampler | AudioChunker] = field(default_factory=dict)
     closed: bool = False
+    counted: bool = False
+    """In ``resources`` and the publisher gauge (only a negotiated resource is)."""
 
 
 class WhipService:
@@ -84,7 +96,8 @@ class WhipService:
         self.transports = transports
         self.metrics = metrics
         self.resources: dict[str, WhipResource] = {}
-        self._pending = 0
+        self._pending: dict[str, int] = {}  # session -> publishes being negotiated
+        self._publishing: set[tuple[str, str]] = set()  # the participants' publish locks (held = in the set)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -152,25 +165,67 @@ class WhipService:
                 summary = validate_offer(text)
             except SdpError as exc:
                 raise WhipError(400, str(exc)) from exc
-            await self.close_participant(session, participant)
-            if len(self.resources) + self._pending >= self.settings.max_publishers:
-                self.metrics.errors_total.labels("ingest", "too_many_publishers").inc()
+            key = (session, participant)
+            if key in self._publishing:
+                self.metrics.errors_total.labels("ingest", "publish_in_progress").inc()
                 raise WhipError(
-                    429,
-                    f"this ingest server already has {self.settings.max_publishers} publishers; retry later "
-                    "or add an ingest worker",
-                    headers={"Retry-After": "10"},
+                    409,
+                    "this participant is already publishing (another publish is still being set up); "
+                    "wait for it, or DELETE it, then retry",
+                    headers={"Retry-After": "2"},
                 )
-            self._pending += 1
+            self._publishing.add(key)  # no await since the check: the lock is taken atomically
             try:
-                resource, answer = await self._create(session, participant, role, text, summary)
+                resource, answer = await self._replace(session, participant, role, text, summary)
             finally:
-                self._pending -= 1
+                self._publishing.discard(key)
         except WhipError as exc:
             return self.error(exc)
         location = f"{request.path.rstrip('/')}/{resource.id}"
         headers = {**self.cors(), "Location": location, "ETag": f'"{resource.id}"'}
         return web.Response(status=201, text=answer, content_type="application/sdp", headers=headers)
+
+    async def _replace(
+        self, session: str, participant: str, role: Role, offer: str, summary: OfferSummary
+    ) -> tuple[WhipResource, str]:
+        """Under the participant's publish lock: end their old resource, check capacity, negotiate."""
+        await self.close_participant(session, participant)
+        self._admit(session)
+        self._pending[session] = self._pending.get(session, 0) + 1
+        try:
+            try:
+                publish = await self.transports.publishes.begin(session, participant)
+            except Exception as exc:  # the media store is down: a retry may find it back
+                log.warning("whip publish epoch -> unavailable (%s)", type(exc).__name__)
+                raise WhipError(503, "cannot reach the media store to start this publish; retry", headers={
+                    "Retry-After": "5"}) from exc
+            return await self._create(session, participant, role, offer, summary, publish)
+        finally:
+            left = self._pending[session] - 1
+            if left:
+                self._pending[session] = left
+            else:
+                del self._pending[session]
+
+    def _admit(self, session: str) -> None:
+        """429 when this process, or this session on it, has no publisher slot left."""
+        s = self.settings
+        if len(self.resources) + sum(self._pending.values()) >= s.max_publishers:
+            self.metrics.errors_total.labels("ingest", "too_many_publishers").inc()
+            raise WhipError(
+                429,
+                f"this ingest server already has {s.max_publishers} publishers; retry later or add an ingest worker",
+                headers={"Retry-After": "10"},
+            )
+        in_session = sum(1 for r in self.resources.values() if r.session == session) + self._pending.get(session, 0)
+        if in_session >= s.max_publishers_per_session:
+            self.metrics.errors_total.labels("ingest", "too_many_session_publishers").inc()
+            raise WhipError(
+                429,
+                f"this session already has {s.max_publishers_per_session} publishers on this ingest server; "
+                "retry later or raise CLASSPULSE_INGEST_MAX_PUBLISHERS_PER_SESSION",
+                headers={"Retry-After": "10"},
+            )
 
     async def delete(self, request: web.Request) -> web.Response:
         try:
@@ -192,7 +247,7 @@ class WhipService:
     # -- resources -----------------------------------------------------------------------
 
     async def _create(
-        self, session: str, participant: str, role: Role, offer: str, summary: OfferSummary
+        self, session: str, participant: str, role: Role, offer: str, summary: OfferSummary, publish: Publish
     ) -> tuple[WhipResource, str]:
         rid = self.resource_prefix + uuid.uuid4().hex[:16]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -212,7 +267,14 @@ class WhipService:
             monitor=monitor,
         )
         resource = WhipResource(
-            id=rid, session=session, participant=participant, role=role, pc=pc, reporter=reporter, monitor=monitor
+            id=rid,
+            session=session,
+            participant=participant,
+            role=role,
+            pc=pc,
+            reporter=reporter,
+            monitor=monitor,
+            publish=publish,
         )
 
         @pc.on("track")
@@ -231,17 +293,27 @@ class WhipService:
         try:
             await asyncio.wait_for(self._negotiate(pc, offer), _ANSWER_TIMEOUT_S)
         except TimeoutError as exc:
-            await pc.close()
+            await self.close_resource(resource, reason="negotiation timed out")
             raise WhipError(503, "could not gather ICE candidates in time; retry") from exc
         except WhipError:
-            await pc.close()
+            await self.close_resource(resource, reason="negotiation failed")
             raise
         except Exception as exc:  # aiortc rejects what our validation let through
-            await pc.close()
-            raise WhipError(400, f"SDP offer could not be used: {exc}; send a standard WebRTC offer") from exc
+            log.info("whip negotiation -> failed (%s)", type(exc).__name__, extra=pii(participant=participant))
+            await self.close_resource(resource, reason="negotiation failed")
+            raise WhipError(
+                400,
+                "SDP offer could not be negotiated (its DTLS, ICE or codec lines are inconsistent); "
+                "send the offer from createOffer() unchanged",
+            ) from exc
         self.resources[rid] = resource
+        resource.counted = True
         self.metrics.active_streams.labels("publisher").inc()
-        log.info("whip resource -> created", extra=pii(participant=participant, session=session, resource=rid))
+        log.info(
+            "whip resource -> created (epoch %d)",
+            publish.epoch,
+            extra=pii(participant=participant, session=session, resource=rid),
+        )
         return resource, pc.localDescription.sdp
 
     async def _negotiate(self, pc: RTCPeerConnection, offer: str) -> None:
@@ -269,6 +341,8 @@ class WhipService:
                 role=resource.role,
                 fps=s.analysis_fps,
                 width=s.frame_width,
+                epoch=resource.publish.epoch,
+                media_offset=resource.publish.offset,
             )
             resource.samplers["video"] = sampler
             coro = consume_video(
@@ -282,7 +356,12 @@ class WhipService:
             )
         else:
             chunker = AudioChunker(
-                session=resource.session, participant=resource.participant, role=resource.role, chunk_s=s.audio_chunk_s
+                session=resource.session,
+                participant=resource.participant,
+                role=resource.role,
+                chunk_s=s.audio_chunk_s,
+                epoch=resource.publish.epoch,
+                media_offset=resource.publish.offset,
             )
             resource.samplers["audio"] = chunker
             coro = consume_audio(
@@ -296,11 +375,16 @@ class WhipService:
             )
         resource.tasks.append(spawn(coro, name=f"consume-{name}"))
 
-    async def close_participant(self, session: str, participant: str) -> None:
-        """End this participant's resources here (they published again, here or on another worker)."""
+    async def close_participant(self, session: str, participant: str, *, before_epoch: int | None = None) -> None:
+        """End this participant's resources here (they published again, here or on another worker).
+
+        ``before_epoch``: only resources of an older publish (another worker's newer publish
+        replaces ours, never the other way round, however the two requests race).
+        """
         for resource in list(self.resources.values()):
             if resource.session == session and resource.participant == participant:
-                await self.close_resource(resource, reason="replaced")
+                if before_epoch is None or resource.publish.epoch < before_epoch:
+                    await self.close_resource(resource, reason="replaced")
 
     async def close_resource(self, resource: WhipResource, *, reason: str) -> None:
         """Stop consumers and publishers, close the peer connection, send 'left'."""
@@ -315,9 +399,10 @@ class WhipService:
                 await task
         for publisher in resource.publishers:
             await publisher.close()
-        for kind in resource.samplers:
+        for kind in resource.samplers:  # each was counted when its track started
             self.metrics.active_streams.labels(kind).dec()
-        self.metrics.active_streams.labels("publisher").dec()
+        if resource.counted:  # a failed negotiation never counted as a publisher
+            self.metrics.active_streams.labels("publisher").dec()
         await resource.pc.close()
         await resource.reporter.close()
         log.info(

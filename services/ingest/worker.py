@@ -29,7 +29,9 @@ from services.ingest.whip import WhipError
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 from shared.service import ServiceContext, ServiceError
+from shared.serving import PathOnlyAccessLogger
 from shared.settings import CommonSettings
+from shared.supervise import HealthRegistry
 from shared.transport.factory import Transports
 
 log = get_logger(__name__)
@@ -78,6 +80,21 @@ def owner_of(resource: str | None) -> int | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def forward_request(request: web.Request, *, client: aiohttp.ClientSession, port: int, via: str) -> web.Response:
+    """Send ``request`` to the ingest worker on loopback ``port`` and return its answer.
+
+    Raises ``aiohttp.ClientError`` / ``TimeoutError`` when the worker cannot be reached. Also
+    used by ``classpulse up``, whose WebRTC runs in ingest worker processes.
+    """
+    url = f"http://127.0.0.1:{port}{request.path_qs}"
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    headers[_FORWARDED] = via
+    async with client.request(request.method, url, data=await request.read(), headers=headers) as resp:
+        body = await resp.read()
+        out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP}
+        return web.Response(status=resp.status, body=body, headers=out)
+
+
 def route_to_owner(identity: WorkerIdentity) -> Middleware:
     """Middleware: requests on another worker's resource are proxied to that worker."""
 
@@ -88,22 +105,16 @@ def route_to_owner(identity: WorkerIdentity) -> Middleware:
             response = await handler(request)
             if request.method == "POST" and response.status == 201 and "resource" not in request.match_info:
                 session, participant = request.match_info["session"], request.match_info["participant"]
-                spawn(_replace_elsewhere(request.app, identity, session, participant), name="ingest-replace")
+                created = request.app[WHIP_SERVICE].resources.get(response.headers["Location"].rsplit("/", 1)[-1])
+                epoch = created.publish.epoch if created is not None else 0
+                spawn(_replace_elsewhere(request.app, identity, session, participant, epoch), name="ingest-replace")
             return response
         service = request.app[WHIP_SERVICE]
         port = identity.private_port_of(owner)
         if port is None or request.headers.get(_FORWARDED):
             return service.error(WhipError(404, "no such WHIP session (its worker is gone); publish again with POST"))
-        url = f"http://127.0.0.1:{port}{request.path_qs}"
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers[_FORWARDED] = str(identity.index)
         try:
-            async with request.app[HTTP].request(
-                request.method, url, data=await request.read(), headers=headers
-            ) as resp:
-                body = await resp.read()
-                out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP}
-                return web.Response(status=resp.status, body=body, headers=out)
+            return await forward_request(request, client=request.app[HTTP], port=port, via=str(identity.index))
         except (aiohttp.ClientError, TimeoutError):
             log.warning("ingest proxy -> owner unreachable (worker %d)", owner)
             return service.error(WhipError(404, "no such WHIP session (its worker restarted); publish again with POST"))
@@ -111,14 +122,20 @@ def route_to_owner(identity: WorkerIdentity) -> Middleware:
     return middleware
 
 
-async def _replace_elsewhere(app: web.Application, identity: WorkerIdentity, session: str, participant: str) -> None:
-    """A participant published here: end their older resources on the other workers."""
+async def _replace_elsewhere(
+    app: web.Application, identity: WorkerIdentity, session: str, participant: str, epoch: int
+) -> None:
+    """A participant published here (publish ``epoch``): end their older publishes on the other workers.
+
+    Only older epochs: when two workers race for one participant, the newer publish survives on
+    both sides instead of each ending the other's.
+    """
     for entry in identity.runtime_dir.glob("worker-*.json"):
         index = int(entry.stem.removeprefix("worker-"))
         port = identity.private_port_of(index)
         if index == identity.index or port is None:
             continue
-        url = f"http://127.0.0.1:{port}/ingest/replace/{session}/{participant}"
+        url = f"http://127.0.0.1:{port}/ingest/replace/{session}/{participant}?before_epoch={epoch}"
         try:
             async with app[HTTP].post(url) as resp:
                 await resp.release()
@@ -138,10 +155,12 @@ def create_worker_app(
     common: CommonSettings,
     transports: Transports,
     metrics: Metrics,
+    health: HealthRegistry | None = None,
 ) -> web.Application:
     """The standalone ingest app plus owner routing and ``/ingest/worker``."""
     app = create_ingest_app(
-        settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=identity.prefix
+        settings=settings, common=common, transports=transports, metrics=metrics, resource_prefix=identity.prefix,
+        health=health,
     )
     app.middlewares.append(route_to_owner(identity))
 
@@ -157,8 +176,12 @@ def create_worker_app(
     async def replace(request: web.Request) -> web.Response:
         if not _on_private_port(request, identity):  # workers only: never from the public port
             raise web.HTTPNotFound()
+        try:
+            before = int(request.query.get("before_epoch", ""))
+        except ValueError:
+            before = None  # an older worker build: replace every resource, as before
         await request.app[WHIP_SERVICE].close_participant(
-            request.match_info["session"], request.match_info["participant"]
+            request.match_info["session"], request.match_info["participant"], before_epoch=before
         )
         return web.Response(status=204)
 
@@ -174,7 +197,7 @@ async def serve_worker(
     """Serve on the shared public port and a private loopback port until SIGTERM/SIGINT or parent exit."""
     stop = asyncio.Event()
     service.on_stop(stop.set)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False)
     await runner.setup()
     try:
         try:

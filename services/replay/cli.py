@@ -44,9 +44,18 @@ def register(sub: Any) -> None:
                    help="their role in a single recording (default student)")
     p.add_argument("--teacher", default=None, metavar="ID",
                    help="folder mode: the recording (file name without suffix) of the teacher; the rest are students")
+    p.add_argument("--layout", choices=["single", "gallery"], default="single",
+                   help="gallery: the recording is a gallery view (a grid of tiles, mixed audio); one participant per "
+                   "tile (ids p1..pN row by row), speech attributed to the face whose mouth moves with the voice")
     p.add_argument("--from-kafka", action="store_true", help="rebuild from the session's stored score events")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default CLASSPULSE_KAFKA_BOOTSTRAP)")
     p.add_argument("--topic", default=None, help="score topic (default classpulse.scores)")
+    p.add_argument("--chat", type=Path, default=None, metavar="FILE",
+                   help="interaction events (chat, questions, polls ...) to merge into the report: JSON Lines, "
+                   "one InteractionEvent per line with ts in seconds from the recording start")
+    p.add_argument("--transcripts", action="store_true",
+                   help="keep what each participant said in report.json's transcript (personal data; words_spoken "
+                   "and questions are counted without it too)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=_replay)
 
@@ -109,8 +118,19 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         _setup()
+        if args.transcripts:
+            from services.inference.transcribe.settings import TranscribeSettings
+
+            if args.from_kafka:
+                return _fail("--transcripts transcribes recordings; a past live session's events carry no audio")
+            if not TranscribeSettings().enabled:
+                return _fail("--transcripts needs transcription; unset CLASSPULSE_TRANSCRIBE_ENABLED=false")
         if args.from_kafka:
+            if args.chat is not None:
+                return _fail("--chat merges a chat file into a recording's replay; it does not go with --from-kafka")
             return _replay_kafka(args)
+        if args.layout == "gallery":
+            return _replay_gallery(args)
         if args.input is not None:
             from services.replay.class_inputs import is_class_input
 
@@ -137,6 +157,8 @@ def _replay_file(args: argparse.Namespace) -> int:
     outcome = _guarded(args, out, lambda: replay_file(
         args.input, out_dir=out, session=args.session, participant=args.participant or "p1",
         role=args.role or "student", show_progress=not args.no_progress, quiet_native=_mute_native(),
+        chat=args.chat,
+        transcripts=args.transcripts,
     ))
     if isinstance(outcome, int):
         return outcome
@@ -144,19 +166,24 @@ def _replay_file(args: argparse.Namespace) -> int:
     _print_outcome(
         outcome.paths, outcome.report,
         f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), "
-        f"{s.frames} frames, {s.audio_chunks} audio chunks",
+        f"{s.frames} frames, {s.audio_chunks} audio chunks, {s.speech_events} speech segments transcribed",
     )
     return 0
 
 
 def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | int:
     """Run a replay; a failure becomes one readable line and its exit status (details at DEBUG)."""
+    from services.inference.transcribe.model import ModelError
     from services.ingest.sources.errors import MediaSourceError
+    from services.replay.chat import ChatFileError
+    from shared.text.embeddings import EncoderUnavailable
 
     try:
         return run()
     except MediaSourceError as exc:
         return _fail(exc.message)
+    except (ChatFileError, EncoderUnavailable, ModelError) as exc:
+        return _fail(str(exc))
     except PermissionError as exc:
         return _fail(f"cannot write the report to {out} ({exc.strerror}); choose a writable folder with --out")
     except Exception as exc:  # the user gets one line; details go to the log at DEBUG
@@ -182,6 +209,8 @@ def _replay_class(args: argparse.Namespace) -> int:
         return _fail(f"--out {out} is a file; give a folder for the report")
     outcome = _guarded(args, out, lambda: replay_class(
         spec, out_dir=out, session=args.session, show_progress=not args.no_progress, quiet_native=_mute_native(),
+        chat=args.chat,
+        transcripts=args.transcripts,
     ))
     if isinstance(outcome, int):
         return outcome
@@ -190,6 +219,46 @@ def _replay_class(args: argparse.Namespace) -> int:
         outcome.paths, outcome.report,
         f"{s.tracks} recordings ({s.recordings_s:.1f} s of media), {s.media_s:.1f} s of class analysed in "
         f"{s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), {s.frames} frames, {s.audio_chunks} audio chunks",
+    )
+    return 0
+
+
+def _replay_gallery(args: argparse.Namespace) -> int:
+    from services.replay.class_inputs import is_class_input
+    from services.replay.files import media_name, replay_gallery
+
+    if args.input is None or args.from_kafka:
+        return _fail("--layout gallery analyses one gallery-view recording: classpulse replay FILE --layout gallery")
+    if is_class_input(args.input):
+        return _fail(f"{args.input} is a folder or manifest; --layout gallery takes one gallery-view recording "
+                     "(leave --layout out for a folder of per-participant recordings)")
+    if args.participant is not None or args.role is not None:
+        return _fail("--participant/--role describe the one person of a single recording; in a gallery the ids are "
+                     "the tiles p1..pN (--teacher pK names the teacher's tile)")
+    if args.transcripts or args.chat is not None:
+        return _fail("--transcripts and --chat are not supported with --layout gallery yet (the mixed audio is not "
+                     "transcribed per tile); replay per-participant recordings for them")
+    out = args.out or Path(f"{Path(media_name(args.input)).stem or 'replay'}-report")
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out} is a file; give a folder for the report")
+    outcome = _guarded(args, out, lambda: replay_gallery(
+        args.input, out_dir=out, session=args.session, teacher=args.teacher, show_progress=not args.no_progress,
+        quiet_native=_mute_native(),
+    ))
+    if isinstance(outcome, int):
+        return outcome
+    s = outcome.stats
+    g = outcome.report.gallery
+    attributed = ""
+    if g is not None and g.attribution is not None:
+        a = g.attribution
+        attributed = (f"; speech: {a.voiced_s:.1f} s voiced, {a.attributed_s:.1f} s attributed, "
+                      f"{a.tied_s + a.no_mouth_s:.1f} s unattributed")
+    _print_outcome(
+        outcome.paths, outcome.report,
+        f"{len(outcome.report.participants)} tiles{attributed}\n"
+        f"{s.media_s:.1f} s of media analysed in {s.wall_s:.1f} s ({s.realtime_factor:.1f}x real time), "
+        f"{s.frames} frames, {s.audio_chunks} audio chunks",
     )
     return 0
 

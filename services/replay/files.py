@@ -9,14 +9,21 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from services.replay.class_inputs import ClassInput, TrackSpec, container_offsets, container_start
 from services.replay.decoding import Track
-from services.replay.pipeline import ReplayJob, ReplayStats, default_session_id, run_replay, session_id_from
+from services.replay.pipeline import (
+    ReplayJob,
+    ReplayStats,
+    Scorer,
+    default_session_id,
+    run_replay,
+    session_id_from,
+)
 from services.replay.progress import NoProgress, ProgressBar, ProgressSink
 from services.replay.report_files import ReportPaths, write_report
 from services.replay.settings import ReplaySettings
@@ -29,6 +36,8 @@ if TYPE_CHECKING:
     from services.inference.perception_prefetch import PrefetchPerception
     from services.ingest.sources.base import MediaInfo
     from services.ingest.sources.file import FileSource
+    from services.replay.chat import RecordedInteractions
+    from services.replay.transcripts import ReplayTranscriber
 
 
 @contextlib.contextmanager
@@ -106,11 +115,21 @@ def _run(
     show_progress: bool,
     quiet_native: bool,
     class_mode: bool,
+    chat: Path | None = None,
+    transcripts: bool = False,
+    wrap: Callable[[InferenceEngine], Scorer] | None = None,
+    amend: Callable[[Report], Report] | None = None,
+    transcribe: bool = True,
 ) -> ReplayOutcome:
+    """Replay ``job_tracks`` with one engine (``wrap``: a stage around it); write the report (``amend``: last edits).
+
+    ``transcribe``: run the transcribe stage (off for a gallery's mixed audio, which has no one speaker per track).
+    """
     from shared.analytics.config import AggregationConfig
     from shared.analytics.session import SessionAggregator
     from shared.contracts.timing import wall_clock
 
+    interactions = _chat(chat, session=session_id) if chat is not None else None  # bad lines fail first
     parts = _analysis(settings, tracks=len(job_tracks))
     engine = parts.engine
     epoch = wall_clock() if class_mode else None
@@ -121,19 +140,48 @@ def _run(
     with native_stderr_muted(quiet_native) as stderr:
         progress: ProgressSink = ProgressBar(total_s=total, stream=stderr) if show_progress else NoProgress()
         job = ReplayJob(
-            tracks=job_tracks, scorer=engine, summariser=summariser, session=session_id, source_name=source_name,
+            tracks=job_tracks, scorer=wrap(engine) if wrap is not None else engine, summariser=summariser,
+            session=session_id, source_name=source_name,
             class_mode=class_mode, epoch=epoch, warnings=warnings,
             batch_max=settings.batch_max, batch_span_s=settings.batch_span_s, queue_max=settings.queue_max,
             frame_step_s=1.0 / settings.analysis_fps,
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
             prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
+            interactions=interactions,
+            speech=_speech(job_tracks, transcripts=transcripts) if transcribe else None, transcripts=transcripts,
         )
         try:
             with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
                 report, stats = run_replay(job)  # loads the engine while decoding starts
         finally:
             engine.close()
+    if amend is not None:
+        report = amend(report)
     return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)
+
+
+def _chat(path: Path, *, session: str) -> RecordedInteractions:
+    from services.replay.chat import load_chat
+    from shared.settings import CommonSettings
+    from shared.text.settings import TextSettings
+    from shared.text.stage import build_text_stage
+
+    return load_chat(path, session=session, stage=build_text_stage(TextSettings()),
+                     keep_text=CommonSettings().keep_text)
+
+
+def _speech(tracks: list[Track], *, transcripts: bool) -> ReplayTranscriber | None:
+    """The transcribe stage for this replay (text kept only with ``--transcripts``); None when disabled."""
+    from services.inference.transcribe.settings import TranscribeSettings
+    from services.inference.transcribe.stage import TranscribeStage
+    from services.replay.transcripts import ReplayTranscriber
+
+    settings = TranscribeSettings()
+    if not settings.enabled:  # the CLI refuses --transcripts then
+        return None
+    stage = TranscribeStage(settings=settings, keep_text=transcripts)
+    stage.model.load()  # a missing model folder: ModelError (one readable line) before any decoding starts
+    return ReplayTranscriber(stage=stage, offsets={t.participant: t.offset_s for t in tracks})
 
 
 def _source(location: str, *, session: str, participant: str, role: Role, settings: ReplaySettings) -> FileSource:
@@ -164,8 +212,13 @@ def replay_file(
     settings: ReplaySettings | None = None,
     show_progress: bool = False,
     quiet_native: bool = False,
+    chat: Path | None = None,
+    transcripts: bool = False,
 ) -> ReplayOutcome:
-    """Analyse one recording and write its report; raises MediaSourceError for unusable input."""
+    """Analyse one recording and write its report; raises MediaSourceError for unusable input,
+    ChatFileError for a bad ``chat`` file (``--chat``).
+
+    ``transcripts``: keep what was said in ``report.transcript`` (words and questions are counted either way)."""
     settings = settings or ReplaySettings()
     location = str(path)  # a file path, or a URL PyAV opens (http, rtsp, ...)
     name = media_name(location)
@@ -176,7 +229,7 @@ def replay_file(
                   expected_duration_s=info.duration_s)
     return _run([track], settings=settings, session_id=session_id, source_name=name,
                 warnings=_track_warnings(name, info), out_dir=out_dir, show_progress=show_progress,
-                quiet_native=quiet_native, class_mode=False)
+                quiet_native=quiet_native, class_mode=False, chat=chat, transcripts=transcripts)
 
 
 def class_session_id(spec: ClassInput, session: str | None = None) -> str:
@@ -196,6 +249,8 @@ def replay_class(
     settings: ReplaySettings | None = None,
     show_progress: bool = False,
     quiet_native: bool = False,
+    chat: Path | None = None,
+    transcripts: bool = False,
 ) -> ReplayOutcome:
     """Analyse a whole class (:func:`~services.replay.class_inputs.load_class_input`) into one report.
 
@@ -232,4 +287,72 @@ def replay_class(
         for (t, source, info), offset in zip(opened, offsets, strict=True)
     ]
     return _run(tracks, settings=settings, session_id=session_id, source_name=spec.source, warnings=warnings,
-                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True)
+                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=True,
+                chat=chat, transcripts=transcripts)
+
+
+def replay_gallery(
+    path: Path | str,
+    *,
+    out_dir: Path,
+    session: str | None = None,
+    teacher: str | None = None,
+    settings: ReplaySettings | None = None,
+    show_progress: bool = False,
+    quiet_native: bool = False,
+) -> ReplayOutcome:
+    """Analyse one gallery-view recording (a grid of tiles, mixed audio): one participant per tile.
+
+    Tiles are found first (:func:`~services.replay.gallery_layout.scan_layout`), then each sampled
+    frame is cut into them (:class:`~services.replay.gallery_source.GallerySource`) and the mixed
+    audio's speech is attributed (:mod:`services.replay.gallery_speakers`). ``teacher``: the tile id
+    (``p1``...) of the teacher. Raises MediaSourceError for unusable input or when no face is found.
+    """
+    from services.ingest.sources.errors import MediaSourceError
+    from services.replay.gallery_layout import LayoutError, scan_layout
+    from services.replay.gallery_source import GallerySource, TileCrop
+    from services.replay.gallery_speakers import AttributionRule, GalleryScorer, SpeakerAttribution
+
+    settings = settings or ReplaySettings()
+    location = str(path)
+    name = media_name(location)
+    session_id = session or default_session_id(Path(name))
+    probe = _source(location, session=session_id, participant="gallery", role="student", settings=settings)
+    info = probe.probe()
+    if not info.has_video or not info.width:
+        raise MediaSourceError(f"{name} has no video track; a gallery replay needs the gallery's picture "
+                               "(for audio only, replay it without --layout gallery)")
+    with native_stderr_muted(quiet_native):
+        try:
+            layout = scan_layout(location, samples=settings.gallery_samples)
+        except LayoutError as exc:
+            raise MediaSourceError(f"{name}: {exc}; --layout gallery needs faces in tiles (replay a single "
+                                   "person's recording without it)") from exc
+    ids = [t.participant for t in layout.tiles]
+    if teacher is not None and teacher not in ids:
+        raise MediaSourceError(f"--teacher {teacher} is no tile of {name} (tiles: {', '.join(ids)}, row by row "
+                               "from the top left); give one of those")
+    tiles = [TileCrop(participant=t.participant, role="teacher" if t.participant == teacher else "student",
+                      bbox=t.bbox) for t in layout.tiles]
+    width = min(settings.gallery_frame_width, layout.width)
+    sampled = settings.model_copy(update={"frame_width": width})
+    inner = _source(location, session=session_id, participant="gallery", role="student", settings=sampled)
+    source = GallerySource(inner=inner, tiles=tiles, frame_width=layout.width)
+    tracks = [Track(source=source if i == 0 else None, participant=t.participant, role=t.role, source_name=name,
+                    expected_duration_s=info.duration_s) for i, t in enumerate(tiles)]
+    rule = AttributionRule(window_s=settings.gallery_window_s, min_motion=settings.gallery_min_motion,
+                           margin=settings.gallery_margin)
+    attribution = SpeakerAttribution(participants=ids, rule=rule, has_audio=info.has_audio,
+                                     chunk_s=settings.audio_chunk_s)
+
+    def amend(report: Report) -> Report:
+        from services.replay.gallery_report import gallery_report
+
+        return gallery_report(report, layout=layout, tiles=tiles, totals=attribution.totals if info.has_audio else None,
+                              rule=rule)
+
+    warnings = _track_warnings(name, info)
+    return _run(tracks, settings=settings, session_id=session_id, source_name=name, warnings=warnings,
+                out_dir=out_dir, show_progress=show_progress, quiet_native=quiet_native, class_mode=False,
+                wrap=lambda engine: GalleryScorer(engine=engine, attribution=attribution), amend=amend,
+                transcribe=False)

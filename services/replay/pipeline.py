@@ -26,12 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from services.replay.chat import RecordedInteractions, merge_interactions
 from services.replay.decoding import Source, Track, TrackDecoder, TrackMerge, track_queue_size
 from services.replay.progress import NoProgress, ProgressSink
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.events import ScoreEvent
+from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
-from shared.contracts.report import Report, ReportParticipant, ReportSession, SessionSummary, TimelineRow
+from shared.contracts.report import (
+    QuestionItem,
+    Report,
+    ReportParticipant,
+    ReportSession,
+    SessionSummary,
+    TimelineRow,
+    TranscriptLine,
+)
 from shared.log import get_logger
 
 log = get_logger(__name__)
@@ -60,11 +70,32 @@ class Summariser(Protocol):
 
     def add_score(self, event: ScoreEvent) -> None: ...
 
+    def add_interaction(self, event: InteractionEvent) -> bool: ...
+
     def advance(self, now: float) -> object: ...
 
     def flush(self) -> object: ...
 
     def summary(self) -> SessionSummary: ...
+
+    def questions(self) -> list[QuestionItem]: ...
+
+    @property
+    def origin(self) -> float | None: ...
+
+
+class Speech(Protocol):
+    """What replay needs from its transcriber (:class:`services.replay.transcripts.ReplayTranscriber`)."""
+
+    def start(self) -> None: ...
+
+    def put(self, chunk: AudioChunk) -> None: ...
+
+    def finish(self) -> list[InteractionEvent]: ...
+
+    def close(self) -> None: ...
+
+    def transcript(self, events: list[InteractionEvent]) -> list[TranscriptLine]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +109,7 @@ class ReplayStats:
     events: int
     queue_peak: int
     tracks: int = 1
+    speech_events: int = 0
     recordings_s: float = 0.0
     """Seconds of media over all tracks (a class: more than ``media_s``, the session's length)."""
 
@@ -118,8 +150,15 @@ class ReplayJob:
     :meth:`~services.inference.engine.InferenceEngine.prepare_audio`: VAD and log-mel then run on the
     decode core, alongside perception on the analysis thread)."""
     prepare_frame: Callable[[VideoFrame], None] | None = None
+    interactions: RecordedInteractions | None = None
+    """``--chat``: interaction events with ``ts`` in seconds from the recording start, merged into the report."""
     """Called in the decode thread for each sampled frame, in order, before it is queued
     (:meth:`services.inference.perception_prefetch.PrefetchPerception.submit`: face analysis starts ahead)."""
+    speech: Speech | None = None
+    """The transcribe stage: gets every analysed audio chunk; its speech events are counted into the
+    summary (``words_spoken``, ``questions``). None: no transcription (those counts stay 0)."""
+    transcripts: bool = False
+    """Keep the transcript in the report (``replay --transcripts``); the speech events then carry text."""
 
 
 class _Batches:
@@ -200,24 +239,40 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
             job.summariser.advance(newest - SUMMARY_LAG_S)
 
     log.info("replay %s -> %s", "idle", "running", extra={"tracks": len(tracks)})
+    speech = job.speech
+    if speech is not None:
+        speech.start()  # loads Whisper while decoding starts
     for d in decoders:
         d.start()  # decoding fills the bounded queues while the models load
+    spoken: list[InteractionEvent] = []
     try:
         if job.load_scorer:
             job.scorer.load()
         for batch in batches:
+            if speech is not None:
+                for m in batch:
+                    if isinstance(m, AudioChunk):
+                        speech.put(m)
             consume(job.scorer.process(batch))
             job.progress.update(
                 media_time=offsets.get(batch[-1].participant, 0.0) + batch[-1].media_time, frames=batches.frames,
                 elapsed_s=time.perf_counter() - started,
             )
         consume(job.scorer.flush())
+        if speech is not None:
+            spoken = speech.finish()
     finally:
+        if speech is not None:
+            speech.close()
         for d in decoders:
             d.stop.set()
         for d in decoders:
             d.join(timeout=5.0)
+    for event in spoken:
+        job.summariser.add_interaction(event)
     job.summariser.flush()
+    if job.interactions is not None:
+        merge_interactions(job.summariser, job.interactions, epoch=job.epoch)
     media_s = max(
         (_media_extent(end - tracks[i].offset_s, tracks[i].expected_duration_s) + tracks[i].offset_s
          for i, end in batches.track_end.items()),
@@ -244,11 +299,13 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
         ],
         timeline=_rows_for(timeline, tracks, media_s),
         summary=job.summariser.summary(),
+        questions=job.summariser.questions(),
         warnings=warnings,
+        transcript=speech.transcript(spoken) if speech is not None and job.transcripts else None,
     )
     stats = ReplayStats(
         wall_s=wall_s, media_s=media_s, frames=batches.frames, audio_chunks=batches.chunks,
-        events=events_n, queue_peak=merge.peak, tracks=len(tracks),
+        events=events_n, queue_peak=merge.peak, tracks=len(tracks), speech_events=len(spoken),
         recordings_s=round(sum(
             _media_extent(end - tracks[i].offset_s, tracks[i].expected_duration_s)
             for i, end in batches.track_end.items()), 3),

@@ -22,7 +22,8 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from shared.contracts.report import Report, TimelineRow
+from services.replay.report_gallery_html import attribution_rows, tile_cells, tiles_plot
+from shared.contracts.report import QuestionItem, Report, TimelineRow
 from shared.signals import FLAG_NAMES
 
 _PALETTE = ("#2b8a3e", "#1c7ed6", "#e8590c", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5c940d")
@@ -245,13 +246,18 @@ def _summary_tables(report: Report) -> str:
     s = report.summary
     sources = {p.id: p.source for p in report.participants if p.source is not None}
     klass = bool(sources)
+    gallery = report.gallery is not None
     head = (
         "<tr><th>participant</th><th>role</th><th>present</th><th>attentive</th><th>talk time</th>"
         "<th>turns</th><th>hand raises</th><th>engagement</th>"
-        + ("<th>joined</th><th>recording</th>" if klass else "") + "</tr>"
+        "<th>questions</th><th>chat</th><th>words spoken</th><th>on topic</th>"
+        + ("<th>joined</th><th>recording</th>" if klass else "")
+        + ("<th>tile</th><th>speech attributed</th>" if gallery else "") + "</tr>"
     )
 
     def extra(pid: str, joined: float | None) -> str:
+        if gallery:
+            return tile_cells(report, pid)
         if not klass:
             return ""
         at = "—" if joined is None else f"{joined:.1f} s"
@@ -260,16 +266,18 @@ def _summary_tables(report: Report) -> str:
     body = "".join(
         f"<tr><td>{escape(pid)}</td><td>{p.role}</td><td>{p.present_ratio:.0%}</td><td>{p.attentive_ratio:.0%}</td>"
         f"<td>{p.talk_time_s:.1f} s</td><td>{p.turns}</td><td>{p.hand_raises}</td><td>{p.engagement_mean:.2f}</td>"
+        f"<td>{p.questions}</td><td>{p.chat_messages}</td><td>{p.words_spoken}</td><td>{_share(p.on_topic_ratio)}</td>"
         f"{extra(pid, p.joined_at)}</tr>"
         for pid, p in s.participants.items()
     )
     missing = [p for p in report.participants if p.id not in s.participants]  # nothing observed at all
     body += "".join(
-        f'<tr class="unobserved"><td>{escape(p.id)}</td><td>{p.role}</td><td colspan="6">not observed</td>'
+        f'<tr class="unobserved"><td>{escape(p.id)}</td><td>{p.role}</td><td colspan="10">not observed</td>'
         f"{extra(p.id, None)}</tr>"
         for p in missing
     )
     wait = "—" if s.mean_wait_time_s is None else f"{s.mean_wait_time_s:.1f} s"
+    latency = "—" if s.response_latency_s is None else f"{s.response_latency_s:.1f} s"
     teachers = sum(1 for p in report.participants if p.role == "teacher")
     people = f"{len(report.participants)}" + (f" ({teachers} teacher{'s' if teachers > 1 else ''})" if teachers else "")
     table = (
@@ -282,18 +290,50 @@ def _summary_tables(report: Report) -> str:
         f"<tr><td>hand-raise equity (Gini)</td><td>{s.hand_equity_gini:.2f}</td></tr>"
         f"<tr><td>mean wait time</td><td>{wait}</td></tr>"
         f"<tr><td>alerts raised</td><td>{s.alerts_raised}</td></tr>"
+        f"<tr><td>questions by students / teacher</td><td>{s.questions_students} / {s.questions_teacher}</td></tr>"
+        f"<tr><td>teacher questions answered</td><td>{s.teacher_questions_answered}</td></tr>"
+        f"<tr><td>teacher question → first student response (median)</td><td>{latency}</td></tr>"
+        f"<tr><td>participation equity, voice + chat (Gini)</td><td>{s.participation_equity_gini:.2f}</td></tr>"
+        + attribution_rows(report)
     )
     return (
         f'<h2>Participants</h2><table id="participants">{head}{body}</table>'
-        f'<h2>Class</h2><table id="class">{table}</table>'
+        f'<h2>Class</h2><table id="class">{table}</table>{_questions(report)}'
     )
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _response(q: QuestionItem) -> str:
+    if q.response_s is None:
+        return "—"
+    return f"{q.response_s:.1f} s ({escape(q.responder or '')})"
+
+
+def _questions(report: Report) -> str:
+    if not report.questions:
+        return ""
+    rows = "".join(
+        f"<tr><td>{q.t:.1f} s</td><td>{escape(q.participant)}</td><td>{q.role}</td><td>{q.source}</td>"
+        f"<td>{escape(q.text) if q.text is not None else '<i>text not kept</i>'}</td>"
+        f"<td>{'yes' if q.answered else 'no'}</td>"
+        f"<td>{_response(q)}</td></tr>"
+        for q in report.questions
+    )
+    return ('<h2>Questions</h2><table id="questions"><tr><th>at</th><th>who</th><th>role</th><th>via</th>'
+            f"<th>question</th><th>answered</th><th>first response</th></tr>{rows}</table>")
 
 
 def render_html(report: Report) -> str:
     """The whole page as one self-contained HTML string."""
     people = len(_by_participant(report.timeline))
     with rc_context({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "classpulse"}):
-        plots = {"engagement": ("Engagement over time", engagement_plot(report))}
+        plots = {}
+        if report.gallery is not None:
+            plots["tiles"] = ("Gallery tiles: who is where in the frame", tiles_plot(report, _svg))
+        plots["engagement"] = ("Engagement over time", engagement_plot(report))
         if people > 1:
             plots["heatmap"] = ("Class heatmap: who was there, attentive and speaking, second by second",
                                 heatmap_plot(report))

@@ -45,3 +45,26 @@ class ReplaySettings(StrictSettings):
         default=True,
         description="Compute VAD and log-mel in the decode thread, overlapping perception (same results).",
     )
+    gallery_frame_width: int = Field(
+        default=1280, ge=64, le=3840,
+        description="Gallery replay (--layout gallery): width the whole frame is sampled at before it is cut into "
+        "tiles (never above the recording's own width).",
+    )
+    gallery_samples: int = Field(
+        default=16, ge=2, le=256, description="Gallery replay: frames sampled over the recording to find the tiles."
+    )
+    gallery_window_s: float = Field(
+        default=1.5, ge=0.4, le=10.0,
+        description="Gallery replay: window (centred on each voiced audio chunk) over which mouth motion is "
+        "compared with voice activity to attribute the speech.",
+    )
+    gallery_min_motion: float = Field(
+        default=0.02, ge=0.0, le=1.0,
+        description="Gallery replay: least score (mean lip-gap change per frame with voice minus without) a face "
+        "needs to be given the voice.",
+    )
+    gallery_margin: float = Field(
+        default=1.5, ge=1.0, le=100.0,
+        description="Gallery replay: the best face's score must be this many times the runner-up's, else the "
+        "voice is unattributed (tied).",
+    )

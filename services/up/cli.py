@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +19,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
+    p.add_argument("--check-config", action="store_true", help="validate the settings, print them and exit")
+    # An ingest process of `up` (started by up itself, see services/up/ingest_pool.py):
+    p.add_argument("--ingest-worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--runtime-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=_up)
 
 
@@ -25,9 +30,12 @@ def _settings(common: CommonSettings) -> UpSettings:
     from services.aggregator.settings import AggregatorSettings
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
+    from services.inference.transcribe.settings import TranscribeSettings
     from services.ingest.settings import IngestSettings
     from services.up.app import UpSettings
+    from services.up.settings import UpProcessSettings
     from shared.service import EXIT_BAD_SETTINGS, ServiceError
+    from shared.text.settings import TextSettings
 
     settings = UpSettings(
         common=common,
@@ -35,6 +43,9 @@ def _settings(common: CommonSettings) -> UpSettings:
         ingest=IngestSettings(),
         inference=InferenceSettings(),
         aggregator=AggregatorSettings(),
+        up=UpProcessSettings(),
+        text=TextSettings(),
+        transcribe=TranscribeSettings(),
     )
     if common.transport != "memory":
         raise ServiceError(
@@ -52,4 +63,29 @@ def _up(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
-    return run_service("up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port))
+    if args.ingest_worker is not None:
+        return _ingest_worker(args)
+    return run_service(
+        "up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port),
+        check_config=args.check_config,
+    )
+
+
+def _ingest_worker(args: argparse.Namespace) -> int:
+    """One of `up`'s ingest processes: WebRTC receive, media relayed to the main process."""
+    from services.ingest.settings import IngestSettings
+    from services.up.service import serve_ingest_worker
+    from shared.service import EXIT_BAD_SETTINGS, ServiceError, run_service
+
+    if args.runtime_dir is None:
+        raise SystemExit("error: --ingest-worker needs --runtime-dir (up starts its ingest processes itself)")
+
+    def settings(common: CommonSettings) -> IngestSettings:
+        if common.transport != "memory":
+            raise ServiceError("`classpulse up` runs on memory transports", code=EXIT_BAD_SETTINGS)
+        return IngestSettings()
+
+    main = functools.partial(
+        serve_ingest_worker, index=args.ingest_worker, runtime_dir=args.runtime_dir, port=args.port
+    )
+    return run_service(f"up-ingest-{args.ingest_worker}", settings=settings, main=main)

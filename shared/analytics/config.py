@@ -38,6 +38,8 @@ class AggregationConfig:
     """Silence longer than this between a participant's speech splits it into two turns."""
     wait_time_max_s: float = 60.0
     """A student answering later than this after the teacher stopped does not count as wait time."""
+    response_max_s: float = 120.0
+    """A student response later than this after a teacher's question does not answer it."""
     late_after_s: float = 300.0
     """A participant whose first media comes later than this after the session start is late."""
     away_after_s: float = 10.0
@@ -63,7 +65,8 @@ class AggregationConfig:
         if self.hopping_size_s is not None and self.hopping_step_s > self.hopping_size_s:
             raise ValueError("hopping_step_s must not exceed hopping_size_s")
         for name in ("lateness_s", "max_gap_s", "turn_gap_s", "away_after_s", "attention_dip_s",
-                     "silence_after_s", "camera_off_after_s", "wait_time_max_s", "late_after_s"):
+                     "silence_after_s", "camera_off_after_s", "wait_time_max_s", "late_after_s",
+                     "response_max_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.step_s <= 0:

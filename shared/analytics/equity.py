@@ -48,3 +48,18 @@ def ratio(part: float, whole: float) -> float:
     if whole <= 0.0:
         return 0.0
     return min(1.0, max(0.0, part / whole))
+
+
+def participation(talk: Mapping[str, float], messages: Mapping[str, float]) -> dict[str, float]:
+    """Each participant's participation over voice and chat: the mean of their talk-time share and
+    message share, over the modalities someone used (only voice when nobody wrote, and vice versa).
+
+    Keys are the union of both maps (a participant who only wrote counts with zero talk).
+    """
+    people = sorted(set(talk) | set(messages))
+    voice = talk_shares({p: talk.get(p, 0.0) for p in people})
+    chat = talk_shares({p: messages.get(p, 0.0) for p in people})
+    used = [m for m, values in (("voice", talk), ("chat", messages)) if sum(max(0.0, v) for v in values.values()) > 0]
+    if not used:
+        return {p: 0.0 for p in people}
+    return {p: sum(voice[p] if m == "voice" else chat[p] for m in used) / len(used) for p in people}

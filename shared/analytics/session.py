@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import OrderedDict
 from typing import Literal
 
 from shared.analytics.alerts import AlertBook, alert_order
 from shared.analytics.config import AggregationConfig
+from shared.analytics.interactions import InteractionBook
 from shared.analytics.state import Cell, Lifecycle, Participant, Sample
 from shared.analytics.summary import build_summary
 from shared.analytics.windows import WindowKey, build_aggregate, class_attentive_ratio
-from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
+from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.interactions import InteractionCounts, InteractionEvent
-from shared.contracts.report import SessionSummary
+from shared.contracts.report import QuestionItem, SessionSummary
 
 _EPS = 1e-9
-INTERACTION_IDS = 5_000
-"""Interaction event ids remembered per session for deduplication (the most recent ones)."""
+PendingInteraction = tuple[float, str, Role, int, int]
+"""(ts epoch, participant, role, questions, messages) not yet put into a window's buckets."""
 Outputs = tuple[list[ClassAggregate], list[Alert]]
 
 
@@ -76,9 +76,9 @@ class SessionAggregator:
         self.alerts = AlertBook(session=session)
         self._out_alerts: list[Alert] = []
         self._last_tick = -math.inf
-        self._interaction_ids: OrderedDict[str, None] = OrderedDict()
-        self.questions_by_role: dict[str, int] = {"student": 0, "teacher": 0}
-        self.duplicate_interactions = 0
+        self.book = InteractionBook(response_max_s=config.response_max_s)
+        """Interactions: seen ids, questions, student responses (snapshotted with the session)."""
+        self._pending_interactions: list[PendingInteraction] = []
 
     # ------------------------------------------------------------------ input
     def add_score(self, event: ScoreEvent) -> None:
@@ -103,34 +103,43 @@ class SessionAggregator:
         self._lifecycle.append(Lifecycle(ts=event.ts, event_id=event.event_id, participant=event.participant,
                                          role=event.role, kind=event.kind))
 
+    @property
+    def questions_by_role(self) -> dict[str, int]:
+        return self.book.by_role
+
+    @property
+    def duplicate_interactions(self) -> int:
+        return self.book.duplicates
+
     def add_interaction(self, event: InteractionEvent) -> bool:
         """Count one interaction event (chat, question ...); False for a repeated ``event_id``.
 
-        Counted on arrival (no windows, no lateness: a platform may deliver chat late); only the
-        derived fields are read (``is_question``, ``words``), never kept text.
+        Counted on arrival in the session totals (no lateness: a platform may deliver chat late);
+        also put into the window buckets that are still open when its time closes. Only the
+        derived fields are read (``is_question``, ``words``, ``on_topic``).
         """
-        if event.event_id in self._interaction_ids:
-            self.duplicate_interactions += 1
-            return False
-        self._interaction_ids[event.event_id] = None
-        if len(self._interaction_ids) > INTERACTION_IDS:
-            self._interaction_ids.popitem(last=False)
         p = self._participants.setdefault(event.participant, Participant(role=event.role))
-        if event.asks:
-            p.questions += 1
-            self.questions_by_role[event.role] = self.questions_by_role.get(event.role, 0) + 1
-        if event.written:
-            p.chat_messages += 1
-        if event.source == "speech":
-            p.words_spoken += event.word_count
+        if not self.book.add(event, p):
+            return False
+        if event.asks or event.written:
+            self._pending_interactions.append(
+                (event.ts, event.participant, event.role, int(event.asks), int(event.written)))
         return True
+
+    def questions(self) -> list[QuestionItem]:
+        """Questions asked so far (session times; the report's question list)."""
+        origin = self.origin if self.origin is not None else (self._min_seen if self._min_seen != math.inf else 0.0)
+        return self.book.question_items(origin)
 
     def interaction_counts(self, participant: str) -> InteractionCounts:
         """A participant's interaction totals so far (zeros when none)."""
         p = self._participants.get(participant)
         if p is None:
             return InteractionCounts()
-        return InteractionCounts(questions=p.questions, chat_messages=p.chat_messages, words_spoken=p.words_spoken)
+        return InteractionCounts(
+            questions=p.questions, chat_messages=p.chat_messages, words_spoken=p.words_spoken,
+            on_topic_ratio=p.on_topic_messages / p.judged_messages if p.judged_messages else None,
+        )
 
     def _admit(self, event_id: str, ts: float) -> bool:
         if event_id in self._seen:
@@ -179,12 +188,40 @@ class SessionAggregator:
         else:
             self._tick(frontier)
             limit = math.floor(frontier / self.config.bucket_s + _EPS)
+        self._interactions_into_buckets(frontier, origin, final=final)
         self._attention(limit)
         aggregates = self._windows(limit, final=final)
         self._prune(frontier_epoch)
         alerts = sorted(self._out_alerts, key=alert_order)
         self._out_alerts = []
         return aggregates, alerts
+
+    def _interactions_into_buckets(self, frontier: float, origin: float, *, final: bool) -> None:
+        """Put the interactions whose time has closed into the windows still open (session time)."""
+        keep: list[PendingInteraction] = []
+        for item in self._pending_interactions:
+            ts, pid, role, questions, messages = item
+            t = ts - origin
+            if t >= frontier and not final:
+                keep.append(item)
+                continue
+            k = math.floor(max(0.0, t) / self.config.bucket_s + _EPS)
+            for key in self._window_keys(k):
+                kind, size, first = key
+                done = self._next_hopping if kind == "hopping" else self._next_tumbling[self._size_s(size)]
+                if first < done:
+                    continue  # that window was emitted already; the session totals have it
+                cell = self._open.setdefault(key, {}).setdefault(pid, Cell(role=role))
+                cell.questions += questions
+                cell.messages += messages
+        self._pending_interactions = keep
+
+    def _size_s(self, size: int) -> float:
+        """The configured tumbling size (s) of a window ``size`` buckets long."""
+        for size_s in self.config.tumbling_sizes_s:
+            if self.config.buckets(size_s) == size:
+                return size_s
+        raise KeyError(size)
 
     def _origin(self) -> float:
         assert self.origin is not None
@@ -241,6 +278,8 @@ class SessionAggregator:
         if s.speaking:
             if p.last_speech_end is None or t - p.last_speech_end > cfg.turn_gap_s:
                 p.turns += 1
+                if s.role == "student":
+                    self.book.add_response(origin + t, s.participant)
                 for cell in cells:
                     cell.turns += 1
             p.last_speech_end = t + dur
@@ -413,9 +452,13 @@ class SessionAggregator:
         b = self.config.bucket_s
         start, end = round(first * b, 6), round(last * b, 6)
         waits = [w for t, w in self._waits if t < end]
+        origin = self._origin()
+        latencies = [r for r in self.book.first_responses().values() if r.question_ts + r.latency_s < origin + end]
+        latest = max(latencies, key=lambda r: r.question_ts) if latencies else None
         return build_aggregate(
-            session=self.session, kind=kind, start=start, end=end, origin=self._origin(),
+            session=self.session, kind=kind, start=start, end=end, origin=origin,
             cells=self._open.pop((kind, last - first, first), {}), wait_time_s=waits[-1] if waits else None,
+            response_latency_s=latest.latency_s if latest is not None else None,
         )
 
     def _prune(self, frontier_epoch: float) -> None:
@@ -437,4 +480,5 @@ class SessionAggregator:
         """Whole-session figures from every finalized event (call :meth:`flush` first at session end)."""
         return build_summary(participants=self._participants, waits=self._waits,
                              alerts_raised=self.alerts.raised_total, late_after_s=self.config.late_after_s,
-                             questions_by_role=self.questions_by_role)
+                             questions_by_role=self.questions_by_role,
+                             responses=list(self.book.first_responses().values()))

@@ -5,13 +5,12 @@ Used by the aggregator's session driver (the values of its faust table / snapsho
 The snapshot holds everything the core needs to continue exactly where it was: pending
 events, open buckets, participant state, open alerts and the ids seen within lateness.
 The configuration is not stored: the restoring worker supplies its own. Snapshots written
-before interaction counting (no ``interaction_ids``) restore with zero counts.
+before interaction counting restore with zero counts.
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from dataclasses import fields
 from typing import Any
 
@@ -68,9 +67,8 @@ def dump(agg: SessionAggregator) -> bytes:
         "waits": a._waits,
         "alerts_open": [[kind, pid, since] for (kind, pid), since in agg.alerts.open.items()],
         "alerts_raised": agg.alerts.raised_total,
-        "interaction_ids": list(a._interaction_ids),
-        "questions_by_role": agg.questions_by_role,
-        "dup_interactions": agg.duplicate_interactions,
+        "interactions": agg.book.dump(),
+        "pending_interactions": a._pending_interactions,
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -110,10 +108,13 @@ def load(raw: bytes, *, config: AggregationConfig) -> SessionAggregator:
         a._waits = [(float(t), float(w)) for t, w in data["waits"]]
         agg.alerts.open = {(kind, pid): float(since) for kind, pid, since in data["alerts_open"]}
         agg.alerts.raised_total = data["alerts_raised"]
-        agg.duplicate_interactions = int(data.get("dup_interactions", 0))
-        a._interaction_ids = OrderedDict.fromkeys(str(i) for i in data.get("interaction_ids", []))
-        agg.questions_by_role = {str(k): int(v) for k, v in data.get("questions_by_role", {}).items()} or {
-            "student": 0, "teacher": 0}
+        book = data.get("interactions")
+        if book is None:  # written before the interaction book: ids and counts in their old keys
+            book = {"ids": data.get("interaction_ids", []), "by_role": data.get("questions_by_role", {}),
+                    "dup": data.get("dup_interactions", 0)}
+        agg.book.restore(book)
+        a._pending_interactions = [(float(ts), str(pid), role, int(q), int(m))
+                                   for ts, pid, role, q, m in data.get("pending_interactions", [])]
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"cannot restore aggregator snapshot: {exc}") from exc
     return agg

@@ -75,6 +75,9 @@ class Cell:
     hand_any: bool = False
     hand_last: bool = False
     hand_since: float | None = None
+    questions: int = 0
+    messages: int = 0
+    """Written messages (chat, questions, answers) in the bucket."""
 
 
 @dataclass(slots=True)
@@ -103,6 +106,9 @@ class Participant:
     """Questions asked (interaction events; see :attr:`InteractionEvent.asks`)."""
     chat_messages: int = 0
     words_spoken: int = 0
+    judged_messages: int = 0
+    """Messages/transcripts judged for relevance (``on_topic`` not None)."""
+    on_topic_messages: int = 0
 
     @property
     def interacted(self) -> bool:

@@ -6,9 +6,11 @@ The summary step of :class:`shared.analytics.session.SessionAggregator`, the cou
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 
-from shared.analytics.equity import gini, ratio
+from shared.analytics.equity import gini, participation, ratio
+from shared.analytics.interactions import Response
 from shared.analytics.state import Participant
 from shared.contracts.report import ParticipantSummary, SessionSummary
 
@@ -20,6 +22,7 @@ def build_summary(
     alerts_raised: int,
     late_after_s: float,
     questions_by_role: Mapping[str, int] | None = None,
+    responses: Sequence[Response] = (),
 ) -> SessionSummary:
     """The session summary (``waits``: (time, wait) pairs).
 
@@ -45,6 +48,7 @@ def build_summary(
             questions=p.questions,
             chat_messages=p.chat_messages,
             words_spoken=p.words_spoken,
+            on_topic_ratio=ratio(p.on_topic_messages, p.judged_messages) if p.judged_messages else None,
         )
     actors = {k: v for k, v in participants.items() if k in parts and v.observed > 0}
     students = [p for p in actors.values() if p.role == "student"] or list(actors.values())
@@ -52,6 +56,9 @@ def build_summary(
     teacher_talk = sum(p.talk for p in actors.values() if p.role == "teacher")
     total_talk = sum(p.talk for p in actors.values())
     only_students = [p for p in actors.values() if p.role == "student"]
+    student_ids = [k for k in parts if participants[k].role == "student"]
+    shares = participation({k: participants[k].talk for k in student_ids},
+                           {k: float(participants[k].chat_messages) for k in student_ids})
     return SessionSummary(
         participants=parts,
         duration_s=max((p.last_end or 0.0 for p in actors.values()), default=0.0),
@@ -64,4 +71,7 @@ def build_summary(
         alerts_raised=alerts_raised,
         questions_students=(questions_by_role or {}).get("student", 0),
         questions_teacher=(questions_by_role or {}).get("teacher", 0),
+        teacher_questions_answered=len(responses),
+        response_latency_s=statistics.median(r.latency_s for r in responses) if responses else None,
+        participation_equity_gini=gini(list(shares.values())),
     )

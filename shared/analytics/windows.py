@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from shared.analytics.equity import gini, percentile, ratio
+from shared.analytics.equity import gini, participation, percentile, ratio
 from shared.analytics.state import Cell
 from shared.contracts.events import ClassAggregate, ParticipantWindow, WindowRef
 from shared.contracts.timing import TimingTrail
@@ -43,6 +43,7 @@ def build_aggregate(
     origin: float,
     cells: Mapping[str, Cell],
     wait_time_s: float | None,
+    response_latency_s: float | None = None,
 ) -> ClassAggregate:
     """The class aggregate of one window from its merged per-participant cells."""
     window = WindowRef(kind=kind, size_s=end - start, start=start, end=end)
@@ -69,6 +70,8 @@ def build_aggregate(
         ((c.hand_since if c.hand_since is not None else start, pid) for pid, c in cells.items() if c.hand_last),
     )
     attentive = class_attentive_ratio({p: cells[p] for p in parts})
+    voters = [pid for pid, c in cells.items() if c.role == "student" and (c.observed > 0 or c.messages > 0)]
+    shares = participation({p: cells[p].talk for p in voters}, {p: float(cells[p].messages) for p in voters})
     return ClassAggregate(
         event_id=window_id(session, window),
         session=session,
@@ -84,6 +87,11 @@ def build_aggregate(
         hand_equity_gini=gini([float(cells[p].hand_raises) for p in students]),
         wait_time_s=wait_time_s,
         hand_queue=[pid for _, pid in queue],
+        questions_students=sum(c.questions for c in cells.values() if c.role == "student"),
+        questions_teacher=sum(c.questions for c in cells.values() if c.role == "teacher"),
+        chat_messages=sum(c.messages for c in cells.values()),
+        participation_equity_gini=gini(list(shares.values())),
+        response_latency_s=response_latency_s,
         participants=parts,
         timing=TimingTrail(capture_ts=origin + end),
     )

@@ -18,6 +18,7 @@ topic                      producer                consumers
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.contracts.timing import TimingTrail
 
 Role = Literal["student", "teacher"]
+
+_STEP = re.compile(r"(?:(?P<epoch>[0-9]+)-)?(?P<seq>[0-9]+)")
 
 
 class FeatureSnapshot(BaseModel):
@@ -42,6 +45,9 @@ class FeatureSnapshot(BaseModel):
     )
     gaze_offset: float | None = Field(default=None, description="Iris offset from eye centre, 0 centred .. 1 edge.")
     mouth_activity: float | None = Field(default=None, description="Mouth opening variability in the window.")
+    mouth_opening: float | None = Field(
+        default=None, ge=0.0, description="Lip gap over mouth width in this frame (0 closed, ~0.5 wide open)."
+    )
     wrist_above_shoulder: bool | None = None
     motion: float | None = Field(default=None, description="Mean absolute frame difference, 0..1.")
     voice_prob: float | None = Field(default=None, description="Voice activity probability of the audio chunk.")
@@ -57,12 +63,18 @@ class ScoreEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1] = 1
-    event_id: str = Field(description="Stable id '<session>/<participant>/<seq>'; consumers dedupe on it.")
+    event_id: str = Field(
+        description="Stable id '<session>/<participant>/<seq>' for the first publish (epoch 0), "
+        "'<session>/<participant>/<epoch>-<seq>' for a later one; consumers dedupe on it."
+    )
     session: str
     participant: str
     role: Role = "student"
-    seq: int = Field(ge=0)
-    media_time: float = Field(ge=0.0, description="Seconds from the start of this participant's media.")
+    epoch: int = Field(default=0, ge=0, description="Publish epoch of the media behind this step (0 = first publish).")
+    seq: int = Field(ge=0, description="Step number within the epoch; (epoch, seq) increases per participant.")
+    media_time: float = Field(
+        ge=0.0, description="Seconds from the start of this participant's media (their first publish)."
+    )
     present: bool
     attentive: bool
     speaking: bool
@@ -85,8 +97,22 @@ class ScoreEvent(BaseModel):
     )
 
     @staticmethod
-    def make_id(session: str, participant: str, seq: int) -> str:
-        return f"{session}/{participant}/{seq}"
+    def make_id(session: str, participant: str, seq: int, epoch: int = 0) -> str:
+        """``<session>/<participant>/<seq>`` (epoch 0: the format before epochs) or ``.../<epoch>-<seq>``."""
+        return f"{session}/{participant}/{seq}" if epoch == 0 else f"{session}/{participant}/{epoch}-{seq}"
+
+    @staticmethod
+    def parse_id(event_id: str) -> tuple[str, str, int, int]:
+        """``(session, participant, epoch, seq)`` of an id in either format; ValueError when it is neither."""
+        parts = event_id.rsplit("/", 2)
+        match = _STEP.fullmatch(parts[-1])
+        if len(parts) != 3 or not parts[0] or not parts[1] or match is None:
+            raise ValueError(f"not a score event id: {event_id!r}")
+        return parts[0], parts[1], int(match["epoch"] or 0), int(match["seq"])
+
+    def order(self) -> tuple[int, int]:
+        """Position in the participant's stream: later publishes after earlier ones."""
+        return (self.epoch, self.seq)
 
 
 class WindowRef(BaseModel):
@@ -137,6 +163,17 @@ class ClassAggregate(BaseModel):
     hand_equity_gini: float = Field(ge=0.0, le=1.0, description="Gini of student hand raises; 0 = equal.")
     wait_time_s: float | None = Field(default=None, description="Last silence after the teacher until a student spoke.")
     hand_queue: list[str] = Field(default_factory=list, description="Participants with a raised hand, oldest first.")
+    questions_students: int = Field(default=0, ge=0, description="Questions students asked in the window.")
+    questions_teacher: int = Field(default=0, ge=0, description="Questions the teacher asked in the window.")
+    chat_messages: int = Field(
+        default=0, ge=0, description="Written messages (chat, questions, answers) in the window."
+    )
+    participation_equity_gini: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Gini of student participation over voice + chat in the window."
+    )
+    response_latency_s: float | None = Field(
+        default=None, description="Latest teacher question -> first student response delay known by the window end."
+    )
     participants: dict[str, ParticipantWindow] = Field(default_factory=dict)
     timing: TimingTrail
 

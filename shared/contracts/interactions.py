@@ -8,13 +8,15 @@ producer                       how
 =============================  ==========================================================
 services.gateway               ``POST /api/sessions/{s}/interactions`` (platforms, students)
 classroom platforms            produce to the topic directly (docs/live-api.md)
-transcription (later)          ``source: speech`` with the segment's ``start``/``end``
+the transcribe stage           ``source: speech``, kind ``chat``, the segment's ``start``/``end``
 =============================  ==========================================================
 
 Consumers: services.inference (text signals of the fusion model), services.gateway (history,
 live rows, dashboard), the aggregation core (``shared.analytics``: per-participant counts).
 
-Privacy: ``text`` is personal data. The text stage (the gateway route) derives
+The transcribe stage runs in services.inference (live) and ``classpulse replay``.
+
+Privacy: ``text`` is personal data. The text stage (the gateway route, the transcribe stage) derives
 ``is_question`` and ``words`` and forwards ``text`` only with ``CLASSPULSE_KEEP_TEXT=true``;
 consumers read the derived fields and never need the text. No consumer logs it.
 """
@@ -68,6 +70,16 @@ class InteractionEvent(BaseModel):
         default=None, description="Derived: the text asks something (kind 'question' always does)."
     )
     words: int | None = Field(default=None, ge=0, description="Derived: word count of the text.")
+    relevance: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Derived: cosine similarity of the text's sentence embedding to the lesson (topic and the "
+        "teacher's recent speech/chat); None when not judged (no lesson context yet, too short, relevance off).",
+    )
+    on_topic: bool | None = Field(
+        default=None, description="Derived: relevance reached CLASSPULSE_TEXT_ON_TOPIC_MIN (None: not judged)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> InteractionEvent:
@@ -82,7 +94,8 @@ class InteractionEvent(BaseModel):
         return self
 
     def derived(self, *, keep_text: bool) -> InteractionEvent:
-        """The event as the text stage forwards it: ``is_question``/``words`` filled, text kept only if asked."""
+        """The event as the text stage forwards it: ``is_question``/``words`` filled, text kept only if asked
+        (relevance needs the lesson context: :class:`shared.text.stage.TextStage` fills it)."""
         update: dict[str, object] = {}
         if self.text is not None:
             features = text_features(self.text)
@@ -113,6 +126,11 @@ class InteractionEvent(BaseModel):
         return text_features(self.text).words if self.text is not None else 0
 
     @property
+    def responds(self) -> bool:
+        """Counts as a response (to a teacher's question): a message, a transcript, a poll answer."""
+        return self.kind in WRITTEN_KINDS or self.kind == "poll_response"
+
+    @property
     def written(self) -> bool:
         """A written message (chat, question, answer) -- not speech, not a click."""
         return self.kind in WRITTEN_KINDS and self.source != "speech"
@@ -126,3 +144,6 @@ class InteractionCounts(BaseModel):
     questions: int = Field(default=0, ge=0, description="Questions asked (chat, Q&A or speech).")
     chat_messages: int = Field(default=0, ge=0, description="Written messages (chat, questions, answers).")
     words_spoken: int = Field(default=0, ge=0, description="Words of transcribed speech.")
+    on_topic_ratio: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Share of judged messages/transcripts on topic (None: none judged)."
+    )

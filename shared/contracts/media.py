@@ -27,8 +27,18 @@ class MediaHeader(BaseModel):
     session: str = Field(min_length=1, max_length=128)
     participant: str = Field(min_length=1, max_length=128)
     role: Literal["student", "teacher"] = "student"
-    seq: int = Field(ge=0, description="Per participant and kind, increasing from 0.")
-    media_time: float = Field(ge=0.0, description="Seconds from the start of this participant's media.")
+    epoch: int = Field(
+        default=0,
+        ge=0,
+        description="Publish epoch of this participant: 0 for the first publish, larger for every later one "
+        "(a reconnect). (epoch, seq) never repeats for a participant and kind.",
+    )
+    seq: int = Field(ge=0, description="Per participant, kind and epoch, increasing from 0.")
+    media_time: float = Field(
+        ge=0.0,
+        description="Seconds from the start of this participant's media (their first publish); a reconnect "
+        "continues it, so the time between publishes is a gap.",
+    )
     timing: TimingTrail
 
 

@@ -30,6 +30,12 @@ and fencing epoch of a shard) and ``{prefix}:pstate:{session}/{participant}`` (t
 a participant's inference state, written by the owner of its shard, read by the next owner).
 """
 
+PUBLISH_EPOCHS = "classpulse:publish"
+"""Prefix of the per-participant publish counters in Redis (``shared.transport.redis_publishes``):
+``{prefix}:{session}/{participant}`` holds the publishes so far and the server time of the first,
+so a reconnect (on any ingest worker) continues the participant's epoch and media clock.
+"""
+
 
 def media_stream(shard: int, prefix: str = MEDIA_STREAM) -> str:
     """The media stream of one shard: ``classpulse:media:{shard}``."""

@@ -11,6 +11,8 @@ speech is Debian's espeak-ng, clips are encoded with PyAV.
 - :mod:`~shared.testkit.clips`    encoded clips: the sample class, the ``simulate`` clip, cut-short copies
 - :mod:`~shared.testkit.recorded_class` a generated class: one recording per participant (scripts, photos, starts),
   a manifest, and the truth on class time
+- :mod:`~shared.testkit.gallery`  a generated gallery-view recording: tiles of real photos, mixed espeak-ng speech
+  with the speaker's mouth moving, tile boxes and the truth
 - :mod:`~shared.testkit.classroom` a class of students as live media fed to a media bus (scale-out tests, bench)
 - :mod:`~shared.testkit.features` fusion-model input windows in realistic ranges (no media)
 

@@ -64,7 +64,7 @@ def write_sample(
             t = i / script.fps
             return frames.frame(script.visual_at(t), t)
 
-    _encode(
+    encode(
         path,
         fps=script.fps,
         size=(script.width, script.height),
@@ -117,7 +117,7 @@ def write_clip(
         def picture(i: int) -> Image:
             return pan(base, i, fps, width, height)
 
-    _encode(
+    encode(
         path,
         fps=fps,
         size=(width, height),
@@ -151,7 +151,7 @@ def write_webcam_clip(
         t = i / script.fps
         return frames.frame(script.visual_at(t), t)
 
-    _encode(
+    encode(
         Path(path),
         fps=script.fps,
         size=(width, height),
@@ -178,7 +178,7 @@ def _live_codec(video: VideoCodec, fps: int) -> tuple[str, dict[str, str]]:
     return "libx264", {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "g": str(fps * 2)}
 
 
-def _encode(
+def encode(
     path: Path,
     *,
     fps: int,

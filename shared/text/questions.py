@@ -10,8 +10,9 @@ what they feel. A message is a question when one of its sentences is one. A sent
   interrogative form without one: a wh-word followed by an auxiliary or modal ("what page
   are we on", not "what we did yesterday was ..."), "how many/much/long/come ...", "what/how
   about ...", an auxiliary or modal first with a subject after it ("is this on the exam",
-  "can you repeat that"; not "do your homework"), an indirect question ("does anyone know
-  ...", "i was wondering whether ...", "quick question ..."). A tag ("..., right?") ends with "?".
+  "can you repeat that"; not "do your homework"; "is/are/was/were/does/did" first with any
+  subject: "is homework due friday"), an indirect question ("(does) anyone know if ...", "i was
+  wondering whether ...", "quick question ..."). A tag ("..., right?") ends with "?".
 
 Leading discourse words ("so", "ok and", "miss") and a short vocative before a comma ("Anna,
 ...") are skipped first. Measured on the labelled set ``tests/data/questions.jsonl`` by
@@ -47,14 +48,22 @@ _SUBJECT = _PRONOUN | frozenset({"the", "my", "our", "your", "his", "her", "thei
 """Words that can start the subject after an inverted auxiliary ("is *the* quiz open book")."""
 _DISCOURSE = frozenset({
     "so", "and", "but", "ok", "okay", "um", "uh", "erm", "well", "hey", "sorry", "also", "then", "oh", "hmm",
-    "miss", "sir", "mr", "mrs", "ms", "teacher", "professor", "please", "right", "now", "alright",
+    "miss", "sir", "mr", "mrs", "ms", "teacher", "professor", "please", "right", "now", "alright", "wait",
 })
+_BE_DO_FIRST = frozenset({"is", "are", "was", "were", "does", "did"})
+"""Auxiliaries that start a sentence almost only in questions, whatever follows ("is homework due friday")."""
+_NOT_SUBJECT = frozenset({
+    "not", "so", "very", "really", "just", "too", "also", "still", "fine", "ok", "okay", "good", "done", "that's",
+})
+"""... unless an adverb or adjective follows: an elliptical statement ("is not working", "was fine")."""
 _HOW_MORE = frozenset({"many", "much", "long", "often", "far", "come", "old", "big", "fast"})
 _HEDGES = frozenset({
     "idk", "i don't know", "dunno", "i dunno", "i guess", "i guess so", "not sure", "maybe", "no idea", "i think so",
     "perhaps", "who knows", "no clue", "not really",
 })
 _INDIRECT = (
+    re.compile(r"^(?:(?:does|do|did) )?(?:anyone|anybody|someone|somebody|everyone|you) know (?:if|whether|why|how|"
+               r"what|when|where|who|which)\b"),
     re.compile(r"^(?:does|do|did) (?:anyone|anybody|someone|somebody|everyone|you) know\b"),
     re.compile(r"^i (?:was|am|'m) (?:just )?wondering\b"),
     re.compile(r"^i wonder (?:if|whether|why|how|what|when|where|who)\b"),
@@ -160,6 +169,8 @@ def _interrogative(tokens: list[str]) -> bool:
     if first in ("what's", "who's", "where's", "how's", "when's", "why's"):
         return True
     if first in AUX and nxt is not None:
+        if first in _BE_DO_FIRST and nxt not in _NOT_SUBJECT and len(tokens) > 2:
+            return True
         subjects = _PRONOUN if first in _IMPERATIVE_AUX else _SUBJECT
         return nxt in subjects
     return False

@@ -79,6 +79,14 @@ class MediaBus(Protocol):
         """Take over entries of one shard that other consumers left pending for at least ``min_idle_ms``."""
         ...
 
+    async def mark_publishing(self, ids: Sequence[str]) -> None:
+        """Record that results of these pending entries are about to be published (cleared by :meth:`ack`)."""
+        ...
+
+    async def publishing(self, shard: int) -> set[str]:
+        """The marked, not yet acked entries of one shard (shard-qualified ids)."""
+        ...
+
     async def length(self) -> int:
         """Entries in all shard streams together."""
         ...

@@ -10,23 +10,25 @@ from shared.settings import CommonSettings
 from shared.transport.base import EventBus, LiveBus, MediaBus
 from shared.transport.leases import LeaseStore, MemoryLeaseStore
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
+from shared.transport.publishes import MemoryPublishRegistry, PublishRegistry
 
 
 @dataclass
 class Transports:
-    """The transports of one process: media shards, events, live fan-out, and the inference leases."""
+    """The transports of one process: media shards, events, live fan-out, inference leases, publish epochs."""
 
     media: MediaBus
     events: EventBus
     live: LiveBus
     leases: LeaseStore = field(default_factory=MemoryLeaseStore)
+    publishes: PublishRegistry = field(default_factory=MemoryPublishRegistry)
 
     async def start(self) -> None:
-        for part in (self.media, self.events, self.live, self.leases):
+        for part in (self.media, self.events, self.live, self.leases, self.publishes):
             await part.start()
 
     async def close(self) -> None:
-        for part in (self.leases, self.live, self.events, self.media):
+        for part in (self.publishes, self.leases, self.live, self.events, self.media):
             await part.close()
 
 
@@ -38,9 +40,10 @@ def build_transports(settings: CommonSettings, *, metrics: Metrics, client_id: s
             events=MemoryEventBus(retention=settings.memory_event_retention),
             live=MemoryLiveBus(),
             leases=MemoryLeaseStore(),
+            publishes=MemoryPublishRegistry(),
         )
-    from shared.transport.kafka import KafkaEventBus
     from shared.transport.redis_leases import RedisLeaseStore
+    from shared.transport.redis_publishes import RedisPublishRegistry
     from shared.transport.redis_streams import RedisLiveBus, RedisMediaBus
 
     url = settings.redis_url.get_secret_value()
@@ -52,7 +55,23 @@ def build_transports(settings: CommonSettings, *, metrics: Metrics, client_id: s
             shards=settings.media_shards,
             metrics=metrics,
         ),
-        events=KafkaEventBus(bootstrap=settings.kafka_bootstrap, client_id=client_id),
+        events=kafka_event_bus(settings, metrics=metrics, client_id=client_id),
         live=RedisLiveBus(url=url),
         leases=RedisLeaseStore(url=url),
+        publishes=RedisPublishRegistry(url=url),
+    )
+
+
+def kafka_event_bus(settings: CommonSettings, *, metrics: Metrics, client_id: str) -> EventBus:
+    """The Kafka event bus with the outage settings (unacked bound, attempt timeout, backoff)."""
+    from shared.supervise import SupervisionPolicy
+    from shared.transport.kafka import KafkaEventBus
+
+    return KafkaEventBus(
+        bootstrap=settings.kafka_bootstrap,
+        client_id=client_id,
+        metrics=metrics,
+        unacked_max=settings.kafka_unacked_max,
+        attempt_ms=settings.kafka_publish_attempt_ms,
+        policy=SupervisionPolicy.from_settings(settings),
     )

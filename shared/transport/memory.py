@@ -59,6 +59,7 @@ class _Group:
 class _Shard:
     entries: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     groups: dict[str, _Group] = field(default_factory=dict)
+    publishing: set[int] = field(default_factory=set)
 
 
 class MemoryMediaBus:
@@ -153,6 +154,15 @@ class MemoryMediaBus:
             if state is not None:
                 state.pending.pop(entry_id, None)
             shard.entries.pop(entry_id, None)
+            shard.publishing.discard(entry_id)
+
+    async def mark_publishing(self, ids: Sequence[str]) -> None:
+        for raw in ids:
+            k, stream_id = split_entry_id(raw)
+            self._shards[k].publishing.add(int(stream_id))
+
+    async def publishing(self, shard: int) -> set[str]:
+        return {qualify(shard, str(i)) for i in self._shards[shard].publishing}
 
     async def claim_stale(
         self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int

@@ -4,7 +4,8 @@ Media is sharded by participant: ``{stream}:{k}`` for shard ``k`` (``shard_of`` 
 routing key), each bounded by ``maxlen``. Entries are deleted once acked (``XACK`` + ``XDEL``),
 so a shard holds only undelivered and pending entries; appending to a full shard therefore
 evicts real backlog, which is counted as a drop (reason ``stream_full``). The media streams
-have one consumer group (inference); a second group would need the entries kept.
+have one consumer group (inference); a second group would need the entries kept. Entries whose
+results are being published are marked in the set ``{stream}:{k}:publishing`` until acked.
 """
 
 from __future__ import annotations
@@ -144,7 +145,27 @@ class RedisMediaBus:
             for k, stream_ids in by_shard.items():
                 pipe.xack(self._names[k], group, *stream_ids)
                 pipe.xdel(self._names[k], *stream_ids)
+                pipe.srem(self._marks(k), *stream_ids)
             await pipe.execute()
+
+    def _marks(self, shard: int) -> str:
+        return f"{self._names[shard]}:publishing"
+
+    async def mark_publishing(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        by_shard: dict[int, list[str]] = {}
+        for qualified in ids:
+            k, stream_id = split_entry_id(qualified)
+            by_shard.setdefault(k, []).append(stream_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k, stream_ids in by_shard.items():
+                pipe.sadd(self._marks(k), *stream_ids)
+            await pipe.execute()
+
+    async def publishing(self, shard: int) -> set[str]:
+        raw: Any = await self.redis.smembers(self._marks(shard))  # type: ignore[misc]
+        return {entry_id_of(shard, _text(v)) for v in raw}
 
     async def claim_stale(
         self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int
@@ -156,6 +177,7 @@ class RedisMediaBus:
         deleted = result[2] if len(result) > 2 else []
         if deleted:
             await self.redis.xack(name, group, *deleted)
+            await self.redis.srem(self._marks(shard), *deleted)  # type: ignore[misc]
             if self._metrics is not None:
                 self._metrics.media_dropped_total.labels("evicted_pending").inc(len(deleted))
         return entries

@@ -47,14 +47,17 @@ def classpulse(*args: str) -> list[str]:
 
 
 @contextmanager
-def classpulse_up(tmp: Path, *, startup_s: float = 90.0) -> Iterator[UpProcess]:
-    """Start ``classpulse up --port 0``; yields once it prints its URL; stops it with SIGINT."""
+def classpulse_up(
+    tmp: Path, *, startup_s: float = 90.0, env: dict[str, str] | None = None
+) -> Iterator[UpProcess]:
+    """Start ``classpulse up --port 0`` with extra settings ``env``; yields once it prints its URL; stops it
+    with SIGINT."""
     log = tmp / "up.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
             classpulse("up", "--host", "127.0.0.1", "--port", "0"),
             cwd=REPO,
-            env=up_env(),
+            env={**up_env(), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

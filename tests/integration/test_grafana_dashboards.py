@@ -1,6 +1,7 @@
 """Grafana dashboards against a real Prometheus scraping a real ``classpulse up``.
 
-Two simulated students publish over WHIP and a viewer watches the live feed; the Debian
+Two simulated students publish over WHIP, a teacher posts a question and students answer in chat,
+and a viewer watches the live feed; the Debian
 Prometheus scrapes ``/metrics`` every second; then every expression of every panel of
 both provisioned dashboards must return at least one series, and ``promtool check
 metrics`` must accept the exposition.
@@ -58,6 +59,24 @@ def test_dashboards_are_provisioned_with_the_datasource() -> None:
     assert titles == {"ClassPulse — Pipeline health", "ClassPulse — Class analytics"}
 
 
+async def _chat(http: aiohttp.ClientSession, url: str) -> None:
+    """A teacher's question and two student messages mid-class (the text panels need them)."""
+    await asyncio.sleep(5.0)
+    teacher = issue_token(secret=SECRET, session=SESSION, participant="*", role="teacher")
+    now = time.time()
+    batch = [
+        {"event_id": "g-q1", "participant": "ms-lee", "role": "teacher", "kind": "chat", "ts": now,
+         "text": "who can tell me how to find a common denominator?"},
+        {"event_id": "g-a1", "participant": "student-1", "kind": "answer", "ts": now + 1.5,
+         "text": "you multiply the two denominators"},
+        {"event_id": "g-q2", "participant": "student-2", "kind": "chat", "ts": now + 2.0,
+         "text": "is this going to be on the test"},
+    ]
+    async with http.post(f"{url}/api/sessions/{SESSION}/interactions", json=batch,
+                         headers={"Authorization": f"Bearer {teacher}"}) as r:
+        assert r.status == 202, await r.text()
+
+
 async def _watch(url: str, seconds: float) -> int:
     token = issue_token(secret=SECRET, session=SESSION, participant="*", role="viewer")
     received = 0
@@ -65,6 +84,7 @@ async def _watch(url: str, seconds: float) -> int:
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{url}/api/sessions/{SESSION}/ws", params={"token": token}) as ws,
     ):
+        chat = asyncio.create_task(_chat(http, url))
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -72,6 +92,7 @@ async def _watch(url: str, seconds: float) -> int:
                 received += 1
             except TimeoutError:
                 break
+        await chat
     return received
 
 

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from services.cli import build_parser, register_all_settings
 from services.gateway.app import create_gateway_app
@@ -28,6 +28,7 @@ from services.gateway.settings import GatewaySettings
 from services.ingest.app import create_ingest_app
 from services.ingest.settings import IngestSettings
 from shared.metrics import Metrics
+from shared.service import MetricsServer, ServiceContext, serve_metrics
 from shared.settings import (
     ENV_ROOT,
     RESERVED_PREFIXES,
@@ -215,8 +216,10 @@ async def test_probe_paths_are_answered_by_the_real_services(
         if component in ingest_and_gateway:
             response = await ingest_and_gateway[component].get(path)
             assert response.status == 200, (component, path)
-        else:  # inference and aggregator: the boot path's prometheus_client server (shared.service)
-            server, _ = start_http_server(0, addr="127.0.0.1", registry=CollectorRegistry())
+        else:  # inference and aggregator: the boot path's metrics + health server (shared.service)
+            context = ServiceContext(name=component, common=CommonSettings(), metrics=Metrics(CollectorRegistry()))
+            server = serve_metrics(MetricsServer(port=0), context)
+            assert server is not None
             try:
                 async with aiohttp.ClientSession() as http:
                     async with http.get(f"http://127.0.0.1:{server.server_port}{path}") as r:

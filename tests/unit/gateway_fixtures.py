@@ -16,6 +16,7 @@ from shared.contracts.timing import TimingTrail, wall_clock
 from shared.contracts.topics import AGGREGATES, ALERTS, SCORES
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
+from shared.text.stage import TextStage
 from shared.tokens import TokenRole, issue_token
 from shared.transport.base import LiveBus
 from shared.transport.factory import Transports, build_transports
@@ -124,7 +125,7 @@ class Harness:
 
 @asynccontextmanager
 async def gateway(
-    *, live: LiveBus | None = None, keep_text: bool = False, **settings: object
+    *, live: LiveBus | None = None, keep_text: bool = False, text_stage: TextStage | None = None, **settings: object
 ) -> AsyncIterator[Harness]:
     common = CommonSettings(token_secret=SECRET, keep_text=keep_text)  # type: ignore[arg-type]
     metrics = Metrics(CollectorRegistry())
@@ -136,6 +137,7 @@ async def gateway(
         common=common,
         transports=transports,
         metrics=metrics,
+        text_stage=text_stage,
     )
     async with TestClient(TestServer(app)) as client:
         yield Harness(client=client, transports=transports, metrics=metrics, live=LivePublisher(bus=transports.live))

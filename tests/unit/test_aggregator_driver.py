@@ -135,3 +135,35 @@ def test_settings_build_the_core_config_and_reject_bad_windows() -> None:
         AggregatorSettings(tumbling_sizes_s=[1.5])
     with pytest.raises(ValueError):
         AggregatorSettings(unknown_key=1)  # type: ignore[call-arg]
+
+
+async def test_interaction_records_reach_the_window_figures_and_survive_a_restart() -> None:
+    from shared.contracts.interactions import InteractionEvent
+
+    codec = EventCodec(InteractionEvent)
+
+    def said(eid: str, who: str, t: float, **extra: object) -> bytes:
+        role = "teacher" if who == "t" else "student"
+        return codec.encode(InteractionEvent.model_validate(
+            {"event_id": eid, "session": "d1", "participant": who, "role": role, "kind": "chat", "ts": BASE + t,
+             **extra}))
+
+    events, end = timeline()
+    store, out = DictStore(), ListEmitter()
+    first = driver(store, out)
+    assert first.add("interaction", said("q1", "t", 6.2, is_question=True, words=6)) == "d1"
+    assert first.add("interaction", b"{not an interaction") is None  # counted, skipped
+    await feed(first, events[:40])
+    second = driver(store, out)  # a restart: the snapshot has the interaction book
+    assert second.add("interaction", said("q1", "t", 6.2, is_question=True, words=6)) == "d1"  # a repeat
+    second.add("interaction", said("r1", "b", 8.0, text="it is three", on_topic=True, relevance=0.7))
+    await feed(second, events[40:])
+    second.add("lifecycle", EventCodec(LifecycleEvent).encode(end))
+    await second.close({"d1"}, received=0.0)
+    await asyncio.sleep(GRACE + 0.1)
+    await second.tick()
+    fives = {e.window.start: e for _, e in out.sent if isinstance(e, ClassAggregate)
+             and e.window.kind == "tumbling" and e.window.size_s == 5.0}
+    assert fives[5.0].questions_teacher == 1 and fives[5.0].chat_messages == 2
+    assert fives[5.0].response_latency_s == pytest.approx(1.8)
+    assert sum(a.questions_teacher for a in fives.values()) == 1  # the repeat counted once

@@ -158,7 +158,7 @@ async def test_counts_reach_live_rows_and_the_feed_and_repeats_count_once() -> N
                 msg = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
                 if msg["kind"] == "interaction":
                     got.append(msg)
-            assert got[-1]["counts"] == {"questions": 2, "chat_messages": 3, "words_spoken": 0}
+            assert got[-1]["counts"] == {"questions": 2, "chat_messages": 3, "words_spoken": 0, "on_topic_ratio": None}
             assert all(m["event"]["text"] is None for m in got)
         for _ in range(100):
             live = await (await h.client.get("/api/sessions/s1/live", headers=bearer("viewer"))).json()

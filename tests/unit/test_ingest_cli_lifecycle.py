@@ -70,4 +70,4 @@ def test_ingest_rejects_an_out_of_range_setting(
 ) -> None:
     monkeypatch.setenv("CLASSPULSE_INGEST_ANALYSIS_FPS", "500")
     assert main(["ingest", "--port", "0"]) == 2
-    assert "analysis_fps" in capsys.readouterr().err
+    assert "CLASSPULSE_INGEST_ANALYSIS_FPS=" in capsys.readouterr().err

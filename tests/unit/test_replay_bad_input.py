@@ -102,3 +102,19 @@ def test_real_process_prints_only_the_error_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: x.webm"), proc.stderr
+
+
+def test_gallery_layout_bad_input(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "lesson"
+    folder.mkdir()
+    line = _one_error_line(capsys, [str(folder), "--layout", "gallery"])
+    assert "is a folder or manifest; --layout gallery takes one gallery-view recording" in line
+    line = _one_error_line(capsys, [str(clip), "--layout", "gallery", "--participant", "ana"])
+    assert "in a gallery the ids are the tiles p1..pN" in line
+    audio_only = tmp_path / "talk.webm"
+    make_clip(audio_only, seconds=2.0, video=False)
+    line = _one_error_line(capsys, [str(audio_only), "--layout", "gallery", "--out", str(tmp_path / "r")])
+    assert line == ("error: talk.webm has no video track; a gallery replay needs the gallery's picture "
+                    "(for audio only, replay it without --layout gallery)")
+    line = _one_error_line(capsys, [str(clip), "--layout", "gallery", "--teacher", "p9", "--out", str(tmp_path / "r")])
+    assert line.startswith("error: --teacher p9 is no tile of clip.mp4 (tiles: p1, row by row")

@@ -1,9 +1,12 @@
 """Question detection and word counts on a labelled set of chat lines and transcript sentences.
 
-``tests/data/questions.jsonl``: 140 lines, each with its label, source (chat/speech), case
+``tests/data/questions.jsonl``: 204 lines, each with its label, source (chat/speech), case
 (plain, no "?", rhetorical, statement with "?", tag, mixed) and split: ``dev`` (the rules were
 written against it), ``holdout`` (written before the rules were run on it; three general
-rules were added after its first run) and ``holdout2`` (written and measured once, untuned).
+rules were added after its first run), ``holdout2`` (written and measured once, untuned) and
+``holdout3`` (64 lines written in a later round; first run P 1.000 / R 0.906, then three general
+rules were added: "wait" as a discourse word, "anyone know if ...", "is/are/was/were/does/did"
+first with any subject). ``python -m bench.questions`` prints every split and case.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def test_labelled_set_covers_the_hard_cases() -> None:
     assert sum(1 for r in rows if r["case"] == "statement_qmark") >= 8
 
 
-@pytest.mark.parametrize("split", [None, "dev", "holdout", "holdout2"])
+@pytest.mark.parametrize("split", [None, "dev", "holdout", "holdout2", "holdout3"])
 def test_precision_and_recall_at_least_0_9(split: str | None) -> None:
     rows = [r for r in _rows() if split is None or r["split"] == split]
     precision, recall = _scores(rows)

@@ -30,7 +30,10 @@
     alerts: new Map(),        // participant/kind -> alert
     latencies: [],            // capture -> dashboard, seconds
     stageSums: new Map(),     // stage/hop name -> [sum, n]
+    questions: new Map(),     // event_id -> {event_id, participant, role, text, answered, at}
+    dismissed: new Set(),     // question ids the teacher marked done (this page only)
   };
+  const MAX_QUESTIONS = 200;
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -103,6 +106,45 @@
   function applyCounts(id, c) {
     if (c) state.counts.set(id, { questions: c.questions || 0, chat_messages: c.chat_messages || 0, words_spoken: c.words_spoken || 0 });
   }
+  // ---------- question queue ----------
+  // Questions come with the snapshot (state.questions, oldest first) and as live "interaction"
+  // messages whose event asks something; a reply (reply_to) marks one answered.
+  function applyQuestion(q) {
+    const cur = state.questions.get(q.event_id);
+    state.questions.set(q.event_id, { ...q, answered: Boolean(q.answered || (cur && cur.answered)) });
+    while (state.questions.size > MAX_QUESTIONS) state.questions.delete(state.questions.keys().next().value);
+  }
+  function applyInteraction(e) {
+    if (e.reply_to && state.questions.has(e.reply_to)) state.questions.get(e.reply_to).answered = true;
+    const asks = e.kind === "question" || ((e.kind === "chat" || e.kind === "answer") && e.is_question);
+    if (asks) applyQuestion({ event_id: e.event_id, participant: e.participant, role: e.role, text: e.text, answered: false });
+  }
+  function renderQuestions() {
+    const list = $("questions");
+    const all = [...state.questions.values()];
+    const open = all.filter((q) => q.role === "student" && !q.answered && !state.dismissed.has(q.event_id));
+    $("question-count").textContent = open.length ? "(" + open.length + " open)" : "";
+    list.replaceChildren();
+    if (!open.length) list.append(el("li", "muted", "no open questions"));
+    for (const q of open) {
+      const li = el("li", "question");
+      li.dataset.eventId = q.event_id;
+      li.append(el("span", "who", q.participant + ": "));
+      li.append(q.text ? el("span", "text", q.text) : el("span", "muted", "(question — text not kept)"));
+      const done = el("button", "done", "done");
+      done.type = "button";
+      done.title = "remove from the queue";
+      done.addEventListener("click", () => { state.dismissed.add(q.event_id); renderQuestions(); });
+      li.append(done);
+      list.append(li);
+    }
+    const students = all.filter((q) => q.role === "student").length;
+    const teacher = all.filter((q) => q.role === "teacher").length;
+    const a = state.aggregate;
+    $("question-figures").textContent = "questions: students " + students + " · teacher " + teacher +
+      (a && a.response_latency_s != null ? " · first student response " + a.response_latency_s.toFixed(1) + " s" : "");
+  }
+
   function textLine(id) {
     const c = state.counts.get(id) || { questions: 0, chat_messages: 0, words_spoken: 0 };
     const line = el("div", "text-activity", "chat " + c.chat_messages + " · questions " + c.questions);
@@ -252,7 +294,7 @@
   }
 
   function renderAll() {
-    renderTiles(); renderTimeline(); renderTalk(); renderHands(); renderAlerts(); renderLatency();
+    renderTiles(); renderTimeline(); renderTalk(); renderQuestions(); renderHands(); renderAlerts(); renderLatency();
   }
 
   // ---------- feed ----------
@@ -266,6 +308,7 @@
       if (msg.state.aggregate) applyAggregate(msg.state.aggregate);
       for (const a of msg.state.alerts) applyAlert(a);
       for (const l of msg.state.lifecycle || []) applyLifecycle(l);
+      for (const q of msg.state.questions || []) applyQuestion(q);
     } else if (msg.kind === "score") {
       observeTiming(msg.event.timing);
       applyScore({ ...msg.event, receivedAt: now });
@@ -278,6 +321,7 @@
       applyLifecycle(msg.event);
     } else if (msg.kind === "interaction") {
       applyCounts(msg.event.participant, msg.counts);
+      applyInteraction(msg.event);
     }
   }
 

@@ -95,6 +95,69 @@
     if (stateEl.dataset.state !== "error") show("idle", "Not connected");
   }
 
+  // ---------- chat: interaction events posted under the student's own token ----------
+  let chatSeq = 0;
+  const chatRun = Math.random().toString(36).slice(2, 10);
+  function apiUrl(session) {
+    const base = document.body.dataset.apiBase || "/api/sessions/";
+    return new URL(base + encodeURIComponent(session) + "/interactions", location.href);
+  }
+  function chatState(state, text) {
+    const s = $("chat-state");
+    s.dataset.state = state;
+    s.textContent = text;
+  }
+  async function sendChat(event) {
+    event.preventDefault();
+    const text = $("chat-text").value.trim();
+    const session = $("session").value.trim();
+    const participant = $("participant").value.trim();
+    const token = $("token").value.trim();
+    if (!text) return;
+    if (!session || !participant || !token) { chatState("error", "Fill in session, your id and token first"); return; }
+    const asked = $("chat-question").checked;
+    const item = {
+      event_id: "join-" + participant + "-" + chatRun + "-" + (++chatSeq),
+      participant: participant, role: "student", kind: asked ? "question" : "chat",
+      ts: Date.now() / 1000, source: "join_page", text: text,
+    };
+    const li = el("li", asked ? "question" : "", text);
+    $("chat-log").append(li);
+    $("chat-send").disabled = true;
+    try {
+      const response = await fetch(apiUrl(session), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token },
+        body: JSON.stringify([item]),
+      });
+      if (response.status !== 202) {
+        let message = "server said " + response.status;
+        try {
+          const body = await response.json();
+          message = body.error + (body.items && body.items.length ? ": " + body.items.join("; ") : "");
+        } catch (err) { /* not JSON */ }
+        throw new Error(message);
+      }
+      li.dataset.state = "sent";
+      $("chat-text").value = "";
+      $("chat-question").checked = false;
+      chatState("sent", "Sent");
+    } catch (err) {
+      li.classList.add("failed");
+      li.dataset.state = "failed";
+      chatState("error", "Not sent: " + (err && err.message ? err.message : err));
+    } finally {
+      $("chat-send").disabled = false;
+    }
+  }
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    node.textContent = text;
+    return node;
+  }
+
+  $("chat-form").addEventListener("submit", sendChat);
   $("form").addEventListener("submit", start);
   $("stop").addEventListener("click", stop);
   window.addEventListener("pagehide", stop);

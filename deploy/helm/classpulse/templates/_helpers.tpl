@@ -153,11 +153,12 @@ startupProbe:
   httpGet: {path: {{ $path }}, port: {{ $port }}}
   periodSeconds: 5
   failureThreshold: 60
-livenessProbe:
+livenessProbe:  {{- /* 90 s: longer than CLASSPULSE_TASK_GIVE_UP_S (60 s), so a broker outage ends the process
+  itself (exit 3, one error line) first; liveness catches a hung process */}}
   httpGet: {path: {{ $path }}, port: {{ $port }}}
   periodSeconds: 10
   timeoutSeconds: 5
-  failureThreshold: 3
+  failureThreshold: 9
 readinessProbe:
   httpGet: {path: {{ $path }}, port: {{ $port }}}
   periodSeconds: 5

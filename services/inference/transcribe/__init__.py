@@ -1,0 +1,1 @@
+"""The transcribe stage: each participant's speaking segments -> faster-whisper -> ``source: speech`` events."""

