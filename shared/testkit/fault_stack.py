@@ -40,11 +40,9 @@ PARTITIONS = 8  # what the aggregator creates (CLASSPULSE_AGGREGATOR_PARTITIONS'
 NICE = ("nice", "-n", "10")
 ANALYSIS_FPS = 2.5  # frames per student sent to inference (default 5): 3 students stay well inside 2 busy cores
 
-# Health URLs. ingest and gateway serve /healthz; inference and aggregator only serve /metrics today.
-# TODO(issue 13, deliverable 1): switch inference and aggregator to /healthz once the supervised-task
-# health endpoint lands; /metrics reachability says only that the process answers.
-HEALTH_PATH: Mapping[str, str] = {"ingest": "/healthz", "gateway": "/healthz", "inference": "/metrics",
-                                  "aggregator": "/metrics"}
+# Health URLs: /healthz on every service (ingest and gateway on their own port, inference and aggregator
+# on their /metrics port); it turns 503 while a supervised background task is down.
+HEALTH_PATH: Mapping[str, str] = dict.fromkeys(("ingest", "gateway", "inference", "aggregator"), "/healthz")
 
 
 def free_port(*, pair: bool = False) -> int:
