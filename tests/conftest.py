@@ -1,7 +1,8 @@
 """Test tiers and real-service fixtures.
 
 Every test module declares its tier: ``pytestmark = pytest.mark.unit`` (or
-``integration`` / ``gpu``); collection fails for a module without one. Integration tests
+``integration`` / ``gpu`` / ``faults``); collection fails for a module without one. The fault tier
+(``tests/faults``) starts its own private Redis + Kafka, since it pauses and restarts them. Integration tests
 get real Redis and Kafka from ``CLASSPULSE_TEST_REDIS_URL`` / ``CLASSPULSE_TEST_KAFKA_BOOTSTRAP``
 (``./dev test`` starts both); a missing service **fails** the test, it never skips. Only
 GPU tests skip, when CUDA is absent.
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-TIERS = ("unit", "integration", "gpu")
+TIERS = ("unit", "integration", "gpu", "faults")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -26,7 +27,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             undeclared.add(str(item.path))
     if undeclared:
         raise pytest.UsageError(
-            "test modules without a tier marker (set pytestmark = pytest.mark.unit|integration|gpu): "
+            "test modules without a tier marker (set pytestmark = pytest.mark.unit|integration|gpu|faults): "
             + ", ".join(sorted(undeclared))
         )
 

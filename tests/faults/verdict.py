@@ -1,0 +1,44 @@
+"""What every fault must leave behind, as one list of readable problems (empty: survived)."""
+
+from __future__ import annotations
+
+from shared.testkit.fault_report import FaultReport
+from shared.testkit.fault_scenarios import RECOVERY_BOUND_S, STUDENTS
+
+
+def problems(r: FaultReport) -> list[str]:
+    """Every way run ``r`` fell short of issue 13's bar (read back from the topics from the start)."""
+    out: list[str] = []
+    if r.conflicting_ids:
+        out.append(f"{r.conflicting_ids} score ids published with different values")
+    if r.gateway_scores != r.scores:
+        out.append(f"the gateway kept {r.gateway_scores} of the {r.scores} distinct scores on the topic")
+    if r.frames_lost:
+        out.append(f"{r.frames_lost} of {r.frames_in} published frames have no score and were not counted as dropped")
+    if r.windows_missing:
+        out.append(f"{r.windows_missing} one-second class windows missing (of {r.windows + r.windows_missing})")
+    if r.false_alerts:
+        out.append(f"false alerts raised by the fault: {', '.join(r.false_alerts[:8])}")
+    for service, after in r.healthy_after_s.items():
+        if after is None or after > RECOVERY_BOUND_S:
+            out.append(f"{service} not healthy again within {RECOVERY_BOUND_S:.0f} s (after: {after})")
+    for stage, after in r.resumed_after_s.items():
+        if after is None or after > RECOVERY_BOUND_S:
+            out.append(f"{stage} output for media after the fault did not resume within {RECOVERY_BOUND_S:.0f} s "
+                       f"(after: {after})")
+    if r.died:
+        out.append(f"services exited during the run: {r.died}")
+    if r.gateway_left != f"{STUDENTS}/{STUDENTS}":
+        out.append(f"the gateway shows {r.gateway_left or 'no'} students as left after every publisher DELETEd")
+    bad_exits = {name: code for name, code in r.exit_codes.items() if code != 0}
+    if bad_exits:
+        out.append(f"exit status on SIGTERM not 0: {bad_exits}")
+    return out
+
+
+def verdict(r: FaultReport) -> str:
+    """The assertion message: the problems, then the figures and notes of the run."""
+    figures = (f"frames in {r.frames_in}, scored {r.frames_scored}, drops counted {r.dropped_counted}; scores "
+               f"{r.scores} ({r.score_records} records); healthy after {r.healthy_after_s}; resumed after "
+               f"{r.resumed_after_s}; notes {r.notes}")
+    return f"{r.fault}: " + "; ".join(problems(r)) + f"\n  {figures}"
