@@ -440,7 +440,8 @@ class InferenceWorker:
         for t in enqueued:
             self._metrics.inference_queue_wait_seconds.observe(max(0.0, now - t))
         items, thinned = await self._thin(taken)
-        items = await self._drop_stale(items)
+        items, stale = await self._drop_stale(items)
+        thinned = [*thinned, *stale]  # stale frames existed too: camera on, no step (never "camera off")
         if not items and not thinned:
             return
         frames = [i.msg for i in items if isinstance(i.msg, VideoFrame)]
@@ -523,22 +524,25 @@ class InferenceWorker:
         if load.changed:
             _log_load(load)
 
-    async def _drop_stale(self, items: list[_Item]) -> list[_Item]:
+    async def _drop_stale(self, items: list[_Item]) -> tuple[list[_Item], list[VideoFrame]]:
         """Keep latency bounded under overload: frames older than ``max_lag_ms`` are acked unscored.
 
-        Media claimed from a dead worker is always scored: it is old by definition, and the
-        score log should not lose a stretch of a session because a worker died.
+        Returns the items to analyse and the dropped frames, which the engine still sees as
+        "camera on" (like thinned ones): after a broker pause the audio of the same seconds must
+        not read as a camera that went off. Media claimed from a dead worker is always scored: it
+        is old by definition, and the score log should not lose a stretch of a session because a
+        worker died.
         """
         if self.settings.max_lag_ms <= 0:
-            return items
+            return items, []
         limit = self.settings.max_lag_ms / 1000
         now = wall_clock()
         stale = [i for i in items if i.msg.kind == "video" and not i.claimed and now - i.msg.timing.capture_ts > limit]
         if not stale:
-            return items
+            return items, []
         await self._release(stale, reason="inference_stale")
         gone = {id(i) for i in stale}
-        return [i for i in items if id(i) not in gone]
+        return [i for i in items if id(i) not in gone], [i.msg for i in stale if isinstance(i.msg, VideoFrame)]
 
     async def _while_held(self, items: list[_Item], op: Callable[[], Awaitable[None]]) -> bool:
         """Run an idempotent media-bus write, retrying broker errors while a lease of ``items`` is held."""

@@ -43,7 +43,8 @@ class AggregationConfig:
     late_after_s: float = 300.0
     """A participant whose first media comes later than this after the session start is late."""
     away_after_s: float = 10.0
-    """Alert 'away' when a participant is not in frame (or sends nothing while others do) for this long."""
+    """Alert 'away' when a participant's steps say they are not in frame for this long (missing steps are no
+    evidence: a gap in the scores is the pipeline's, a stream that stops is ingest's camera_off/left)."""
     empty_windows_max_s: float = 300.0
     """Windows without any score are emitted (nobody observed) across a class-wide gap up to this long (a broker
     pause, a reconnect); a longer gap (a pause of the class, a wild clock) is skipped."""

@@ -359,12 +359,10 @@ class SessionAggregator:
         for pid, p in self._participants.items():
             if p.left:
                 continue
+            # Away needs evidence (steps saying "not in frame"). Sending nothing is not evidence: a gap in the
+            # scores is the pipeline's (a broker pause, stale frames dropped after it, a worker restart), and a
+            # stream that really stops is ingest's to report (camera_off, left).
             since = p.absent_since
-            # sending nothing counts as away only while others are observed: a gap of the whole class is the
-            # pipeline's (a broker pause, a worker restart), not every student leaving the frame at once
-            if (since is None and p.last_end is not None and t - p.last_end > cfg.max_gap_s
-                    and self._last_t is not None and self._last_t - p.last_end > cfg.max_gap_s):
-                since = p.last_end
             if since is not None and t - since >= cfg.away_after_s - _EPS and not self.alerts.is_open("away", pid):
                 p.absent_since = since
                 self._emit(self.alerts.raise_("away", pid, since=since, at=since + cfg.away_after_s,

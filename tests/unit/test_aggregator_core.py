@@ -99,12 +99,13 @@ def test_away_alert_raises_after_threshold_and_clears_on_return() -> None:
     assert away[0].participant == "a"
 
 
-def test_away_alert_when_a_participant_stops_sending() -> None:
+def test_a_participant_who_stops_sending_is_not_away_without_evidence() -> None:
+    """Missing scores are the pipeline's (a pause, stale frames dropped); ingest reports a stream that stops."""
     script = Script(session="s6", base=BASE)
     script.add("a", constant(), end=5)
     script.add("b", constant(), end=30)
     _, alerts = run_all(SessionAggregator(session="s6", config=AggregationConfig(away_after_s=10.0)), script)
-    assert [(a.participant, a.state, a.at) for a in alerts if a.kind == "away"] == [("a", "raised", 15.0)]
+    assert [a for a in alerts if a.kind == "away"] == []
 
 
 def test_left_participant_is_not_away() -> None:
@@ -243,17 +244,9 @@ def test_a_class_wide_gap_raises_no_away_and_its_windows_are_emitted_empty() -> 
     assert empty and all(x.participants_present == 0 for x in empty)
 
 
-def test_one_silent_student_among_observed_ones_is_still_away() -> None:
+def test_one_student_out_of_frame_among_observed_ones_is_away() -> None:
     script = Script(session="s-one", base=BASE)
-    script.add("a", constant(), end=40)
+    script.add("a", between(10, 25, Behaviour(present=False, attentive=False)), end=40)
     script.add("b", constant(), end=40)
-    agg = SessionAggregator(session="s-one", config=AggregationConfig(away_after_s=10.0))
-    aggs_alerts: list[Alert] = []
-    for ev in script.events():
-        if ev.participant == "a" and 10.0 <= ev.timing.capture_ts - BASE < 25.0:
-            continue  # only a's stream stops
-        agg.add_score(ev)
-        aggs_alerts += agg.advance(ev.timing.capture_ts)[1]
-    aggs_alerts += agg.flush()[1]
-    away = [(x.participant, x.state) for x in aggs_alerts if x.kind == "away"]
-    assert away == [("a", "raised"), ("a", "cleared")]
+    _, alerts = run_all(SessionAggregator(session="s-one", config=AggregationConfig(away_after_s=10.0)), script)
+    assert [(x.participant, x.state) for x in alerts if x.kind == "away"] == [("a", "raised"), ("a", "cleared")]
