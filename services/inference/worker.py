@@ -527,11 +527,9 @@ class InferenceWorker:
     async def _drop_stale(self, items: list[_Item]) -> tuple[list[_Item], list[VideoFrame]]:
         """Keep latency bounded under overload: frames older than ``max_lag_ms`` are acked unscored.
 
-        Returns the items to analyse and the dropped frames, which the engine still sees as
-        "camera on" (like thinned ones): after a broker pause the audio of the same seconds must
-        not read as a camera that went off. Media claimed from a dead worker is always scored: it
-        is old by definition, and the score log should not lose a stretch of a session because a
-        worker died.
+        Returns the items to analyse and the dropped frames (still "camera on" to the engine, like
+        thinned ones). Media claimed from a dead worker is always scored: old by definition, and
+        the score log should not lose a stretch of a session because a worker died.
         """
         if self.settings.max_lag_ms <= 0:
             return items, []

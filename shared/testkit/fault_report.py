@@ -25,8 +25,12 @@ CLASS_WINDOW_S = 1.0
 _VOLATILE = {"timing", "producer"}  # differ between two deliveries of the same score by design
 
 
-async def read_topic(bootstrap: str, topic: str, session: str, model: type[M]) -> list[M]:
-    """Every ``model`` event keyed ``session`` in ``topic``, from the beginning to each partition's end now."""
+async def read_topic(
+    bootstrap: str, topic: str, session: str, model: type[M], *, need_partitions: bool = False
+) -> list[M]:
+    """Every ``model`` event keyed ``session`` in ``topic``, from the beginning to each partition's end now.
+
+    ``need_partitions``: raise when no partition gets assigned (else: no events)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
@@ -39,6 +43,8 @@ async def read_topic(bootstrap: str, topic: str, session: str, model: type[M]) -
                 break
             await asyncio.sleep(0.1)
         else:
+            if need_partitions:
+                raise RuntimeError(f"no partitions of {topic} assigned")
             return out
         end = await consumer.end_offsets(parts)
         while [tp for tp in parts if await consumer.position(tp) < end[tp]]:

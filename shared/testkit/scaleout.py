@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -22,9 +21,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from shared.contracts.codec import EventCodec
 from shared.contracts.events import ScoreEvent
 from shared.contracts.topics import INFERENCE_COORDINATION, MEDIA_STREAM, SCORES
+from shared.testkit.fault_report import read_topic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,30 +92,7 @@ async def read_scores(bootstrap: str, session: str, *, topic: str = SCORES.name)
             return []
     finally:
         await probe.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()  # without a group, the consumer is assigned every partition of the topic
-    codec = EventCodec(ScoreEvent)
-    out: list[ScoreEvent] = []
-    try:
-        for _ in range(100):
-            parts = sorted(consumer.assignment())
-            if parts:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"no partitions of {topic} assigned")
-        end = await consumer.end_offsets(parts)
-        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
-            batches = await consumer.getmany(*parts, timeout_ms=1000, max_records=5000)
-            for records in batches.values():
-                for rec in records:
-                    if rec.key is not None and rec.key.decode() == session and rec.value is not None:
-                        out.append(codec.decode(rec.value))
-    finally:
-        await consumer.stop()
-    return out
+    return await read_topic(bootstrap, topic, session, ScoreEvent, need_partitions=True)
 
 
 @dataclass
