@@ -19,12 +19,20 @@ encrypt and a sendto each), adding load exactly when there is none to spare.
 :func:`bound_jitter_buffer` shrinks the video jitter buffer: aiortc's holds 512 packets
 and releases nothing past a lost packet until it overflows, so one loss stalls a stream
 for up to 512 packets (~6 s at 640x480) and keeps that backlog as latency.
+
+:func:`dtls_failure` says why a connection failed when ICE connected but DTLS did not, from
+the publisher's certificate (aiortc keeps it on the failed handshake). The case it names:
+FFmpeg 8 built with GnuTLS (PyAV's wheels, Debian) makes a secp224r1 (P-224) certificate,
+which aiortc's OpenSSL (4.x, in ``cryptography``) no longer knows as a TLS group, so the
+handshake ends with an ``illegal_parameter`` alert in either DTLS role; WebRTC asks for
+P-256 (RFC 8827, 6.5), which FFmpeg's ``cert_file``/``key_file`` options can supply.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver
@@ -142,3 +150,58 @@ def bound_jitter_buffer(pc: RTCPeerConnection, track: MediaStreamTrack, *, capac
         return False
     setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=capacity, is_video=True))
     return True
+
+
+WEBRTC_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+"""ECDSA curves aiortc's DTLS accepts in a publisher's certificate (its TLS groups)."""
+
+
+@dataclass(frozen=True)
+class DtlsFailure:
+    """A DTLS handshake that failed after ICE connected."""
+
+    role: str
+    """Our DTLS role: ``client`` (we answered ``a=setup:active``) or ``server``."""
+    peer_key: str | None
+    """The publisher's certificate key (``EC secp224r1``, ``RSA 2048``), None when none arrived."""
+
+    @property
+    def hint(self) -> str:
+        """One line for the operator: what the publisher sent and what to change."""
+        if self.peer_key is None:
+            return "the publisher sent no DTLS certificate; publish with a WebRTC client (DTLS 1.2, ECDSA P-256)"
+        kind, _, detail = self.peer_key.partition(" ")
+        if kind == "EC" and detail not in WEBRTC_CURVES:
+            return (
+                f"the publisher's DTLS certificate uses the {detail} curve, which WebRTC peers refuse (RFC 8827 asks "
+                "for ECDSA P-256); FFmpeg built with GnuTLS makes such certificates: give it a P-256 certificate "
+                "with -cert_file/-key_file (README: Publishers that work)"
+            )
+        if kind != "EC":
+            return f"the publisher's DTLS certificate is {self.peer_key}; this server needs an ECDSA P-256 certificate"
+        return f"DTLS handshake failed with a {self.peer_key} certificate (cipher suites or SRTP profiles differ?)"
+
+
+def _key_name(cert: Any) -> str:
+    key = cert.public_key()
+    curve = getattr(key, "curve", None)
+    if curve is not None:
+        return f"EC {curve.name}"
+    size = getattr(key, "key_size", None)
+    return f"{type(key).__name__.removesuffix('PublicKey').removeprefix('_')} {size}".strip()
+
+
+def dtls_failure(pc: RTCPeerConnection) -> DtlsFailure | None:
+    """Why ``pc``'s DTLS failed when its ICE connected; None when DTLS did not fail (or aiortc differs)."""
+    for transceiver in pc.getTransceivers():
+        dtls = getattr(transceiver.receiver, "transport", None)
+        ice = getattr(dtls, "transport", None)
+        if dtls is None or ice is None or dtls.state != "failed" or ice.state not in ("completed", "connected"):
+            continue
+        ssl = getattr(dtls, "_ssl", None)
+        try:
+            cert = ssl.get_peer_certificate(as_cryptography=True) if ssl is not None else None
+        except Exception:  # pyOpenSSL's API differs: say what we know
+            cert = None
+        return DtlsFailure(role=str(getattr(dtls, "_role", "auto")), peer_key=_key_name(cert) if cert else None)
+    return None

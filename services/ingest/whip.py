@@ -26,7 +26,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from services.ingest.aiortc_hooks import attach_sr_clock, bound_jitter_buffer, throttle_remb
+from services.ingest.aiortc_hooks import attach_sr_clock, bound_jitter_buffer, dtls_failure, throttle_remb
 from services.ingest.lifecycle import LifecycleReporter, PresenceMonitor
 from services.ingest.publisher import StreamPublisher
 from services.ingest.sampling import AudioChunker, FrameSampler
@@ -287,7 +287,12 @@ class WhipService:
             log.info("whip connection -> %s", state, extra=pii(participant=participant, session=session))
             if state == "connected":
                 reporter.start()
-            elif state in ("failed", "closed") and not resource.closed:
+            elif state == "failed" and (failure := dtls_failure(pc)) is not None:
+                self.metrics.errors_total.labels("ingest", "dtls_failed").inc()
+                log.warning(
+                    "whip dtls -> failed as %s: %s", failure.role, failure.hint, extra=pii(participant=participant)
+                )
+            if state in ("failed", "closed") and not resource.closed:
                 spawn(self.close_resource(resource, reason=state), name=f"whip-close-{rid}")
 
         try:
