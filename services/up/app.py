@@ -70,6 +70,8 @@ async def _landing(request: web.Request) -> web.Response:
             "<h1>ClassPulse</h1><ul>"
             '<li><a href="/join">Join a class (student camera + microphone)</a></li>'
             '<li><a href="/dashboard">Teacher dashboard</a> (<code>/dashboard?session=S#token=T</code>)</li>'
+            '<li><a href="/me">My view: what is recorded about me</a> '
+            "(<code>/me#session=S&amp;participant=P&amp;token=T</code>)</li>"
             '<li><a href="/api/openapi.json">REST API (OpenAPI)</a></li>'
             '<li><a href="/metrics">Prometheus metrics</a></li></ul>'
             "<p>Tokens: <code>classpulse token --session S --participant P --role student|teacher|viewer</code></p>"
