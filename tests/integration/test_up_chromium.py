@@ -128,7 +128,9 @@ def test_student_tile_appears_present_on_the_dashboard(tmp_path: Path) -> None:
 
             # The student's own view (/me, its own token): its signals, explanation and question, nobody else's.
             me = browser.new_page(viewport={"width": 1100, "height": 900})
-            me.goto(f"{up.url}/me#session={SESSION}&participant={STUDENT}&token={student}")
+            my_link = join.get_attribute("#my-view", "href") or ""  # the join page links to it
+            assert my_link.startswith(f"/me#session={SESSION}&participant={STUDENT}&token="), my_link
+            me.goto(up.url + my_link)
             me.wait_for_selector("#status.live", timeout=10_000)
             me.wait_for_selector("#badges .badge.on", timeout=10_000)
             assert "present" in me.locator("#badges .badge.on").all_inner_texts()
