@@ -94,6 +94,40 @@
     }
   }
 
+  // The opt-out switch (privacy controls): PUT/DELETE .../participants/{p}/opt-out with the student's own token.
+  const base = "/api/sessions/" + encodeURIComponent(session);
+  const optOutUrl = base + "/participants/" + encodeURIComponent(participant) + "/opt-out";
+  async function privacyControls() {
+    const box = $("privacy-controls");
+    let policy;
+    try {
+      const r = await fetch(base + "/privacy", { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+      if (!r.ok) { box.hidden = true; return; }
+      policy = await r.json();
+    } catch (e) { box.hidden = true; return; }
+    const out = policy.opted_out.includes(participant);
+    box.replaceChildren();
+    box.hidden = false;
+    box.dataset.optedOut = String(out);
+    if (policy.aggregate_only) box.append(el("p", "This class is aggregate-only: only class figures are shown to anyone.", "muted"));
+    box.append(el("p", out
+      ? "You opted out: your camera and microphone are not analysed and you are shown only as “opted out”."
+      : "You can opt out at any time: your media is then not analysed, and what was recorded about you is erased."));
+    const button = el("button", out ? "Opt back in" : "Opt out of analysis");
+    button.id = "opt-out";
+    button.type = "button";
+    button.addEventListener("click", async () => {
+      if (!out && !confirm("Opt out? ClassPulse stops analysing your camera and microphone for this class.")) return;
+      button.disabled = true;
+      const r = await fetch(optOutUrl, { method: out ? "DELETE" : "PUT", headers: { Authorization: "Bearer " + token } });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) { box.append(el("p", body.error || "error " + r.status, "bad")); button.disabled = false; return; }
+      await privacyControls();
+      await refresh();
+    });
+    box.append(button);
+  }
+
   async function refresh() {
     const url = "/api/sessions/" + encodeURIComponent(session) + "/participants/" + encodeURIComponent(participant) + "/me";
     try {
@@ -125,6 +159,7 @@
   }
   $("main").hidden = false;
   $("who").textContent = participant + " · " + session;
+  privacyControls();
   refresh();
   setInterval(refresh, 3000);
 })();
