@@ -32,6 +32,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "shared.settings",
     "shared.text.settings",
     "services.gateway.settings",
+    "services.gateway.lti.settings",
     "services.inference.settings",
     "services.inference.transcribe.settings",
     "services.ingest.settings",

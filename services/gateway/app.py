@@ -12,6 +12,8 @@ from aiohttp import web
 from services.gateway.context import GATEWAY, GatewayContext
 from services.gateway.history import HistoryReader, SessionHistory
 from services.gateway.hub import LiveHub
+from services.gateway.lti.routes import add_lti_routes, build_tool
+from services.gateway.lti.settings import LtiSettings
 from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
 from shared.contracts.interactions import InteractionEvent
@@ -37,6 +39,7 @@ def add_gateway(
     with_metrics: bool = True,
     supervisor: Supervisor | None = None,
     text_stage: TextStage | None = None,
+    lti: LtiSettings | None = None,
 ) -> GatewayContext:
     """Add the gateway (routes, history reader, live hub, ``/healthz``, ``/readyz``) to ``app``; transports
     are started by the caller. The history reader runs under ``supervisor`` (task ``gateway-history``):
@@ -69,6 +72,7 @@ def add_gateway(
         ctx.text = text_stage
     app[GATEWAY] = ctx
     add_gateway_routes(app, with_metrics=with_metrics)
+    add_lti_routes(app, build_tool(lti or LtiSettings(platforms_file=None), token_secret=ctx.token_secret))
     add_health_routes(app, health=supervisor.health)
     group = settings.history_group or f"gateway-{uuid.uuid4().hex[:12]}"
 
@@ -112,6 +116,7 @@ def create_gateway_app(
     metrics: Metrics,
     supervisor: Supervisor | None = None,
     text_stage: TextStage | None = None,
+    lti: LtiSettings | None = None,
 ) -> web.Application:
     """A standalone gateway app that starts and closes its own transports."""
     app = web.Application()
@@ -125,6 +130,6 @@ def create_gateway_app(
     app.cleanup_ctx.append(transports_ctx)
     add_gateway(
         app, settings=settings, common=common, transports=transports, metrics=metrics, supervisor=supervisor,
-        text_stage=text_stage,
+        text_stage=text_stage, lti=lti,
     )
     return app

@@ -20,6 +20,9 @@ from services.gateway.interactions import post_interactions
 from services.gateway.lesson import ROUTE as TOPIC_ROUTE
 from services.gateway.lesson import put_topic
 from services.gateway.live_state import live_state
+from services.gateway.me import PAGE as ME_PAGE
+from services.gateway.me import ROUTE as ME_ROUTE
+from services.gateway.me import my_page, my_view
 from services.gateway.models import (
     AggregatePage,
     AlertPage,
@@ -221,5 +224,9 @@ def add_gateway_routes(app: web.Application, *, with_metrics: bool = True) -> No
     )
     app.router.add_get("/static/gateway/dashboard.js", _static("dashboard.js", "application/javascript"))
     app.router.add_get("/static/gateway/dashboard.css", _static("dashboard.css", "text/css"))
+    add_documented_route(app, ME_ROUTE, my_view)
+    add_documented_route(app, ME_PAGE, my_page)
+    app.router.add_get("/static/gateway/me.js", _static("me.js", "application/javascript"))
+    app.router.add_get("/static/gateway/me.css", _static("me.css", "text/css"))
     if with_metrics:
         add_documented_route(app, _page("/metrics", "Prometheus exposition", "text/plain"), metrics)

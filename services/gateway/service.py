@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.gateway.app import create_gateway_app
+from services.gateway.lti.settings import LtiSettings
 from services.gateway.settings import GatewaySettings
 from shared.log import get_logger
 from shared.service import ServiceContext
@@ -26,7 +27,7 @@ async def serve_gateway(settings: GatewaySettings, service: ServiceContext) -> N
     transports = build_transports(common, metrics=service.metrics, client_id="classpulse-gateway")
     app = create_gateway_app(
         settings=settings, common=common, transports=transports, metrics=service.metrics,
-        supervisor=service.supervisor, text_stage=build_text_stage(TextSettings()),
+        supervisor=service.supervisor, text_stage=build_text_stage(TextSettings()), lti=LtiSettings(),
     )
     await serve_app(
         app,

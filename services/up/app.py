@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.aggregator.plain import PlainAggregator
 from services.aggregator.settings import AggregatorSettings
 from services.gateway.app import add_gateway
+from services.gateway.lti.settings import LtiSettings
 from services.gateway.settings import GatewaySettings
 from services.inference.engine import InferenceEngine
 from services.inference.interactions import InteractionIntake
@@ -58,6 +59,8 @@ class UpSettings:
     text: TextSettings = field(default_factory=lambda: TextSettings(relevance="off"))
     """The text stage (``classpulse up`` loads the configured one; tests may leave it rules-only)."""
     transcribe: TranscribeSettings = field(default_factory=TranscribeSettings)
+    lti: LtiSettings = field(default_factory=lambda: LtiSettings(platforms_file=None))
+    """The LTI 1.3 tool (``classpulse up`` loads the configured one; embedding leaves it off)."""
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -67,6 +70,8 @@ async def _landing(request: web.Request) -> web.Response:
             "<h1>ClassPulse</h1><ul>"
             '<li><a href="/join">Join a class (student camera + microphone)</a></li>'
             '<li><a href="/dashboard">Teacher dashboard</a> (<code>/dashboard?session=S#token=T</code>)</li>'
+            '<li><a href="/me">My view: what is recorded about me</a> '
+            "(<code>/me#session=S&amp;participant=P&amp;token=T</code>)</li>"
             '<li><a href="/api/openapi.json">REST API (OpenAPI)</a></li>'
             '<li><a href="/metrics">Prometheus metrics</a></li></ul>'
             "<p>Tokens: <code>classpulse token --session S --participant P --role student|teacher|viewer</code></p>"
@@ -154,7 +159,7 @@ def create_up_app(
         add_forwarded_ingest_routes(app, forward=pool.forward)
     add_gateway(
         app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics,
-        supervisor=sup, with_metrics=False, text_stage=build_text_stage(settings.text),
+        supervisor=sup, with_metrics=False, text_stage=build_text_stage(settings.text), lti=settings.lti,
     )  # fmt: skip
     add_metrics_route(app, metrics=metrics, pool=pool)
     add_landing(app)

@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
 
 def _settings(common: CommonSettings) -> UpSettings:
     from services.aggregator.settings import AggregatorSettings
+    from services.gateway.lti.settings import LtiSettings
     from services.gateway.settings import GatewaySettings
     from services.inference.settings import InferenceSettings
     from services.inference.transcribe.settings import TranscribeSettings
@@ -46,6 +47,7 @@ def _settings(common: CommonSettings) -> UpSettings:
         up=UpProcessSettings(),
         text=TextSettings(),
         transcribe=TranscribeSettings(),
+        lti=LtiSettings(),
     )
     if common.transport != "memory":
         raise ServiceError(

@@ -126,6 +126,21 @@ def test_student_tile_appears_present_on_the_dashboard(tmp_path: Path) -> None:
             assert int(dash.locator("#lat-n").inner_text()) > 0
             assert dash.locator("#feed-status").inner_text() == "live"
 
+            # The student's own view (/me, its own token): its signals, explanation and question, nobody else's.
+            me = browser.new_page(viewport={"width": 1100, "height": 900})
+            my_link = join.get_attribute("#my-view", "href") or ""  # the join page links to it
+            assert my_link.startswith(f"/me#session={SESSION}&participant={STUDENT}&token="), my_link
+            me.goto(up.url + my_link)
+            me.wait_for_selector("#status.live", timeout=10_000)
+            me.wait_for_selector("#badges .badge.on", timeout=10_000)
+            assert "present" in me.locator("#badges .badge.on").all_inner_texts()
+            assert me.locator("#explain li").count() >= 1
+            assert me.locator("#summary th").count() >= 6
+            me.wait_for_selector("#questions li:not(.muted)", timeout=10_000)
+            assert "never stores your camera" in me.locator("#recorded").inner_text()
+            me.screenshot(path=str(ARTIFACTS / "me-chromium.png"), full_page=True)
+            me.close()
+
             # The student leaves: the tile says so (lifecycle from ingest via the event log).
             join.click("#stop")
             dash.wait_for_selector(f'{tile} .badge:text-is("left")', timeout=15_000)

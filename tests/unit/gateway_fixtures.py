@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from services.gateway.app import create_gateway_app
+from services.gateway.lti.settings import LtiSettings
 from services.gateway.settings import GatewaySettings
 from shared.contracts.events import Alert, ClassAggregate, ParticipantWindow, ScoreEvent, WindowRef
 from shared.contracts.timing import TimingTrail, wall_clock
@@ -125,7 +126,12 @@ class Harness:
 
 @asynccontextmanager
 async def gateway(
-    *, live: LiveBus | None = None, keep_text: bool = False, text_stage: TextStage | None = None, **settings: object
+    *,
+    live: LiveBus | None = None,
+    keep_text: bool = False,
+    text_stage: TextStage | None = None,
+    lti: LtiSettings | None = None,
+    **settings: object,
 ) -> AsyncIterator[Harness]:
     common = CommonSettings(token_secret=SECRET, keep_text=keep_text)  # type: ignore[arg-type]
     metrics = Metrics(CollectorRegistry())
@@ -138,6 +144,7 @@ async def gateway(
         transports=transports,
         metrics=metrics,
         text_stage=text_stage,
+        lti=lti,
     )
     async with TestClient(TestServer(app)) as client:
         yield Harness(client=client, transports=transports, metrics=metrics, live=LivePublisher(bus=transports.live))

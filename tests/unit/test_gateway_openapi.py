@@ -44,7 +44,7 @@ async def test_document_matches_routes_and_responses() -> None:
             content = ops["get"]["responses"]["200"].get("content", {}) if "200" in ops["get"]["responses"] else {}
             if "application/json" not in content or "schema" not in content["application/json"]:
                 continue
-            url = path.replace("{session}", "s1")
+            url = path.replace("{session}", "s1").replace("{participant}", "alice")
             for _ in range(100):
                 resp = await h.client.get(url, headers=auth)
                 if resp.status != 404:

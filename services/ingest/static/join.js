@@ -21,6 +21,14 @@
     if (value) $(key).value = value;
   }
 
+  // "See what is recorded about you": the student's own view (/me), same token, in the fragment.
+  function linkMyView() {
+    const q = new URLSearchParams({ session: $("session").value, participant: $("participant").value, token: $("token").value });
+    $("my-view").href = "/me#" + q.toString();
+  }
+  for (const key of ["session", "participant", "token"]) $(key).addEventListener("input", linkMyView);
+  linkMyView();
+
   function whipUrl(session, participant) {
     const base = document.body.dataset.whipBase || "/whip/";
     return new URL(base + encodeURIComponent(session) + "/" + encodeURIComponent(participant), location.href);
