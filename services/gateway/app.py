@@ -15,7 +15,7 @@ from services.gateway.hub import LiveHub
 from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
 from shared.contracts.interactions import InteractionEvent
-from shared.contracts.live import LiveInteraction, encode_live, wrap_live
+from shared.contracts.live import LiveInteraction, LivePrivacy, encode_live, wrap_live
 from shared.health_http import add_health_routes
 from shared.log import get_logger
 from shared.metrics import Metrics
@@ -52,10 +52,12 @@ def add_gateway(
         max_rows=settings.max_timeline_rows,
         max_aggregates=settings.max_aggregates,
         class_window_s=settings.class_window_s,
+        retention_s=common.retention_s,
     )
     ctx = GatewayContext(
         live=transports.live,
-        hub=LiveHub(bus=transports.live, metrics=metrics, queue_size=settings.viewer_queue),
+        hub=LiveHub(bus=transports.live, metrics=metrics, queue_size=settings.viewer_queue,
+                    privacy=transports.policies),
         history=history,
         metrics=metrics,
         token_secret=common.token_secret.get_secret_value(),
@@ -64,6 +66,8 @@ def add_gateway(
         keep_text=common.keep_text,
         interactions_max_items=settings.interactions_max_items,
         interactions_max_bytes=settings.interactions_max_bytes,
+        privacy=transports.policies,
+        retention_s=common.retention_s,
     )
     if text_stage is not None:
         ctx.text = text_stage
@@ -92,6 +96,7 @@ def add_gateway(
                 encode_live(LiveInteraction(event=event, counts=counts)),
             ),
             prepare=prepare,
+            on_privacy=lambda event: ctx.hub.deliver(event.session, encode_live(LivePrivacy(event=event))),
         )
         task = supervisor.spawn("gateway-history", reader.run)
         yield
