@@ -176,22 +176,24 @@ class SessionHistory:
         elif isinstance(event, InteractionEvent):
             self.interaction(event)
 
-    def privacy(self, event: PrivacyEvent) -> None:
-        """Apply a privacy change: opt-out/in, mode, or erasure (the session is forgotten)."""
+    def privacy(self, event: PrivacyEvent) -> bool:
+        """Apply a privacy change: opt-out/in, mode, or erasure (the session is forgotten); False for a repeat."""
         if event.kind == "erased":
             self.erase(event.session, at=event.ts)
-            return
+            return True
         if self._before_erasure(event.session, event.ts):
-            return
+            return False
         record = self._session(event.session)
-        if not record.seen(event.event_id):
-            apply_privacy(record.aggregator, event)
-            if event.kind == "opted_out" and event.participant:
-                record.timeline.forget(event.participant)  # no scores are kept for them, earlier ones neither
-            part = record.participants.get(event.participant or "")
-            if part is not None:
-                part.status = "opted_out" if record.aggregator.privacy.is_opted_out(event.participant or "") else (
-                    "active" if part.status == "opted_out" else part.status)
+        if record.seen(event.event_id):
+            return False
+        apply_privacy(record.aggregator, event)
+        if event.kind == "opted_out" and event.participant:
+            record.timeline.forget(event.participant)  # no scores are kept for them, earlier ones neither
+        part = record.participants.get(event.participant or "")
+        if part is not None:
+            part.status = "opted_out" if record.aggregator.privacy.is_opted_out(event.participant or "") else (
+                "active" if part.status == "opted_out" else part.status)
+        return True
 
     def erase(self, session: str, *, at: float) -> bool:
         """Forget ``session`` and ignore its events from before ``at``; whether it was known."""
@@ -381,8 +383,10 @@ class HistoryReader:
             if counts is not None and self._on_interaction is not None:
                 self._on_interaction(event, counts)
             return
+        if isinstance(event, PrivacyEvent):
+            if self._history.privacy(event) and self._on_privacy is not None and event.kind != "erased":
+                self._on_privacy(event)  # once: the gateway that took the change delivered it already
+            return
         self._history.apply(event)
         if isinstance(event, LifecycleEvent) and self._on_lifecycle is not None:
             self._on_lifecycle(event)
-        elif isinstance(event, PrivacyEvent) and self._on_privacy is not None and event.kind != "erased":
-            self._on_privacy(event)
