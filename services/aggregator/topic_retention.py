@@ -30,7 +30,7 @@ async def read_retention(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> d
     """``retention.ms`` of each topic (None: not reported)."""
     if not topics:
         return {}
-    resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=[RETENTION_MS]) for t in topics]
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs={RETENTION_MS: None}) for t in topics]
     out: dict[str, int | None] = dict.fromkeys(topics)
     for response in await admin.describe_configs(resources):
         resources_out: Any = getattr(response, "resources", [])
