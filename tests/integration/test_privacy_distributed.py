@@ -303,7 +303,8 @@ async def test_aggregate_only_keeps_per_student_rows_off_the_live_bus_ws_rest_an
             await unaware.publish(_aggregate(session, 0.0))
             got = await ws.receive_json(timeout=5)
             await ws.close()
-            assert got["kind"] == "aggregate" and got["event"]["participants"] == {} and got["event"]["hand_queue"] == []
+            assert got["kind"] == "aggregate"
+            assert got["event"]["participants"] == {} and got["event"]["hand_queue"] == []
             live = await (await gw.get(f"/api/sessions/{session}/live", headers=bearer(session, "viewer"))).json()
             assert live["participants"] == [] and live["aggregate"]["participants"] == {}
             scores = EventPublisher(bus=producer.events, topic=SCORES)
