@@ -162,3 +162,18 @@ async def test_delete_session_erases_and_says_what_it_could_not() -> None:
         await h.emit(score("s1", "alice", 50))  # old (captured before the erasure) when read again: ignored
         await asyncio.sleep(0.2)
         assert c.app[GATEWAY].history.get("s1") is None
+
+
+def test_history_forgets_sessions_idle_past_the_retention() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.gateway.history import SessionHistory
+    from shared.contracts.timing import wall_clock
+    from shared.metrics import Metrics
+
+    history = SessionHistory(metrics=Metrics(CollectorRegistry()), max_sessions=10, max_rows=100, max_aggregates=10,
+                             retention_s=60)
+    history.apply(score("s1", "alice", 1))
+    assert history.sweep(wall_clock() + 30) == 0 and history.get("s1") is not None
+    history._next_sweep = 0.0  # the sweep runs at most every retention/10 (bounded by 60 s)
+    assert history.sweep(wall_clock() + 61) == 1 and history.get("s1") is None
