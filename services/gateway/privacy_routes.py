@@ -38,6 +38,8 @@ POLICY_PATH = "/api/sessions/{session}/privacy"
 OPT_OUT_PATH = "/api/sessions/{session}/participants/{participant}/opt-out"
 PARTICIPANT_PARAM = Param("participant", where="path")
 MAX_BODY = 1024
+MAX_ID = 128
+"""Longest participant id (the media contract's bound)."""
 _TOKEN_ERRORS = (("401", "Missing, malformed or expired token"),)
 
 
@@ -76,11 +78,13 @@ ROUTES = (
                                       ("503", "The policy store or event log is unavailable; retry"))),
     _doc("PUT", OPT_OUT_PATH, "Opt a participant out: no media analysed, no scores, shown only as 'opted out'",
          response=OptOutReceipt, params=(SESSION_PARAM, PARTICIPANT_PARAM),
-         errors=(("403", "Another participant's student token, a viewer token, or another session"),
+         errors=(("400", "Participant id longer than 128 characters"),
+                 ("403", "Another participant's student token, a viewer token, or another session"),
                  ("503", "The policy store or event log is unavailable; retry"))),
     _doc("DELETE", OPT_OUT_PATH, "Opt a participant back in (the student itself or the platform)",
          response=OptOutReceipt, params=(SESSION_PARAM, PARTICIPANT_PARAM),
-         errors=(("403", "Not the student itself or a platform token of this session"),
+         errors=(("400", "Participant id longer than 128 characters"),
+                 ("403", "Not the student itself or a platform token of this session"),
                  ("503", "The policy store or event log is unavailable; retry"))),
 )
 
@@ -172,6 +176,8 @@ async def _change(ctx: GatewayContext, session: str, claims: Claims, kind: Priva
 async def _opt(request: web.Request, *, opt_out: bool) -> web.StreamResponse:
     ctx, session = request.app[GATEWAY], request.match_info["session"]
     participant = request.match_info["participant"]
+    if not 0 < len(participant) <= MAX_ID:
+        return error_response(400, f"participant id must be 1 to {MAX_ID} characters, as in its publish token")
     try:
         claims = _claims(request, ctx, session, header_only=True)
     except TokenError as exc:
