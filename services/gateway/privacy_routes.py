@@ -27,7 +27,7 @@ from services.gateway.erasure import ERASE_ROUTE, actor, delete_session, publish
 from services.gateway.models import ErrorBody
 from services.gateway.openapi import SESSION_PARAM
 from shared.contracts.live import LivePrivacy, encode_live
-from shared.contracts.privacy import ErasedItem, PrivacyEvent, PrivacyKind, SessionPrivacy
+from shared.contracts.privacy import MAX_OPTED_OUT, ErasedItem, PrivacyEvent, PrivacyKind, SessionPrivacy
 from shared.contracts.timing import wall_clock
 from shared.log import get_logger, pii
 from shared.openapi import Param, RouteDoc, add_documented_route
@@ -41,6 +41,10 @@ MAX_BODY = 1024
 MAX_ID = 128
 """Longest participant id (the media contract's bound)."""
 _TOKEN_ERRORS = (("401", "Missing, malformed or expired token"),)
+
+
+class TooMany(Exception):
+    """The session's opt-out list is full."""
 
 
 class PrivacyMode(BaseModel):
@@ -133,7 +137,7 @@ async def put_mode(request: web.Request) -> web.StreamResponse:
         return error_response(403, "only a teacher or platform token sets the session's privacy mode")
     try:
         mode = PrivacyMode.model_validate(await _body(request))
-    except (ValueError, ValidationError):
+    except (ValueError, ValidationError, RecursionError):
         return error_response(400, 'send a JSON object {"aggregate_only": true} or {"aggregate_only": false}')
     if not mode.aggregate_only and ctx.privacy.aggregate_only:
         return error_response(409, "every session is aggregate-only here (CLASSPULSE_AGGREGATE_ONLY=true); "
@@ -147,6 +151,8 @@ async def _change(ctx: GatewayContext, session: str, claims: Claims, kind: Priva
     def change(stored: SessionPrivacy | None) -> SessionPrivacy:
         policy = stored or SessionPrivacy(session=session)
         if participant is not None:
+            if kind == "opted_out" and not policy.is_opted_out(participant) and len(policy.opted_out) >= MAX_OPTED_OUT:
+                raise TooMany
             return policy.with_opt_out(participant, kind == "opted_out", now=now)
         return policy.model_copy(update={"aggregate_only": bool(aggregate_only), "updated": now})
 
@@ -154,13 +160,22 @@ async def _change(ctx: GatewayContext, session: str, claims: Claims, kind: Priva
                          participant=participant, aggregate_only=aggregate_only, by=actor(claims), ts=now)
     try:
         policy = ctx.privacy.remember(await ctx.privacy.store.update(session, change))
-        erased: list[ErasedItem] = []
-        if kind == "opted_out" and participant is not None:
-            erased = await ctx.privacy.store.forget_participant(session, participant)
+    except TooMany:
+        return error_response(409, f"at most {MAX_OPTED_OUT} participants can opt out of one session; make it "
+                                   "aggregate-only instead (PUT /api/sessions/{s}/privacy)")
     except Exception as exc:  # the store (Redis) is down: nothing changed that the caller could rely on
         ctx.metrics.errors_total.labels("gateway", "privacy_store").inc()
         _log.error("privacy policy state %s -> %s: %s", "current", "unchanged", type(exc).__name__)
         return error_response(503, "the privacy policy store is unavailable; retry the same request")
+    try:
+        erased: list[ErasedItem] = []
+        if kind == "opted_out" and participant is not None:
+            erased = await ctx.privacy.store.forget_participant(session, participant)
+    except Exception as exc:  # stored (media is dropped from now on), the waiting data not yet erased
+        ctx.metrics.errors_total.labels("gateway", "privacy_store").inc()
+        _log.error("participant data state %s -> %s: %s", "opted_out", "not_erased", type(exc).__name__)
+        return error_response(503, "the opt-out is stored but the participant's waiting data was not erased; "
+                                   "retry the same request")
     ctx.history.privacy(event)
     ctx.hub.deliver(session, encode_live(LivePrivacy(event=event)))  # other gateways: from the log
     if not await publish_change(ctx, event):

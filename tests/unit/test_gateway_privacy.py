@@ -177,3 +177,17 @@ def test_history_forgets_sessions_idle_past_the_retention() -> None:
     assert history.sweep(wall_clock() + 30) == 0 and history.get("s1") is not None
     history._next_sweep = 0.0  # the sweep runs at most every retention/10 (bounded by 60 s)
     assert history.sweep(wall_clock() + 61) == 1 and history.get("s1") is None
+
+
+async def test_bad_privacy_requests_get_one_readable_line() -> None:
+    async with gateway() as h:
+        c = h.client
+        deep = b"[" * 2000 + b"]" * 2000
+        for body in (deep[:1000], b"[1, 2]", b'{"aggregate_only": "maybe"}', b""):
+            r = await c.put("/api/sessions/s1/privacy", headers=bearer("s1", "teacher"), data=body)
+            assert r.status == 400, body
+        long_id = "x" * 129
+        r = await c.put(OPT.format(p=long_id), headers=bearer("s1", "teacher"))
+        assert r.status == 400 and "128" in (await r.json())["error"]
+        r = await c.delete("/api/sessions/s1", headers={"Authorization": "Bearer nope"})
+        assert r.status == 401 and "error" in await r.json()
