@@ -6,9 +6,11 @@ retention (TTLs on Redis keys, ``retention.ms`` read back from Kafka) and erasur
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from services.aggregator.plain import PlainAggregator
-from services.aggregator.scripted import Behaviour, Script, between
+from services.aggregator.scripted import Behaviour, Script, between, lifecycle_event
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.topic_retention import read_retention
 from services.aggregator.topics_setup import ensure_topics
@@ -65,6 +67,10 @@ from shared.transport.live import LivePublisher
 from shared.transport.redis_leases import RedisLeaseStore
 from shared.transport.redis_streams import RedisLiveBus, RedisMediaBus
 from shared.transport.typed import EventPublisher, EventSubscriber
+
+from .test_aggregator_faust import BASE, WINDOWS, Outputs, Worker
+from .test_aggregator_faust import publish as faust_publish
+from .test_aggregator_faust import script as faust_script
 
 pytestmark = pytest.mark.integration
 
@@ -443,3 +449,58 @@ async def test_delete_session_erases_every_store_and_reports_what_kafka_keeps(
         await redis.delete(privacy_key(session), pstate, *[f"classpulse:media:{k}" for k in range(2)])
         await redis.aclose()
         await producer.close()
+
+
+def _faust_env(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
+    env.update({
+        "CLASSPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap, "CLASSPULSE_REDIS_URL": redis_url,
+        "CLASSPULSE_AGGREGATOR_APP_ID": f"agg-privacy-{unique}", "CLASSPULSE_AGGREGATOR_TOPIC_PREFIX": f"p{unique}.",
+        "CLASSPULSE_AGGREGATOR_PARTITIONS": "2", "CLASSPULSE_AGGREGATOR_DATA_DIR": str(tmp_path / "state"),
+        "CLASSPULSE_AGGREGATOR_CLOCK": "event", "CLASSPULSE_AGGREGATOR_METRICS_PORT": "0",
+        "CLASSPULSE_AGGREGATOR_END_GRACE_S": "1", "CLASSPULSE_LOG_LEVEL": "INFO", **WINDOWS,
+    })
+    return env
+
+
+async def test_faust_aggregator_applies_aggregate_only_and_erasure(
+    kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
+) -> None:
+    session = f"faust-{unique}"
+    env = _faust_env(kafka_bootstrap, redis_url, unique, tmp_path)
+    prefix = env["CLASSPULSE_AGGREGATOR_TOPIC_PREFIX"]
+    events = faust_script(session).events()
+    end = lifecycle_event(session=session, participant="teacher", kind="session_ended", t=30.0, base=BASE,
+                          role="teacher")
+    codec = EventCodec(PrivacyEvent)
+    bus = KafkaEventBus(bootstrap=kafka_bootstrap)
+    await bus.start()
+    worker = Worker(env, tmp_path / "worker.log")
+    out = Outputs(kafka_bootstrap, prefix)
+    await out.start()
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        mode = PrivacyEvent(event_id=f"{session}/mode", session=session, kind="aggregate_only", aggregate_only=True,
+                            by="platform", ts=BASE - 1)
+        await bus.publish(f"{prefix}{PRIVACY.name}", session, codec.encode(mode))
+        await faust_publish(kafka_bootstrap, prefix, events, end)
+        await out.until(lambda: len(out.aggregates) >= 30, 90)
+        assert len(out.aggregates) >= 30, (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
+        assert all(a["participants"] == {} and a["hand_queue"] == [] for a in out.aggregates.values())
+        assert all(a["participant"] is None for a in out.alerts.values())
+        await _until(lambda: redis.hget(summary_key(session), "summary"), what="session summary")
+        summary = await redis.hget(summary_key(session), "summary")
+        assert summary is not None and b'"participants":{}' in summary
+        erased = PrivacyEvent(event_id=f"{session}/erased", session=session, kind="erased", by="teacher",
+                              ts=BASE + 40)
+        await bus.publish(f"{prefix}{PRIVACY.name}", session, codec.encode(erased))
+        log = tmp_path / "worker.log"
+        await _until(lambda: "open -> erased" in log.read_text(errors="replace"), what="faust worker erased it")
+        await asyncio.sleep(1.0)
+        assert worker.proc.poll() is None  # the table delete ran inside the worker without a crash
+    finally:
+        await out.close()
+        worker.stop()
+        await bus.close()
+        await redis.delete(summary_key(session), state_key(session))
+        await redis.aclose()
