@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,31 @@ async def test_memory_erasure_clears_what_the_transports_hold() -> None:
     assert (await t.publishes.begin("s1", "bob")).epoch == 0  # the epoch counter was erased too
     assert {i.what for i in items} >= {"publish epochs", "live state and session summary"}
     await t.close()
+
+
+async def test_up_relay_into_the_private_bus_drops_what_ingest_processes_send_for_opted_out(tmp_path: Path) -> None:
+    from shared.transport.memory import MemoryEventBus
+    from shared.transport.publishes import MemoryPublishRegistry
+    from shared.transport.relay import RelayServer, relay_buses
+
+    inner = MemoryMediaBus(maxlen=100, shards=2)
+    store = MemoryPrivacyStore(media=inner)
+    bus = PrivateMediaBus(inner, view=PrivacyView(store))
+    await store.put(SessionPrivacy(session="s1", opted_out=["bob"]))
+    server = RelayServer(path=tmp_path / "relay.sock", media=bus, events=MemoryEventBus(),
+                         publishes=MemoryPublishRegistry())
+    await server.start()
+    media, _, _ = relay_buses(server.path, shards=2)
+    await media.start()
+    try:
+        for seq in range(5):
+            await media.append(_frame("bob", seq), key="s1/bob")  # an ingest process of `up` relays them
+            await media.append(_frame("alice", seq), key="s1/alice")
+        for _ in range(300):
+            if server.records == 10:
+                break
+            await asyncio.sleep(0.01)
+        assert server.records == 10 and bus.dropped == 5 and await inner.length() == 5
+    finally:
+        await media.close()
+        await server.close()
