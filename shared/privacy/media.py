@@ -51,8 +51,15 @@ class PrivateMediaBus:
         if self._metrics is not None and n:
             self._metrics.media_dropped_total.labels(REASON).inc(n)
 
+    async def _blocked_key(self, key: str, data: bytes) -> bool:
+        """By the routing key ``session/participant`` (ids from WHIP paths hold no '/'), else by the header."""
+        session, sep, participant = key.partition("/")
+        if not sep or "/" in participant:
+            return await self._blocked(data)
+        return await self.view.opted_out(session, participant)
+
     async def append(self, data: bytes, *, key: str) -> AppendResult:
-        if await self._blocked(data):
+        if await self._blocked_key(key, data):
             self._count(1)
             return AppendResult(id="", evicted=0, shard=-1)
         return await self.inner.append(data, key=key)

@@ -76,7 +76,14 @@ class PrivacyView:
                 self._metrics.errors_total.labels("privacy", "policy_read").inc()
             _log.warning("privacy policy %s -> %s: %s", "stale", "kept", type(exc).__name__)
             return item[0] if item is not None else self.default(session)
-        return self.remember(stored if stored is not None else self.default(session))
+        if stored is None:
+            if item is not None and item[0].updated == 0.0 and item[0].erased_at is None:
+                self._cache[session] = (item[0], self._clock())  # still the default: no new model per call
+                return item[0]
+            stored = self.default(session)
+        elif item is not None and stored is item[0]:
+            return stored  # the memory store hands out the same object: nothing changed
+        return self.remember(stored)
 
     async def opted_out(self, session: str, participant: str) -> bool:
         return (await self.get(session)).is_opted_out(participant)

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shared.contracts.topics import MEDIA_STREAM
 from shared.metrics import Metrics
-from shared.privacy.media import PrivateMediaBus
-from shared.privacy.store import MemoryPrivacyStore, PrivacyStore
-from shared.privacy.view import PrivacyView
 from shared.settings import CommonSettings
 from shared.transport.base import EventBus, LiveBus, MediaBus
 from shared.transport.leases import LeaseStore, MemoryLeaseStore
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 from shared.transport.publishes import MemoryPublishRegistry, PublishRegistry
+
+if TYPE_CHECKING:  # imported where used: shared.privacy imports transport modules (no import circle)
+    from shared.privacy.store import PrivacyStore
+    from shared.privacy.view import PrivacyView
+
+
+def _memory_store() -> PrivacyStore:
+    from shared.privacy.store import MemoryPrivacyStore
+
+    return MemoryPrivacyStore()
 
 
 @dataclass
@@ -26,11 +34,13 @@ class Transports:
     live: LiveBus
     leases: LeaseStore = field(default_factory=MemoryLeaseStore)
     publishes: PublishRegistry = field(default_factory=MemoryPublishRegistry)
-    privacy: PrivacyStore = field(default_factory=MemoryPrivacyStore)
+    privacy: PrivacyStore = field(default_factory=_memory_store)
     privacy_view: PrivacyView | None = None
 
     def __post_init__(self) -> None:
         if self.privacy_view is None:
+            from shared.privacy.view import PrivacyView
+
             self.privacy_view = PrivacyView(self.privacy)
 
     @property
@@ -49,6 +59,10 @@ class Transports:
 
 def build_transports(settings: CommonSettings, *, metrics: Metrics, client_id: str = "classpulse") -> Transports:
     """Memory transports for ``transport=memory``, Redis + Kafka for ``distributed``."""
+    from shared.privacy.media import PrivateMediaBus
+    from shared.privacy.store import MemoryPrivacyStore
+    from shared.privacy.view import PrivacyView
+
     if settings.transport == "memory":
         media = MemoryMediaBus(maxlen=settings.media_stream_maxlen, shards=settings.media_shards, metrics=metrics)
         live, leases, publishes = MemoryLiveBus(), MemoryLeaseStore(), MemoryPublishRegistry()

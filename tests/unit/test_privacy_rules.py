@@ -250,3 +250,14 @@ async def test_up_relay_into_the_private_bus_drops_what_ingest_processes_send_fo
     finally:
         await media.close()
         await server.close()
+
+
+def test_every_privacy_module_imports_on_its_own() -> None:
+    import subprocess
+    import sys
+
+    modules = ["shared.privacy.store", "shared.privacy.view", "shared.privacy.media", "shared.privacy.redis_store",
+               "shared.analytics.privacy", "services.gateway.privacy_routes", "services.aggregator.topic_retention"]
+    for module in modules:  # a fresh interpreter each: an import circle shows only when a module comes first
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (module, done.stderr[-500:])
