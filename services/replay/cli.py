@@ -286,7 +286,12 @@ def _replay_gallery(args: argparse.Namespace) -> int:
 def _replay_kafka(args: argparse.Namespace) -> int:
     import asyncio
 
-    from services.replay.from_events import EventLogError, fetch_session_scores, report_from_events
+    from services.replay.from_events import (
+        EventLogError,
+        fetch_session_privacy,
+        fetch_session_scores,
+        private_report,
+    )
     from services.replay.report_files import write_report
     from shared.contracts.topics import SCORES
     from shared.settings import CommonSettings
@@ -303,7 +308,8 @@ def _replay_kafka(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{args.session}-report")
     try:
         events, skipped = asyncio.run(fetch_session_scores(bootstrap=bootstrap, session=args.session, topic=topic))
-        report = report_from_events(events, session=args.session, source=f"kafka://{bootstrap}/{topic}")
+        changes = asyncio.run(fetch_session_privacy(bootstrap=bootstrap, session=args.session))
+        report = private_report(events, changes, session=args.session, source=f"kafka://{bootstrap}/{topic}")
     except EventLogError as exc:
         return _fail(str(exc))
     if skipped:

@@ -504,3 +504,40 @@ async def test_faust_aggregator_applies_aggregate_only_and_erasure(
         await bus.close()
         await redis.delete(summary_key(session), state_key(session))
         await redis.aclose()
+
+
+def test_replay_from_kafka_keeps_an_opt_out_from_the_privacy_topic(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    import json
+
+    from services.cli import main
+
+    session, topic = f"rk-{unique}", f"test.replay.scores.{unique}"
+    s = Script(session=session, base=wall_clock() - 60)
+    s.add("ana", between(0, 10, Behaviour(speaking=True)), end=10)
+    s.add("ben", between(0, 10, Behaviour(hand_raised=True)), end=10)
+    events = s.events()
+    opt = PrivacyEvent(event_id=f"{session}/opt", session=session, kind="opted_out", participant="ben",
+                       by="student", ts=events[0].timing.capture_ts - 1)
+
+    async def publish() -> None:
+        await _create_topics(kafka_bootstrap, [topic, PRIVACY.name])
+        bus = KafkaEventBus(bootstrap=kafka_bootstrap)
+        await bus.start()
+        try:
+            pub = EventPublisher(bus=bus, topic=EventTopic(topic, ScoreEvent))
+            for e in events:
+                await pub.publish(e)
+            await bus.publish(PRIVACY.name, session, EventCodec(PrivacyEvent).encode(opt))
+        finally:
+            await bus.close()
+
+    asyncio.run(publish())
+    out = tmp_path / "report"
+    argv = ["replay", "--from-kafka", "--session", session, "--bootstrap", kafka_bootstrap, "--topic", topic,
+            "--out", str(out)]
+    assert main(argv) == 0
+    doc = json.loads((out / "report.json").read_text())
+    assert [p["id"] for p in doc["participants"]] == ["ana"] and doc["privacy"]["opted_out"] == ["ben"]
+    assert {r["participant"] for r in doc["timeline"]} == {"ana"} and "ben" not in doc["summary"]["participants"]

@@ -261,3 +261,29 @@ def test_every_privacy_module_imports_on_its_own() -> None:
     for module in modules:  # a fresh interpreter each: an import circle shows only when a module comes first
         done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (module, done.stderr[-500:])
+
+
+def test_a_report_rebuilt_from_the_event_log_keeps_opt_outs_mode_and_erasure() -> None:
+    from services.replay.from_events import EventLogError, private_report
+    from shared.contracts.timing import TimingTrail
+
+    def ev(pid: str, i: int) -> ScoreEvent:
+        return ScoreEvent(event_id=ScoreEvent.make_id("m", pid, i), session="m", participant=pid, seq=i,
+                          media_time=i / 5, present=True, attentive=True, speaking=False, hand_raised=False,
+                          engagement=0.5, confidence=0.9, timing=TimingTrail(capture_ts=5000.0 + i / 5))
+
+    events = [ev(p, i) for p in ("ana", "ben") for i in range(50)]
+
+    def at(kind: str, t: float, participant: str | None = None, mode: bool | None = None) -> PrivacyEvent:
+        return PrivacyEvent(event_id=f"m/{kind}/{t}", session="m", kind=kind, participant=participant,  # type: ignore[arg-type]
+                            aggregate_only=mode, by="teacher", ts=5000.0 + t)
+
+    report = private_report(events, [at("opted_out", 3.0, "ben")], session="m", source="kafka")
+    assert [p.id for p in report.participants] == ["ana"] and {r.participant for r in report.timeline} == {"ana"}
+    assert report.privacy is not None and report.privacy.opted_out == ["ben"]
+    only = private_report(events, [at("aggregate_only", 1.0, mode=True)], session="m", source="kafka")
+    assert only.participants == [] and only.timeline == [] and only.summary.participants == {}
+    later = private_report(events, [at("erased", 6.0)], session="m", source="kafka")
+    assert later.session.duration_s < 5.0  # only what came after the erasure (capture 6 s .. 10 s)
+    with pytest.raises(EventLogError, match="was erased"):
+        private_report(events, [at("erased", 20.0)], session="m", source="kafka")
