@@ -16,6 +16,7 @@ from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.live import LiveInteraction, LivePrivacy, encode_live, wrap_live
+from shared.contracts.privacy import PrivacyEvent
 from shared.health_http import add_health_routes
 from shared.log import get_logger
 from shared.metrics import Metrics
@@ -83,6 +84,10 @@ def add_gateway(
             return ctx.text.derive([event], keep_text=common.keep_text)[0]
         return event if common.keep_text else event.model_copy(update={"text": None})
 
+    def on_privacy(event: PrivacyEvent) -> None:  # a change another gateway took: cache it, tell the viewers
+        ctx.privacy.note(event)
+        ctx.hub.deliver(event.session, encode_live(LivePrivacy(event=event)))
+
     async def history_task(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(ctx.text.load)
         reader = HistoryReader(
@@ -96,7 +101,7 @@ def add_gateway(
                 encode_live(LiveInteraction(event=event, counts=counts)),
             ),
             prepare=prepare,
-            on_privacy=lambda event: ctx.hub.deliver(event.session, encode_live(LivePrivacy(event=event))),
+            on_privacy=on_privacy,
         )
         task = supervisor.spawn("gateway-history", reader.run)
         yield

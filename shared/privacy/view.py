@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from shared.contracts.privacy import SessionPrivacy
+from shared.contracts.privacy import PrivacyEvent, SessionPrivacy
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.privacy.store import PrivacyStore
@@ -63,6 +63,14 @@ class PrivacyView:
         while len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)
         return effective
+
+    def note(self, change: PrivacyEvent) -> None:
+        """Apply a change read from ``classpulse.privacy`` to the cached policy at once (the store is
+        re-read at the next refresh anyway): sync callers (:meth:`cached`) see it without waiting."""
+        from shared.analytics.privacy import apply_event
+
+        if change.kind != "erased":
+            self.remember(apply_event(self.cached(change.session), change))
 
     async def get(self, session: str) -> SessionPrivacy:
         """The session's policy, re-read when older than ``refresh_s``."""

@@ -541,3 +541,40 @@ def test_replay_from_kafka_keeps_an_opt_out_from_the_privacy_topic(
     doc = json.loads((out / "report.json").read_text())
     assert [p["id"] for p in doc["participants"]] == ["ana"] and doc["privacy"]["opted_out"] == ["ben"]
     assert {r["participant"] for r in doc["timeline"]} == {"ana"} and "ben" not in doc["summary"]["participants"]
+
+
+async def test_a_change_taken_by_one_gateway_reaches_the_viewers_of_another(
+    redis_url: str, kafka_bootstrap: str, unique: str
+) -> None:
+    session = f"two-{unique}"
+    common = _common(redis_url, kafka_bootstrap, privacy_refresh_s=30.0)  # B must learn it from the log, not Redis
+    await _create_topics(kafka_bootstrap, [t.name for t in EVENT_TOPICS])
+    a_m, b_m = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    a_t = build_transports(common, metrics=a_m, client_id="test-gw-a")
+    b_t = build_transports(common, metrics=b_m, client_id="test-gw-b")
+    producer = build_transports(common, metrics=Metrics(CollectorRegistry()), client_id="test-producer")
+    await producer.start()
+    redis = aioredis.Redis.from_url(redis_url)
+    s = Script(session=session, base=wall_clock() - 30)
+    s.add("ana", between(0, 4, Behaviour()), end=4)
+    s.add("ben", between(0, 4, Behaviour()), end=4)
+    events = s.events()
+    live = LivePublisher(bus=producer.live)
+    try:
+        async with _gateway(a_t, common, a_m, f"a{unique}") as a, _gateway(b_t, common, b_m, f"b{unique}") as b:
+            token = bearer(session, "teacher")["Authorization"][7:]
+            ws = await b.ws_connect(f"/api/sessions/{session}/ws", params={"token": token})
+            assert (await ws.receive_json(timeout=10))["state"]["opted_out"] == []  # B has now cached the default
+            r = await a.put(f"/api/sessions/{session}/participants/ben/opt-out", headers=bearer(session, "teacher"))
+            assert r.status == 200, await r.text()
+            notice = await ws.receive_json(timeout=30)  # from B's history reader (classpulse.privacy)
+            assert notice["kind"] == "privacy" and notice["event"]["participant"] == "ben"
+            for pid in ("ben", "ana"):
+                await live.publish(next(e for e in events if e.participant == pid))
+            got = await ws.receive_json(timeout=10)
+            await ws.close()
+            assert got["kind"] == "score" and got["event"]["participant"] == "ana"  # ben's never reached B's viewer
+    finally:
+        await redis.delete(privacy_key(session), state_key(session))
+        await redis.aclose()
+        await producer.close()
