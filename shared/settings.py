@@ -193,3 +193,23 @@ class CommonSettings(StrictSettings):
         description="How long one Kafka delivery attempt may take before the event is sent again (event ids are "
         "stable, so a resend is deduplicated downstream).",
     )
+    retention_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        le=10 * 365 * 24 * 3600,
+        description="How long a session's data is kept: Redis keys (live state, summary, privacy policy, publish "
+        "epochs, inference snapshots) expire after it, Kafka topics are created with retention.ms of it (and "
+        "existing ones adapted by the aggregator), the gateway forgets sessions idle for longer.",
+    )
+    aggregate_only: bool = Field(
+        default=False,
+        description="Every session is aggregate-only: no per-student rows leave the aggregator, live feeds and REST "
+        "show class figures only (a session can also be switched with PUT /api/sessions/{s}/privacy).",
+    )
+    privacy_refresh_s: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=60.0,
+        description="Distributed mode: how often ingest, inference and gateways re-read a session's privacy policy "
+        "from Redis (an opt-out takes effect within this long on other processes; at once in embedded mode).",
+    )

@@ -15,11 +15,13 @@ from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
 from shared.analytics.config import AggregationConfig
+from shared.analytics.privacy import apply_privacy, redact_outputs, redact_summary
 from shared.analytics.session import SessionAggregator
 from shared.analytics.snapshot import SnapshotError, dump, load
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.interactions import InteractionEvent
+from shared.contracts.privacy import PrivacyEvent
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import summary_key
 from shared.log import get_logger, pii
@@ -30,8 +32,8 @@ from shared.transport.live import LivePublisher
 _log = get_logger(__name__)
 STAGE = "aggregator"
 Output = ClassAggregate | Alert
-InputKind = Literal["score", "lifecycle", "interaction"]
-"""What an input record is: by topic (``classpulse.scores``, ``.lifecycle``, ``.interactions``)."""
+InputKind = Literal["score", "lifecycle", "interaction", "privacy"]
+"""What an input record is: by topic (``classpulse.scores``, ``.lifecycle``, ``.interactions``, ``.privacy``)."""
 
 
 class SnapshotStore(Protocol):
@@ -40,6 +42,10 @@ class SnapshotStore(Protocol):
     def load(self, session: str) -> bytes | None: ...
 
     def save(self, session: str, data: bytes) -> None: ...
+
+    def delete(self, session: str) -> None:
+        """Forget the session's snapshot (erasure)."""
+        ...
 
 
 class Emitter(Protocol):
@@ -60,6 +66,9 @@ class DictStore:
     def save(self, session: str, data: bytes) -> None:
         self.data[session] = data
 
+    def delete(self, session: str) -> None:
+        self.data.pop(session, None)
+
 
 class SessionDriver:
     """Feeds records to per-session aggregators and publishes what they close."""
@@ -74,6 +83,7 @@ class SessionDriver:
         metrics: Metrics,
         live: LiveBus | None = None,
         end_grace_s: float = 2.0,
+        aggregate_only: bool = False,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -88,6 +98,11 @@ class SessionDriver:
         self._scores = EventCodec(ScoreEvent)
         self._lifecycle = EventCodec(LifecycleEvent)
         self._interactions = EventCodec(InteractionEvent)
+        self._privacy = EventCodec(PrivacyEvent)
+        self._aggregate_only = aggregate_only
+        """CLASSPULSE_AGGREGATE_ONLY: every session aggregate-only, whatever its own policy says."""
+        self.erased: set[str] = set()
+        """Sessions erased since the last close (their snapshots are deleted there)."""
         self.sessions: dict[str, SessionAggregator] = {}
         self._dirty: set[str] = set()
         self._end_grace_s = end_grace_s
@@ -112,6 +127,8 @@ class SessionDriver:
                 _log.error("session snapshot unusable, starting empty: %s", exc, extra=pii(session=session))
         if agg is None:
             agg = SessionAggregator(session=session, config=self._config)
+        if self._aggregate_only and not agg.privacy.aggregate_only:
+            agg.privacy = agg.privacy.model_copy(update={"aggregate_only": True})
         self.sessions[session] = agg
         self._metrics.aggregator_sessions.set(len(self.sessions))
         return agg
@@ -133,6 +150,15 @@ class SessionDriver:
                 agg.add_score(score)
                 self._count(agg, late, dup)
                 session = score.session
+            elif kind == "privacy":
+                change = self._privacy.decode(value)
+                session = change.session
+                self._metrics.messages_total.labels(STAGE, f"privacy_{change.kind}").inc()
+                if change.kind == "erased":
+                    self.erase(session)
+                    return session
+                agg = self.session(session)
+                apply_privacy(agg, change)
             elif kind == "interaction":
                 interaction = self._interactions.decode(value)
                 agg = self.session(interaction.session)
@@ -154,6 +180,15 @@ class SessionDriver:
         self._event_clock = max(self._event_clock, agg.watermark)
         return session
 
+    def erase(self, session: str) -> None:
+        """Forget everything about ``session`` (a 'erased' privacy event); its snapshot goes at the next close."""
+        self.sessions.pop(session, None)
+        self._dirty.discard(session)
+        self.finished.discard(session)
+        self.erased.add(session)
+        self._metrics.aggregator_sessions.set(len(self.sessions))
+        _log.info("session aggregation %s -> %s", "open", "erased", extra=pii(session=session))
+
     def backlog(self) -> None:
         """Records are known to wait in the input (e.g. read again after a rebalance): it is not drained."""
         self._last_record = wall_clock()
@@ -173,9 +208,16 @@ class SessionDriver:
         """Close what time allows in ``sessions``; emit, publish live, snapshot. Returns outputs emitted."""
         emitted = 0
         for session in sorted(set(sessions)):
+            if session in self.erased:
+                self.erased.discard(session)
+                if self._store is not None:
+                    self._store.delete(session)
+                if session not in self.sessions:
+                    continue  # nothing came after the erasure
             agg = self.session(session)
             ending = self._ending(agg)
             aggregates, alerts = agg.flush() if ending else agg.advance(self._now(agg))
+            aggregates, alerts = redact_outputs(aggregates, alerts, agg.privacy)
             outputs: list[Output] = [*aggregates, *alerts]
             for event in outputs:
                 event.timing = event.timing.stamped(STAGE, received=received)
@@ -226,7 +268,7 @@ class SessionDriver:
             return
         try:
             await self._live_bus.set_state(summary_key(agg.session), "summary",
-                                           agg.summary().model_dump_json().encode())
+                                           redact_summary(agg.summary(), agg.privacy).model_dump_json().encode())
         except Exception as exc:  # live views are best effort; Kafka has every event
             self._metrics.errors_total.labels(STAGE, "live").inc()
             _log.warning("session summary not written: %s", exc)

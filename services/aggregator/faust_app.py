@@ -41,7 +41,7 @@ from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, PRIVACY, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
@@ -93,6 +93,13 @@ class FaustTableStore:
         with self._as_event(session):
             value = self._table.get(session.encode())
         return bytes(value) if value is not None else None
+
+    def delete(self, session: str) -> None:
+        with self._as_event(session):
+            try:
+                del self._table[session.encode()]
+            except KeyError:
+                pass
 
     def save(self, session: str, data: bytes) -> None:
         if session not in self._events:
@@ -188,6 +195,7 @@ class AggregatorFaustApp:
             settings.topic(SCORES.name): "score",
             settings.topic(LIFECYCLE.name): "lifecycle",
             settings.topic(INTERACTIONS.name): "interaction",
+            settings.topic(PRIVACY.name): "privacy",
         }
         self.inputs = self.app.topic(*self.kinds, **raw)
         self.aggregates = self.app.topic(settings.topic(AGGREGATES.name), partitions=partitions, **raw)
@@ -202,6 +210,7 @@ class AggregatorFaustApp:
             metrics=metrics,
             live=live,
             end_grace_s=settings.end_grace_s,
+            aggregate_only=common.aggregate_only,
         )
         self.app.agent(self.inputs, name=f"{settings.app_id}.aggregate")(self._aggregate)
         self.app.timer(settings.tick_s, name=f"{settings.app_id}.tick")(self._tick)

@@ -16,7 +16,7 @@ from services.aggregator.settings import AggregatorSettings
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, PRIVACY, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.transport.base import EventBus, EventConsumer, LiveBus
@@ -48,13 +48,15 @@ class PlainAggregator:
     """Consume scores + lifecycle, aggregate, emit; ``run`` until cancelled."""
 
     def __init__(
-        self, *, settings: AggregatorSettings, events: EventBus, metrics: Metrics, live: LiveBus | None
+        self, *, settings: AggregatorSettings, events: EventBus, metrics: Metrics, live: LiveBus | None,
+        aggregate_only: bool = False,
     ) -> None:
         self.settings = settings
         self._kinds: dict[str, InputKind] = {
             settings.topic(SCORES.name): "score",
             settings.topic(LIFECYCLE.name): "lifecycle",
             settings.topic(INTERACTIONS.name): "interaction",
+            settings.topic(PRIVACY.name): "privacy",
         }
         topics = list(self._kinds)
         self._new_consumer: Callable[[], EventConsumer] = lambda: (
@@ -69,6 +71,7 @@ class PlainAggregator:
             metrics=metrics,
             live=live,
             end_grace_s=settings.end_grace_s,
+            aggregate_only=aggregate_only,
         )
 
     async def run(self) -> None:

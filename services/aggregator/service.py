@@ -34,13 +34,14 @@ def _live_bus(settings: AggregatorSettings, common: CommonSettings) -> LiveBus |
         return None
     from shared.transport.redis_streams import RedisLiveBus
 
-    return RedisLiveBus(url=common.redis_url.get_secret_value())
+    return RedisLiveBus(url=common.redis_url.get_secret_value(), state_ttl_s=common.retention_s)
 
 
 async def serve_aggregator(settings: AggregatorSettings, service: ServiceContext) -> None:
     """Create the topics, then run the configured engine until SIGINT/SIGTERM."""
     try:
-        partitions = await ensure_topics(bootstrap=service.common.kafka_bootstrap, settings=settings)
+        partitions = await ensure_topics(bootstrap=service.common.kafka_bootstrap, settings=settings,
+                                         retention_s=service.common.retention_s)
     except TopicSetupError as exc:
         raise ServiceError(str(exc), code=EXIT_BAD_SETTINGS) from exc
     if settings.engine == "plain":
@@ -60,7 +61,8 @@ async def _run_plain(settings: AggregatorSettings, service: ServiceContext) -> N
     if live is not None:
         await live.start()
     try:
-        aggregator = PlainAggregator(settings=settings, events=events, metrics=service.metrics, live=live)
+        aggregator = PlainAggregator(settings=settings, events=events, metrics=service.metrics, live=live,
+                                     aggregate_only=common.aggregate_only)
         await service.supervisor.spawn("aggregator-plain", aggregator.run)  # broker errors: retried, reported
     finally:
         if live is not None:

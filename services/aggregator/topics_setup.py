@@ -19,7 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from services.aggregator.settings import AggregatorSettings
-from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
+from services.aggregator.topic_retention import adapt_retention, topic_configs
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, PRIVACY, SCORES
 from shared.log import get_logger
 
 _log = get_logger(__name__)
@@ -68,11 +69,12 @@ async def _co_partition(
     return target
 
 
-async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
+async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings, retention_s: int | None = None) -> int:
     """Create missing input/output topics, co-partition existing inputs; return the partition count to use.
 
-    With no input topic yet, ``settings.partitions`` decides. Interactions are created with the same
-    count (keyed by session, so they can join the session state later).
+    With no input topic yet, ``settings.partitions`` decides. Interactions and privacy changes are
+    created with the same count (keyed by session, they join the session state). ``retention_s``
+    (``CLASSPULSE_RETENTION_S``): new topics get it as ``retention.ms``, existing ones are altered to it.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.app_id}-setup")
     try:
@@ -82,7 +84,8 @@ async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
     try:
         scores, lifecycle = settings.topic(SCORES.name), settings.topic(LIFECYCLE.name)
         existing = set(await admin.list_topics())
-        inputs = (scores, lifecycle, settings.topic(INTERACTIONS.name))  # co-partitioned by session
+        privacy = settings.topic(PRIVACY.name)
+        inputs = (scores, lifecycle, settings.topic(INTERACTIONS.name), privacy)  # co-partitioned by session
         counts = {t: n for t in inputs if t in existing and (n := await _partitions(admin, t))}
         partitions = settings.partitions
         if counts:
@@ -94,8 +97,10 @@ async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
                     + "; ".join(fix_command(bootstrap, t, max(counts.values())) for t in counts)
                 ) from exc
         wanted = [scores, lifecycle, settings.topic(AGGREGATES.name), settings.topic(ALERTS.name),
-                  settings.topic(INTERACTIONS.name)]
-        missing = [NewTopic(name, partitions, settings.replicas) for name in wanted if name not in existing]
+                  settings.topic(INTERACTIONS.name), privacy]
+        configs = topic_configs(retention_s) if retention_s is not None else None
+        missing = [NewTopic(name, partitions, settings.replicas, topic_configs=configs)
+                   for name in wanted if name not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -103,6 +108,16 @@ async def ensure_topics(*, bootstrap: str, settings: AggregatorSettings) -> int:
                 pass
             _log.info("aggregator topics %s -> %s", "missing", "created", extra={"topics": [t.name for t in missing],
                                                                                   "partitions": partitions})
+        present = [name for name in wanted if name in existing]
+        if retention_s is not None and present:
+            try:
+                await adapt_retention(admin, present, retention_s)
+            except KafkaError as exc:
+                raise TopicSetupError(
+                    f"cannot set retention.ms on {', '.join(present)} ({type(exc).__name__}); run: kafka-configs.sh "
+                    f"--bootstrap-server {bootstrap} --alter --entity-type topics --entity-name <topic> "
+                    f"--add-config retention.ms={retention_s * 1000}"
+                ) from exc
         return partitions
     finally:
         await admin.close()

@@ -17,7 +17,8 @@ from services.gateway.lti.settings import LtiSettings
 from services.gateway.routes import add_gateway_routes
 from services.gateway.settings import GatewaySettings
 from shared.contracts.interactions import InteractionEvent
-from shared.contracts.live import LiveInteraction, encode_live, wrap_live
+from shared.contracts.live import LiveInteraction, LivePrivacy, encode_live, wrap_live
+from shared.contracts.privacy import PrivacyEvent
 from shared.health_http import add_health_routes
 from shared.log import get_logger
 from shared.metrics import Metrics
@@ -55,10 +56,12 @@ def add_gateway(
         max_rows=settings.max_timeline_rows,
         max_aggregates=settings.max_aggregates,
         class_window_s=settings.class_window_s,
+        retention_s=common.retention_s,
     )
     ctx = GatewayContext(
         live=transports.live,
-        hub=LiveHub(bus=transports.live, metrics=metrics, queue_size=settings.viewer_queue),
+        hub=LiveHub(bus=transports.live, metrics=metrics, queue_size=settings.viewer_queue,
+                    privacy=transports.policies),
         history=history,
         metrics=metrics,
         token_secret=common.token_secret.get_secret_value(),
@@ -67,6 +70,8 @@ def add_gateway(
         keep_text=common.keep_text,
         interactions_max_items=settings.interactions_max_items,
         interactions_max_bytes=settings.interactions_max_bytes,
+        privacy=transports.policies,
+        retention_s=common.retention_s,
     )
     if text_stage is not None:
         ctx.text = text_stage
@@ -83,6 +88,10 @@ def add_gateway(
             return ctx.text.derive([event], keep_text=common.keep_text)[0]
         return event if common.keep_text else event.model_copy(update={"text": None})
 
+    def on_privacy(event: PrivacyEvent) -> None:  # a change another gateway took: cache it, tell the viewers
+        ctx.privacy.note(event)
+        ctx.hub.deliver(event.session, encode_live(LivePrivacy(event=event)))
+
     async def history_task(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(ctx.text.load)
         reader = HistoryReader(
@@ -96,6 +105,7 @@ def add_gateway(
                 encode_live(LiveInteraction(event=event, counts=counts)),
             ),
             prepare=prepare,
+            on_privacy=on_privacy,
         )
         task = supervisor.spawn("gateway-history", reader.run)
         yield

@@ -9,6 +9,8 @@ from aiohttp import web
 from services.gateway.history import SessionHistory
 from services.gateway.hub import LiveHub
 from shared.metrics import Metrics
+from shared.privacy.store import MemoryPrivacyStore
+from shared.privacy.view import PrivacyView
 from shared.text.settings import TextSettings
 from shared.text.stage import TextStage
 from shared.transport.base import EventBus, LiveBus
@@ -30,6 +32,10 @@ class GatewayContext:
     interactions_max_bytes: int = 1_048_576
     text: TextStage = field(default_factory=lambda: TextStage(settings=TextSettings(relevance="off"), encoder=None))
     """The text stage: derived features (question, words, on-topic relevance) before anything is published."""
+    privacy: PrivacyView = field(default_factory=lambda: PrivacyView(MemoryPrivacyStore()))
+    """Session privacy policies (opt-outs, aggregate-only): the store every service reads, cached."""
+    retention_s: int = 7 * 24 * 3600
+    """CLASSPULSE_RETENTION_S: what an erasure answer says about data left to expire."""
 
 
 GATEWAY: web.AppKey[GatewayContext] = web.AppKey("classpulse_gateway", GatewayContext)

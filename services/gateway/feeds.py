@@ -17,13 +17,19 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from services.gateway.context import GATEWAY
 from services.gateway.hub import END
 from services.gateway.live_state import live_state
+from shared.analytics.privacy import merged
 from shared.log import get_logger
 
 _log = get_logger(__name__)
 
 
 async def _snapshot(request: web.Request, session: str) -> str:
-    state = await live_state(request.app[GATEWAY].live, session, request.app[GATEWAY].history.get(session))
+    ctx = request.app[GATEWAY]
+    policy = await ctx.privacy.get(session)
+    record = ctx.history.get(session)
+    if record is not None:
+        policy = merged(policy, record.aggregator.privacy)
+    state = await live_state(ctx.live, session, record, policy)
     return json.dumps({"kind": "snapshot", "state": state.model_dump(mode="json")})
 
 

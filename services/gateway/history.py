@@ -7,6 +7,9 @@ Grafana. Events are at-least-once: scores dedupe on their ``event_id`` among the
 latest ``RECENT_SCORES`` (order-free: an audio-only step, or a reconnect's next epoch, may carry a
 smaller seq than the last step), the rest on ``event_id``.
 Interaction text is never kept here (only the counts derived from it).
+Privacy changes (``classpulse.privacy``) apply here too: an opted-out participant's scores are not
+kept (their presence stays, as status ``opted_out``), an erased session is forgotten and events
+from before its erasure are ignored, and sessions idle for longer than the retention are forgotten.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from shared.analytics.config import AggregationConfig
+from shared.analytics.privacy import apply_privacy
 from shared.analytics.session import SessionAggregator
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.interactions import InteractionCounts, InteractionEvent
+from shared.contracts.privacy import PrivacyEvent
 from shared.contracts.timing import wall_clock
-from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, SCORES
+from shared.contracts.topics import AGGREGATES, ALERTS, INTERACTIONS, LIFECYCLE, PRIVACY, SCORES
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.transport.base import EventBus, EventConsumer, EventRecord
@@ -36,8 +41,10 @@ RECENT_SCORES = 4096
 """Score ids remembered per participant for dedupe: ~13 min at 5 steps/s, far longer than a redelivery."""
 _CODECS: dict[str, EventCodec[BaseModel]] = {
     t.name: EventCodec(t.model)  # type: ignore[misc]
-    for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS)
+    for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS, PRIVACY)
 }
+MAX_ERASED = 10_000
+"""Erased sessions remembered (with their erasure time), so a re-read of the log does not bring them back."""
 
 
 @dataclass
@@ -106,8 +113,12 @@ class SessionHistory:
         max_aggregates: int,
         class_window_s: float = 1.0,
         aggregation: AggregationConfig | None = None,
+        retention_s: float | None = None,
     ) -> None:
         self._metrics = metrics
+        self._retention_s = retention_s
+        self._erased: OrderedDict[str, float] = OrderedDict()
+        self._next_sweep = 0.0
         self._class_window_s = class_window_s
         self._aggregation = aggregation or AggregationConfig()
         self._max_sessions = max_sessions
@@ -135,8 +146,23 @@ class SessionHistory:
         record.last_event = wall_clock()
         return record
 
+    def _before_erasure(self, session: str, ts: float) -> bool:
+        erased = self._erased.get(session)
+        return erased is not None and ts <= erased
+
     def apply(self, event: BaseModel) -> None:
         """Fold one event into the history."""
+        if isinstance(event, PrivacyEvent):
+            self.privacy(event)
+            return
+        if isinstance(event, LifecycleEvent | InteractionEvent):
+            when = (event.session, event.ts)
+        elif isinstance(event, ScoreEvent | ClassAggregate | Alert):
+            when = (event.session, event.timing.capture_ts)
+        else:
+            return
+        if self._before_erasure(*when):
+            return
         if isinstance(event, ScoreEvent):
             self._score(event)
         elif isinstance(event, ClassAggregate):
@@ -150,8 +176,51 @@ class SessionHistory:
         elif isinstance(event, InteractionEvent):
             self.interaction(event)
 
+    def privacy(self, event: PrivacyEvent) -> bool:
+        """Apply a privacy change: opt-out/in, mode, or erasure (the session is forgotten); False for a repeat."""
+        if event.kind == "erased":
+            self.erase(event.session, at=event.ts)
+            return True
+        if self._before_erasure(event.session, event.ts):
+            return False
+        record = self._session(event.session)
+        if record.seen(event.event_id):
+            return False
+        apply_privacy(record.aggregator, event)
+        if event.kind == "opted_out" and event.participant:
+            record.timeline.forget(event.participant)  # no scores are kept for them, earlier ones neither
+        part = record.participants.get(event.participant or "")
+        if part is not None:
+            part.status = "opted_out" if record.aggregator.privacy.is_opted_out(event.participant or "") else (
+                "active" if part.status == "opted_out" else part.status)
+        return True
+
+    def erase(self, session: str, *, at: float) -> bool:
+        """Forget ``session`` and ignore its events from before ``at``; whether it was known."""
+        self._erased[session] = max(at, self._erased.get(session, at))
+        self._erased.move_to_end(session)
+        while len(self._erased) > MAX_ERASED:
+            self._erased.popitem(last=False)
+        record = self._sessions.pop(session, None)
+        if record is not None:
+            self._forget_gauges(session)
+        return record is not None
+
+    def sweep(self, now: float) -> int:
+        """Forget sessions without an event for longer than the retention; how many."""
+        if self._retention_s is None or now < self._next_sweep:
+            return 0
+        self._next_sweep = now + min(60.0, self._retention_s / 10)
+        old = [s for s, r in self._sessions.items() if now - r.last_event > self._retention_s]
+        for session in old:
+            del self._sessions[session]
+            self._forget_gauges(session)
+        return len(old)
+
     def interaction(self, event: InteractionEvent) -> InteractionCounts | None:
         """Count one interaction; the participant's totals after it, or None for a repeat."""
+        if self._before_erasure(event.session, event.ts):
+            return None
         record = self._session(event.session)
         if not record.aggregator.add_interaction(event):
             return None
@@ -170,6 +239,9 @@ class SessionHistory:
         record = self._session(event.session)
         ts = event.timing.capture_ts
         part = self._participant(record, event.participant, event.role, ts)
+        if record.aggregator.privacy.is_opted_out(event.participant):
+            part.status = "opted_out"  # presence only: no score, row or media time is kept
+            return
         if not part.first_time(event.event_id):
             return
         part.last_seen = max(part.last_seen, ts)
@@ -221,6 +293,8 @@ class SessionHistory:
         if current is None or current.ts <= event.ts:
             record.lifecycle[event.participant] = event
             part.status = {"joined": "active", "left": "left"}.get(event.kind, part.status)
+        if record.aggregator.privacy.is_opted_out(event.participant) and part.status == "active":
+            part.status = "opted_out"
 
     def _forget_gauges(self, session: str) -> None:
         m = self._metrics
@@ -240,7 +314,9 @@ class SessionHistory:
         return list(self._sessions.values())
 
     def settle(self) -> None:
-        """Let each session's aggregation close what its event clock allows (bounds its buffers)."""
+        """Let each session's aggregation close what its event clock allows (bounds its buffers);
+        forget sessions past the retention."""
+        self.sweep(wall_clock())
         for record in self._sessions.values():
             if record.aggregator.watermark > 0:
                 record.aggregator.advance(record.aggregator.watermark)
@@ -259,6 +335,7 @@ class HistoryReader:
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
         on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
         prepare: Callable[[InteractionEvent], InteractionEvent] | None = None,
+        on_privacy: Callable[[PrivacyEvent], None] | None = None,
     ) -> None:
         self._new_consumer: Callable[[], EventConsumer] = lambda: (
             bus.consumer([t for t in _CODECS], group=group, from_beginning=True)
@@ -267,6 +344,7 @@ class HistoryReader:
         self._on_lifecycle = on_lifecycle
         self._on_interaction = on_interaction
         self._prepare = prepare
+        self._on_privacy = on_privacy
         """The text stage for events that arrive with text (Kafka-direct producers): derive, drop the text."""
         self._metrics = metrics
         self.ready = asyncio.Event()
@@ -304,6 +382,10 @@ class HistoryReader:
             counts = self._history.interaction(event)
             if counts is not None and self._on_interaction is not None:
                 self._on_interaction(event, counts)
+            return
+        if isinstance(event, PrivacyEvent):
+            if self._history.privacy(event) and self._on_privacy is not None and event.kind != "erased":
+                self._on_privacy(event)  # once: the gateway that took the change delivered it already
             return
         self._history.apply(event)
         if isinstance(event, LifecycleEvent) and self._on_lifecycle is not None:

@@ -3,7 +3,9 @@
 Each message is decoded once, stamped with the ``gateway`` stage (so the timing trail
 reaches the dashboard), measured (hop from the previous stage, capture -> gateway), and
 put on every viewer's bounded queue; a slow viewer loses its oldest messages, never
-blocks the others.
+blocks the others. The session's privacy policy is applied first
+(:func:`shared.analytics.privacy.redact_live`): no message about an opted-out participant, and
+class figures only in aggregate-only sessions.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+from shared.analytics.privacy import AnyLive, redact_live
 from shared.contracts.codec import DecodeError
-from shared.contracts.live import LiveInteraction, LiveLifecycle, LiveScore, decode_live, encode_live
+from shared.contracts.live import LiveInteraction, LiveLifecycle, LivePrivacy, LiveScore, decode_live, encode_live
+from shared.contracts.privacy import SessionPrivacy
 from shared.contracts.timing import wall_clock
 from shared.contracts.topics import live_channel
 from shared.log import get_logger, spawn
 from shared.metrics import Metrics
+from shared.privacy.view import PrivacyView
 from shared.transport.base import LiveBus
 
 _log = get_logger(__name__)
@@ -29,8 +34,9 @@ END = b""
 class LiveHub:
     """Shares one live-bus subscription per session among all of its viewers."""
 
-    def __init__(self, *, bus: LiveBus, metrics: Metrics, queue_size: int) -> None:
+    def __init__(self, *, bus: LiveBus, metrics: Metrics, queue_size: int, privacy: PrivacyView | None = None) -> None:
         self._bus = bus
+        self._privacy = privacy
         self._metrics = metrics
         self._queue_size = queue_size
         self._viewers: dict[str, set[asyncio.Queue[bytes]]] = {}
@@ -76,7 +82,11 @@ class LiveHub:
                 subscribed.set()
                 _log.debug("live feed state %s -> %s", "new", "subscribed")
                 async for data in feed:
-                    out = self._stamp(data)
+                    stamped = self._stamp(data)
+                    if stamped is None:
+                        continue
+                    policy = await self._privacy.get(session) if self._privacy is not None else None
+                    out = self._redact(stamped, policy)
                     if out is not None:
                         self._fan_out(session, out)
         except Exception as exc:
@@ -94,7 +104,27 @@ class LiveHub:
 
     def deliver(self, session: str, data: bytes) -> None:
         """Hand a message produced inside the gateway (lifecycle from the event log) to the session's viewers."""
+        if self._privacy is not None and session in self._viewers:
+            policy = self._privacy.cached(session)
+            if policy.aggregate_only or policy.opted_out:
+                try:
+                    redacted = self._redact((decode_live(data), data), policy)
+                except DecodeError:
+                    return
+                if redacted is None:
+                    return
+                data = redacted
         self._fan_out(session, data)
+
+    @staticmethod
+    def _redact(stamped: tuple[AnyLive, bytes], policy: SessionPrivacy | None) -> bytes | None:
+        message, data = stamped
+        if policy is None or not (policy.aggregate_only or policy.opted_out):
+            return data
+        kept = redact_live(message, policy)
+        if kept is None:
+            return None
+        return data if kept is message else encode_live(kept)
 
     def _fan_out(self, session: str, out: bytes) -> None:
         for queue in list(self._viewers.get(session, ())):
@@ -103,7 +133,7 @@ class LiveHub:
                 self._metrics.errors_total.labels(STAGE, "viewer_overflow").inc()
             queue.put_nowait(out)
 
-    def _stamp(self, data: bytes) -> bytes | None:
+    def _stamp(self, data: bytes) -> tuple[AnyLive, bytes] | None:
         received = wall_clock()
         try:
             message = decode_live(data)
@@ -112,8 +142,8 @@ class LiveHub:
             _log.warning("live message skipped: %s", exc)
             return None
         self._metrics.messages_total.labels(STAGE, f"live_{message.kind}").inc()
-        if isinstance(message, LiveLifecycle | LiveInteraction):
-            return data  # no timing trail: passed through as is
+        if isinstance(message, LiveLifecycle | LiveInteraction | LivePrivacy):
+            return message, data  # no timing trail: passed through as is
         trail = message.event.timing
         self._metrics.observe_hop(trail, transport="live", received=received)
         stamped = trail.stamped(STAGE, received=received)
@@ -124,4 +154,4 @@ class LiveHub:
         stamp = stamped.stages[-1]
         self._metrics.stage_seconds.labels(label).observe(max(0.0, stamp.emitted - stamp.received))
         self._metrics.since_capture_seconds.labels(label).observe(max(0.0, stamp.emitted - stamped.capture_ts))
-        return encode_live(message)
+        return message, encode_live(message)

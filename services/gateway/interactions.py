@@ -149,6 +149,9 @@ async def post_interactions(request: web.Request) -> web.StreamResponse:
         )
     if ctx.events is None:
         return _error(503, "this gateway has no event log to publish to")
+    policy = await ctx.privacy.get(session)
+    left_out = [e for e in events if policy.is_opted_out(e.participant)]  # opted out: not analysed, not published
+    events = [e for e in events if not policy.is_opted_out(e.participant)]
     events = await asyncio.to_thread(ctx.text.derive, events, keep_text=ctx.keep_text)  # embeddings: CPU work
     publisher = EventPublisher(bus=ctx.events, topic=INTERACTIONS)
     try:
@@ -159,5 +162,6 @@ async def post_interactions(request: web.Request) -> web.StreamResponse:
         return _error(503, "the event log is unavailable; retry the same batch (event ids make repeats harmless)")
     ctx.metrics.messages_total.labels(STAGE, "interaction_posted").inc(len(events))
     _log.debug("interaction batch state %s -> %s", "received", "published", extra={"events": len(events)})
-    receipt = InteractionReceipt(session=session, accepted=len(events), event_ids=[e.event_id for e in events])
+    receipt = InteractionReceipt(session=session, accepted=len(events), event_ids=[e.event_id for e in events],
+                                 opted_out=len(left_out))
     return web.json_response(text=receipt.model_dump_json(), status=202)

@@ -75,6 +75,12 @@ class LiveState(BaseModel):
         description="Questions asked so far, oldest first (the dashboard's question queue; text only with "
         "CLASSPULSE_KEEP_TEXT=true).",
     )
+    aggregate_only: bool = Field(
+        default=False, description="The session is aggregate-only: class figures only, no participant rows."
+    )
+    opted_out: list[str] = Field(
+        default_factory=list, description="Participants who opted out: shown only as 'opted out', with no signals."
+    )
 
 
 class ParticipantInfo(BaseModel):
@@ -82,7 +88,7 @@ class ParticipantInfo(BaseModel):
 
     id: str
     role: Role
-    status: str = Field(description="'active' or 'left'.")
+    status: str = Field(description="'active', 'left' or 'opted_out' (presence only: no signals, no media time).")
     first_seen: float
     last_seen: float
     media_time: float = Field(description="Seconds of this participant's media analysed so far.")
@@ -98,6 +104,7 @@ class SessionInfo(BaseModel):
     participants: list[ParticipantInfo]
     scores: int = Field(description="Score events received.")
     duration_s: float
+    aggregate_only: bool = Field(default=False, description="Class figures only: participants are not listed.")
 
 
 class ErrorBody(BaseModel):
@@ -125,6 +132,10 @@ class InteractionReceipt(BaseModel):
     session: str
     accepted: int = Field(ge=0)
     event_ids: list[str]
+    opted_out: int = Field(
+        default=0, ge=0, exclude_if=lambda v: v == 0,
+        description="Events of participants who opted out: dropped, neither analysed nor published (absent: 0).",
+    )
 
 
 class TimelinePage(BaseModel):

@@ -34,7 +34,10 @@ from services.gateway.models import (
     TimelinePage,
 )
 from services.gateway.openapi import NOT_FOUND, SESSION_PARAM, openapi_handler, viewer_route
+from services.gateway.privacy_routes import add_privacy_routes
 from services.gateway.report import build_report
+from shared.analytics.privacy import merged, redact_aggregate, redact_report, visible_alert
+from shared.contracts.privacy import SessionPrivacy
 from shared.contracts.report import Report
 from shared.openapi import Param, RouteDoc, add_documented_route
 from shared.tokens import TokenError
@@ -67,7 +70,7 @@ class ApiRoute:
         return viewer_route("GET", path, self.summary, params=params, response=self.response, errors=errors)
 
 
-def _info(record: SessionRecord) -> SessionInfo:
+def _info(record: SessionRecord, policy: SessionPrivacy) -> SessionInfo:
     return SessionInfo(
         id=record.id,
         started=record.started,
@@ -77,15 +80,17 @@ def _info(record: SessionRecord) -> SessionInfo:
             ParticipantInfo(
                 id=pid,
                 role=p.role,
-                status=p.status,
+                status="opted_out" if policy.is_opted_out(pid) else p.status,
                 first_seen=p.first_seen,
                 last_seen=p.last_seen,
-                media_time=p.media_time,
+                media_time=0.0 if policy.is_opted_out(pid) else p.media_time,
             )
             for pid, p in record.participants.items()
+            if not policy.aggregate_only
         ],
         scores=record.scores,
         duration_s=record.duration_s(),
+        aggregate_only=policy.aggregate_only,
     )
 
 
@@ -100,16 +105,28 @@ def _record(request: web.Request, session: str) -> SessionRecord:
     return record
 
 
+async def session_policy(request: web.Request, session: str) -> SessionPrivacy:
+    """The session's privacy policy: the store's, with what this gateway's history learnt from the log."""
+    ctx = request.app[GATEWAY]
+    policy = await ctx.privacy.get(session)
+    record = ctx.history.get(session)
+    return merged(policy, record.aggregator.privacy) if record is not None else policy
+
+
 async def session_info(request: web.Request, session: str) -> web.StreamResponse:
-    return _json(_info(_record(request, session)))
+    record = _record(request, session)
+    return _json(_info(record, await session_policy(request, session)))
 
 
 async def participants(request: web.Request, session: str) -> web.StreamResponse:
-    return _json(ParticipantPage(session=session, participants=_info(_record(request, session)).participants))
+    info = _info(_record(request, session), await session_policy(request, session))
+    return _json(ParticipantPage(session=session, participants=info.participants))
 
 
 async def live(request: web.Request, session: str) -> web.StreamResponse:
-    return _json(await live_state(request.app[GATEWAY].live, session, request.app[GATEWAY].history.get(session)))
+    ctx = request.app[GATEWAY]
+    policy = await session_policy(request, session)
+    return _json(await live_state(ctx.live, session, ctx.history.get(session), policy))
 
 
 def _float_query(request: web.Request, name: str, default: float) -> float:
@@ -127,23 +144,32 @@ def _float_query(request: web.Request, name: str, default: float) -> float:
 async def timeline(request: web.Request, session: str) -> web.StreamResponse:
     record = _record(request, session)
     since = _float_query(request, "since", 0.0)
+    policy = await session_policy(request, session)
+    if policy.aggregate_only:
+        raise web.HTTPForbidden(
+            text='{"error": "this session is aggregate-only: per-student timelines are not served; '
+            'read /aggregates for the class figures"}', content_type="application/json")
     rows = record.timeline.observed_rows(participant=request.query.get("participant"), since=since)
-    return _json(TimelinePage(session=session, rows=rows))
+    return _json(TimelinePage(session=session, rows=[r for r in rows if not policy.hides(r.participant)]))
 
 
 async def aggregates(request: web.Request, session: str) -> web.StreamResponse:
     record = _record(request, session)
     limit = int(_float_query(request, "limit", 600))
-    items = list(record.aggregates)[-max(1, limit) :]
+    policy = await session_policy(request, session)
+    items = [redact_aggregate(a, policy) for a in list(record.aggregates)[-max(1, limit) :]]
     return _json(AggregatePage(session=session, aggregates=items))
 
 
 async def alerts(request: web.Request, session: str) -> web.StreamResponse:
-    return _json(AlertPage(session=session, alerts=list(_record(request, session).alerts)))
+    record = _record(request, session)
+    policy = await session_policy(request, session)
+    return _json(AlertPage(session=session, alerts=[a for a in record.alerts if visible_alert(a, policy)]))
 
 
 async def report(request: web.Request, session: str) -> web.StreamResponse:
-    return _json(build_report(_record(request, session)))
+    record = _record(request, session)
+    return _json(redact_report(build_report(record), await session_policy(request, session)))
 
 
 API_ROUTES: tuple[ApiRoute, ...] = (
@@ -190,7 +216,8 @@ async def list_sessions(request: web.Request) -> web.StreamResponse:
     except TokenError as exc:
         return error_response(exc.status, str(exc))
     record = request.app[GATEWAY].history.get(claims.session)
-    return _json(SessionList(sessions=[_info(record)] if record else []))
+    policy = await session_policy(request, claims.session)
+    return _json(SessionList(sessions=[_info(record, policy)] if record else []))
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -218,6 +245,7 @@ def add_gateway_routes(app: web.Application, *, with_metrics: bool = True) -> No
         add_documented_route(app, route.doc(), _protected(route))
     add_documented_route(app, INTERACTIONS_ROUTE, post_interactions)
     add_documented_route(app, TOPIC_ROUTE, put_topic)
+    add_privacy_routes(app)
     add_documented_route(app, _page("/api/openapi.json", "This document", "application/json"), openapi_handler)
     add_documented_route(
         app, _page("/dashboard", "Teacher dashboard page (?session=S&token=T)", "text/html"), dashboard_page

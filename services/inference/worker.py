@@ -104,7 +104,7 @@ class InferenceWorker:
         self.consumer = consumer or settings.consumer_name or default_consumer_name()
         self._media = transports.media
         self._scores = EventPublisher(bus=transports.events, topic=scores_topic)
-        self._live = LivePublisher(bus=transports.live)
+        self._live = LivePublisher(bus=transports.live, privacy=transports.policies)
         self._metrics = metrics
         self._clock = clock
         self._batcher: MicroBatcher[_Item] = MicroBatcher(

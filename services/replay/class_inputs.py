@@ -35,7 +35,7 @@ MEDIA_SUFFIXES = frozenset({
 """File suffixes a folder replay takes as recordings."""
 MAX_ID = 128
 """Longest participant id (the media contract's bound)."""
-MANIFEST_FIELDS = "id, role, file, offset_s"
+MANIFEST_FIELDS = "id, role, file, offset_s, opt_out"
 
 
 class ClassInputError(Exception):
@@ -65,6 +65,8 @@ class ClassInput:
     session: str | None
     """The manifest's session id (a folder has none)."""
     tracks: list[TrackSpec]
+    opted_out: tuple[str, ...] = ()
+    """Participants the manifest marks ``"opt_out": true`` (left out of ``tracks``)."""
 
 
 def is_class_input(location: str) -> bool:
@@ -140,6 +142,7 @@ class ManifestParticipant(BaseModel):
         default=None, ge=0.0, le=86_400.0,
         description="Session time at which this recording starts (default: its container start time).",
     )
+    opt_out: bool = Field(default=False, description="The participant opted out: the recording is never analysed.")
 
 
 class Manifest(BaseModel):
@@ -185,6 +188,8 @@ def from_manifest(path: Path, *, given: str | None = None) -> ClassInput:
     base = path.parent
     tracks = []
     for i, p in enumerate(manifest.participants):
+        if p.opt_out:
+            continue  # never opened, not even checked
         location = p.file if "://" in p.file else str(base / p.file)
         if "://" not in p.file:
             target = Path(location)
@@ -197,7 +202,8 @@ def from_manifest(path: Path, *, given: str | None = None) -> ClassInput:
                 raise ClassInputError(f"{name}: participants[{i}].file {p.file!r} is a folder; name a recording")
         tracks.append(TrackSpec(participant=p.id, role=p.role, location=location, source=p.file,
                                 offset_s=p.offset_s))
-    return ClassInput(source=shown, session=manifest.session, tracks=tracks)
+    opted_out = tuple(p.id for p in manifest.participants if p.opt_out)
+    return ClassInput(source=shown, session=manifest.session, tracks=tracks, opted_out=opted_out)
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -246,3 +252,18 @@ def container_offsets(starts: list[float | None], given: list[float | None]) -> 
         g if g is not None else (round(max(0.0, s - earliest), 6) if s is not None else 0.0)
         for s, g in zip(starts, given, strict=True)
     ]
+
+
+def leave_out(spec: ClassInput, given: str | None) -> tuple[ClassInput, list[str]]:
+    """``spec`` without the participants who opted out (``--opt-out a,b`` and the manifest's ``opt_out``)."""
+    wanted = [p.strip() for p in (given or "").split(",") if p.strip()]
+    known = {t.participant for t in spec.tracks} | set(spec.opted_out)
+    unknown = [p for p in wanted if p not in known]
+    if unknown:
+        raise ClassInputError(f"--opt-out names {', '.join(unknown)}, not in this class ({', '.join(sorted(known))}); "
+                              "give the ids the report would use")
+    out = sorted(set(wanted) | set(spec.opted_out))
+    tracks = [t for t in spec.tracks if t.participant not in out]
+    if not tracks:
+        raise ClassInputError("every participant of this class opted out; there is nothing to analyse")
+    return ClassInput(source=spec.source, session=spec.session, tracks=tracks, opted_out=tuple(out)), out

@@ -7,6 +7,7 @@ print one line on stderr and exit 2; nothing prints a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -56,6 +57,9 @@ def register(sub: Any) -> None:
     p.add_argument("--transcripts", action="store_true",
                    help="keep what each participant said in report.json's transcript (personal data; words_spoken "
                    "and questions are counted without it too)")
+    p.add_argument("--opt-out", default=None, metavar="ID[,ID...]",
+                   help="class replay: leave these participants out (their recordings are never opened; the report "
+                   "lists them only under privacy.opted_out); a manifest entry can say \"opt_out\": true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=_replay)
 
@@ -125,6 +129,9 @@ def _replay(args: argparse.Namespace) -> int:
                 return _fail("--transcripts transcribes recordings; a past live session's events carry no audio")
             if not TranscribeSettings().enabled:
                 return _fail("--transcripts needs transcription; unset CLASSPULSE_TRANSCRIBE_ENABLED=false")
+        if args.opt_out and not _is_class(args):
+            return _fail("--opt-out leaves participants out of a class replay (a folder or manifest.json); a single "
+                         "or gallery recording of someone who opted out should not be replayed at all")
         if args.from_kafka:
             if args.chat is not None:
                 return _fail("--chat merges a chat file into a recording's replay; it does not go with --from-kafka")
@@ -139,6 +146,12 @@ def _replay(args: argparse.Namespace) -> int:
         return _replay_file(args)
     except (SettingsError, ValidationError) as exc:
         return _fail(f"invalid ClassPulse settings: {exc}".splitlines()[0] + "; see `classpulse check-config`")
+
+
+def _is_class(args: argparse.Namespace) -> bool:
+    from services.replay.class_inputs import is_class_input
+
+    return bool(args.input) and not args.from_kafka and args.layout != "gallery" and is_class_input(args.input)
 
 
 T = TypeVar("T")
@@ -194,7 +207,7 @@ def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | i
 
 
 def _replay_class(args: argparse.Namespace) -> int:
-    from services.replay.class_inputs import ClassInputError, load_class_input
+    from services.replay.class_inputs import ClassInputError, leave_out, load_class_input
     from services.replay.files import class_session_id, replay_class
 
     if args.participant is not None or args.role is not None:
@@ -202,6 +215,7 @@ def _replay_class(args: argparse.Namespace) -> int:
                      "from the file names or the manifest (folder mode: --teacher ID)")
     try:
         spec = load_class_input(args.input, teacher=args.teacher)
+        spec, opted_out = leave_out(spec, args.opt_out)
     except ClassInputError as exc:
         return _fail(str(exc))
     out = args.out or Path(f"{class_session_id(spec, args.session)}-report")
@@ -214,6 +228,12 @@ def _replay_class(args: argparse.Namespace) -> int:
     ))
     if isinstance(outcome, int):
         return outcome
+    if opted_out:
+        from services.replay.report_files import write_report
+        from shared.contracts.report import ReportPrivacy
+
+        report = outcome.report.model_copy(update={"privacy": ReportPrivacy(opted_out=opted_out)})
+        outcome = dataclasses.replace(outcome, report=report, paths=write_report(report, out))
     s = outcome.stats
     _print_outcome(
         outcome.paths, outcome.report,
@@ -266,7 +286,12 @@ def _replay_gallery(args: argparse.Namespace) -> int:
 def _replay_kafka(args: argparse.Namespace) -> int:
     import asyncio
 
-    from services.replay.from_events import EventLogError, fetch_session_scores, report_from_events
+    from services.replay.from_events import (
+        EventLogError,
+        fetch_session_privacy,
+        fetch_session_scores,
+        private_report,
+    )
     from services.replay.report_files import write_report
     from shared.contracts.topics import SCORES
     from shared.settings import CommonSettings
@@ -283,7 +308,8 @@ def _replay_kafka(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{args.session}-report")
     try:
         events, skipped = asyncio.run(fetch_session_scores(bootstrap=bootstrap, session=args.session, topic=topic))
-        report = report_from_events(events, session=args.session, source=f"kafka://{bootstrap}/{topic}")
+        changes = asyncio.run(fetch_session_privacy(bootstrap=bootstrap, session=args.session))
+        report = private_report(events, changes, session=args.session, source=f"kafka://{bootstrap}/{topic}")
     except EventLogError as exc:
         return _fail(str(exc))
     if skipped:

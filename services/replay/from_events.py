@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from shared.analytics.config import AggregationConfig
+from shared.analytics.privacy import apply_event, redact_report
 from shared.analytics.session import SessionAggregator
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
 from shared.contracts.events import ScoreEvent
+from shared.contracts.privacy import PrivacyEvent, SessionPrivacy
 from shared.contracts.report import Report, ReportParticipant, ReportSession
-from shared.contracts.topics import SCORES
+from shared.contracts.topics import PRIVACY, SCORES
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class EventLogError(Exception):
@@ -49,6 +56,27 @@ def report_from_events(events: Iterable[ScoreEvent], *, session: str, source: st
     )
 
 
+def with_privacy(events: list[ScoreEvent], changes: Iterable[PrivacyEvent], *, session: str
+                 ) -> tuple[list[ScoreEvent], SessionPrivacy]:
+    """The events a report of the session may be built from, and its privacy policy from ``changes``
+    (``classpulse.privacy``): nothing from before an erasure, nothing of a participant who opted out."""
+    policy = SessionPrivacy(session=session)
+    for change in sorted(changes, key=lambda c: c.ts):
+        policy = apply_event(policy, change)
+    erased = policy.erased_at if policy.erased_at is not None else float("-inf")
+    kept = [e for e in events if e.timing.capture_ts > erased and not policy.is_opted_out(e.participant)]
+    if events and not kept:
+        raise EventLogError(f"session {session!r} was erased or every participant opted out; nothing to rebuild")
+    return kept, policy
+
+
+def private_report(events: list[ScoreEvent], changes: Iterable[PrivacyEvent], *, session: str,
+                   source: str) -> Report:
+    """:func:`report_from_events` with the session's opt-outs, aggregate-only mode and erasure applied."""
+    kept, policy = with_privacy(events, changes, session=session)
+    return redact_report(report_from_events(kept, session=session, source=source), policy)
+
+
 async def fetch_session_scores(
     *, bootstrap: str, session: str, topic: str = SCORES.name, timeout_s: float = 30.0
 ) -> tuple[list[ScoreEvent], int]:
@@ -57,10 +85,24 @@ async def fetch_session_scores(
 
     Reads without a consumer group (nothing is committed, live consumers are not disturbed).
     """
+    return await _fetch(ScoreEvent, bootstrap=bootstrap, session=session, topic=topic, timeout_s=timeout_s)
+
+
+async def fetch_session_privacy(
+    *, bootstrap: str, session: str, topic: str = PRIVACY.name, timeout_s: float = 30.0
+) -> list[PrivacyEvent]:
+    """The session's privacy changes (none when the topic does not exist: no change was ever made)."""
+    changes, _ = await _fetch(PrivacyEvent, bootstrap=bootstrap, session=session, topic=topic, timeout_s=timeout_s,
+                              missing_ok=True)
+    return changes
+
+
+async def _fetch(model: type[M], *, bootstrap: str, session: str, topic: str, timeout_s: float,
+                 missing_ok: bool = False) -> tuple[list[M], int]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
-    codec = EventCodec(ScoreEvent)
+    codec = EventCodec(model)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id="classpulse-replay",
         request_timeout_ms=int(timeout_s * 1000),
@@ -72,6 +114,8 @@ async def fetch_session_scores(
         raise EventLogError(f"cannot reach Kafka at {bootstrap} ({exc}); start it or pass --bootstrap") from exc
     try:
         if topic not in await consumer.topics():
+            if missing_ok:
+                return [], 0
             raise EventLogError(f"Kafka at {bootstrap} has no topic {topic!r}: no live session was recorded there")
         consumer.subscribe([topic])  # without a group: every partition is assigned to this reader
         loop = asyncio.get_running_loop()
@@ -84,7 +128,7 @@ async def fetch_session_scores(
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         wanted = session.encode()
-        out: list[ScoreEvent] = []
+        out: list[M] = []
         skipped = 0
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:

@@ -127,6 +127,7 @@ def create_up_app(
             events=transports.events,
             metrics=metrics,
             live=transports.live if settings.aggregator.live_state else None,
+            aggregate_only=settings.common.aggregate_only,
         )
         intake = InteractionIntake(  # one process from the start: read the whole (bounded) log, miss nothing
             bus=transports.events, engine=engine, metrics=metrics, group="up-inference-text", from_beginning=True

@@ -33,6 +33,7 @@ from shared.analytics.summary import build_summary
 from shared.analytics.windows import WindowKey, build_aggregate, class_attentive_ratio
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.interactions import InteractionCounts, InteractionEvent
+from shared.contracts.privacy import SessionPrivacy
 from shared.contracts.report import QuestionItem, SessionSummary
 
 _EPS = 1e-9
@@ -79,12 +80,14 @@ class SessionAggregator:
         self.book = InteractionBook(response_max_s=config.response_max_s)
         """Interactions: seen ids, questions, student responses (snapshotted with the session)."""
         self._pending_interactions: list[PendingInteraction] = []
+        self.privacy = SessionPrivacy(session=session)
+        """Opt-outs and mode (``shared.analytics.privacy.apply_privacy``): opted-out input is never admitted."""
 
     # ------------------------------------------------------------------ input
     def add_score(self, event: ScoreEvent) -> None:
         """Buffer one score event (idempotent by ``event_id``; too-late events are counted and ignored)."""
         sample = Sample.of(event)
-        if not self._admit(sample.event_id, sample.ts):
+        if event.participant in self.privacy.opted_out or not self._admit(sample.event_id, sample.ts):
             return
         self.watermark = max(self.watermark, sample.ts)
         bisect.insort(self._pending.setdefault(sample.participant, []), sample, key=Sample.order)
@@ -98,6 +101,8 @@ class SessionAggregator:
         if event.kind == "session_ended" and not self.ended:
             self.ended = True
             self.ended_at = event.ts
+        if event.participant in self.privacy.opted_out and event.kind != "session_ended":
+            return
         if not self._admit(event.event_id, event.ts):
             return
         self._lifecycle.append(Lifecycle(ts=event.ts, event_id=event.event_id, participant=event.participant,
@@ -118,6 +123,8 @@ class SessionAggregator:
         also put into the window buckets that are still open when its time closes. Only the
         derived fields are read (``is_question``, ``words``, ``on_topic``).
         """
+        if event.participant in self.privacy.opted_out:
+            return False
         p = self._participants.setdefault(event.participant, Participant(role=event.role))
         if not self.book.add(event, p):
             return False

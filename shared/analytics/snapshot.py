@@ -17,6 +17,7 @@ from typing import Any
 from shared.analytics.config import AggregationConfig
 from shared.analytics.session import SessionAggregator
 from shared.analytics.state import Cell, Lifecycle, Participant, Sample
+from shared.contracts.privacy import SessionPrivacy
 
 SNAPSHOT_VERSION = 1
 
@@ -69,6 +70,7 @@ def dump(agg: SessionAggregator) -> bytes:
         "alerts_raised": agg.alerts.raised_total,
         "interactions": agg.book.dump(),
         "pending_interactions": a._pending_interactions,
+        "privacy": agg.privacy.model_dump(mode="json"),
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -115,6 +117,8 @@ def load(raw: bytes, *, config: AggregationConfig) -> SessionAggregator:
         agg.book.restore(book)
         a._pending_interactions = [(float(ts), str(pid), role, int(q), int(m))
                                    for ts, pid, role, q, m in data.get("pending_interactions", [])]
-    except (KeyError, TypeError, ValueError) as exc:
+        if data.get("privacy") is not None:  # snapshots before privacy controls: no opt-outs
+            agg.privacy = SessionPrivacy.model_validate(data["privacy"])
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise SnapshotError(f"cannot restore aggregator snapshot: {exc}") from exc
     return agg

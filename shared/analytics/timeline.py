@@ -108,6 +108,14 @@ class TimelineBuilder:
         votes.add(event)
         return True
 
+    def forget(self, participant: str) -> int:
+        """Drop every second of ``participant`` (an opt-out); how many rows went."""
+        keys = [k for k in self._votes if k[0] == participant]
+        for key in keys:
+            del self._votes[key]
+        self._roles.pop(participant, None)
+        return len(keys)
+
     def add_all(self, events: Iterable[ScoreEvent]) -> None:
         for e in events:
             self.add(e)

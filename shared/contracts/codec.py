@@ -73,6 +73,20 @@ def decode_media(data: bytes) -> MediaMessage:
     return msg
 
 
+def media_subject(data: bytes) -> tuple[str, str]:
+    """``(session, participant)`` of an encoded media message, from its header only (no payload copy)."""
+    if len(data) < _HEADER.size:
+        raise DecodeError("media message shorter than its header")
+    magic, header_len = _HEADER.unpack_from(data)
+    if magic != MAGIC or _HEADER.size + header_len > len(data):
+        raise DecodeError("not a media message")
+    try:
+        header = json.loads(data[_HEADER.size : _HEADER.size + header_len])
+        return str(header["session"]), str(header["participant"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecodeError(f"media header without session/participant: {type(exc).__name__}") from None
+
+
 class EventCodec(Generic[E]):
     """JSON codec bound to one event model."""
 

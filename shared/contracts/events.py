@@ -13,7 +13,9 @@ topic                      producer                consumers
 ``classpulse.aggregates``  services.aggregator     services.gateway, Kafka users
 ``classpulse.alerts``      services.aggregator     services.gateway, Kafka users
 ``classpulse.lifecycle``   services.ingest         services.aggregator, services.gateway
+``classpulse.privacy``     services.gateway        services.aggregator, services.gateway
 =========================  ======================  ==========================================
+(``classpulse.privacy`` carries ``shared.contracts.privacy.PrivacyEvent``; interactions: ``.interactions``.)
 """
 
 from __future__ import annotations

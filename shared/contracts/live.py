@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from shared.contracts.codec import DecodeError
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.interactions import InteractionCounts, InteractionEvent
+from shared.contracts.privacy import PrivacyEvent
 
 LiveEvent = ScoreEvent | ClassAggregate | Alert | LifecycleEvent
 
@@ -71,9 +72,19 @@ class LiveInteraction(BaseModel):
     counts: InteractionCounts
 
 
+class LivePrivacy(BaseModel):
+    """A participant opted out or back in, or the session's mode changed (sent by the gateway, never stored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["privacy"] = "privacy"
+    event: PrivacyEvent
+
+
 LiveMessage = Annotated[
-    LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction, Field(discriminator="kind")
+    LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction | LivePrivacy, Field(discriminator="kind")
 ]
+AnyLiveMessage = LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction | LivePrivacy
 
 _adapter: TypeAdapter[LiveMessage] = TypeAdapter(LiveMessage)
 
@@ -89,11 +100,11 @@ def wrap_live(event: LiveEvent) -> LiveScore | LiveAggregate | LiveAlert | LiveL
     return LiveLifecycle(event=event)
 
 
-def encode_live(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction) -> bytes:
+def encode_live(message: AnyLiveMessage) -> bytes:
     return message.model_dump_json().encode()
 
 
-def decode_live(data: bytes) -> LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction:
+def decode_live(data: bytes) -> AnyLiveMessage:
     """Decode one live message; raises :class:`DecodeError` when it matches no envelope."""
     try:
         return _adapter.validate_json(data)
@@ -101,7 +112,7 @@ def decode_live(data: bytes) -> LiveScore | LiveAggregate | LiveAlert | LiveLife
         raise DecodeError(f"live message does not match the contract: {exc}") from exc
 
 
-def state_field(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction) -> str:
+def state_field(message: AnyLiveMessage) -> str:
     """Field of the session state hash that keeps the latest message of this kind and subject."""
     if isinstance(message, LiveScore):
         return f"score:{message.event.participant}"
@@ -112,4 +123,6 @@ def state_field(message: LiveScore | LiveAggregate | LiveAlert | LiveLifecycle |
         return f"alert:{message.event.participant or '*'}:{message.event.kind}"
     if isinstance(message, LiveInteraction):
         return f"interaction:{message.event.participant}"
+    if isinstance(message, LivePrivacy):
+        return f"privacy:{message.event.participant or '*'}"
     return f"lifecycle:{message.event.participant}"

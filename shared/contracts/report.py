@@ -187,6 +187,19 @@ class TranscriptLine(BaseModel):
     text: str
 
 
+class ReportPrivacy(BaseModel):
+    """The session's privacy controls as they shaped the report (absent when none applied)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aggregate_only: bool = Field(
+        default=False, description="Class figures only: no participants, timeline rows or per-student summary."
+    )
+    opted_out: list[str] = Field(
+        default_factory=list, description="Participants who opted out: listed here only, nowhere else in the report."
+    )
+
+
 class Report(BaseModel):
     """``report.json`` written by ``classpulse replay``."""
 
@@ -207,3 +220,5 @@ class Report(BaseModel):
     )
     gallery: GalleryInfo | None = Field(default=None, exclude_if=lambda v: v is None,
                                         description="Gallery replay only: layout and speaker attribution.")
+    privacy: ReportPrivacy | None = Field(default=None, exclude_if=lambda v: v is None,
+                                          description="Opt-outs and aggregate-only mode, when the session had any.")

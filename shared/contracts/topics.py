@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, ScoreEvent
 from shared.contracts.interactions import InteractionEvent
+from shared.contracts.privacy import PrivacyEvent
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -60,6 +61,15 @@ def summary_key(session: str) -> str:
     return f"classpulse:summary:{session}"
 
 
+def privacy_key(session: str) -> str:
+    """Redis string with the session's privacy policy (``shared.contracts.privacy.SessionPrivacy`` JSON).
+
+    Producer: services.gateway. Consumers: ingest and inference (opt-outs), the aggregator, gateways.
+    Expires after ``CLASSPULSE_RETENTION_S`` like the session's other keys.
+    """
+    return f"classpulse:privacy:{session}"
+
+
 @dataclass(frozen=True)
 class EventTopic(Generic[E]):
     """A Kafka topic and the one model it carries, keyed by session."""
@@ -73,7 +83,8 @@ AGGREGATES: EventTopic[ClassAggregate] = EventTopic("classpulse.aggregates", Cla
 ALERTS: EventTopic[Alert] = EventTopic("classpulse.alerts", Alert)
 LIFECYCLE: EventTopic[LifecycleEvent] = EventTopic("classpulse.lifecycle", LifecycleEvent)
 INTERACTIONS: EventTopic[InteractionEvent] = EventTopic("classpulse.interactions", InteractionEvent)
+PRIVACY: EventTopic[PrivacyEvent] = EventTopic("classpulse.privacy", PrivacyEvent)
 
 EVENT_TOPICS: tuple[EventTopic[BaseModel], ...] = (  # type: ignore[assignment]
-    SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS
+    SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS, PRIVACY
 )

@@ -87,6 +87,11 @@ class TextStage:
         with self._lock:
             self._context(session).topic = vector
 
+    def forget(self, session: str) -> bool:
+        """Drop the session's lesson context (topic, teacher vectors): an erasure; whether there was one."""
+        with self._lock:
+            return self._contexts.pop(session, None) is not None
+
     def has_topic(self, session: str) -> bool:
         with self._lock:
             ctx = self._contexts.get(session)

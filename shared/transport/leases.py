@@ -168,3 +168,10 @@ class MemoryLeaseStore:
         if item is None or item[1] <= self._clock():
             return None
         return item[0]
+
+    def forget_states(self, match: Callable[[str], bool]) -> int:
+        """Delete the snapshots whose key (``session/participant``) ``match``es (erasure, opt-out); how many."""
+        gone = [k for k in self._states if match(k)]
+        for key in gone:
+            del self._states[key]
+        return len(gone)

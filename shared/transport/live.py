@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from shared.contracts.codec import DecodeError
+from shared.contracts.events import ScoreEvent
 from shared.contracts.live import (
-    LiveAggregate,
-    LiveAlert,
+    AnyLiveMessage,
     LiveEvent,
-    LiveInteraction,
-    LiveLifecycle,
-    LiveScore,
     decode_live,
     encode_live,
     state_field,
@@ -17,11 +14,12 @@ from shared.contracts.live import (
 )
 from shared.contracts.topics import live_channel, state_key
 from shared.log import get_logger
+from shared.privacy.view import PrivacyView
 from shared.transport.base import LiveBus
 
 _log = get_logger(__name__)
 
-AnyLive = LiveScore | LiveAggregate | LiveAlert | LiveLifecycle | LiveInteraction
+AnyLive = AnyLiveMessage
 
 
 class LivePublisher:
@@ -29,12 +27,18 @@ class LivePublisher:
 
     Each event is stored as the latest of its kind in ``state_key(session)`` (for the
     live API) and then fanned out on ``live_channel(session)`` (for WebSocket/SSE feeds).
+    With ``privacy``, a participant's scores stay off the live bus when the session is
+    aggregate-only or the participant opted out (no per-student row reaches Redis).
     """
 
-    def __init__(self, *, bus: LiveBus) -> None:
+    def __init__(self, *, bus: LiveBus, privacy: PrivacyView | None = None) -> None:
         self._bus = bus
+        self._privacy = privacy
 
     async def publish(self, event: LiveEvent) -> None:
+        if isinstance(event, ScoreEvent) and self._privacy is not None:
+            if (await self._privacy.get(event.session)).hides(event.participant):
+                return
         message = wrap_live(event)
         data = encode_live(message)
         session = message.event.session

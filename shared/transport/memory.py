@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -183,6 +183,18 @@ class MemoryMediaBus:
     async def length(self) -> int:
         return sum(len(shard.entries) for shard in self._shards)
 
+    def discard(self, match: Callable[[bytes], bool]) -> int:
+        """Delete every entry (pending ones too) whose data ``match``es (erasure); how many were deleted."""
+        removed = 0
+        for shard in self._shards:
+            for entry_id in [i for i, data in shard.entries.items() if match(data)]:
+                del shard.entries[entry_id]
+                shard.publishing.discard(entry_id)
+                for state in shard.groups.values():
+                    state.pending.pop(entry_id, None)
+                removed += 1
+        return removed
+
 
 class _TopicLog:
     """One topic's records with absolute offsets; the oldest fall off past the retention."""
@@ -333,3 +345,13 @@ class MemoryLiveBus:
 
     async def get_state(self, key: str) -> dict[str, bytes]:
         return dict(self._state.get(key, {}))
+
+    def delete_state(self, key: str, fields: Callable[[str], bool] | None = None) -> int:
+        """Delete the state hash ``key`` (or its fields that ``fields`` matches); how many fields went."""
+        state = self._state.get(key, {})
+        gone = [f for f in state if fields is None or fields(f)]
+        for name in gone:
+            del state[name]
+        if not state:
+            self._state.pop(key, None)
+        return len(gone)

@@ -69,3 +69,10 @@ class MemoryPublishRegistry:
         epoch, origin = last[0] + 1, last[1]
         self._seen[key] = (epoch, origin, now + PUBLISH_TTL_S)
         return Publish(epoch=epoch, offset=max(0.0, now - origin))
+
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Delete the counters whose key (``session/participant``) ``match``es (erasure); how many."""
+        gone = [k for k in self._seen if match(k)]
+        for key in gone:
+            del self._seen[key]
+        return len(gone)

@@ -29,9 +29,11 @@ return {epoch, math.max(0, now - origin)}
 class RedisPublishRegistry:
     """:class:`~shared.transport.publishes.PublishRegistry` on Redis."""
 
-    def __init__(self, *, url: str, prefix: str = PUBLISH_EPOCHS) -> None:
+    def __init__(self, *, url: str, prefix: str = PUBLISH_EPOCHS, ttl_s: float = PUBLISH_TTL_S) -> None:
         self.url = url
         self.prefix = prefix
+        self.ttl_s = ttl_s
+        """Expiry after the last publish (``PUBLISH_TTL_S``, or the retention when shorter)."""
         self._redis: aioredis.Redis | None = None
         self._sha = ""
 
@@ -54,7 +56,7 @@ class RedisPublishRegistry:
             self._redis = None
 
     async def begin(self, session: str, participant: str) -> Publish:
-        args = (1, self.key(session, participant), int(PUBLISH_TTL_S * 1000))
+        args = (1, self.key(session, participant), int(self.ttl_s * 1000))
         if not self._sha:
             self._sha = await self.redis.script_load(_BEGIN)
         try:

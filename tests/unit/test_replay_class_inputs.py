@@ -17,6 +17,7 @@ from services.replay.class_inputs import (
     from_folder,
     from_manifest,
     is_class_input,
+    leave_out,
 )
 from shared.testkit.clips import make_clip, write_sample
 from shared.testkit.script import default_script
@@ -120,13 +121,14 @@ def test_manifest_resolves_files_against_its_folder(tmp_path: Path) -> None:
         ('{"session": "x", "participants": [', "manifest.json is not valid JSON (line 1, column"),
         ("[1, 2]", 'manifest.json: the manifest must be a JSON object ({"session": ..., "participants": [...]})'),
         ({"session": "x", "participants": ["a.mp4"]},
-         "manifest.json: participants[0] must be a JSON object (id, role, file, offset_s)"),
+         "manifest.json: participants[0] must be a JSON object (id, role, file, offset_s, opt_out)"),
         ({"participants": [{"id": "a", "file": "a.mp4"}]}, "manifest.json: session is missing"),
         ({"session": "x", "participants": []}, "manifest.json: participants: list should have at least 1 item"),
         ({"session": "x", "participants": [{"id": "a", "file": "a.mp4"}, {"id": "b"}]},
          "manifest.json: participants[1].file is missing; each participant needs id and file"),
         ({"session": "x", "participants": [{"id": "a", "file": "a.mp4", "offset": 3}]},
-         "manifest.json: participants[0].offset is not a known field; the fields are id, role, file, offset_s"),
+         "manifest.json: participants[0].offset is not a known field; the fields are id, role, file, offset_s, "
+         "opt_out"),
         ({"session": "x", "participants": [{"id": "a", "file": "a.mp4", "role": "prof"}]},
          "manifest.json: participants[0].role: input should be 'student' or 'teacher'"),
         ({"session": "x", "participants": [{"id": "a", "file": "a.mp4", "offset_s": -2}]},
@@ -198,3 +200,26 @@ def test_probe_of_a_late_webm_declares_its_length_not_its_end(tmp_path: Path) ->
     assert info.duration_s == pytest.approx(3.0, abs=0.05)
     messages = list(source)
     assert messages[0].media_time == pytest.approx(0.0, abs=0.05) and source.warnings == []
+
+
+def test_opted_out_participants_are_left_out_before_anything_is_opened(tmp_path: Path) -> None:
+    _touch(tmp_path, "t.mp4", "a.webm")
+    path = _manifest(tmp_path, {"session": "s", "participants": [
+        {"id": "teacher", "role": "teacher", "file": "t.mp4"},
+        {"id": "ana", "file": "a.webm"},
+        {"id": "ben", "file": "missing.mp4", "opt_out": True},  # never opened, not even checked
+    ]})
+    spec = from_manifest(path)
+    assert [t.participant for t in spec.tracks] == ["teacher", "ana"] and spec.opted_out == ("ben",)
+    kept, out = leave_out(spec, "ana")
+    assert [t.participant for t in kept.tracks] == ["teacher"] and out == ["ana", "ben"]
+    with pytest.raises(ClassInputError, match="--opt-out names zoe, not in this class"):
+        leave_out(spec, "zoe")
+    with pytest.raises(ClassInputError, match="every participant of this class opted out"):
+        leave_out(spec, "teacher,ana")
+
+
+def test_opt_out_is_refused_for_a_single_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _touch(tmp_path, "one.mp4")
+    assert main(["replay", str(tmp_path / "one.mp4"), "--opt-out", "x", "--out", str(tmp_path / "r")]) != 0
+    assert "--opt-out leaves participants out of a class replay" in capsys.readouterr().err

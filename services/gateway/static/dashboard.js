@@ -1,5 +1,5 @@
 // ClassPulse teacher dashboard: one WebSocket feed, no libraries, no build step.
-// Messages: {kind: "snapshot", state} then {kind: "score"|"aggregate"|"alert"|"lifecycle"|"interaction", event}.
+// Messages: {kind: "snapshot", state} then {kind: "score"|"aggregate"|"alert"|"lifecycle"|"interaction"|"privacy", event}.
 "use strict";
 
 (function () {
@@ -32,6 +32,8 @@
     stageSums: new Map(),     // stage/hop name -> [sum, n]
     questions: new Map(),     // event_id -> {event_id, participant, role, text, answered, at}
     dismissed: new Set(),     // question ids the teacher marked done (this page only)
+    optedOut: new Set(),      // participants who opted out: shown only as "opted out"
+    aggregateOnly: false,     // class figures only (no tiles)
   };
   const MAX_QUESTIONS = 200;
 
@@ -164,14 +166,38 @@
     tile.append(name, badges, textLine(id));
     return tile;
   }
+  function optedOutTile(id) {
+    const tile = el("div", "tile stale opted-out");
+    tile.dataset.participant = id;
+    tile.dataset.optedOut = "true";
+    tile.append(el("div", "name", id), el("div", "badges"));
+    tile.lastChild.append(badge("opted out", false));
+    return tile;
+  }
+  function applyPrivacy(e) {
+    if (e.kind === "aggregate_only") state.aggregateOnly = !!e.aggregate_only;
+    if (!e.participant) return;
+    if (e.kind === "opted_out") {
+      state.optedOut.add(e.participant);
+      state.participants.delete(e.participant);
+      state.counts.delete(e.participant);
+    } else if (e.kind === "opted_in") state.optedOut.delete(e.participant);
+  }
   function renderTiles() {
     const box = $("tiles");
-    const ids = [...new Set([...state.participants.keys(), ...state.roster.keys(), ...state.counts.keys()])].sort();
+    if (state.aggregateOnly) {
+      box.replaceChildren(el("div", "muted aggregate-only", "Aggregate-only session: class figures only, no student rows."));
+      $("count").textContent = "";
+      return;
+    }
+    const ids = [...new Set([...state.participants.keys(), ...state.roster.keys(), ...state.counts.keys(),
+      ...state.optedOut])].sort();
     $("count").textContent = ids.length ? "(" + ids.length + ")" : "";
     if (!ids.length) return;
     box.replaceChildren();
     const now = Date.now() / 1000;
     for (const id of ids) {
+      if (state.optedOut.has(id)) { box.append(optedOutTile(id)); continue; }
       const e = state.participants.get(id);
       const life = state.roster.get(id);
       if (!e) { box.append(joiningTile(id, life)); continue; }
@@ -309,7 +335,12 @@
       for (const a of msg.state.alerts) applyAlert(a);
       for (const l of msg.state.lifecycle || []) applyLifecycle(l);
       for (const q of msg.state.questions || []) applyQuestion(q);
+      state.aggregateOnly = !!msg.state.aggregate_only;
+      for (const id of msg.state.opted_out || []) applyPrivacy({ kind: "opted_out", participant: id });
+    } else if (msg.kind === "privacy") {
+      applyPrivacy(msg.event);
     } else if (msg.kind === "score") {
+      if (state.optedOut.has(msg.event.participant)) return;
       observeTiming(msg.event.timing);
       applyScore({ ...msg.event, receivedAt: now });
     } else if (msg.kind === "aggregate") {
