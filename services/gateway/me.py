@@ -20,6 +20,7 @@ from services.gateway.live_state import live_state
 from services.gateway.models import LiveParticipant
 from services.gateway.openapi import NOT_FOUND, SESSION_PARAM, viewer_route
 from services.gateway.report import build_report
+from shared.analytics.privacy import merged
 from shared.contracts.events import Role
 from shared.contracts.report import ParticipantSummary, QuestionItem, TimelineRow
 from shared.openapi import Param, RouteDoc
@@ -42,6 +43,8 @@ class MyView(BaseModel):
     participant: str
     role: Role = "student"
     recorded: str = Field(default=RECORDED, description="What is and is not recorded, in words.")
+    opted_out: bool = Field(default=False, description="The participant opted out: nothing about them is analysed.")
+    aggregate_only: bool = Field(default=False, description="The session shows class figures only (no own rows).")
     now: LiveParticipant | None = Field(default=None, description="The latest signals and their explanation.")
     summary: ParticipantSummary | None = Field(default=None, description="The session so far.")
     timeline: list[TimelineRow] = Field(default_factory=list, description="Own per-second rows (latest hour).")
@@ -75,7 +78,12 @@ async def my_view(request: web.Request) -> web.StreamResponse:
     record = ctx.history.get(session)
     if record is None or participant not in record.participants:
         return error_response(404, "nothing recorded for this participant in this session yet; join the class first")
-    state = await live_state(ctx.live, session, record)
+    policy = merged(await ctx.privacy.get(session), record.aggregator.privacy)
+    if policy.hides(participant):
+        hidden = MyView(session=session, participant=participant, role=record.participants[participant].role,
+                        opted_out=policy.is_opted_out(participant), aggregate_only=policy.aggregate_only)
+        return web.json_response(text=hidden.model_dump_json(), headers={"Cache-Control": "no-store"})
+    state = await live_state(ctx.live, session, record, policy)
     report = build_report(record)
     view = MyView(
         session=session,

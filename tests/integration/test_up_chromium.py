@@ -138,6 +138,7 @@ def test_student_tile_appears_present_on_the_dashboard(tmp_path: Path) -> None:
             assert me.locator("#summary th").count() >= 6
             me.wait_for_selector("#questions li:not(.muted)", timeout=10_000)
             assert "never stores your camera" in me.locator("#recorded").inner_text()
+            assert me.locator("#opt-out").inner_text() == "Opt out of analysis"  # the privacy switch
             me.screenshot(path=str(ARTIFACTS / "me-chromium.png"), full_page=True)
             me.close()
 

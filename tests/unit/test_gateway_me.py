@@ -73,3 +73,24 @@ async def test_me_page_is_served_with_the_signal_registry() -> None:
         assert page.status == 200 and "SIGNAL_REGISTRY" not in text and '"outputs"' in text
         script = await h.client.get("/static/gateway/me.js")
         assert script.status == 200
+
+
+async def test_after_opting_out_the_own_view_holds_nothing_but_the_choice() -> None:
+    async with gateway() as h:
+        for seq in range(1, 6):
+            await h.emit(score("s1", "alice", seq))
+        for _ in range(300):
+            record = h.client.app[GATEWAY].history.get("s1")
+            if record is not None and record.scores >= 5:
+                break
+            await asyncio.sleep(0.01)
+        url = "/api/sessions/s1/participants/alice"
+        out = await h.client.put(f"{url}/opt-out", headers=bearer("s1", "student", "alice"))
+        assert out.status == 200, await out.text()
+        view = await (await h.client.get(f"{url}/me", headers=bearer("s1", "student", "alice"))).json()
+        assert view["opted_out"] is True
+        assert view["now"] is None and view["summary"] is None and view["timeline"] == []
+        back = await h.client.delete(f"{url}/opt-out", headers=bearer("s1", "student", "alice"))
+        assert back.status == 200
+        view = await (await h.client.get(f"{url}/me", headers=bearer("s1", "student", "alice"))).json()
+        assert view["opted_out"] is False
