@@ -258,6 +258,7 @@ class HistoryReader:
         group: str,
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
         on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
         prepare: Callable[[InteractionEvent], InteractionEvent] | None = None,
     ) -> None:
         self._new_consumer: Callable[[], EventConsumer] = lambda: (
@@ -266,6 +267,7 @@ class HistoryReader:
         self._history = history
         self._on_lifecycle = on_lifecycle
         self._on_interaction = on_interaction
+        self._on_alert = on_alert
         self._prepare = prepare
         """The text stage for events that arrive with text (Kafka-direct producers): derive, drop the text."""
         self._metrics = metrics
@@ -308,3 +310,5 @@ class HistoryReader:
         self._history.apply(event)
         if isinstance(event, LifecycleEvent) and self._on_lifecycle is not None:
             self._on_lifecycle(event)
+        elif isinstance(event, Alert) and self._on_alert is not None:
+            self._on_alert(event)

@@ -46,6 +46,7 @@ def report_from_events(events: Iterable[ScoreEvent], *, session: str, source: st
         participants=[ReportParticipant(id=p, role=r) for p, r in timeline.participants.items()],
         timeline=timeline.rows(duration),
         summary=aggregator.summary(),
+        attendance=aggregator.attendance(),
     )
 
 
