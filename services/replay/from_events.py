@@ -1,4 +1,5 @@
-"""A report rebuilt from stored score events (a past live session's Kafka log).
+"""A report rebuilt from stored events (a past live session's Kafka log: scores, and when given lifecycle
+changes and interactions, which add attendance and questions).
 
 Live participants join at different times and each one's ``media_time`` counts from its own
 media start, so rows are placed on **session time**: ``capture_ts`` minus the session's
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from shared.analytics.config import AggregationConfig
 from shared.analytics.session import SessionAggregator
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
-from shared.contracts.events import ScoreEvent
+from shared.contracts.events import LifecycleEvent, ScoreEvent
+from shared.contracts.interactions import InteractionEvent
 from shared.contracts.report import Report, ReportParticipant, ReportSession
 from shared.contracts.topics import SCORES
 
@@ -24,14 +29,30 @@ class EventLogError(Exception):
     """The event log cannot give this session's events; the message is one user-facing line."""
 
 
-def report_from_events(events: Iterable[ScoreEvent], *, session: str, source: str) -> Report:
-    """Timeline + summary of one session from its score events (any order, duplicates allowed)."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def report_from_events(
+    events: Iterable[ScoreEvent],
+    *,
+    session: str,
+    source: str,
+    lifecycle: Iterable[LifecycleEvent] = (),
+    interactions: Iterable[InteractionEvent] = (),
+) -> Report:
+    """Timeline + summary (+ attendance, questions) of one session from its events (any order, duplicates
+    allowed). Session time starts at the first score or lifecycle change (a join before the first media)."""
     config = AggregationConfig()
     ordered = sorted(events, key=lambda e: (e.timing.capture_ts, e.participant, e.seq))
     if not ordered:
         raise EventLogError(f"no score events for session {session!r}; check the session id")
-    origin = ordered[0].timing.capture_ts
+    changes = sorted(lifecycle, key=lambda e: e.ts)
+    origin = min([ordered[0].timing.capture_ts, *(e.ts for e in changes if e.kind != "session_ended")])
     aggregator = SessionAggregator(session=session, config=config, origin=origin)
+    for change in changes:
+        aggregator.add_lifecycle(change)
+    for interaction in interactions:
+        aggregator.add_interaction(interaction)
     timeline = TimelineBuilder()
     end = 0.0
     for e in ordered:
@@ -46,6 +67,7 @@ def report_from_events(events: Iterable[ScoreEvent], *, session: str, source: st
         participants=[ReportParticipant(id=p, role=r) for p, r in timeline.participants.items()],
         timeline=timeline.rows(duration),
         summary=aggregator.summary(),
+        questions=aggregator.questions(),
         attendance=aggregator.attendance(),
     )
 
@@ -58,10 +80,19 @@ async def fetch_session_scores(
 
     Reads without a consumer group (nothing is committed, live consumers are not disturbed).
     """
+    return await fetch_session_events(bootstrap=bootstrap, session=session, topic=topic, model=ScoreEvent,
+                                      timeout_s=timeout_s)
+
+
+async def fetch_session_events(
+    *, bootstrap: str, session: str, topic: str, model: type[M], timeout_s: float = 30.0, required: bool = True
+) -> tuple[list[M], int]:
+    """Every ``model`` record of ``session`` in ``topic`` and the count of that session's records that did
+    not match it; ``required=False``: a missing topic gives no events (nothing of that kind was recorded)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
-    codec = EventCodec(ScoreEvent)
+    codec = EventCodec(model)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id="classpulse-replay",
         request_timeout_ms=int(timeout_s * 1000),
@@ -73,6 +104,8 @@ async def fetch_session_scores(
         raise EventLogError(f"cannot reach Kafka at {bootstrap} ({exc}); start it or pass --bootstrap") from exc
     try:
         if topic not in await consumer.topics():
+            if not required:
+                return [], 0
             raise EventLogError(f"Kafka at {bootstrap} has no topic {topic!r}: no live session was recorded there")
         consumer.subscribe([topic])  # without a group: every partition is assigned to this reader
         loop = asyncio.get_running_loop()
@@ -85,7 +118,7 @@ async def fetch_session_scores(
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         wanted = session.encode()
-        out: list[ScoreEvent] = []
+        out: list[M] = []
         skipped = 0
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
