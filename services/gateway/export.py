@@ -16,8 +16,7 @@ from aiohttp import web
 from services.gateway.context import GATEWAY
 from services.gateway.history import SessionRecord
 from services.gateway.report import build_report
-from shared.contracts.report import Report, ReportSession, SessionSummary
-from shared.export.tables import TABLES, TableName, build_table
+from shared.export.tables import TABLES, Table, TableName, build_table, timeline_from_tuples
 from shared.export.writers import CONTENT_TYPES, FORMATS, ExportFormat, write_table
 
 EXPORT_QUERY = (
@@ -42,11 +41,10 @@ def _choice(request: web.Request) -> tuple[ExportFormat, TableName]:
     return fmt, table  # type: ignore[return-value]
 
 
-def _report(record: SessionRecord, table: TableName) -> Report:
-    if table == "timeline":  # only the rows: no summary to compute
-        return Report(session=ReportSession(id=record.id, source="live", duration_s=record.duration_s()),
-                      participants=[], timeline=record.timeline.observed_rows(), summary=SessionSummary())
-    return build_report(record, timeline=False)
+def _table(record: SessionRecord, table: TableName) -> Table:
+    if table == "timeline":  # only the rows, as plain tuples: no summary, no models
+        return timeline_from_tuples(record.timeline.observed_tuples())
+    return build_table(table, build_report(record, timeline=False), alerts=list(record.alerts))
 
 
 async def export(request: web.Request, session: str) -> web.StreamResponse:
@@ -54,8 +52,8 @@ async def export(request: web.Request, session: str) -> web.StreamResponse:
     record = request.app[GATEWAY].history.get(session)
     if record is None:
         raise web.HTTPNotFound(text=_NOT_FOUND, content_type="application/json")
-    report = _report(record, table)  # on the loop: the history reader mutates the record between awaits
-    chunks: Iterator[bytes] = write_table(build_table(table, report, alerts=list(record.alerts)), fmt)
+    rows = _table(record, table)  # on the loop: the history reader changes the record between awaits
+    chunks: Iterator[bytes] = write_table(rows, fmt)
     name = f"{_SAFE.sub('_', session)}-{table}.{fmt}"
     resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[fmt],
                                        "Content-Disposition": f'attachment; filename="{name}"'})

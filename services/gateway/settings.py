@@ -83,7 +83,7 @@ class GatewaySettings(StrictSettings):
     )
     webhook_timeline: bool = Field(
         default=False,
-        description="Put the per-second timeline into the session.ended payload (large: ~4 MB per hour of 30 "
+        description="Put the per-second timeline into the session.ended payload (large: ~16 MB for an hour of 30 "
         "students); off: fetch it with GET .../export.",
     )
     webhook_dead_letters: int = Field(

@@ -59,6 +59,17 @@ EVENT_COLUMNS: tuple[tuple[str, Kind], ...] = (
 )
 
 
+_VOTED = ("present", "attentive", "speaking", "hand_raised", "engagement", "confidence")
+"""The order of :meth:`shared.analytics.timeline.SecondVotes.voted` (checked against the registry below)."""
+
+
+def timeline_from_tuples(rows: Iterable[Row]) -> Table:
+    """The timeline table from :meth:`shared.analytics.timeline.TimelineBuilder.observed_tuples`."""
+    if tuple(s.name for s in OUTPUTS) != _VOTED:
+        raise RuntimeError("the signal registry's outputs changed: update SecondVotes.voted and this table")
+    return Table("timeline", TIMELINE_COLUMNS, rows)
+
+
 def _timeline(report: Report) -> Iterator[Row]:
     names = [s.name for s in OUTPUTS]
     for r in report.timeline:

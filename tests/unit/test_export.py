@@ -105,3 +105,15 @@ async def test_gateway_streams_each_format_and_rejects_bad_choices() -> None:
         assert missing.status == 404
         student = {"Authorization": f"Bearer {token('s1', 'student', 'alice')}"}
         assert (await h.client.get("/api/sessions/s1/export", headers=student)).status == 403
+
+
+def test_gateway_timeline_tuples_equal_the_timeline_rows() -> None:
+    from shared.analytics.timeline import TimelineBuilder
+
+    builder = TimelineBuilder(max_rows=1000)
+    for seq in range(40):
+        builder.add(score("s", "a", seq, hand=seq % 3 == 0, speaking=seq > 20, engagement=(seq % 10) / 10))
+        builder.add(score("s", "b", seq, present=seq % 2 == 0))
+    rows = builder.observed_rows()
+    assert builder.observed_tuples() == [tuple(r.model_dump().values()) for r in rows]
+    assert list(rows[0].model_dump()) == [c for c, _ in TIMELINE_COLUMNS]
