@@ -176,7 +176,7 @@ async def webhooks(args: argparse.Namespace) -> dict[str, Any]:
         attempts = [(round(t - t0, 2), s) for t, s in rec.attempts]
         out["fails three times"] = {"attempts": attempts, "delivered_after_s": round(rec.got[session] - t0, 2)}
         print(f"receiver failing three times (backoff 2 s doubling, equal jitter): attempts at {attempts}; "
-              f"delivered {rec.got[session] - t0:.2f} s after the end, one delivery id")
+              f"delivered {rec.got[session] - t0:.2f} s after the end")
     return out
 
 
