@@ -1,7 +1,7 @@
 """Platform integration figures: webhook delivery after session end, and exports of a long session.
 
     python -m bench.platform_integration webhooks [--sessions 20] [--students 30] [--seconds 20]
-    python -m bench.platform_integration export [--students 30] [--seconds 3600]
+    python -m bench.platform_integration export [--students 30] [--seconds 3600] [--kafka]
 
 Redis comes from CLASSPULSE_TEST_REDIS_URL (`. .cache/services.env`).
 
@@ -13,7 +13,8 @@ receiver that answers 500 three times, then 200: attempt times and the total, wi
 
 ``export``: a ``seconds`` x ``students`` session (5 scores/s each, scripted behaviour) folded into the
 gateway's history, then ``GET .../export`` over HTTP for each table and format: wall time and bytes;
-and the session.ended payload's size with and without the timeline.
+and the session.ended payload's size with and without the timeline. ``--kafka``: the same session produced to
+Kafka, then ``classpulse export`` per format (reads the log, rebuilds the report, writes all three tables).
 """
 
 from __future__ import annotations
@@ -212,6 +213,11 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
         out["webhook_payload"]["bytes_with_timeline"] = len(full)
         print(f"session.ended report: {len(slim):,} bytes without the timeline (built in "
               f"{out['webhook_payload']['build_s']:.2f} s), {len(full):,} bytes with it")
+        t = time.perf_counter()
+        import pyarrow.parquet  # noqa: F401  (once per process; timed apart from the exports)
+
+        out["pyarrow_import_s"] = round(time.perf_counter() - t, 2)
+        print(f"pyarrow import (first Parquet export of a process): {out['pyarrow_import_s']:.2f} s")
         headers = _auth(session, "platform")
         rows = []
         for table in ("timeline", "students", "events"):
@@ -231,7 +237,58 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"export {table:8s} {fmt:7s} {size / 1e6:9.3f} MB  {wall:6.2f} s  "
                       f"(first byte {first or wall:.2f} s)")
         out["exports"] = rows
+        if args.kafka:
+            life = [lifecycle_event(session=session, participant=pid, kind="joined", t=0.0, base=base)
+                    for pid in script.participants]
+            out["cli"] = await _cli_from_kafka(session, events, life)
     return out
+
+
+async def _cli_from_kafka(session: str, events: list[Any], life: list[Any]) -> dict[str, Any]:
+    """Produce the session to the real topics, then ``classpulse export`` (all three tables) per format."""
+    import tempfile
+    from pathlib import Path
+
+    from aiokafka import AIOKafkaProducer
+
+    from services.cli import main as cli
+    from shared.contracts.codec import EventCodec
+    from shared.contracts.events import LifecycleEvent, ScoreEvent
+
+    bootstrap = os.environ["CLASSPULSE_TEST_KAFKA_BOOTSTRAP"]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    t = time.perf_counter()
+    try:
+        for topic, codec, items in ((LIFECYCLE.name, EventCodec(LifecycleEvent), life),
+                                    (SCORES.name, EventCodec(ScoreEvent), events)):
+            for i in range(0, len(items), 5000):
+                futures = [await producer.send(topic, codec.encode(e), key=session.encode())
+                           for e in items[i:i + 5000]]
+                await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    print(f"{len(events):,} score events produced to Kafka in {time.perf_counter() - t:.1f} s")
+    out: dict[str, Any] = {}
+    for fmt in ("csv", "jsonl", "parquet"):
+        folder = Path(tempfile.mkdtemp(prefix="classpulse-export-bench-"))
+        t = time.perf_counter()
+        code = await asyncio.to_thread(cli, ["export", "--session", session, "--format", fmt, "--out", str(folder),
+                                             "--bootstrap", bootstrap])
+        wall = time.perf_counter() - t
+        assert code == 0
+        sizes = await asyncio.to_thread(_sizes_and_remove, folder)
+        out[fmt] = {"wall_s": round(wall, 1), "bytes": sizes}
+        print(f"classpulse export --format {fmt}: {wall:.1f} s (read the log, rebuild, write 3 tables), {sizes}")
+    return out
+
+
+def _sizes_and_remove(folder: Any) -> dict[str, int]:
+    sizes = {p.name.rsplit("-", 1)[-1]: p.stat().st_size for p in sorted(folder.iterdir())}
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    return sizes
 
 
 def main() -> None:
@@ -244,6 +301,8 @@ def main() -> None:
     e = sub.add_parser("export")
     e.add_argument("--students", type=int, default=30)
     e.add_argument("--seconds", type=float, default=3600.0)
+    e.add_argument("--kafka", action="store_true",
+                   help="also produce the session to Kafka (CLASSPULSE_TEST_KAFKA_BOOTSTRAP), time classpulse export")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     result = asyncio.run(webhooks(args) if args.what == "webhooks" else export(args))

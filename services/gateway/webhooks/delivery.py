@@ -20,7 +20,7 @@ import aiohttp
 from services.gateway.webhooks.signing import signature
 from services.gateway.webhooks.store import PendingDelivery, StoredEndpoint, WebhookStore
 from shared.contracts.webhooks import EVENT_HEADER, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, DeadLetter
-from shared.log import get_logger
+from shared.log import get_logger, spawn
 from shared.metrics import Metrics
 
 _log = get_logger(__name__)
@@ -75,7 +75,7 @@ class WebhookDeliverer:
                     free = policy.concurrency - len(self._running)
                     if free > 0:
                         for delivery in await self._store.claim(time.time(), lease_s=policy.lease_s, limit=free):
-                            task = asyncio.create_task(self._attempt(http, delivery), name=f"webhook-{delivery.id}")
+                            task = spawn(self._attempt(http, delivery), name=f"webhook-{delivery.id}")  # errors logged
                             self._running.add(task)
                             task.add_done_callback(self._running.discard)
                     self._metrics.webhook_pending.set(await self._store.pending())
