@@ -88,7 +88,8 @@ async def fetch_session_events(
     *, bootstrap: str, session: str, topic: str, model: type[M], timeout_s: float = 30.0, required: bool = True
 ) -> tuple[list[M], int]:
     """Every ``model`` record of ``session`` in ``topic`` and the count of that session's records that did
-    not match it; ``required=False``: a missing topic gives no events (nothing of that kind was recorded)."""
+    not match it; ``required=False``: a missing topic gives no events (nothing of that kind was recorded).
+    ``timeout_s`` bounds connecting and each wait for records (not the whole read of a long log)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
@@ -125,6 +126,8 @@ async def fetch_session_events(
             if loop.time() > deadline:
                 raise EventLogError(f"timed out reading {topic!r} from Kafka at {bootstrap}; try again")
             batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+            if batches:  # a long log takes as long as it takes: only a stall times out
+                deadline = loop.time() + timeout_s
             for msgs in batches.values():
                 for m in msgs:
                     if m.key != wanted or m.value is None:
