@@ -65,12 +65,17 @@ def _export(args: argparse.Namespace) -> int:
         said, _ = await fetch_session_events(topic=INTERACTIONS.name, model=InteractionEvent, required=False, **kw)
         return scores, life, alerts, said
 
+    import time
+
+    started = time.perf_counter()
     try:
         scores, life, alerts, said = asyncio.run(fetch())
+        read_s = time.perf_counter() - started
         report = report_from_events(scores, session=args.session, source=f"kafka://{bootstrap}", lifecycle=life,
                                     interactions=said)
     except EventLogError as exc:
         return _fail(str(exc))
+    rebuilt_s = time.perf_counter() - started - read_s
     tables = TABLES if args.table == "all" else (args.table,)
     if args.table == "all":
         folder = args.out or Path(f"{args.session}-export")
@@ -85,4 +90,7 @@ def _export(args: argparse.Namespace) -> int:
             print(f"{path}  ({size:,} bytes)")
     except OSError as exc:
         return _fail(f"cannot write the export ({exc.strerror}); choose a writable place with --out")
+    wrote_s = time.perf_counter() - started - read_s - rebuilt_s
+    print(f"{len(scores):,} score events read in {read_s:.1f} s, report rebuilt in {rebuilt_s:.1f} s, "
+          f"{len(paths)} table(s) written in {wrote_s:.1f} s")
     return 0
