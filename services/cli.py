@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.ingest.cli",
     "services.up.cli",
     "services.replay.cli",
+    "services.replay.export_cli",
     "services.aggregator.cli",
 )
 

@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("check-config", help="validate every CLASSPULSE_* setting and print the effective config")
     p.set_defaults(handler=_check_config)
 
-    p = sub.add_parser("schemas", help="write the JSON Schema of every event topic to a folder")
+    p = sub.add_parser("schemas", help="write the JSON Schema of every event topic and public document to a folder")
     p.add_argument("--out", type=Path, default=Path("deploy/schemas"))
     p.set_defaults(handler=_schemas)
 

@@ -294,6 +294,37 @@ class Metrics:
             registry=registry,
         )
 
+        self.webhook_deliveries_total = Counter(
+            "classpulse_webhook_deliveries_total",
+            "Webhook deliveries by event and outcome (delivered, retried, dead_lettered, dropped).",
+            ["event", "outcome"],
+            registry=registry,
+        )
+        self.webhook_attempts_total = Counter(
+            "classpulse_webhook_attempts_total",
+            "Webhook HTTP attempts by result (ok, http, timeout, connection).",
+            ["result"],
+            registry=registry,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "classpulse_webhook_attempt_seconds",
+            "Duration of one webhook HTTP attempt.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.webhook_delivery_seconds = Histogram(
+            "classpulse_webhook_delivery_seconds",
+            "From a webhook delivery's creation to its successful attempt (retries included).",
+            ["event"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+            registry=registry,
+        )
+        self.webhook_pending = Gauge(
+            "classpulse_webhook_pending",
+            "Webhook deliveries waiting for an attempt (every gateway's, as the store holds them).",
+            registry=registry,
+        )
+
     def observe_trail(self, trail: TimingTrail, *, stage: str) -> None:
         """Record one stage's time and capture->emit latency from a stamped trail."""
         stamp = trail.stage(stage)

@@ -15,13 +15,22 @@ from services.gateway.hub import LiveHub
 from services.gateway.lti.routes import add_lti_routes, build_tool
 from services.gateway.lti.settings import LtiSettings
 from services.gateway.routes import add_gateway_routes
+from services.gateway.session_end import ROUTE as END_ROUTE
+from services.gateway.session_end import end_session
 from services.gateway.settings import GatewaySettings
+from services.gateway.webhooks.delivery import DeliveryPolicy, WebhookDeliverer
+from services.gateway.webhooks.routes import add_webhook_routes
+from services.gateway.webhooks.store import MemoryWebhookStore, WebhookStore
+from services.gateway.webhooks.trigger import TriggerPolicy, WebhookTrigger
+from shared.analytics.config import AggregationConfig
+from shared.contracts.events import LifecycleEvent
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.live import LiveInteraction, LivePrivacy, encode_live, wrap_live
 from shared.contracts.privacy import PrivacyEvent
 from shared.health_http import add_health_routes
 from shared.log import get_logger
 from shared.metrics import Metrics
+from shared.openapi import add_documented_route
 from shared.settings import CommonSettings
 from shared.supervise import HealthRegistry, Supervisor
 from shared.text.stage import TextStage
@@ -41,10 +50,14 @@ def add_gateway(
     supervisor: Supervisor | None = None,
     text_stage: TextStage | None = None,
     lti: LtiSettings | None = None,
+    webhook_store: WebhookStore | None = None,
 ) -> GatewayContext:
     """Add the gateway (routes, history reader, live hub, ``/healthz``, ``/readyz``) to ``app``; transports
     are started by the caller. The history reader runs under ``supervisor`` (task ``gateway-history``):
     a broker outage is retried, the health routes report it.
+
+    ``webhook_store``: where webhook endpoints and pending deliveries live (default: Redis with the
+    distributed transport, this process's memory with the memory transport).
 
     ``text_stage``: the configured text stage (its model is loaded when the app starts); None: rules
     only (questions and word counts, no on-topic relevance).
@@ -57,6 +70,7 @@ def add_gateway(
         max_aggregates=settings.max_aggregates,
         class_window_s=settings.class_window_s,
         retention_s=common.retention_s,
+        aggregation=AggregationConfig(late_after_s=settings.late_after_s),
     )
     ctx = GatewayContext(
         live=transports.live,
@@ -78,6 +92,18 @@ def add_gateway(
     app[GATEWAY] = ctx
     add_gateway_routes(app, with_metrics=with_metrics)
     add_lti_routes(app, build_tool(lti or LtiSettings(platforms_file=None), token_secret=ctx.token_secret))
+    store = webhook_store if webhook_store is not None else _webhook_store(common)
+    add_webhook_routes(app, store=store, token_secret=ctx.token_secret)
+    add_documented_route(app, END_ROUTE, end_session)
+    deliverer = WebhookDeliverer(store=store, metrics=metrics, policy=DeliveryPolicy(
+        max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
+        backoff_s=settings.webhook_backoff_s, backoff_max_s=settings.webhook_backoff_max_s,
+        concurrency=settings.webhook_concurrency, dead_letters=settings.webhook_dead_letters,
+    ))
+    trigger = WebhookTrigger(store=store, history=history, wake=deliverer.wake, policy=TriggerPolicy(
+        settle_s=settings.webhook_settle_s, timeline=settings.webhook_timeline,
+        dedupe_ttl_s=settings.webhook_dedupe_ttl_s,
+    ))
     add_health_routes(app, health=supervisor.health)
     group = settings.history_group or f"gateway-{uuid.uuid4().hex[:12]}"
 
@@ -92,14 +118,20 @@ def add_gateway(
         ctx.privacy.note(event)
         ctx.hub.deliver(event.session, encode_live(LivePrivacy(event=event)))
 
+    def on_lifecycle(event: LifecycleEvent) -> None:
+        ctx.hub.deliver(event.session, encode_live(wrap_live(event)))
+        trigger.lifecycle(event)
+
     async def history_task(app: web.Application) -> AsyncIterator[None]:
+        await store.start()
         await asyncio.to_thread(ctx.text.load)
         reader = HistoryReader(
             bus=transports.events,
             history=history,
             metrics=metrics,
             group=group,
-            on_lifecycle=lambda event: ctx.hub.deliver(event.session, encode_live(wrap_live(event))),
+            on_lifecycle=on_lifecycle,
+            on_alert=trigger.alert,
             on_interaction=lambda event, counts: ctx.hub.deliver(
                 event.session,
                 encode_live(LiveInteraction(event=event, counts=counts)),
@@ -108,14 +140,26 @@ def add_gateway(
             on_privacy=on_privacy,
         )
         task = supervisor.spawn("gateway-history", reader.run)
+        delivery = supervisor.spawn("gateway-webhooks", deliverer.run)
         yield
         await ctx.hub.close()
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await trigger.close()
+        for running in (task, delivery):
+            running.cancel()
+            with suppress(asyncio.CancelledError):
+                await running
+        await store.close()
 
     app.cleanup_ctx.append(history_task)
     return ctx
+
+
+def _webhook_store(common: CommonSettings) -> WebhookStore:
+    if common.transport == "memory":
+        return MemoryWebhookStore()
+    from services.gateway.webhooks.redis_store import RedisWebhookStore
+
+    return RedisWebhookStore(url=common.redis_url.get_secret_value())
 
 
 def create_gateway_app(
@@ -127,6 +171,7 @@ def create_gateway_app(
     supervisor: Supervisor | None = None,
     text_stage: TextStage | None = None,
     lti: LtiSettings | None = None,
+    webhook_store: WebhookStore | None = None,
 ) -> web.Application:
     """A standalone gateway app that starts and closes its own transports."""
     app = web.Application()
@@ -140,6 +185,6 @@ def create_gateway_app(
     app.cleanup_ctx.append(transports_ctx)
     add_gateway(
         app, settings=settings, common=common, transports=transports, metrics=metrics, supervisor=supervisor,
-        text_stage=text_stage, lti=lti,
+        text_stage=text_stage, lti=lti, webhook_store=webhook_store,
     )
     return app

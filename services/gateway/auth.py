@@ -29,3 +29,37 @@ def viewer_claims(request: web.Request, *, secret: str, session: str | None) -> 
     if session is not None and not claims.can_view(session):
         raise TokenError("this token is scoped to another session", status=403)
     return claims
+
+
+DEPLOYMENT_SESSION = "*"
+"""The session of a deployment-wide platform token (``classpulse token --session '*' --role platform``)."""
+
+
+def reader_claims(request: web.Request, *, secret: str, session: str) -> Claims:
+    """Claims of a token that may read ``session``'s results: teacher, viewer, or the platform's backend (a
+    platform token of the session or of the deployment); raises TokenError."""
+    claims = verify_token(request_token(request), secret=secret)
+    if claims.role == "platform" and claims.session in (session, DEPLOYMENT_SESSION):
+        return claims
+    return viewer_claims(request, secret=secret, session=session)
+
+
+def manager_claims(request: web.Request, *, secret: str, session: str | None) -> Claims:
+    """Claims of a token that may manage ``session`` (end it, register its webhooks): its teacher or platform
+    token, or a deployment platform token; ``session`` None (deployment-wide webhooks): only a deployment
+    platform token. Raises TokenError."""
+    claims = verify_token(bearer(request.headers.get("Authorization")), secret=secret)
+    if claims.role == "platform" and claims.session == DEPLOYMENT_SESSION:
+        return claims
+    if session is None:
+        raise TokenError(
+            "deployment-wide webhooks need a deployment platform token: classpulse token --session '*' --role platform",
+            status=403,
+        )
+    if claims.role not in ("teacher", "platform"):
+        raise TokenError(
+            f"a {claims.role} token cannot manage the session; use a teacher or platform token", status=403
+        )
+    if claims.session != session:
+        raise TokenError("this token is scoped to another session", status=403)
+    return claims

@@ -334,6 +334,7 @@ class HistoryReader:
         group: str,
         on_lifecycle: Callable[[LifecycleEvent], None] | None = None,
         on_interaction: Callable[[InteractionEvent, InteractionCounts], None] | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
         prepare: Callable[[InteractionEvent], InteractionEvent] | None = None,
         on_privacy: Callable[[PrivacyEvent], None] | None = None,
     ) -> None:
@@ -343,6 +344,7 @@ class HistoryReader:
         self._history = history
         self._on_lifecycle = on_lifecycle
         self._on_interaction = on_interaction
+        self._on_alert = on_alert
         self._prepare = prepare
         self._on_privacy = on_privacy
         """The text stage for events that arrive with text (Kafka-direct producers): derive, drop the text."""
@@ -390,3 +392,5 @@ class HistoryReader:
         self._history.apply(event)
         if isinstance(event, LifecycleEvent) and self._on_lifecycle is not None:
             self._on_lifecycle(event)
+        elif isinstance(event, Alert) and self._on_alert is not None:
+            self._on_alert(event)

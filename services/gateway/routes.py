@@ -10,9 +10,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from services.gateway.auth import error_response, viewer_claims
+from services.gateway.auth import error_response, reader_claims, viewer_claims
 from services.gateway.context import GATEWAY
 from services.gateway.dashboard_page import dashboard_page
+from services.gateway.export import EXPORT_QUERY, export
 from services.gateway.feeds import sse_feed, websocket_feed
 from services.gateway.history import SessionRecord
 from services.gateway.interactions import ROUTE as INTERACTIONS_ROUTE
@@ -35,8 +36,9 @@ from services.gateway.models import (
 )
 from services.gateway.openapi import NOT_FOUND, SESSION_PARAM, openapi_handler, viewer_route
 from services.gateway.privacy_routes import add_privacy_routes
-from services.gateway.report import build_report
+from services.gateway.report import build_attendance, build_report
 from shared.analytics.privacy import merged, redact_aggregate, redact_report, visible_alert
+from shared.contracts.attendance import Attendance
 from shared.contracts.privacy import SessionPrivacy
 from shared.contracts.report import Report
 from shared.openapi import Param, RouteDoc, add_documented_route
@@ -56,6 +58,8 @@ class ApiRoute:
     response: type[BaseModel] | None
     kind: str = "json"
     query: tuple[tuple[str, str, str], ...] = ()
+    platform: bool = False
+    """Also for the platform's backend (platform tokens of the session or the deployment)."""
 
     def doc(self) -> RouteDoc:
         params = (SESSION_PARAM, *(Param(name, type=typ, description=desc) for name, typ, desc in self.query))
@@ -66,6 +70,11 @@ class ApiRoute:
         if self.kind == "sse":
             return viewer_route("GET", path, self.summary, params=params, content="text/event-stream",
                                 description="text/event-stream of JSON messages")
+        if self.kind == "file":
+            return viewer_route("GET", path, self.summary, params=params, content="application/octet-stream",
+                                description="The table as a file: text/csv, application/x-ndjson or "
+                                "application/vnd.apache.parquet (chunked)",
+                                errors=(("400", "Unknown format or table"), NOT_FOUND))
         errors = () if self.path == "/live" else (NOT_FOUND,)
         return viewer_route("GET", path, self.summary, params=params, response=self.response, errors=errors)
 
@@ -172,6 +181,15 @@ async def report(request: web.Request, session: str) -> web.StreamResponse:
     return _json(redact_report(build_report(record), await session_policy(request, session)))
 
 
+async def attendance(request: web.Request, session: str) -> web.StreamResponse:
+    record = _record(request, session)
+    late = request.query.get("late_after_s")
+    threshold = None if late is None else _float_query(request, "late_after_s", 0.0)
+    if threshold is not None and threshold < 0:
+        raise web.HTTPBadRequest(text='{"error": "late_after_s must not be negative"}', content_type="application/json")
+    return _json(build_attendance(record, late_after_s=threshold))
+
+
 API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("", session_info, "Session: participants, counts, duration", SessionInfo),
     ApiRoute("/participants", participants, "Participants seen in the session", ParticipantPage),
@@ -191,7 +209,24 @@ API_ROUTES: tuple[ApiRoute, ...] = (
         query=(("limit", "integer", "most recent N (default 600)"),),
     ),
     ApiRoute("/alerts", alerts, "Alerts raised and cleared", AlertPage),
-    ApiRoute("/report", report, "Report of the session so far (replay report shape)", Report),
+    ApiRoute("/report", report, "Report of the session so far (replay report shape)", Report, platform=True),
+    ApiRoute(
+        "/attendance",
+        attendance,
+        "Join and leave times per participant, attended share, late joiners",
+        Attendance,
+        query=(("late_after_s", "number", "late threshold in s of session time (default: the gateway's setting)"),),
+        platform=True,
+    ),
+    ApiRoute(
+        "/export",
+        export,
+        "Export a table (timeline, students, events) as CSV, JSON Lines or Parquet (streamed)",
+        None,
+        kind="file",
+        query=EXPORT_QUERY,
+        platform=True,
+    ),
     ApiRoute("/ws", websocket_feed, "WebSocket feed: snapshot, then every live message", None, kind="websocket"),
     ApiRoute("/sse", sse_feed, "Server-Sent Events feed: snapshot, then every live message", None, kind="sse"),
 )
@@ -201,8 +236,12 @@ SESSION_PREFIX = "/api/sessions/{session}"
 def _protected(route: ApiRoute) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         session = request.match_info["session"]
+        secret = request.app[GATEWAY].token_secret
         try:
-            viewer_claims(request, secret=request.app[GATEWAY].token_secret, session=session)
+            if route.platform:
+                reader_claims(request, secret=secret, session=session)
+            else:
+                viewer_claims(request, secret=secret, session=session)
         except TokenError as exc:
             return error_response(exc.status, str(exc))
         return await route.handler(request, session)

@@ -51,3 +51,51 @@ class GatewaySettings(StrictSettings):
         le=16_777_216,
         description="Largest POST .../interactions body in bytes (larger: 413).",
     )
+    late_after_s: float = Field(
+        default=300.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Attendance: a participant whose first join comes later than this (s of session time) is late "
+        "(GET .../attendance?late_after_s= overrides it per request).",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Webhook attempts per delivery before it is dead-lettered."
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0.0, le=120.0, description="Seconds one webhook attempt may take (then: timeout, retried)."
+    )
+    webhook_backoff_s: float = Field(
+        default=2.0,
+        gt=0.0,
+        le=3600.0,
+        description="First retry delay (s); each later one doubles, capped by webhook_backoff_max_s, with jitter "
+        "(half fixed, half random).",
+    )
+    webhook_backoff_max_s: float = Field(
+        default=600.0, gt=0.0, le=86_400.0, description="Longest delay between two webhook attempts (s)."
+    )
+    webhook_settle_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=300.0,
+        description="After 'session_ended' the session.ended webhook waits this long for the last scores (they "
+        "travel on another topic) before the report is made.",
+    )
+    webhook_timeline: bool = Field(
+        default=False,
+        description="Put the per-second timeline into the session.ended payload (large: ~16 MB for an hour of 30 "
+        "students); off: fetch it with GET .../export.",
+    )
+    webhook_dead_letters: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Dead-letter records kept (newest; older ones dropped)."
+    )
+    webhook_concurrency: int = Field(
+        default=8, ge=1, le=1000, description="Webhook attempts in flight at once per gateway process."
+    )
+    webhook_dedupe_ttl_s: float = Field(
+        default=7 * 86_400.0,
+        ge=60.0,
+        le=90 * 86_400.0,
+        description="How long an event is remembered as sent (a restarted gateway re-reading the log does not send "
+        "it again); older events are never sent.",
+    )

@@ -1,4 +1,5 @@
-"""A report rebuilt from stored score events (a past live session's Kafka log).
+"""A report rebuilt from stored events (a past live session's Kafka log: scores, and when given lifecycle
+changes and interactions, which add attendance and questions).
 
 Live participants join at different times and each one's ``media_time`` counts from its own
 media start, so rows are placed on **session time**: ``capture_ts`` minus the session's
@@ -19,7 +20,8 @@ from shared.analytics.privacy import apply_event, redact_report
 from shared.analytics.session import SessionAggregator
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
-from shared.contracts.events import ScoreEvent
+from shared.contracts.events import LifecycleEvent, ScoreEvent
+from shared.contracts.interactions import InteractionEvent
 from shared.contracts.privacy import PrivacyEvent, SessionPrivacy
 from shared.contracts.report import Report, ReportParticipant, ReportSession
 from shared.contracts.topics import PRIVACY, SCORES
@@ -31,14 +33,27 @@ class EventLogError(Exception):
     """The event log cannot give this session's events; the message is one user-facing line."""
 
 
-def report_from_events(events: Iterable[ScoreEvent], *, session: str, source: str) -> Report:
-    """Timeline + summary of one session from its score events (any order, duplicates allowed)."""
+def report_from_events(
+    events: Iterable[ScoreEvent],
+    *,
+    session: str,
+    source: str,
+    lifecycle: Iterable[LifecycleEvent] = (),
+    interactions: Iterable[InteractionEvent] = (),
+) -> Report:
+    """Timeline + summary (+ attendance, questions) of one session from its events (any order, duplicates
+    allowed). Session time starts at the first score or lifecycle change (a join before the first media)."""
     config = AggregationConfig()
     ordered = sorted(events, key=lambda e: (e.timing.capture_ts, e.participant, e.seq))
     if not ordered:
         raise EventLogError(f"no score events for session {session!r}; check the session id")
-    origin = ordered[0].timing.capture_ts
+    changes = sorted(lifecycle, key=lambda e: e.ts)
+    origin = min([ordered[0].timing.capture_ts, *(e.ts for e in changes if e.kind != "session_ended")])
     aggregator = SessionAggregator(session=session, config=config, origin=origin)
+    for change in changes:
+        aggregator.add_lifecycle(change)
+    for interaction in interactions:
+        aggregator.add_interaction(interaction)
     timeline = TimelineBuilder()
     end = 0.0
     for e in ordered:
@@ -53,6 +68,8 @@ def report_from_events(events: Iterable[ScoreEvent], *, session: str, source: st
         participants=[ReportParticipant(id=p, role=r) for p, r in timeline.participants.items()],
         timeline=timeline.rows(duration),
         summary=aggregator.summary(),
+        questions=aggregator.questions(),
+        attendance=aggregator.attendance(),
     )
 
 
@@ -85,20 +102,25 @@ async def fetch_session_scores(
 
     Reads without a consumer group (nothing is committed, live consumers are not disturbed).
     """
-    return await _fetch(ScoreEvent, bootstrap=bootstrap, session=session, topic=topic, timeout_s=timeout_s)
+    return await fetch_session_events(bootstrap=bootstrap, session=session, topic=topic, model=ScoreEvent,
+                                      timeout_s=timeout_s)
 
 
 async def fetch_session_privacy(
     *, bootstrap: str, session: str, topic: str = PRIVACY.name, timeout_s: float = 30.0
 ) -> list[PrivacyEvent]:
     """The session's privacy changes (none when the topic does not exist: no change was ever made)."""
-    changes, _ = await _fetch(PrivacyEvent, bootstrap=bootstrap, session=session, topic=topic, timeout_s=timeout_s,
-                              missing_ok=True)
+    changes, _ = await fetch_session_events(bootstrap=bootstrap, session=session, topic=topic, model=PrivacyEvent,
+                                            timeout_s=timeout_s, required=False)
     return changes
 
 
-async def _fetch(model: type[M], *, bootstrap: str, session: str, topic: str, timeout_s: float,
-                 missing_ok: bool = False) -> tuple[list[M], int]:
+async def fetch_session_events(
+    *, bootstrap: str, session: str, topic: str, model: type[M], timeout_s: float = 30.0, required: bool = True
+) -> tuple[list[M], int]:
+    """Every ``model`` record of ``session`` in ``topic`` and the count of that session's records that did
+    not match it; ``required=False``: a missing topic gives no events (nothing of that kind was recorded).
+    ``timeout_s`` bounds connecting and each wait for records (not the whole read of a long log)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
@@ -114,7 +136,7 @@ async def _fetch(model: type[M], *, bootstrap: str, session: str, topic: str, ti
         raise EventLogError(f"cannot reach Kafka at {bootstrap} ({exc}); start it or pass --bootstrap") from exc
     try:
         if topic not in await consumer.topics():
-            if missing_ok:
+            if not required:
                 return [], 0
             raise EventLogError(f"Kafka at {bootstrap} has no topic {topic!r}: no live session was recorded there")
         consumer.subscribe([topic])  # without a group: every partition is assigned to this reader
@@ -135,6 +157,8 @@ async def _fetch(model: type[M], *, bootstrap: str, session: str, topic: str, ti
             if loop.time() > deadline:
                 raise EventLogError(f"timed out reading {topic!r} from Kafka at {bootstrap}; try again")
             batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+            if batches:  # a long log takes as long as it takes: only a stall times out
+                deadline = loop.time() + timeout_s
             for msgs in batches.values():
                 for m in msgs:
                     if m.key != wanted or m.value is None:

@@ -30,6 +30,7 @@ from services.replay.chat import RecordedInteractions, merge_interactions
 from services.replay.decoding import Source, Track, TrackDecoder, TrackMerge, track_queue_size
 from services.replay.progress import NoProgress, ProgressSink
 from shared.analytics.timeline import TimelineBuilder
+from shared.contracts.attendance import Attendance
 from shared.contracts.events import ScoreEvent
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
@@ -79,6 +80,8 @@ class Summariser(Protocol):
     def summary(self) -> SessionSummary: ...
 
     def questions(self) -> list[QuestionItem]: ...
+
+    def attendance(self, *, late_after_s: float | None = None) -> Attendance: ...
 
     @property
     def origin(self) -> float | None: ...
@@ -300,6 +303,7 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
         timeline=_rows_for(timeline, tracks, media_s),
         summary=job.summariser.summary(),
         questions=job.summariser.questions(),
+        attendance=job.summariser.attendance(),
         warnings=warnings,
         transcript=speech.transcript(spoken) if speech is not None and job.transcripts else None,
     )

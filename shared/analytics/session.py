@@ -25,12 +25,14 @@ import bisect
 import math
 from typing import Literal
 
+from shared.analytics import attendance as stays
 from shared.analytics.alerts import AlertBook, alert_order
 from shared.analytics.config import AggregationConfig
 from shared.analytics.interactions import InteractionBook
 from shared.analytics.state import Cell, Lifecycle, Participant, Sample
 from shared.analytics.summary import build_summary
 from shared.analytics.windows import WindowKey, build_aggregate, class_attentive_ratio
+from shared.contracts.attendance import Attendance
 from shared.contracts.events import Alert, ClassAggregate, LifecycleEvent, Role, ScoreEvent
 from shared.contracts.interactions import InteractionCounts, InteractionEvent
 from shared.contracts.privacy import SessionPrivacy
@@ -271,6 +273,7 @@ class SessionAggregator:
         cfg, origin = self.config, self._origin()
         p = self._participants.setdefault(s.participant, Participant(role=s.role))
         p.role = s.role
+        stays.media(p, t, t + dur)
         p.left = False
         if p.joined_at is None:
             p.joined_at = t
@@ -329,13 +332,17 @@ class SessionAggregator:
 
     def _apply_lifecycle(self, lc: Lifecycle, t: float) -> None:
         origin = self._origin()
+        if lc.kind == "session_ended":
+            return  # the session's, nobody's own change (ended/ended_at were set on arrival)
         p = self._participants.setdefault(lc.participant, Participant(role=lc.role))
         if lc.kind == "joined":
             p.role = lc.role
+            stays.joined(p, t)
             p.left = False
             if lc.role == "student" and self._silence_since is None:
                 self._silence_since = t
         elif lc.kind == "left":
+            stays.left(p, t)
             p.left = True
             p.hand = False
             p.hand_since = None
@@ -496,3 +503,13 @@ class SessionAggregator:
                              alerts_raised=self.alerts.raised_total, late_after_s=self.config.late_after_s,
                              questions_by_role=self.questions_by_role,
                              responses=list(self.book.first_responses().values()))
+
+    def attendance(self, *, late_after_s: float | None = None) -> Attendance:
+        """Join/leave times of every participant from every finalized event (call :meth:`flush` first at
+        session end); ``late_after_s`` overrides the configured late threshold."""
+        duration = max((p.last_end or 0.0 for p in self._participants.values()), default=0.0)
+        if self.ended_at is not None and self.origin is not None:
+            duration = max(duration, self.ended_at - self.origin)
+        threshold = self.config.late_after_s if late_after_s is None else late_after_s
+        return stays.build_attendance(session=self.session, participants=self._participants,
+                                           duration_s=duration, late_after_s=threshold)

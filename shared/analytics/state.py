@@ -7,7 +7,7 @@ dicts (:mod:`shared.analytics.snapshot`) and restored after a restart. Owned by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.contracts.events import Role, ScoreEvent
 
@@ -109,6 +109,8 @@ class Participant:
     judged_messages: int = 0
     """Messages/transcripts judged for relevance (``on_topic`` not None)."""
     on_topic_messages: int = 0
+    stays: list[list[float]] = field(default_factory=list)
+    """Attendance: ``[start, end]`` of each stay in the session (:mod:`shared.analytics.attendance`)."""
 
     @property
     def interacted(self) -> bool:

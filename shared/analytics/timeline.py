@@ -50,22 +50,25 @@ class SecondVotes:
         self.engagement += e.engagement
         self.confidence += e.confidence
 
-    def row(self, t: int, participant: str) -> TimelineRow:
+    def voted(self) -> tuple[bool, bool, bool, bool, float, float]:
+        """``(present, attentive, speaking, hand_raised, engagement, confidence)`` of this second."""
         n = self.n
         if n == 0:
-            return TimelineRow(
-                t=float(t), participant=participant, present=False, attentive=False, speaking=False,
-                hand_raised=False, engagement=0.0, confidence=0.0,
-            )
+            return False, False, False, False, 0.0, 0.0
+        return (
+            2 * self.present > n,
+            2 * self.attentive > n,
+            2 * self.speaking > n,
+            2 * self.hand_raised > n,
+            min(1.0, max(0.0, self.engagement / n)),
+            min(1.0, max(0.0, self.confidence / n)),
+        )
+
+    def row(self, t: int, participant: str) -> TimelineRow:
+        present, attentive, speaking, hand_raised, engagement, confidence = self.voted()
         return TimelineRow(
-            t=float(t),
-            participant=participant,
-            present=2 * self.present > n,
-            attentive=2 * self.attentive > n,
-            speaking=2 * self.speaking > n,
-            hand_raised=2 * self.hand_raised > n,
-            engagement=min(1.0, max(0.0, self.engagement / n)),
-            confidence=min(1.0, max(0.0, self.confidence / n)),
+            t=float(t), participant=participant, present=present, attentive=attentive, speaking=speaking,
+            hand_raised=hand_raised, engagement=engagement, confidence=confidence,
         )
 
 
@@ -152,6 +155,13 @@ class TimelineBuilder:
             if (participant is None or pid == participant) and second >= since
         ]
         out.sort(key=lambda r: (r.t, r.participant))
+        return out
+
+    def observed_tuples(self) -> list[tuple[float, str, bool, bool, bool, bool, float, float]]:
+        """:meth:`observed_rows` as plain tuples ``(t, participant, present, attentive, speaking, hand_raised,
+        engagement, confidence)``: ~20x cheaper than the models (exports of long sessions)."""
+        out = [(float(second), pid, *votes.voted()) for (pid, second), votes in self._votes.items()]
+        out.sort(key=lambda r: (r[0], r[1]))
         return out
 
 

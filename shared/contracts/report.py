@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.attendance import Attendance
 from shared.contracts.events import Role
 
 
@@ -217,6 +218,11 @@ class Report(BaseModel):
         exclude_if=lambda v: v is None,
         description="What each participant said, by speaking segment, in time order: only with "
         "`replay --transcripts` (absent otherwise; words_spoken and questions are counted either way).",
+    )
+    attendance: Attendance | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Join/leave times, attended share and late joiners (shared/contracts/attendance.py).",
     )
     gallery: GalleryInfo | None = Field(default=None, exclude_if=lambda v: v is None,
                                         description="Gallery replay only: layout and speaker attribution.")

@@ -26,6 +26,7 @@ from shared.contracts.topics import (
     state_key,
     summary_key,
 )
+from shared.contracts.webhooks import WEBHOOK_KEYS
 from shared.privacy.store import Change, belongs_to, is_participant_field
 from shared.transport.shards import participant_key
 
@@ -126,9 +127,11 @@ class RedisPrivacyStore:
         epochs = await self._delete_matching(f"{PUBLISH_EPOCHS}:{literal}/*")
         snapshots = await self._delete_matching(f"{INFERENCE_COORDINATION}:pstate:{literal}/*")
         media = await self._discard_media(session, None)
+        webhooks = await self._delete_matching(f"{WEBHOOK_KEYS}:session:{literal}:*")
         return [
             ErasedItem(store="redis", what="live state and session summary keys", count=live),
             ErasedItem(store="redis", what="publish epochs", count=epochs),
             ErasedItem(store="redis", what="inference state snapshots", count=snapshots),
             ErasedItem(store="redis", what="media waiting for analysis", count=media),
+            ErasedItem(store="redis", what="webhook endpoints, pending deliveries and markers", count=webhooks),
         ]

@@ -110,3 +110,15 @@ def test_committed_schemas_match_the_contracts() -> None:
     for name, schema in topic_schemas().items():
         committed = json.loads((folder / f"{name}.schema.json").read_text())
         assert committed == json.loads(json.dumps(schema)), f"{name}: run `classpulse schemas` and commit"
+
+
+def test_committed_document_schemas_match_the_contracts() -> None:
+    from pathlib import Path
+
+    from shared.contracts.schemas import document_schemas
+
+    folder = Path(__file__).resolve().parents[2] / "deploy" / "schemas"
+    assert set(document_schemas()) == {"classpulse.attendance", "classpulse.webhook"}
+    for name, schema in document_schemas().items():
+        committed = json.loads((folder / f"{name}.schema.json").read_text())
+        assert committed == json.loads(json.dumps(schema)), f"{name}: run `classpulse schemas` and commit"
