@@ -6,7 +6,9 @@ validates its ``backend`` against these names); the factory imports its implemen
 when called, so reading settings never loads a model library. The engine builds its backend
 with :func:`build_backend` (``perception_threads`` instances in threads when above 1); file
 replay wraps one instance in :class:`~services.inference.perception_prefetch.PrefetchPerception`
-via :func:`build_prefetch`. A new backend (e.g. a GPU-batched ``torch`` one) is one more entry.
+via :func:`build_prefetch`. ``torch`` (:mod:`services.inference.perception_torch`) batches a
+whole micro-batch on the inference device; it is built as one instance (never threaded: a GPU
+wants one big batch, not several small ones).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class BackendSettings(Protocol):
     @property
     def mesh_trackers(self) -> int: ...
 
+    @property
+    def device(self) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
@@ -50,6 +55,12 @@ def _mediapipe(settings: BackendSettings) -> PerceptionBackend:
     return MediapipeBackend(detect_width=settings.detect_width, mesh_trackers=settings.mesh_trackers)
 
 
+def _torch(settings: BackendSettings) -> PerceptionBackend:
+    from services.inference.perception_torch import TorchBackend
+
+    return TorchBackend(detect_width=settings.detect_width, device=settings.device)
+
+
 BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec
     for spec in (
@@ -57,6 +68,12 @@ BACKENDS: dict[str, BackendSpec] = {
             name="mediapipe",
             description="CPU reference: BlazeFace full range, face mesh with iris, BlazePose (mediapipe 0.10.14)",
             factory=_mediapipe,
+        ),
+        BackendSpec(
+            name="torch",
+            description="GPU-batched: the same mediapipe 0.10.14 weights run as torch modules, each stage once per "
+            "micro-batch on the inference device (CUDA when present; meant for GPUs, slower than mediapipe on CPU)",
+            factory=_torch,
         ),
     )
 }
@@ -78,7 +95,7 @@ def spec_for(name: str) -> BackendSpec:
 def build_backend(settings: BackendSettings) -> PerceptionBackend:
     """The engine's backend: ``settings.backend``, in ``perception_threads`` parallel instances when above 1."""
     spec = spec_for(settings.backend)
-    if settings.perception_threads > 1:
+    if settings.perception_threads > 1 and spec.name != "torch":
         from services.inference.perception_pool import ThreadedPerception
 
         return ThreadedPerception(factory=lambda: spec.factory(settings), workers=settings.perception_threads)

@@ -25,7 +25,9 @@ class InferenceSettings(StrictSettings):
     model_config = SettingsConfigDict(env_prefix="CLASSPULSE_INFERENCE_", extra="forbid", case_sensitive=False)
 
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="Where the fusion model runs: 'auto' picks CUDA when available, else CPU."
+        default="auto",
+        description="Where the fusion model and the torch perception backend run: 'auto' picks CUDA when "
+        "available, else CPU.",
     )
     backend: str = Field(
         default="mediapipe",

@@ -48,8 +48,9 @@ def whole(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unknown_backend_is_refused_listing_the_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValidationError, match="unknown perception backend 'torch'; known backends: mediapipe"):
-        InferenceSettings(backend="torch")
+    known = "known backends: mediapipe, torch"
+    with pytest.raises(ValidationError, match=f"unknown perception backend 'tensorrt'; {known}"):
+        InferenceSettings(backend="tensorrt")
     monkeypatch.setenv("CLASSPULSE_INFERENCE_BACKEND", "mediapip")
     with pytest.raises(ValidationError, match="unknown perception backend 'mediapip'"):
         InferenceSettings()
