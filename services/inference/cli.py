@@ -46,10 +46,7 @@ def _inference(args: argparse.Namespace) -> int:
         return Runtime(torch_threads=settings.torch_threads, metrics=metrics)
 
     return run_service(
-        "inference",
-        settings=lambda _: InferenceSettings(),
-        main=serve_inference,
-        runtime=runtime,
+        "inference", settings=lambda _: InferenceSettings(), main=serve_inference, runtime=runtime,
         check_config=args.check_config,
     )
 

@@ -45,8 +45,8 @@ class InteractionIntake:
         topic: str = INTERACTIONS.name,
         from_beginning: bool = False,
     ) -> None:
-        self._new_consumer: Callable[[], EventConsumer] = lambda: bus.consumer(
-            [topic], group=group, from_beginning=from_beginning
+        self._new_consumer: Callable[[], EventConsumer] = lambda: (
+            bus.consumer([topic], group=group, from_beginning=from_beginning)
         )
         self._engine = engine
         self._metrics = metrics

@@ -40,12 +40,8 @@ async def serve_inference(settings: InferenceSettings, service: ServiceContext) 
             await asyncio.to_thread(speech.load)
         await transports.start()
         worker = InferenceWorker(
-            engine=engine,
-            transports=transports,
-            settings=settings,
-            metrics=service.metrics,
-            supervisor=service.supervisor,
-            speech=speech,
+            engine=engine, transports=transports, settings=settings, metrics=service.metrics,
+            supervisor=service.supervisor, speech=speech,
         )
         service.on_stop(worker.stop)  # finish the running batch, then stop
         intake = InteractionIntake(

@@ -268,3 +268,4 @@ def load_weights(model: FusionModel, path: str | Path) -> str:
         raise ValueError(f"{path}: weights do not fit this build's fusion layout: {'; '.join(differences)}; {fix}")
     model.load_state_dict(blob["state"])
     return str(blob.get("provenance", ""))
+

@@ -361,12 +361,8 @@ class InferenceWorker:
         marked = await self._media.publishing(shard)
         unknown = [e.id for e in claimed if e.id in marked]
         if unknown:  # scored by an earlier owner, maybe published: never score them again
-            log.info(
-                "pending media %s -> %s (its scores may be out)",
-                "publishing",
-                "dropped",
-                extra={"entries": len(unknown), "shard": shard},
-            )
+            log.info("pending media %s -> %s (its scores may be out)", "publishing", "dropped",
+                     extra={"entries": len(unknown), "shard": shard})
             await self._media.ack(INFERENCE_GROUP, unknown)
             self._metrics.media_dropped_total.labels("in_flight_elsewhere").inc(len(unknown))
             claimed = [e for e in claimed if e.id not in marked]

@@ -38,6 +38,15 @@ MODELS = (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """As the worker runs torch on CPU: extra threads only spin against each other on a loaded box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def reference() -> Iterator[MediapipeBackend]:
     b = MediapipeBackend()
