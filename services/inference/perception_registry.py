@@ -19,6 +19,7 @@ from typing import Protocol
 
 from services.inference.perception import PerceptionBackend, SplitBackend
 from services.inference.perception_prefetch import PrefetchPerception
+from shared.contracts.report import AnalysisInfo
 
 
 class BackendSettings(Protocol):
@@ -47,6 +48,8 @@ class BackendSpec:
     name: str
     description: str
     factory: Callable[[BackendSettings], PerceptionBackend]
+    device: Callable[[BackendSettings], str] = lambda _settings: "cpu"
+    """Where an instance would run, without building it (``check-config``, ``/metrics``, the report)."""
 
 
 def _mediapipe(settings: BackendSettings) -> PerceptionBackend:
@@ -59,6 +62,12 @@ def _torch(settings: BackendSettings) -> PerceptionBackend:
     from services.inference.perception_torch import TorchBackend
 
     return TorchBackend(detect_width=settings.detect_width, device=settings.device)
+
+
+def _torch_device(settings: BackendSettings) -> str:
+    from services.inference.perception_torch import resolve_device
+
+    return resolve_device(settings.device)
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -74,6 +83,7 @@ BACKENDS: dict[str, BackendSpec] = {
             description="GPU-batched: the same mediapipe 0.10.14 weights run as torch modules, each stage once per "
             "micro-batch on the inference device (CUDA when present; meant for GPUs, slower than mediapipe on CPU)",
             factory=_torch,
+            device=_torch_device,
         ),
     )
 }
@@ -90,6 +100,12 @@ def spec_for(name: str) -> BackendSpec:
     if spec is None:
         raise ValueError(f"unknown perception backend {name!r}; known backends: {', '.join(BACKENDS)}")
     return spec
+
+
+def analysis_for(settings: BackendSettings) -> AnalysisInfo:
+    """The backend ``settings`` choose and the device it would run on (builds nothing)."""
+    spec = spec_for(settings.backend)
+    return AnalysisInfo(backend=spec.name, device=spec.device(settings))
 
 
 def build_backend(settings: BackendSettings) -> PerceptionBackend:

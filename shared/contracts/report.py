@@ -187,6 +187,15 @@ class TranscriptLine(BaseModel):
     text: str
 
 
+class AnalysisInfo(BaseModel):
+    """Which perception backend and device produced the scores (``CLASSPULSE_INFERENCE_BACKEND`` / ``_DEVICE``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str = Field(min_length=1, max_length=64, description="Perception backend, e.g. 'mediapipe' or 'torch'.")
+    device: str = Field(min_length=1, max_length=64, description="Where perception ran, e.g. 'cpu' or 'cuda'.")
+
+
 class Report(BaseModel):
     """``report.json`` written by ``classpulse replay``."""
 
@@ -204,6 +213,12 @@ class Report(BaseModel):
         exclude_if=lambda v: v is None,
         description="What each participant said, by speaking segment, in time order: only with "
         "`replay --transcripts` (absent otherwise; words_spoken and questions are counted either way).",
+    )
+    analysis: AnalysisInfo | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Which perception backend and device analysed the media (absent in reports made before it "
+        "was recorded, and in reports rebuilt from score events).",
     )
     gallery: GalleryInfo | None = Field(default=None, exclude_if=lambda v: v is None,
                                         description="Gallery replay only: layout and speaker attribution.")
