@@ -17,7 +17,6 @@ from services.inference.degrade import DegradeConfig
 from services.inference.perception_registry import BACKENDS, spec_for
 from shared.settings import StrictSettings, register_settings
 
-
 GPU_BATCH_MAX = 128
 """``batch_max`` when the torch backend is chosen and ``BATCH_MAX`` is not set: about a GPU worker's students."""
 GPU_BATCH_WAIT_MS = 20.0

@@ -1,7 +1,8 @@
 """The torch backend against mediapipe on generated classroom clips, step by step (CPU).
 
 Two scripted clips (Grace Hopper and the astronaut: frontal, turned away, empty, frontal
-again, with speech) are analysed at 5 fps by the engine with each backend. The steps must
+again, with speech) are analysed at 5 fps by the engine with each backend, and one through
+``classpulse replay`` (its report names the backend and device). The steps must
 say the same present / attentive / speaking / hand on >= 99 % of steps, and where both
 backends meshed a face its landmarks agree within a share of the face width (median over the
 frame's 468 mesh points, over frames: 3 % at the median frame, 5 % at the 95th percentile; the
@@ -12,17 +13,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from services.cli import main
 from services.inference.engine import InferenceEngine
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult
 from services.inference.perception_mediapipe import MediapipeBackend
 from services.inference.perception_torch import TorchBackend
 from services.inference.settings import InferenceSettings
 from shared.contracts.media import MediaMessage
+from shared.contracts.report import AnalysisInfo, Report
+from shared.testkit.clips import make_clip
 from shared.testkit.frames import SampleFrames
 from shared.testkit.messages import chunks, frames
 from shared.testkit.photos import PhotoName, photo
@@ -114,3 +119,19 @@ def test_steps_and_landmarks_match_mediapipe(name: PhotoName) -> None:
     assert len(errors) >= 0.4 * SECONDS * FPS  # frontal 8 of the 15 s
     p50, p95 = np.percentile(errors, [50, 95])
     assert p50 < 0.03 and p95 < 0.05
+
+
+def test_replay_with_the_torch_backend_reports_it_and_agrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = tmp_path / "class.webm"
+    make_clip(clip, seconds=8.0, photo="astronaut")
+    reports = {}
+    for backend in ("mediapipe", "torch"):
+        monkeypatch.setenv("CLASSPULSE_INFERENCE_BACKEND", backend)
+        monkeypatch.setenv("CLASSPULSE_INFERENCE_DEVICE", "cpu")
+        out = tmp_path / backend
+        assert main(["replay", str(clip), "--out", str(out), "--no-progress"]) == 0
+        reports[backend] = Report.model_validate_json((out / "report.json").read_text())
+    assert reports["torch"].analysis == AnalysisInfo(backend="torch", device="cpu")
+    assert reports["mediapipe"].analysis == AnalysisInfo(backend="mediapipe", device="cpu")
+    rows = {k: [(r.present, r.attentive, r.speaking, r.hand_raised) for r in v.timeline] for k, v in reports.items()}
+    assert len(rows["torch"]) == len(rows["mediapipe"]) == 8 and rows["torch"] == rows["mediapipe"]
