@@ -55,6 +55,7 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         check_environment()
         effective = {cls.__name__: json.loads(cls().model_dump_json()) for cls in registered_settings()}
+        effective["analysis"] = _analysis()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -63,6 +64,14 @@ def _check_config(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(effective, indent=2))
     return 0
+
+
+def _analysis() -> dict[str, str]:
+    """The inference workers' perception backend and device (``CLASSPULSE_INFERENCE_BACKEND`` / ``_DEVICE``)."""
+    from services.inference.perception_registry import analysis_for
+    from services.inference.settings import InferenceSettings
+
+    return analysis_for(InferenceSettings()).model_dump()
 
 
 def _schemas(args: argparse.Namespace) -> int:

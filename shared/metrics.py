@@ -216,6 +216,27 @@ class Metrics:
             ["device"],
             registry=registry,
         )
+        self.perception_batch_size = Histogram(
+            "classpulse_inference_perception_batch_size",
+            "Frames per perception backend call (one call per round of a micro-batch; each stage runs once per call).",
+            ["backend"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.perception_device_seconds = Histogram(
+            "classpulse_inference_perception_device_seconds",
+            "Wall time of one perception backend call, results back on the host (device time on CUDA), by backend "
+            "and device.",
+            ["backend", "device"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.analysis_info = Gauge(
+            "classpulse_inference_analysis_info",
+            "Which perception backend and device this worker analyses with (value 1).",
+            ["backend", "device"],
+            registry=registry,
+        )
         self.inference_gpu_memory_bytes = Gauge(
             "classpulse_inference_gpu_memory_bytes",
             "CUDA memory allocated by the inference worker (only on CUDA).",

@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 
 from services.inference.features_audio import LogMel, SileroVad, rms_dbfs, to_16k
 from services.inference.fusion import HEADS, IDX, SIGNALS, FusionModel
-from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult
+from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult, backend_device
 from services.inference.perception_registry import build_backend
 from services.inference.settings import InferenceSettings
 from services.inference.state import AudioFeatures, HeldAudio, ParticipantState, Step
@@ -51,6 +51,7 @@ from services.inference.text_state import TextActivity
 from shared.contracts.events import FeatureSnapshot, ScoreEvent
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
+from shared.contracts.report import AnalysisInfo
 from shared.contracts.timing import wall_clock
 from shared.log import get_logger, pii
 from shared.metrics import Metrics
@@ -101,6 +102,8 @@ class InferenceEngine:
         self._mel = LogMel()
         self._model: FusionModel | None = None
         self.device = torch.device("cpu")
+        self.analysis = AnalysisInfo(backend=settings.backend, device="cpu")
+        """Which perception backend and device analyse (known after :meth:`load`; the report's ``analysis``)."""
         self._states: dict[tuple[str, str], ParticipantState] = {}
         self._states_lock = threading.Lock()  # prepare_audio may add a state from another thread
         self._audio_lock = threading.Lock()
@@ -127,8 +130,10 @@ class InferenceEngine:
         else:
             model.set_cones(yaw_deg=self.settings.yaw_cone_deg, pitch_deg=self.settings.pitch_cone_deg)
         self._model = model.to(self.device).eval()
+        self.analysis = AnalysisInfo(backend=self.settings.backend, device=backend_device(self._backend))
         if self._metrics is not None:
             self._metrics.inference_device.labels(self.device.type).set(1)
+            self._metrics.analysis_info.labels(self.analysis.backend, self.analysis.device).set(1)
         log.info("inference engine %s -> %s", "loading", "ready", extra={"seconds": time.perf_counter() - started})
 
     def _load_audio(self) -> None:
@@ -428,7 +433,12 @@ class InferenceEngine:
                 states.append(state)
             if not requests:
                 continue
+            t0 = time.perf_counter()
             results = self._backend.analyze(requests)
+            if self._metrics is not None:
+                backend, device = self.analysis.backend, self.analysis.device
+                self._metrics.perception_batch_size.labels(backend).observe(len(requests))
+                self._metrics.perception_device_seconds.labels(backend, device).observe(time.perf_counter() - t0)
             analysed = [(frame, recv) for frame, recv in batch if id(frame) not in skip]
             for (frame, recv), req, state, result in zip(analysed, requests, states, results, strict=True):
                 pending.append(self._video_step(state, frame, recv, req.image, result))

@@ -116,3 +116,9 @@ class SplitBackend(Protocol):
     def forget(self, key: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def backend_device(backend: PerceptionBackend) -> str:
+    """Where a backend runs: its ``device`` attribute when it has one (the torch backend), else 'cpu'."""
+    device = getattr(backend, "device", "cpu")
+    return str(device)

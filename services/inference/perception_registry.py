@@ -6,7 +6,9 @@ validates its ``backend`` against these names); the factory imports its implemen
 when called, so reading settings never loads a model library. The engine builds its backend
 with :func:`build_backend` (``perception_threads`` instances in threads when above 1); file
 replay wraps one instance in :class:`~services.inference.perception_prefetch.PrefetchPerception`
-via :func:`build_prefetch`. A new backend (e.g. a GPU-batched ``torch`` one) is one more entry.
+via :func:`build_prefetch`. ``torch`` (:mod:`services.inference.perception_torch`) batches a
+whole micro-batch on the inference device; it is built as one instance (never threaded: a GPU
+wants one big batch, not several small ones).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Protocol
 
 from services.inference.perception import PerceptionBackend, SplitBackend
 from services.inference.perception_prefetch import PrefetchPerception
+from shared.contracts.report import AnalysisInfo
 
 
 class BackendSettings(Protocol):
@@ -34,6 +37,9 @@ class BackendSettings(Protocol):
     @property
     def mesh_trackers(self) -> int: ...
 
+    @property
+    def device(self) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
@@ -42,12 +48,26 @@ class BackendSpec:
     name: str
     description: str
     factory: Callable[[BackendSettings], PerceptionBackend]
+    device: Callable[[BackendSettings], str] = lambda _settings: "cpu"
+    """Where an instance would run, without building it (``check-config``, ``/metrics``, the report)."""
 
 
 def _mediapipe(settings: BackendSettings) -> PerceptionBackend:
     from services.inference.perception_mediapipe import MediapipeBackend
 
     return MediapipeBackend(detect_width=settings.detect_width, mesh_trackers=settings.mesh_trackers)
+
+
+def _torch(settings: BackendSettings) -> PerceptionBackend:
+    from services.inference.perception_torch import TorchBackend
+
+    return TorchBackend(detect_width=settings.detect_width, device=settings.device)
+
+
+def _torch_device(settings: BackendSettings) -> str:
+    from services.inference.perception_torch import resolve_device
+
+    return resolve_device(settings.device)
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -57,6 +77,13 @@ BACKENDS: dict[str, BackendSpec] = {
             name="mediapipe",
             description="CPU reference: BlazeFace full range, face mesh with iris, BlazePose (mediapipe 0.10.14)",
             factory=_mediapipe,
+        ),
+        BackendSpec(
+            name="torch",
+            description="GPU-batched: the same mediapipe 0.10.14 weights run as torch modules, each stage once per "
+            "micro-batch on the inference device (CUDA when present; meant for GPUs, slower than mediapipe on CPU)",
+            factory=_torch,
+            device=_torch_device,
         ),
     )
 }
@@ -75,10 +102,16 @@ def spec_for(name: str) -> BackendSpec:
     return spec
 
 
+def analysis_for(settings: BackendSettings) -> AnalysisInfo:
+    """The backend ``settings`` choose and the device it would run on (builds nothing)."""
+    spec = spec_for(settings.backend)
+    return AnalysisInfo(backend=spec.name, device=spec.device(settings))
+
+
 def build_backend(settings: BackendSettings) -> PerceptionBackend:
     """The engine's backend: ``settings.backend``, in ``perception_threads`` parallel instances when above 1."""
     spec = spec_for(settings.backend)
-    if settings.perception_threads > 1:
+    if settings.perception_threads > 1 and spec.name != "torch":
         from services.inference.perception_pool import ThreadedPerception
 
         return ThreadedPerception(factory=lambda: spec.factory(settings), workers=settings.perception_threads)

@@ -17,6 +17,11 @@ from services.inference.degrade import DegradeConfig
 from services.inference.perception_registry import BACKENDS, spec_for
 from shared.settings import StrictSettings, register_settings
 
+GPU_BATCH_MAX = 128
+"""``batch_max`` when the torch backend is chosen and ``BATCH_MAX`` is not set: about a GPU worker's students."""
+GPU_BATCH_WAIT_MS = 20.0
+"""``batch_wait_ms`` when the torch backend is chosen and ``BATCH_WAIT_MS`` is not set (inside 100 ms p95)."""
+
 
 @register_settings
 class InferenceSettings(StrictSettings):
@@ -25,7 +30,9 @@ class InferenceSettings(StrictSettings):
     model_config = SettingsConfigDict(env_prefix="CLASSPULSE_INFERENCE_", extra="forbid", case_sensitive=False)
 
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="Where the fusion model runs: 'auto' picks CUDA when available, else CPU."
+        default="auto",
+        description="Where the fusion model and the torch perception backend run: 'auto' picks CUDA when "
+        "available, else CPU.",
     )
     backend: str = Field(
         default="mediapipe",
@@ -34,9 +41,19 @@ class InferenceSettings(StrictSettings):
         + "; ".join(f"{spec.name} ({spec.description})" for spec in BACKENDS.values())
         + ".",
     )
-    batch_max: int = Field(default=16, ge=1, le=1024, description="Flush a micro-batch when it holds this many items.")
+    batch_max: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Flush a micro-batch when it holds this many items (with BACKEND=torch and this unset: "
+        f"{GPU_BATCH_MAX}, a GPU wants big batches).",
+    )
     batch_wait_ms: float = Field(
-        default=50.0, ge=0.0, le=5000.0, description="Flush when the oldest item in the batch has waited this long."
+        default=50.0,
+        ge=0.0,
+        le=5000.0,
+        description="Flush when the oldest item in the batch has waited this long (with BACKEND=torch and this "
+        f"unset: {GPU_BATCH_WAIT_MS:g}).",
     )
     queue_max: int = Field(
         default=256, ge=1, le=100_000, description="Bound of the worker's in-process queue (oldest dropped past it)."
@@ -217,6 +234,16 @@ class InferenceSettings(StrictSettings):
             raise ValueError(
                 f"lease_renew_ms ({self.lease_renew_ms}) must be at most a third of lease_ttl_ms ({self.lease_ttl_ms})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_batches(self) -> InferenceSettings:
+        """The torch backend batches across students on a GPU: bigger, quicker micro-batches unless set."""
+        if self.backend == "torch":
+            if "batch_max" not in self.model_fields_set:
+                self.batch_max = GPU_BATCH_MAX
+            if "batch_wait_ms" not in self.model_fields_set:
+                self.batch_wait_ms = GPU_BATCH_WAIT_MS
         return self
 
     @model_validator(mode="after")

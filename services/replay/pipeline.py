@@ -35,6 +35,7 @@ from shared.contracts.events import ScoreEvent
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.report import (
+    AnalysisInfo,
     QuestionItem,
     Report,
     ReportParticipant,
@@ -306,6 +307,7 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
         attendance=job.summariser.attendance(),
         warnings=warnings,
         transcript=speech.transcript(spoken) if speech is not None and job.transcripts else None,
+        analysis=_analysis(job.scorer),
     )
     stats = ReplayStats(
         wall_s=wall_s, media_s=media_s, frames=batches.frames, audio_chunks=batches.chunks,
@@ -316,6 +318,15 @@ def run_replay(job: ReplayJob) -> tuple[Report, ReplayStats]:
     )
     log.info("replay %s -> %s", "running", "done", extra={"frames": stats.frames, "wall_s": round(wall_s, 2)})
     return report, stats
+
+
+def _analysis(scorer: object) -> AnalysisInfo | None:
+    """The engine's perception backend and device (a wrapping scorer, e.g. gallery's, holds the engine)."""
+    for candidate in (scorer, getattr(scorer, "engine", None)):
+        info = getattr(candidate, "analysis", None)
+        if isinstance(info, AnalysisInfo):
+            return info
+    return None
 
 
 def _media_extent(media_end: float, expected: float | None) -> float:

@@ -201,6 +201,15 @@ class ReportPrivacy(BaseModel):
     )
 
 
+class AnalysisInfo(BaseModel):
+    """Which perception backend and device produced the scores (``CLASSPULSE_INFERENCE_BACKEND`` / ``_DEVICE``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str = Field(min_length=1, max_length=64, description="Perception backend, e.g. 'mediapipe' or 'torch'.")
+    device: str = Field(min_length=1, max_length=64, description="Where perception ran, e.g. 'cpu' or 'cuda'.")
+
+
 class Report(BaseModel):
     """``report.json`` written by ``classpulse replay``."""
 
@@ -223,6 +232,12 @@ class Report(BaseModel):
         default=None,
         exclude_if=lambda v: v is None,
         description="Join/leave times, attended share and late joiners (shared/contracts/attendance.py).",
+    )
+    analysis: AnalysisInfo | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Which perception backend and device analysed the media (absent in reports made before it "
+        "was recorded, and in reports rebuilt from score events).",
     )
     gallery: GalleryInfo | None = Field(default=None, exclude_if=lambda v: v is None,
                                         description="Gallery replay only: layout and speaker attribution.")

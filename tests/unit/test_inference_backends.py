@@ -48,8 +48,9 @@ def whole(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unknown_backend_is_refused_listing_the_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValidationError, match="unknown perception backend 'torch'; known backends: mediapipe"):
-        InferenceSettings(backend="torch")
+    known = "known backends: mediapipe, torch"
+    with pytest.raises(ValidationError, match=f"unknown perception backend 'tensorrt'; {known}"):
+        InferenceSettings(backend="tensorrt")
     monkeypatch.setenv("CLASSPULSE_INFERENCE_BACKEND", "mediapip")
     with pytest.raises(ValidationError, match="unknown perception backend 'mediapip'"):
         InferenceSettings()
@@ -74,3 +75,15 @@ def test_the_engine_loads_the_configured_backend_and_replay_falls_back_without_a
     backend = engine._backend
     assert isinstance(backend, Whole) and backend.loaded
     engine.close()
+
+
+def test_the_torch_backend_gets_gpu_sized_batches_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.inference.settings import GPU_BATCH_MAX, GPU_BATCH_WAIT_MS
+
+    gpu = InferenceSettings(backend="torch")
+    assert (gpu.batch_max, gpu.batch_wait_ms) == (GPU_BATCH_MAX, GPU_BATCH_WAIT_MS)
+    assert (InferenceSettings().batch_max, InferenceSettings().batch_wait_ms) == (16, 50.0)
+    monkeypatch.setenv("CLASSPULSE_INFERENCE_BACKEND", "torch")
+    monkeypatch.setenv("CLASSPULSE_INFERENCE_BATCH_MAX", "48")
+    chosen = InferenceSettings()
+    assert (chosen.batch_max, chosen.batch_wait_ms) == (48, GPU_BATCH_WAIT_MS)
