@@ -58,7 +58,7 @@ def add_gateway(
         hub=LiveHub(bus=transports.live, metrics=metrics, queue_size=settings.viewer_queue),
         history=history,
         metrics=metrics,
-        token_secret=common.token_secret.get_secret_value(),
+        token_secret=common.token_keyring(),
         heartbeat_s=settings.heartbeat_s,
         events=transports.events,
         keep_text=common.keep_text,

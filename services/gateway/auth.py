@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.tokens import Claims, TokenError, bearer, verify_token
+from shared.tokens import Claims, Secret, TokenError, bearer, verify_token
 
 TOKEN_QUERY = "token"
 
@@ -21,7 +21,7 @@ def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def viewer_claims(request: web.Request, *, secret: str, session: str | None) -> Claims:
+def viewer_claims(request: web.Request, *, secret: Secret, session: str | None) -> Claims:
     """Claims of a teacher/viewer token for ``session`` (any session when None); raises TokenError."""
     claims = verify_token(request_token(request), secret=secret)
     if claims.role not in ("teacher", "viewer"):

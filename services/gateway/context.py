@@ -11,6 +11,7 @@ from services.gateway.hub import LiveHub
 from shared.metrics import Metrics
 from shared.text.settings import TextSettings
 from shared.text.stage import TextStage
+from shared.tokens import Secret
 from shared.transport.base import EventBus, LiveBus
 
 
@@ -20,7 +21,8 @@ class GatewayContext:
     hub: LiveHub
     history: SessionHistory
     metrics: Metrics
-    token_secret: str
+    token_secret: Secret
+    """The keyring tokens are checked against (a plain secret: one key; tests)."""
     heartbeat_s: float
     events: EventBus | None = None
     """Where accepted interaction events are published (None: the route answers 503)."""
