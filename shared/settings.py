@@ -179,6 +179,12 @@ class CommonSettings(StrictSettings):
         ge=0.0,
         description="Unix time: tokens issued before it are refused (revokes every older token at once); 0: off.",
     )
+    trust_forwarded_for: bool = Field(
+        default=False,
+        description="Behind a reverse proxy: rate limits per address use the rightmost X-Forwarded-For entry "
+        "(the one your proxy adds) instead of the connection's address. Leave off without a proxy (clients could "
+        "choose their address).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_json: bool = Field(default=False, description="Write logs as JSON lines.")
     log_redact_pii: bool = Field(default=False, description="Drop personal data (participant ids) from logs.")

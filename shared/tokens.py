@@ -146,6 +146,7 @@ def issue_token(
 
 
 _MALFORMED = "token is malformed; expected a token printed by `classpulse token`"
+_BAD_SIGNATURE = "token signature is invalid; ask for a new token with `classpulse token`"
 _EXPIRED = "token has expired; ask for a new token with `classpulse token`"
 
 
@@ -173,7 +174,7 @@ def verify_token(token: str, *, secret: Secret, now: float | None = None) -> Cla
             options={"require": _REQUIRED, "verify_exp": False, "verify_iat": False, "verify_nbf": False},
         )
     except jwt.InvalidSignatureError:
-        raise TokenError("token signature is invalid; ask for a new token with `classpulse token`", status=401) from None
+        raise TokenError(_BAD_SIGNATURE, status=401) from None
     except jwt.PyJWTError:
         raise TokenError(_MALFORMED, status=401) from None
     return _claims(data, ring, key_id=key.key_id, now=at)

@@ -17,8 +17,10 @@ from services.gateway.settings import GatewaySettings
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.live import LiveInteraction, encode_live, wrap_live
 from shared.health_http import add_health_routes
+from shared.http_guard import add_request_guard
 from shared.log import get_logger
 from shared.metrics import Metrics
+from shared.ratelimit import RateLimits, add_rate_limits
 from shared.settings import CommonSettings
 from shared.supervise import HealthRegistry, Supervisor
 from shared.text.stage import TextStage
@@ -60,6 +62,8 @@ def add_gateway(
         metrics=metrics,
         token_secret=common.token_keyring(),
         heartbeat_s=settings.heartbeat_s,
+        max_viewers_per_session=settings.max_viewers_per_session,
+        viewer_write_timeout_s=settings.viewer_write_timeout_s,
         events=transports.events,
         keep_text=common.keep_text,
         interactions_max_items=settings.interactions_max_items,
@@ -68,6 +72,16 @@ def add_gateway(
     if text_stage is not None:
         ctx.text = text_stage
     app[GATEWAY] = ctx
+    rest_limits = RateLimits(
+        per_token=settings.rate_per_token,
+        per_address=settings.rate_per_address,
+        burst_s=settings.rate_burst_s,
+        what="API requests",
+        trust_forwarded_for=common.trust_forwarded_for,
+    )
+    add_rate_limits(
+        app, limits=rest_limits, applies=lambda r: r.path.startswith("/api/"), service="gateway", metrics=metrics
+    )
     add_gateway_routes(app, with_metrics=with_metrics)
     add_health_routes(app, health=supervisor.health)
     group = settings.history_group or f"gateway-{uuid.uuid4().hex[:12]}"
@@ -115,6 +129,7 @@ def create_gateway_app(
 ) -> web.Application:
     """A standalone gateway app that starts and closes its own transports."""
     app = web.Application()
+    add_request_guard(app, service="gateway", metrics=metrics)
 
     async def transports_ctx(app: web.Application) -> AsyncIterator[None]:
         await transports.start()

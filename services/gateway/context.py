@@ -28,6 +28,12 @@ class GatewayContext:
     """Where accepted interaction events are published (None: the route answers 503)."""
     keep_text: bool = False
     """CLASSPULSE_KEEP_TEXT: forward raw chat text (else only derived features)."""
+    max_viewers_per_session: int = 100
+    """Open live feeds (WebSocket + SSE) per session; one more gets 429."""
+    viewer_write_timeout_s: float = 10.0
+    """An SSE viewer whose write does not complete in this time (it stopped reading) is dropped."""
+    viewers: dict[str, int] = field(default_factory=dict)
+    """Open live feeds per session (slots taken before the feed is opened)."""
     interactions_max_items: int = 500
     interactions_max_bytes: int = 1_048_576
     text: TextStage = field(default_factory=lambda: TextStage(settings=TextSettings(relevance="off"), encoder=None))

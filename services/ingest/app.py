@@ -16,8 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.ingest.settings import IngestSettings
 from services.ingest.whip import WhipService
 from shared.health_http import add_health_routes
+from shared.http_guard import add_request_guard
 from shared.metrics import Metrics
 from shared.openapi import Param, RouteDoc, add_documented_route
+from shared.ratelimit import RateLimits, add_rate_limits
 from shared.settings import CommonSettings
 from shared.supervise import HealthRegistry
 from shared.transport.factory import Transports
@@ -94,6 +96,24 @@ def add_ingest_routes(
     return service
 
 
+def add_whip_rate_limits(
+    app: web.Application, *, settings: IngestSettings, common: CommonSettings, metrics: Metrics, service: str
+) -> None:
+    """Rate limits per token and per address on WHIP publishes (``POST /whip/...``) of ``app``."""
+    limits = RateLimits(
+        per_token=settings.whip_rate_per_token,
+        per_address=settings.whip_rate_per_address,
+        burst_s=settings.whip_rate_burst_s,
+        what="WHIP publish requests",
+        trust_forwarded_for=common.trust_forwarded_for,
+        cors_origin=settings.cors_origin,
+    )
+    add_rate_limits(
+        app, limits=limits, applies=lambda r: r.method == "POST" and r.path.startswith("/whip/"), service=service,
+        metrics=metrics,
+    )
+
+
 def add_forwarded_ingest_routes(
     app: web.Application, *, forward: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> None:
@@ -128,6 +148,8 @@ def create_ingest_app(
     """The standalone ingest service: WHIP, join page, ``/metrics``, ``/healthz`` and ``/readyz`` (from
     ``health``, the service's registry, plus the publisher count)."""
     app = web.Application()
+    add_request_guard(app, service="ingest", metrics=metrics)
+    add_whip_rate_limits(app, settings=settings, common=common, metrics=metrics, service="ingest")
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await transports.start()

@@ -82,7 +82,8 @@ def _ingest(args: argparse.Namespace) -> int:
     # Ingest never imports torch (audio is resampled by FFmpeg through PyAV), so there is no
     # torch thread count to set: the default Runtime keeps it that way.
     return run_service(
-        "ingest", settings=plan, main=serve_ingest, check_config=args.check_config, listens_on=None if args.worker_index is not None else (lambda p: p.host),
+        "ingest", settings=plan, main=serve_ingest, check_config=args.check_config,
+        listens_on=None if args.worker_index is not None else (lambda p: p.host),  # workers: checked by their parent
     )
 
 
