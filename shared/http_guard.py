@@ -28,6 +28,7 @@ from aiohttp.web_server import Server
 
 from shared.log import get_logger
 from shared.metrics import Metrics
+from shared.ratelimit import forwarded_internally
 
 _log = get_logger(__name__)
 LOG_EVERY_S = 60.0
@@ -144,7 +145,7 @@ def add_request_guard(app: web.Application, *, service: str, metrics: Metrics) -
         except Exception as exc:
             guard.internal(_route_name(request), exc)
             return web.Response(status=500, text=one_line(500) + "; it was logged, retry or report it\n")
-        if response.status in _MALFORMED_STATUSES:
+        if response.status in _MALFORMED_STATUSES and not forwarded_internally(request):  # counted where it came in
             guard.malformed(_status_reason(response.status))
         return response
 
@@ -194,7 +195,8 @@ class _GuardedRequestHandler(RequestHandler):
         text = one_line(status)
         if status == 400 and exc is not None:
             text = f"400 Bad Request: malformed HTTP request ({_parser_reason(exc)}); send a valid HTTP/1.1 request"
-        resp = web.Response(status=status, text=text + "\n", content_type="text/plain")
+        head = getattr(request, "method", "") == "HEAD"  # a HEAD answer has no body, even an error's
+        resp = web.Response(status=status, text="" if head else text + "\n", content_type="text/plain")
         resp.force_close()
         return resp
 
@@ -237,7 +239,7 @@ def loggable_path(request: web.BaseRequest, *, redact_pii: bool) -> str:
     if resource is not None and resource.canonical.startswith("/") and match is not None:
         path = resource.canonical
         for name, value in match.items():
-            shown = "{" + name + "}" if redact_pii and name in _PII_PARAMS else _clean(value, 64)
+            shown = "{" + name + "}" if redact_pii and name in _PII_PARAMS else _clean(value.replace("/", "%2F"), 64)
             path = path.replace("{" + name + "}", shown)
         return path
     raw = request.path.split("?", 1)[0]

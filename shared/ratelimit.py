@@ -92,7 +92,7 @@ def client_address(request: web.BaseRequest, *, trust_forwarded_for: bool) -> st
     return request.remote or "unknown"
 
 
-def _internal(request: web.Request) -> bool:
+def forwarded_internally(request: web.Request) -> bool:
     """A request ClassPulse forwarded to itself on loopback: it was limited where it came in."""
     return bool(request.headers.get(FORWARDED_INTERNAL)) and request.remote in ("127.0.0.1", "::1")
 
@@ -111,7 +111,7 @@ def add_rate_limits(
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or not applies(request) or _internal(request):
+        if request.method == "OPTIONS" or not applies(request) or forwarded_internally(request):
             return await handler(request)
         address = client_address(request, trust_forwarded_for=limits.trust_forwarded_for)
         wait = by_address.take(address)
