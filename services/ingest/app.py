@@ -47,7 +47,8 @@ _WHIP_DOCS = {
         errors=(
             ("400", "Malformed SDP offer or ids"), _BAD_TOKEN,
             ("403", "Viewer token, or another session/participant"), ("413", "Offer too large"),
-            ("415", "Content-Type is not application/sdp"), ("429", "Too many publishers on this ingest worker"),
+            ("415", "Content-Type is not application/sdp"),
+            ("429", "Too many publishers on this ingest worker, or publishes past the rate limit (Retry-After)"),
         ),
     ),
     "resource_preflight": RouteDoc("OPTIONS", WHIP_RESOURCE, "CORS preflight", params=_RESOURCE_IDS, status="204"),
