@@ -197,7 +197,10 @@ async def serve_worker(
     """Serve on the shared public port and a private loopback port until SIGTERM/SIGINT or parent exit."""
     stop = asyncio.Event()
     service.on_stop(stop.set)
-    runner = app_runner(app, redact_pii=service.common.log_redact_pii)
+    # Known gap: with the guarded runner, `ingest --workers N` workers stop answering proxied requests after a
+    # while (tests/integration/test_ingest_workers.py hangs); until that is understood they keep aiohttp's own
+    # parser-error answers (multi-line). `classpulse up`, gateway and single-process ingest are guarded.
+    runner = app_runner(app, redact_pii=service.common.log_redact_pii, guard_parser=False)
     await runner.setup()
     try:
         try:
