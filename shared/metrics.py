@@ -295,6 +295,20 @@ class Metrics:
             ["group"],
             registry=registry,
         )
+        # Request guard (shared.http_guard): malformed and refused requests are counted, not logged one by one.
+        self.malformed_requests_total = Counter(
+            "classpulse_malformed_requests_total",
+            "Requests answered 4xx because they were malformed (HTTP parse errors, bad ids, values, bodies), "
+            "by service and reason; 'internal' counts handler failures answered 500.",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self.rate_limited_total = Counter(
+            "classpulse_rate_limited_total",
+            "Requests answered 429 by a rate limit or viewer cap, by service and limit (token, address, viewers).",
+            ["service", "limit"],
+            registry=registry,
+        )
         # Transcribe stage (speech -> text events).
         self.transcribe_seconds = Histogram(
             "classpulse_transcribe_seconds",

@@ -108,6 +108,7 @@ def run_service(
     main: Main[S],
     runtime: Callable[[S], Runtime] | None = None,
     check_config: bool = False,
+    listens_on: Callable[[S], str] | None = None,
 ) -> int:
     """Boot service ``name``, run ``main`` until it returns or a signal stops it; returns the exit status.
 
@@ -117,6 +118,8 @@ def run_service(
     bad flags. ``check_config``: print those settings and return 0 instead of running.
     ``runtime(settings)`` says which torch thread count and ``/metrics`` server to set up.
     ``main`` returns the exit status (None: 0); a service stopped by a signal exits 0.
+    ``listens_on(settings)``: the address a service that checks tokens binds; beyond loopback it refuses
+    to start with the development (or an empty or short) token secret, on loopback it warns.
     """
     try:
         check_environment()
@@ -131,6 +134,15 @@ def run_service(
     if check_config:
         print(loaded.model_dump_json(indent=2) if isinstance(loaded, BaseModel) else loaded)
         return 0
+    if listens_on is not None:
+        from shared.security import check_token_secret
+
+        try:
+            warning = check_token_secret(common, host=listens_on(loaded), service=name)
+        except ValueError as exc:
+            return _fail(str(exc), EXIT_BAD_SETTINGS)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     setup_logging(level=common.log_level, json_lines=common.log_json, redact_pii=common.log_redact_pii)
     plan = runtime(loaded) if runtime is not None else Runtime()
     set_torch_threads(plan.torch_threads)

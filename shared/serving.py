@@ -9,16 +9,17 @@ import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
+from shared.http_guard import GuardedAppRunner, access_logger
 from shared.service import ServiceContext, ServiceError
 
 
-class PathOnlyAccessLogger(AbstractAccessLogger):
-    """Access log lines without query strings: browser feeds carry their token in ``?token=``."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %.1f ms", request.method, request.path, response.status, time * 1000)
+def app_runner(app: web.Application, *, redact_pii: bool, guard_parser: bool = True) -> web.AppRunner:
+    """The runner every HTTP front uses: access log lines without query strings, tokens and
+    (``redact_pii``) participant ids; with ``guard_parser``, aiohttp's parser errors answered with one
+    line (:class:`shared.http_guard.GuardedAppRunner`)."""
+    runner = GuardedAppRunner if guard_parser else web.AppRunner
+    return runner(app, access_log_class=access_logger(redact_pii=redact_pii), handle_signals=False)
 
 
 async def serve_app(
@@ -28,7 +29,7 @@ async def serve_app(
     (the real port when asked for 0); cleans up on exit. A busy port raises :class:`ServiceError`."""
     stop = asyncio.Event()
     service.on_stop(stop.set)  # before start-up (model loading), so a stop then counts too
-    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False)
+    runner = app_runner(app, redact_pii=service.common.log_redact_pii)
     await runner.setup()
     try:
         if stop.is_set():

@@ -17,10 +17,13 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from shared.tokens import Keyring
 
 S = TypeVar("S", bound=type[BaseSettings])
 
@@ -145,7 +148,42 @@ class CommonSettings(StrictSettings):
     )
     token_secret: SecretStr = Field(
         default=SecretStr(DEV_TOKEN_SECRET),
-        description="HMAC secret that signs bearer tokens; set your own outside development.",
+        description="HS256 secret that signs bearer tokens (JWT); set your own, at least 32 characters "
+        "(`openssl rand -hex 32`). A service bound beyond loopback refuses to start with the development default.",
+    )
+    token_key_id: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Key id (JWT `kid` header) of CLASSPULSE_TOKEN_SECRET; empty: derived from the secret.",
+    )
+    token_secret_previous: SecretStr = Field(
+        default=SecretStr(""),
+        description="The previous signing secret, still accepted while its tokens run out (key rotation); "
+        "empty: none.",
+    )
+    token_key_id_previous: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Key id of CLASSPULSE_TOKEN_SECRET_PREVIOUS; empty: derived from that secret.",
+    )
+    token_max_ttl_s: float = Field(
+        default=24 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="Longest token lifetime (exp - iat) issued or accepted, in seconds.",
+    )
+    token_revoked_before: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Unix time: tokens issued before it are refused (revokes every older token at once); 0: off.",
+    )
+    trust_forwarded_for: bool = Field(
+        default=False,
+        description="Behind a reverse proxy: rate limits per address use the rightmost X-Forwarded-For entry "
+        "(the one your proxy adds) instead of the connection's address. Leave off without a proxy (clients could "
+        "choose their address).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_json: bool = Field(default=False, description="Write logs as JSON lines.")
@@ -213,3 +251,22 @@ class CommonSettings(StrictSettings):
         description="Distributed mode: how often ingest, inference and gateways re-read a session's privacy policy "
         "from Redis (an opt-out takes effect within this long on other processes; at once in embedded mode).",
     )
+
+    @model_validator(mode="after")
+    def _distinct_key_ids(self) -> CommonSettings:
+        ring = self.token_keyring()
+        if ring.previous is not None and ring.previous.key_id == ring.current.key_id:
+            raise ValueError("the previous token key needs its own key id (CLASSPULSE_TOKEN_KEY_ID_PREVIOUS)")
+        return self
+
+    def token_keyring(self) -> Keyring:
+        """The signing key, the previous one (rotation) and the lifetime bound, as tokens are checked."""
+        from shared.tokens import Keyring, TokenKey, key_id_of
+
+        secret = self.token_secret.get_secret_value()
+        old = self.token_secret_previous.get_secret_value()
+        current = TokenKey(self.token_key_id or key_id_of(secret), secret)
+        previous = TokenKey(self.token_key_id_previous or key_id_of(old), old) if old else None
+        return Keyring(
+            current=current, previous=previous, max_ttl_s=self.token_max_ttl_s, revoked_before=self.token_revoked_before
+        )

@@ -28,9 +28,11 @@ from shared.contracts.interactions import InteractionEvent
 from shared.contracts.live import LiveInteraction, LivePrivacy, encode_live, wrap_live
 from shared.contracts.privacy import PrivacyEvent
 from shared.health_http import add_health_routes
+from shared.http_guard import add_request_guard
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.openapi import add_documented_route
+from shared.ratelimit import RateLimits, add_rate_limits
 from shared.settings import CommonSettings
 from shared.supervise import HealthRegistry, Supervisor
 from shared.text.stage import TextStage
@@ -78,8 +80,10 @@ def add_gateway(
                     privacy=transports.policies),
         history=history,
         metrics=metrics,
-        token_secret=common.token_secret.get_secret_value(),
+        token_secret=common.token_keyring(),
         heartbeat_s=settings.heartbeat_s,
+        max_viewers_per_session=settings.max_viewers_per_session,
+        viewer_write_timeout_s=settings.viewer_write_timeout_s,
         events=transports.events,
         keep_text=common.keep_text,
         interactions_max_items=settings.interactions_max_items,
@@ -90,6 +94,16 @@ def add_gateway(
     if text_stage is not None:
         ctx.text = text_stage
     app[GATEWAY] = ctx
+    rest_limits = RateLimits(
+        per_token=settings.rate_per_token,
+        per_address=settings.rate_per_address,
+        burst_s=settings.rate_burst_s,
+        what="API requests",
+        trust_forwarded_for=common.trust_forwarded_for,
+    )
+    add_rate_limits(
+        app, limits=rest_limits, applies=lambda r: r.path.startswith("/api/"), service="gateway", metrics=metrics
+    )
     add_gateway_routes(app, with_metrics=with_metrics)
     add_lti_routes(app, build_tool(lti or LtiSettings(platforms_file=None), token_secret=ctx.token_secret))
     store = webhook_store if webhook_store is not None else _webhook_store(common)
@@ -175,6 +189,7 @@ def create_gateway_app(
 ) -> web.Application:
     """A standalone gateway app that starts and closes its own transports."""
     app = web.Application()
+    add_request_guard(app, service="gateway", metrics=metrics)
 
     async def transports_ctx(app: web.Application) -> AsyncIterator[None]:
         await transports.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.tokens import Claims, TokenError, bearer, verify_token
+from shared.tokens import Claims, Secret, TokenError, bearer, verify_token
 
 TOKEN_QUERY = "token"
 
@@ -21,7 +21,7 @@ def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def viewer_claims(request: web.Request, *, secret: str, session: str | None) -> Claims:
+def viewer_claims(request: web.Request, *, secret: Secret, session: str | None) -> Claims:
     """Claims of a teacher/viewer token for ``session`` (any session when None); raises TokenError."""
     claims = verify_token(request_token(request), secret=secret)
     if claims.role not in ("teacher", "viewer"):
@@ -35,7 +35,7 @@ DEPLOYMENT_SESSION = "*"
 """The session of a deployment-wide platform token (``classpulse token --session '*' --role platform``)."""
 
 
-def reader_claims(request: web.Request, *, secret: str, session: str) -> Claims:
+def reader_claims(request: web.Request, *, secret: Secret, session: str) -> Claims:
     """Claims of a token that may read ``session``'s results: teacher, viewer, or the platform's backend (a
     platform token of the session or of the deployment); raises TokenError."""
     claims = verify_token(request_token(request), secret=secret)
@@ -44,7 +44,7 @@ def reader_claims(request: web.Request, *, secret: str, session: str) -> Claims:
     return viewer_claims(request, secret=secret, session=session)
 
 
-def manager_claims(request: web.Request, *, secret: str, session: str | None) -> Claims:
+def manager_claims(request: web.Request, *, secret: Secret, session: str | None) -> Claims:
     """Claims of a token that may manage ``session`` (end it, register its webhooks): its teacher or platform
     token, or a deployment platform token; ``session`` None (deployment-wide webhooks): only a deployment
     platform token. Raises TokenError."""

@@ -21,5 +21,6 @@ def _gateway(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     return run_service(
-        "gateway", settings=lambda _: GatewaySettings(**overrides), main=serve_gateway, check_config=args.check_config
+        "gateway", settings=lambda _: GatewaySettings(**overrides), main=serve_gateway, check_config=args.check_config,
+        listens_on=lambda settings: settings.host,
     )

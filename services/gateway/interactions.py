@@ -25,7 +25,7 @@ from shared.contracts.interactions import InteractionEvent
 from shared.contracts.topics import INTERACTIONS
 from shared.log import get_logger
 from shared.openapi import RouteDoc
-from shared.tokens import Claims, TokenError, bearer, verify_token
+from shared.tokens import Claims, Secret, TokenError, bearer, verify_token
 from shared.transport.typed import EventPublisher
 
 _log = get_logger(__name__)
@@ -57,7 +57,7 @@ def _error(status: int, message: str, items: list[str] | None = None) -> web.Res
     return web.json_response(text=ErrorBody(error=message, items=items or []).model_dump_json(), status=status)
 
 
-def _claims(request: web.Request, secret: str, session: str) -> Claims:
+def _claims(request: web.Request, secret: Secret, session: str) -> Claims:
     claims = verify_token(bearer(request.headers.get("Authorization")), secret=secret)
     if claims.role == "viewer":
         raise TokenError("a viewer token may only view; post with a student, teacher or platform token", status=403)

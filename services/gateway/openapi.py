@@ -21,6 +21,7 @@ VIEWER_SECURITY = ("bearer", "queryToken")
 TOKEN_ERRORS = (
     ("401", "Missing, malformed or expired token"),
     ("403", "Token of another session, or a publish-only (student) token"),
+    ("429", "Past the rate limit per token or address, or the session's live-viewer cap (Retry-After)"),
 )
 NOT_FOUND = ("404", "No events seen for this session yet")
 SESSION_PARAM = Param("session", where="path")

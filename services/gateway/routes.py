@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -138,16 +140,33 @@ async def live(request: web.Request, session: str) -> web.StreamResponse:
     return _json(await live_state(ctx.live, session, ctx.history.get(session), policy))
 
 
+def _bad_query(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
 def _float_query(request: web.Request, name: str, default: float) -> float:
+    """A finite number of seconds from the query (``since``); 400 for text, NaN, infinities."""
     raw = request.query.get(name)
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise web.HTTPBadRequest(
-            text=f'{{"error": "query parameter {name} must be a number of seconds"}}', content_type="application/json"
-        ) from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise _bad_query(f"query parameter {name} must be a finite number of seconds (e.g. {name}=12.5)")
+    return value
+
+
+def _int_query(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
+    """A whole number in ``[low, high]`` from the query (``limit``); 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise _bad_query(f"query parameter {name} must be a whole number from {low} to {high} (e.g. {name}=60)")
+    return int(text)
 
 
 async def timeline(request: web.Request, session: str) -> web.StreamResponse:
@@ -164,9 +183,9 @@ async def timeline(request: web.Request, session: str) -> web.StreamResponse:
 
 async def aggregates(request: web.Request, session: str) -> web.StreamResponse:
     record = _record(request, session)
-    limit = int(_float_query(request, "limit", 600))
+    limit = _int_query(request, "limit", 600, low=1, high=1_000_000)
     policy = await session_policy(request, session)
-    items = [redact_aggregate(a, policy) for a in list(record.aggregates)[-max(1, limit) :]]
+    items = [redact_aggregate(a, policy) for a in list(record.aggregates)[-limit:]]
     return _json(AggregatePage(session=session, aggregates=items))
 
 
@@ -206,7 +225,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
         aggregates,
         "Recent class aggregates (class engagement timeline)",
         AggregatePage,
-        query=(("limit", "integer", "most recent N (default 600)"),),
+        query=(("limit", "integer", "most recent N, 1 to 1000000 (default 600)"),),
     ),
     ApiRoute("/alerts", alerts, "Alerts raised and cleared", AlertPage),
     ApiRoute("/report", report, "Report of the session so far (replay report shape)", Report, platform=True),

@@ -42,6 +42,28 @@ class GatewaySettings(StrictSettings):
         max_length=200,
         description="Kafka consumer group of the history reader; empty: a unique group per gateway process.",
     )
+    rate_per_token: float = Field(
+        default=20.0, ge=0.0, le=100_000.0,
+        description="REST API requests per second per token (0: no limit); past it 429 with Retry-After.",
+    )
+    rate_per_address: float = Field(
+        default=100.0, ge=0.0, le=100_000.0,
+        description="REST API requests per second per client address (0: no limit; a school behind one NAT "
+        "address shares it).",
+    )
+    rate_burst_s: float = Field(
+        default=5.0, ge=1.0, le=3_600.0,
+        description="REST rate limits allow a burst of this many seconds' worth of requests at once.",
+    )
+    max_viewers_per_session: int = Field(
+        default=100, ge=1, le=100_000,
+        description="Open live feeds (WebSocket + SSE) per session; one more gets 429 with Retry-After.",
+    )
+    viewer_write_timeout_s: float = Field(
+        default=10.0, ge=1.0, le=300.0,
+        description="An SSE viewer that does not take a message within this time (it stopped reading) is "
+        "dropped, as a WebSocket viewer that misses its heartbeat is.",
+    )
     interactions_max_items: int = Field(
         default=500, ge=1, le=10_000, description="Most interaction events in one POST .../interactions batch."
     )

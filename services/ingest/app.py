@@ -16,8 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.ingest.settings import IngestSettings
 from services.ingest.whip import WhipService
 from shared.health_http import add_health_routes
+from shared.http_guard import add_request_guard
 from shared.metrics import Metrics
 from shared.openapi import Param, RouteDoc, add_documented_route
+from shared.ratelimit import RateLimits, add_rate_limits
 from shared.settings import CommonSettings
 from shared.supervise import HealthRegistry
 from shared.transport.factory import Transports
@@ -45,7 +47,8 @@ _WHIP_DOCS = {
         errors=(
             ("400", "Malformed SDP offer or ids"), _BAD_TOKEN,
             ("403", "Viewer token, or another session/participant"), ("413", "Offer too large"),
-            ("415", "Content-Type is not application/sdp"), ("429", "Too many publishers on this ingest worker"),
+            ("415", "Content-Type is not application/sdp"),
+            ("429", "Too many publishers on this ingest worker, or publishes past the rate limit (Retry-After)"),
         ),
     ),
     "resource_preflight": RouteDoc("OPTIONS", WHIP_RESOURCE, "CORS preflight", params=_RESOURCE_IDS, status="204"),
@@ -94,6 +97,24 @@ def add_ingest_routes(
     return service
 
 
+def add_whip_rate_limits(
+    app: web.Application, *, settings: IngestSettings, common: CommonSettings, metrics: Metrics, service: str
+) -> None:
+    """Rate limits per token and per address on WHIP publishes (``POST /whip/...``) of ``app``."""
+    limits = RateLimits(
+        per_token=settings.whip_rate_per_token,
+        per_address=settings.whip_rate_per_address,
+        burst_s=settings.whip_rate_burst_s,
+        what="WHIP publish requests",
+        trust_forwarded_for=common.trust_forwarded_for,
+        cors_origin=settings.cors_origin,
+    )
+    add_rate_limits(
+        app, limits=limits, applies=lambda r: r.method == "POST" and r.path.startswith("/whip/"), service=service,
+        metrics=metrics,
+    )
+
+
 def add_forwarded_ingest_routes(
     app: web.Application, *, forward: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> None:
@@ -128,6 +149,8 @@ def create_ingest_app(
     """The standalone ingest service: WHIP, join page, ``/metrics``, ``/healthz`` and ``/readyz`` (from
     ``health``, the service's registry, plus the publisher count)."""
     app = web.Application()
+    add_request_guard(app, service="ingest", metrics=metrics)
+    add_whip_rate_limits(app, settings=settings, common=common, metrics=metrics, service="ingest")
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await transports.start()

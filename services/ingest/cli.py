@@ -81,7 +81,10 @@ def _ingest(args: argparse.Namespace) -> int:
 
     # Ingest never imports torch (audio is resampled by FFmpeg through PyAV), so there is no
     # torch thread count to set: the default Runtime keeps it that way.
-    return run_service("ingest", settings=plan, main=serve_ingest, check_config=args.check_config)
+    return run_service(
+        "ingest", settings=plan, main=serve_ingest, check_config=args.check_config,
+        listens_on=None if args.worker_index is not None else (lambda p: p.host),  # workers: checked by their parent
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -103,7 +106,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 media=args.media,
                 duration_s=args.duration or None,
                 prefix=args.prefix,
-                secret=common.token_secret.get_secret_value(),
+                secret=common.token_keyring(),
             )
         except SimulationError as exc:
             raise ServiceError(str(exc)) from exc

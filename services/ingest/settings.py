@@ -41,6 +41,19 @@ class IngestSettings(StrictSettings):
         description="Publishers of one session one ingest process accepts, so one session cannot take every slot; "
         "more get 429. A participant publishing again replaces their resource and needs no second slot.",
     )
+    whip_rate_per_token: float = Field(
+        default=1.0, ge=0.0, le=10_000.0,
+        description="WHIP publish requests (POST) per second per token (0: no limit); past it 429 with Retry-After.",
+    )
+    whip_rate_per_address: float = Field(
+        default=10.0, ge=0.0, le=10_000.0,
+        description="WHIP publish requests (POST) per second per client address (0: no limit; a class behind one "
+        "NAT address shares it).",
+    )
+    whip_rate_burst_s: float = Field(
+        default=10.0, ge=1.0, le=3_600.0,
+        description="WHIP rate limits allow a burst of this many seconds' worth of publishes at once.",
+    )
     max_sdp_bytes: int = Field(
         default=65_536, ge=1_024, le=1_048_576, description="Largest SDP offer accepted; larger bodies get 413."
     )

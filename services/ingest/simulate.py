@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from shared.log import get_logger
 from shared.testkit.clips import write_clip
-from shared.tokens import issue_token
+from shared.tokens import Secret, issue_token
 
 log = get_logger(__name__)
 
@@ -192,7 +192,7 @@ class Simulation:
     """Starts and stops N relaying publishers against one WHIP server."""
 
     def __init__(
-        self, *, base_url: str, session: str, students: int, clip: EncodedClip, secret: str, prefix: str = "student"
+        self, *, base_url: str, session: str, students: int, clip: EncodedClip, secret: Secret, prefix: str = "student"
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
@@ -279,7 +279,7 @@ async def run_simulation(
     media: Path | None,
     duration_s: float | None,
     prefix: str,
-    secret: str,
+    secret: Secret,
 ) -> SimulationReport:
     """Publish until ``duration_s`` passes (or forever when None), then clean up."""
     if media is not None and not await asyncio.to_thread(media.exists):

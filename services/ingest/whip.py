@@ -93,6 +93,7 @@ class WhipService:
         self.settings = settings
         self.resource_prefix = resource_prefix  # names the owning worker in every Location (``w1-...``)
         self.common = common
+        self._keyring = common.token_keyring()
         self.transports = transports
         self.metrics = metrics
         self.resources: dict[str, WhipResource] = {}
@@ -123,9 +124,7 @@ class WhipService:
 
     def _authorize(self, request: web.Request, session: str, participant: str) -> Role:
         try:
-            claims = verify_token(
-                bearer(request.headers.get("Authorization")), secret=self.common.token_secret.get_secret_value()
-            )
+            claims = verify_token(bearer(request.headers.get("Authorization")), secret=self._keyring)
         except TokenError as exc:
             raise WhipError(exc.status, str(exc), headers={"WWW-Authenticate": 'Bearer realm="classpulse"'}) from exc
         if claims.role == "viewer":

@@ -202,8 +202,12 @@ def _guarded(args: argparse.Namespace, out: Path, run: Callable[[], T]) -> T | i
     except Exception as exc:  # the user gets one line; details go to the log at DEBUG
         from shared.log import get_logger
 
-        get_logger(__name__).debug("replay failed", exc_info=True)
-        return _fail(f"replay of {args.input} failed: {type(exc).__name__}: {exc}", EXIT_FAILED)
+        get_logger(__name__).debug("replay failed (%s)", type(exc).__name__, exc_info=exc)
+        return _fail(
+            f"replay of {args.input} failed unexpectedly; run again with CLASSPULSE_LOG_LEVEL=DEBUG for the details "
+            "and report them (see SECURITY.md for how)",
+            EXIT_FAILED,
+        )
 
 
 def _replay_class(args: argparse.Namespace) -> int:

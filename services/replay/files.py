@@ -199,6 +199,12 @@ def _track_warnings(name: str, info: MediaInfo) -> list[str]:
         out.append(f"{name} has no video track: presence, attention and hand raising were not observed (all false)")
     if not info.has_audio:
         out.append(f"{name} has no audio track: speaking and talk time were not observed (all false)")
+    if info.video_streams > 1:
+        size = f", {info.video_size[0]}x{info.video_size[1]}" if info.video_size else ""
+        out.append(
+            f"{name} has {info.video_streams} video streams: only the first (stream 0{size}) was analysed; "
+            "give one camera per file (e.g. ffmpeg -i IN -map 0:v:1 -map 0:a? -c copy OUT)"
+        )
     return out
 
 

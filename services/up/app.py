@@ -26,11 +26,12 @@ from services.inference.service import live_transcriber
 from services.inference.settings import InferenceSettings
 from services.inference.transcribe.settings import TranscribeSettings
 from services.inference.worker import InferenceWorker
-from services.ingest.app import add_forwarded_ingest_routes, add_ingest_routes
+from services.ingest.app import add_forwarded_ingest_routes, add_ingest_routes, add_whip_rate_limits
 from services.ingest.settings import IngestSettings
 from services.up.ingest_pool import IngestPool
 from services.up.metrics_merge import merge_expositions
 from services.up.settings import UpProcessSettings
+from shared.http_guard import add_request_guard
 from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.openapi import RouteDoc, add_documented_route
@@ -102,6 +103,8 @@ def create_up_app(
     transports: Transports = build_transports(settings.common, metrics=metrics, client_id="classpulse-up")
     engine = engine or InferenceEngine(settings=settings.inference, metrics=metrics)
     app = web.Application()
+    add_request_guard(app, service="up", metrics=metrics)
+    add_whip_rate_limits(app, settings=settings.ingest, common=settings.common, metrics=metrics, service="up")
     app[TRANSPORTS] = transports
     processes = settings.up.ingest_process_count()
     pool = IngestPool(processes=processes, cors_origin=settings.ingest.cors_origin) if processes else None

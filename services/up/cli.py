@@ -69,7 +69,7 @@ def _up(args: argparse.Namespace) -> int:
         return _ingest_worker(args)
     return run_service(
         "up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port),
-        check_config=args.check_config,
+        check_config=args.check_config, listens_on=lambda _: str(args.host),
     )
 
 

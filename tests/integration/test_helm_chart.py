@@ -67,7 +67,13 @@ def _helm_template(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+TOKEN_SECRET = "test-only-token-secret-0123456789abcdef"
+
+
 def render(*args: str) -> list[Doc]:
+    """Rendered manifests; the required token secret is set unless a values file or ``args`` bring one."""
+    if not any(a == "-f" or a.startswith("secret.") for a in args):
+        args = ("--set", f"secret.tokenSecret={TOKEN_SECRET}", *args)
     done = _helm_template(*args)
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
@@ -253,7 +259,7 @@ def test_every_service_accepts_every_pods_settings(
                 _accept({k: v for k, v in env.items() if k.startswith(ENV_ROOT)}, m)
     secret = one(default, "Secret")["stringData"]
     assert set(secret) == {"CLASSPULSE_REDIS_URL", "CLASSPULSE_TOKEN_SECRET"}
-    assert len(secret["CLASSPULSE_TOKEN_SECRET"]) >= 32
+    assert secret["CLASSPULSE_TOKEN_SECRET"] == TOKEN_SECRET
 
 
 def test_a_misspelt_setting_in_config_reaches_the_services_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -351,9 +357,12 @@ def test_optional_parts_render_as_asked(default: list[Doc], full: list[Doc], por
         (["--set", "config.CLASSPULSE_TRANSPORT=memory"], "config.CLASSPULSE_TRANSPORT is set by the chart"),
         (["--set", "config.LOG_LEVEL=DEBUG"], "'LOG_LEVEL' does not match pattern '^CLASSPULSE_"),
         (["--set", "kafka.bootstrap=kafka"], "/kafka/bootstrap"),
+        ([], "secret.tokenSecret is required"),
+        (["--set", "secret.tokenSecret=short"], "at least 32 characters"),
     ],
 )
 def test_bad_values_fail_with_a_readable_error(args: list[str], message: str) -> None:
-    done = _helm_template(*args)
+    secret_case = not args or any(a.startswith("secret.") for a in args)
+    done = _helm_template(*(args if secret_case else ["--set", f"secret.tokenSecret={TOKEN_SECRET}", *args]))
     assert done.returncode != 0
     assert message in done.stderr, done.stderr

@@ -118,3 +118,60 @@ def test_gallery_layout_bad_input(clip: Path, tmp_path: Path, capsys: pytest.Cap
                     "(for audio only, replay it without --layout gallery)")
     line = _one_error_line(capsys, [str(clip), "--layout", "gallery", "--teacher", "p9", "--out", str(tmp_path / "r")])
     assert line.startswith("error: --teacher p9 is no tile of clip.mp4 (tiles: p1, row by row")
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("PNG", "png"), ("GIF", "gif"), ("JPEG", "jpeg")])
+def test_still_image_renamed_mp4_is_refused(
+    fmt: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    still = tmp_path / "lesson.mp4"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(still, format=fmt)
+    line = _one_error_line(capsys, [str(still), "--out", str(tmp_path / "o")])
+    assert line == (
+        f"error: lesson.mp4 is a still image ({kind}), not a recording; "
+        "give a video or audio recording (mp4, webm, mkv)"
+    )
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_several_video_streams_are_named_in_one_warning(tmp_path: Path) -> None:
+    import av
+    import numpy as np
+
+    from services.ingest.sources.file import FileSource
+    from services.replay.files import _track_warnings
+
+    path = tmp_path / "three.mkv"
+    with av.open(str(path), "w") as out:
+        streams = [out.add_stream("mpeg4", rate=5) for _ in range(3)]
+        for s, (w, h) in zip(streams, [(64, 48), (32, 32), (48, 64)], strict=True):
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(5):
+            for s in streams:
+                frame = av.VideoFrame.from_ndarray(np.full((s.height, s.width, 3), i * 40, np.uint8), format="rgb24")
+                out.mux(s.encode(frame))
+        for s in streams:
+            out.mux(s.encode(None))
+    info = FileSource(path=str(path), session="s", participant="p").probe()
+    assert info.video_streams == 3
+    (warning,) = [w for w in _track_warnings("three.mkv", info) if "video streams" in w]
+    assert warning.startswith("three.mkv has 3 video streams: only the first (stream 0, 64x48) was analysed")
+
+
+def test_an_unexpected_failure_is_one_line_without_exception_text(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.replay.files as files
+
+    def broken(*_: object, **__: object) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'role'")
+
+    monkeypatch.setattr(files, "replay_file", broken)
+    code = main(["replay", str(clip), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: replay of {clip} failed unexpectedly")
+    assert "AttributeError" not in err and "NoneType" not in err

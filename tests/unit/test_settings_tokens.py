@@ -40,7 +40,7 @@ def test_token_round_trip_and_scope() -> None:
     ("token", "secret", "now", "match"),
     [
         ("garbage", "k", 101.0, "malformed"),
-        (None, "other", 101.0, "signature"),
+        (None, "other", 101.0, "key this server does not accept"),
         (None, "k", 10**9, "expired"),
     ],
 )

@@ -9,6 +9,7 @@ from services.gateway.lti.settings import LtiSettings
 from services.gateway.lti.tool import LtiTool
 from shared.openapi import RouteDoc, add_documented_route
 from shared.service import ServiceError
+from shared.tokens import Secret
 
 LTI_TOOL: web.AppKey[LtiTool] = web.AppKey("classpulse_lti_tool", LtiTool)
 _ERRORS = (("400", "Not a launch from a registered platform, or the login expired (one line)"),
@@ -17,7 +18,7 @@ LOGIN_DOC = "OIDC login initiation from an LTI 1.3 platform (redirects to the pl
 LAUNCH_DOC = "LTI 1.3 launch (id_token form post): redirects instructors to the dashboard, learners to the join page"
 
 
-def build_tool(settings: LtiSettings, *, token_secret: str) -> LtiTool:
+def build_tool(settings: LtiSettings, *, token_secret: Secret) -> LtiTool:
     """The tool with its registry loaded; a bad platforms file stops the service with one line."""
     try:
         registry = load_registry(settings.platforms_file) if settings.platforms_file else None

@@ -28,7 +28,7 @@ from services.gateway.lti.claims import LaunchIdentity, LaunchRejected, identity
 from services.gateway.lti.platforms import LtiPlatform, LtiRegistry
 from services.gateway.lti.settings import LtiSettings
 from shared.log import get_logger
-from shared.tokens import issue_token
+from shared.tokens import Secret, issue_token, keyring
 
 _log = get_logger(__name__)
 COOKIE = "classpulse_lti"
@@ -60,13 +60,15 @@ class LtiTool:
 
     settings: LtiSettings
     registry: LtiRegistry | None
-    token_secret: str
+    token_secret: Secret
     nonces: NonceLedger = field(default_factory=NonceLedger)
     _jwks: dict[str, jwt.PyJWKClient] = field(default_factory=dict)
 
     @property
     def _state_key(self) -> bytes:
-        return hmac.new(self.token_secret.encode(), b"classpulse-lti-state", hashlib.sha256).digest()
+        # Derived from the signing key (a state lives minutes, so a rotation only restarts logins in flight).
+        secret = keyring(self.token_secret).current.secret
+        return hmac.new(secret.encode(), b"classpulse-lti-state", hashlib.sha256).digest()
 
     def _base(self, request: web.Request) -> str:
         return self.settings.tool_url.rstrip("/") or f"{request.scheme}://{request.host}"

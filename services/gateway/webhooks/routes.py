@@ -19,10 +19,10 @@ from services.gateway.webhooks.signing import new_secret
 from services.gateway.webhooks.store import StoredEndpoint, WebhookStore
 from shared.contracts.webhooks import DeadLetter, WebhookEndpoint, WebhookEndpointCreated, WebhookEvent
 from shared.openapi import Param, RouteDoc, add_documented_route
-from shared.tokens import TokenError
+from shared.tokens import Secret, TokenError
 
 WEBHOOKS: web.AppKey[WebhookStore] = web.AppKey("classpulse_webhooks", WebhookStore)  # type: ignore[type-abstract]
-SECRET: web.AppKey[str] = web.AppKey("classpulse_webhook_token_secret", str)
+SECRET: web.AppKey[Secret] = web.AppKey("classpulse_webhook_token_secret")
 MAX_ENDPOINTS = 50
 
 
@@ -128,7 +128,7 @@ async def _dead(request: web.Request, session: str | None) -> web.StreamResponse
     return web.json_response(text=DeadLetterPage(dead_letters=letters).model_dump_json())
 
 
-def add_webhook_routes(app: web.Application, *, store: WebhookStore, token_secret: str) -> None:
+def add_webhook_routes(app: web.Application, *, store: WebhookStore, token_secret: Secret) -> None:
     app[WEBHOOKS] = store
     app[SECRET] = token_secret
     bad = (("400", "Not a registration (one line says what is wrong)"),)

@@ -20,6 +20,9 @@ class MediaInfo:
     height: int | None = None
     fps: float | None = None
     codecs: dict[str, str] = field(default_factory=dict)
+    video_streams: int = 0
+    """Video streams in the container; only the first is analysed."""
+    video_size: tuple[int, int] | None = None
 
 
 class MediaSource(Protocol):

@@ -34,6 +34,21 @@ _TRUNCATION_SLACK_S = 1.0
 _STREAM_QUEUE = 16
 
 
+_IMAGE_FORMATS = frozenset({"image2", "gif", "apng", "image2pipe"})
+_IMAGE_CODECS = frozenset({"png", "apng", "gif", "bmp", "tiff", "webp", "jpegls", "qoi"})
+
+
+def _still_image(container: av.container.InputContainer) -> str | None:
+    """The image kind when the container holds a picture (PNG, GIF, JPEG ... whatever its file name), else None."""
+    name = container.format.name
+    if name.endswith("_pipe") or name in _IMAGE_FORMATS:
+        return name.removesuffix("_pipe")
+    video = container.streams.video
+    if video and not container.streams.audio and video[0].codec_context.name in _IMAGE_CODECS:
+        return video[0].codec_context.name
+    return None
+
+
 def _is_url(path: str) -> bool:
     return "://" in path
 
@@ -109,6 +124,13 @@ class FileSource:
                 f"{self._name()} is not a media file PyAV/ffmpeg can read, or it is truncated ({reason}); "
                 "give a complete mp4, webm or mkv recording"
             ) from exc
+        image = _still_image(container)
+        if image is not None:
+            container.close()
+            raise MediaSourceError(
+                f"{self._name()} is a still image ({image}), not a recording; give a video or audio recording "
+                "(mp4, webm, mkv)"
+            )
         if not container.streams.video and not container.streams.audio:
             container.close()
             raise MediaSourceError(
@@ -137,6 +159,8 @@ class FileSource:
                 height=video.codec_context.height if video is not None else None,
                 fps=float(rate) if rate else None,
                 codecs=codecs,
+                video_streams=len(container.streams.video),
+                video_size=(video.codec_context.width, video.codec_context.height) if video is not None else None,
             )
         finally:
             container.close()
