@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 
 from services.gateway.history import SessionHistory
 from services.inference.engine import InferenceEngine
-from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from services.ingest.app import WHIP_SERVICE, create_ingest_app
 from services.ingest.settings import IngestSettings
@@ -35,6 +34,7 @@ from shared.contracts.media import MediaMessage, VideoFrame
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.testkit.clips import write_clip
+from shared.testkit.perception import NoFaces
 from shared.tokens import issue_token
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
@@ -45,22 +45,6 @@ pytestmark = pytest.mark.integration
 SECRET = "integration-secret"
 
 
-class NoFaces:
-    """Perception that finds no face: the engine still makes one step per frame."""
-
-    name = "no-faces"
-
-    def load(self) -> None:
-        return None
-
-    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
-        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
-
-    def forget(self, key: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 @dataclass

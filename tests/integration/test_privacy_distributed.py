@@ -29,7 +29,6 @@ from services.gateway.app import create_gateway_app
 from services.gateway.context import GATEWAY
 from services.gateway.settings import GatewaySettings
 from services.inference.engine import InferenceEngine
-from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
 from services.ingest.publisher import publish_now
@@ -60,6 +59,7 @@ from shared.privacy.redis_store import RedisPrivacyStore
 from shared.privacy.view import PrivacyView
 from shared.settings import CommonSettings
 from shared.testkit.messages import frames
+from shared.testkit.perception import NoFaces
 from shared.tokens import TokenRole, issue_token
 from shared.transport.factory import Transports, build_transports
 from shared.transport.kafka import KafkaEventBus
@@ -83,22 +83,6 @@ def bearer(session: str, role: TokenRole, participant: str = "t1") -> dict[str, 
     return {"Authorization": f"Bearer {issue_token(secret=SECRET, session=session, participant=pid, role=role)}"}
 
 
-class NoFaces:
-    """Perception fake: no face in any frame (scores still come, one per frame)."""
-
-    name = "noface"
-
-    def load(self) -> None:
-        return None
-
-    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
-        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
-
-    def forget(self, key: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def _process_transports(redis_url: str, kafka: str, stream: str, name: str) -> tuple[Transports, Metrics]:

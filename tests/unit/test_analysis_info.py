@@ -9,7 +9,6 @@ per-call perception batch size and device time.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -17,34 +16,22 @@ from prometheus_client import CollectorRegistry
 
 from services.cli import main
 from services.inference.engine import InferenceEngine
-from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.perception_registry import analysis_for
 from services.inference.settings import InferenceSettings
 from services.replay.pipeline import _analysis
 from shared.contracts.report import AnalysisInfo, Report
 from shared.metrics import Metrics
 from shared.testkit.messages import frames
+from shared.testkit.perception import NoFaces
 
 pytestmark = pytest.mark.unit
 
 
-class OnDevice:
+class OnDevice(NoFaces):
     """No faces, on a named device (as the torch backend reports its device)."""
 
     name = "on-device"
     device = "cuda"
-
-    def load(self) -> None:
-        return None
-
-    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
-        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
-
-    def forget(self, key: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 MINIMAL = {

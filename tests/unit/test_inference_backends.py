@@ -2,41 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 from pydantic import ValidationError
 
 from services.inference import perception_registry as registry
 from services.inference.engine import InferenceEngine
-from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult
+from services.inference.perception import PerceptionBackend
 from services.inference.perception_mediapipe import MediapipeBackend
 from services.inference.perception_pool import ThreadedPerception
 from services.inference.perception_prefetch import PrefetchPerception
 from services.inference.settings import InferenceSettings
+from shared.testkit.perception import NoFaces
 
 pytestmark = pytest.mark.unit
 
 
-class Whole:
+class Whole(NoFaces):
     """A backend without a face/pose split, registered under 'whole' by the tests below."""
 
     name = "whole"
 
     def __init__(self) -> None:
+        super().__init__()
         self.loaded = False
 
     def load(self) -> None:
         self.loaded = True
-
-    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
-        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
-
-    def forget(self, key: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 @pytest.fixture

@@ -13,25 +13,12 @@ from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from shared.contracts.media import MediaMessage
 from shared.testkit.messages import chunks, frames
+from shared.testkit.perception import NoFaces
 from shared.testkit.speech import speech_scene
 
 pytestmark = pytest.mark.unit
 
 
-class NoFaces:
-    name = "no-faces"
-
-    def load(self) -> None:
-        return None
-
-    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
-        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
-
-    def forget(self, key: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def engine() -> InferenceEngine:
@@ -185,6 +172,7 @@ def test_threaded_perception_keeps_order_and_participant_affinity() -> None:
 
     class Recorder(NoFaces):
         def __init__(self, ident: int) -> None:
+            super().__init__()
             self.ident = ident
 
         def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from services.inference.engine import InferenceEngine
-from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
 from shared.contracts.codec import EventCodec, encode_media
@@ -21,6 +19,7 @@ from shared.contracts.timing import TimingTrail
 from shared.contracts.topics import INFERENCE_GROUP, SCORES
 from shared.metrics import Metrics
 from shared.testkit.messages import frames
+from shared.testkit.perception import NoFaces
 from shared.testkit.speech import speech_scene
 from shared.transport.factory import Transports
 from shared.transport.live import read_state
@@ -29,26 +28,6 @@ from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBu
 pytestmark = pytest.mark.unit
 
 
-class NoFaces:
-    """Fast perception fake: every frame is analysed, none holds a face."""
-
-    name = "no-faces"
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-
-    def load(self) -> None:
-        return None
-
-    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
-        self.batches.append(len(requests))
-        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
-
-    def forget(self, key: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 async def test_worker_batches_across_streams_publishes_and_acks() -> None:

@@ -26,6 +26,7 @@ from shared.contracts.events import ScoreEvent
 from shared.contracts.topics import SCORES
 from shared.metrics import Metrics
 from shared.testkit.messages import frames
+from shared.testkit.perception import NoFaces
 from shared.testkit.scaleout import ownership
 from shared.transport.factory import Transports
 from shared.transport.leases import MemoryLeaseStore
@@ -47,20 +48,6 @@ SETTINGS = InferenceSettings(
 )
 
 
-class NoFaces:
-    name = "no-faces"
-
-    def load(self) -> None:
-        return None
-
-    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
-        return [PerceptionResult(face=None, pose=None, pose_ran=r.want_pose) for r in requests]
-
-    def forget(self, key: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 class Cluster:
@@ -217,6 +204,7 @@ async def test_a_partitioned_worker_stops_publishing_and_its_shards_are_taken_ov
 
 class SlowNoFaces(NoFaces):
     def __init__(self, delay: float) -> None:
+        super().__init__()
         self.delay = delay
         self.started = asyncio.Event()
         self.loop = asyncio.get_running_loop()
