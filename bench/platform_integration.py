@@ -43,6 +43,7 @@ from services.gateway.webhooks.redis_store import RedisWebhookStore
 from shared.contracts.topics import LIFECYCLE, SCORES
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
+from shared.testkit.web import served
 from shared.tokens import issue_token
 from shared.transport.factory import build_transports
 from shared.transport.typed import EventPublisher
@@ -108,15 +109,8 @@ async def _receiver(script: list[int]) -> AsyncIterator[tuple[_Receiver, str]]:
     rec = _Receiver(script)
     app = web.Application()
     app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield rec, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with served(app) as base:
+        yield rec, f"{base}/hook"
 
 
 async def _feed(client: TestClient, session: str, students: int, seconds: float) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from aiohttp import web
 from playwright.async_api import Browser, async_playwright
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +22,7 @@ from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.testkit.frames import cover, pan
 from shared.testkit.photos import grace_hopper
+from shared.testkit.web import served as serving
 from shared.tokens import issue_token
 from shared.transport.base import MediaBus
 from shared.transport.factory import Transports
@@ -52,15 +52,8 @@ async def served() -> AsyncIterator[tuple[str, WhipService, Transports, MemoryEv
     events = MemoryEventBus()
     transports = Transports(media=MemoryMediaBus(maxlen=512), events=events, live=MemoryLiveBus())
     app = create_ingest_app(settings=IngestSettings(), common=common, transports=transports, metrics=metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WHIP_SERVICE], transports, events
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base, app[WHIP_SERVICE], transports, events
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from services.gateway.history import SessionHistory
@@ -35,6 +34,7 @@ from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.testkit.clips import write_clip
 from shared.testkit.perception import NoFaces
+from shared.testkit.web import served
 from shared.tokens import issue_token
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
@@ -76,23 +76,21 @@ async def server(redis_url: str, unique: str) -> AsyncIterator[Server]:
     metrics = Metrics(CollectorRegistry())
     transports = Transports(media=media, events=MemoryEventBus(), live=MemoryLiveBus(), publishes=registry)
     app = create_ingest_app(
-        settings=IngestSettings(max_publishers=8, max_publishers_per_session=4),
+        # Publish locks and slots are under test here, not the per-token/address rate limits (their own tests).
+        settings=IngestSettings(
+            max_publishers=8, max_publishers_per_session=4, whip_rate_per_token=0.0, whip_rate_per_address=0.0
+        ),
         common=CommonSettings(token_secret=SECRET),  # type: ignore[arg-type]
         transports=transports,
         metrics=metrics,
     )
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     collected: list[MediaMessage] = []
     drain = asyncio.create_task(_drain(media, collected))
-    try:
-        yield Server(f"http://127.0.0.1:{port}", app[WHIP_SERVICE], media, metrics, collected)
-    finally:
-        drain.cancel()
-        await runner.cleanup()
+    async with served(app) as base:
+        try:
+            yield Server(base, app[WHIP_SERVICE], media, metrics, collected)
+        finally:
+            drain.cancel()
 
 
 def _score(media: Sequence[MediaMessage]) -> list[ScoreEvent]:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from services.ingest.app import WHIP_SERVICE, create_ingest_app
@@ -22,6 +21,7 @@ from shared.contracts.topics import LIFECYCLE
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.testkit.clips import write_clip
+from shared.testkit.web import served
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 from shared.transport.redis_streams import RedisMediaBus
@@ -61,15 +61,8 @@ async def _serve(media: MemoryMediaBus | RedisMediaBus, **settings: object) -> A
         transports=transports,
         metrics=metrics,
     )
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Server(f"http://127.0.0.1:{port}", app[WHIP_SERVICE], transports, events, metrics)
-    finally:
-        await runner.cleanup()
+    async with served(app) as base:
+        yield Server(base, app[WHIP_SERVICE], transports, events, metrics)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from shared.contracts.topics import ALERTS, LIFECYCLE, SCORES
 from shared.contracts.webhooks import WebhookPayload
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
+from shared.testkit.web import served
 from shared.transport.factory import build_transports
 from shared.transport.typed import EventPublisher
 from tests.unit.gateway_fixtures import SECRET, START, alert, score, token
@@ -66,16 +67,9 @@ async def receiver(script: list[int | str]) -> AsyncIterator[Receiver]:
     rec = Receiver(script=script)
     app = web.Application()
     app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rec.url = f"http://127.0.0.1:{port}/hook"
-    try:
+    async with served(app) as base:
+        rec.url = f"{base}/hook"
         yield rec
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager

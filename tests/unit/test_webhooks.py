@@ -16,6 +16,7 @@ from services.gateway.webhooks.delivery import DeliveryPolicy
 from services.gateway.webhooks.signing import signature, verify
 from services.gateway.webhooks.store import MemoryWebhookStore, PendingDelivery
 from shared.contracts.webhooks import DeadLetter, WebhookPayload
+from shared.testkit.web import served
 
 from .gateway_fixtures import gateway, score, token
 
@@ -69,12 +70,8 @@ async def test_classpulse_up_store_delivers_and_unknown_scopes_are_refused() -> 
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
-    try:
+    async with served(app) as base:
+        url = f"{base}/hook"
         async with gateway(webhook_settle_s=0.0) as h:
             teacher = {"Authorization": f"Bearer {token('s1', 'teacher')}"}
             created = await (await h.client.post("/api/sessions/s1/webhooks", headers=teacher,
@@ -102,5 +99,3 @@ async def test_classpulse_up_store_delivers_and_unknown_scopes_are_refused() -> 
             gone = await h.client.delete(f"/api/sessions/s1/webhooks/{created['id']}", headers=teacher)
             assert gone.status == 204
             assert (await h.client.delete(f"/api/sessions/s1/webhooks/{created['id']}", headers=teacher)).status == 404
-    finally:
-        await runner.cleanup()
