@@ -53,6 +53,7 @@ from shared.contracts.topics import (
     state_key,
     summary_key,
 )
+from shared.contracts.webhooks import WEBHOOK_KEYS
 from shared.metrics import Metrics
 from shared.privacy.media import PrivateMediaBus
 from shared.privacy.redis_store import RedisPrivacyStore
@@ -402,6 +403,8 @@ async def test_delete_session_erases_every_store_and_reports_what_kafka_keeps(
             await producer.publishes.begin(session, "alice")
             await producer.publishes.begin(session, "bob")
             await redis.set(pstate, b"snapshot", ex=600)
+            await redis.set(f"{WEBHOOK_KEYS}:session:{session}:endpoints", b"{}", ex=600)
+            await redis.set(f"{WEBHOOK_KEYS}:session:{other}:endpoints", b"{}", ex=600)
             media = producer.media
             for msg in [*_frames(session, "alice", 2), *_frames(other, "carol", 1)]:
                 await media.append(encode_media(msg), key=f"{msg.session}/{msg.participant}")
@@ -414,13 +417,15 @@ async def test_delete_session_erases_every_store_and_reports_what_kafka_keeps(
             report = ErasureReport.model_validate(await r.json())
             counts = {i.what: i.count for i in report.erased if i.store == "redis"}
             assert counts == {"live state and session summary keys": 2, "publish epochs": 2,
-                              "inference state snapshots": 1, "media waiting for analysis": 2}
+                              "inference state snapshots": 1, "media waiting for analysis": 2,
+                              "webhook endpoints, pending deliveries and markers": 1}
             assert {i.store for i in report.requested} == {"aggregator", "gateway"}
             kafka = next(i for i in report.not_erased if i.store == "kafka")
             assert kafka.until is not None and f"retention.ms={RETENTION_S * 1000}" in kafka.until
             for key in (state_key(session), summary_key(session), pstate, f"{PUBLISH_EPOCHS}:{session}/alice"):
                 assert not await redis.exists(key), key
             assert await media.length() >= 1  # another session's media stays
+            assert await redis.exists(f"{WEBHOOK_KEYS}:session:{other}:endpoints")  # and its webhooks
             assert (await gw.get(f"/api/sessions/{session}", headers=bearer(session, "viewer"))).status == 404
             await _until(lambda: session not in aggregator.driver.sessions, what="aggregator erased the session")
             policy = await (await gw.get(f"/api/sessions/{session}/privacy", headers=bearer(session, "teacher"))).json()
@@ -430,7 +435,8 @@ async def test_delete_session_erases_every_store_and_reports_what_kafka_keeps(
     finally:
         agg_task.cancel()
         await asyncio.gather(agg_task, return_exceptions=True)
-        await redis.delete(privacy_key(session), pstate, *[f"classpulse:media:{k}" for k in range(2)])
+        await redis.delete(privacy_key(session), pstate, *[f"classpulse:media:{k}" for k in range(2)],
+                           f"{WEBHOOK_KEYS}:session:{other}:endpoints")
         await redis.aclose()
         await producer.close()
 
