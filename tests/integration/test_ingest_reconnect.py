@@ -33,12 +33,12 @@ from shared.contracts.media import MediaMessage, VideoFrame
 from shared.metrics import Metrics
 from shared.settings import CommonSettings
 from shared.testkit.clips import write_clip
-from shared.testkit.perception import NoFaces
 from shared.testkit.web import served
 from shared.tokens import issue_token
 from shared.transport.factory import Transports
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 from shared.transport.redis_publishes import RedisPublishRegistry
+from tests.perception_fakes import NoFaces
 
 pytestmark = pytest.mark.integration
 

@@ -60,7 +60,6 @@ from shared.privacy.redis_store import RedisPrivacyStore
 from shared.privacy.view import PrivacyView
 from shared.settings import CommonSettings
 from shared.testkit.messages import frames
-from shared.testkit.perception import NoFaces
 from shared.tokens import TokenRole, issue_token
 from shared.transport.factory import Transports, build_transports
 from shared.transport.kafka import KafkaEventBus
@@ -68,6 +67,7 @@ from shared.transport.live import LivePublisher
 from shared.transport.redis_leases import RedisLeaseStore
 from shared.transport.redis_streams import RedisLiveBus, RedisMediaBus
 from shared.transport.typed import EventPublisher, EventSubscriber
+from tests.perception_fakes import NoFaces
 
 from .test_aggregator_faust import BASE, WINDOWS, Outputs, Worker
 from .test_aggregator_faust import publish as faust_publish

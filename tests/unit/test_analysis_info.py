@@ -22,7 +22,7 @@ from services.replay.pipeline import _analysis
 from shared.contracts.report import AnalysisInfo, Report
 from shared.metrics import Metrics
 from shared.testkit.messages import frames
-from shared.testkit.perception import NoFaces
+from tests.perception_fakes import NoFaces
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from services.inference.perception_mediapipe import MediapipeBackend
 from services.inference.perception_pool import ThreadedPerception
 from services.inference.perception_prefetch import PrefetchPerception
 from services.inference.settings import InferenceSettings
-from shared.testkit.perception import NoFaces
+from tests.perception_fakes import NoFaces
 
 pytestmark = pytest.mark.unit
 

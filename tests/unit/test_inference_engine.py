@@ -13,8 +13,8 @@ from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from shared.contracts.media import MediaMessage
 from shared.testkit.messages import chunks, frames
-from shared.testkit.perception import NoFaces
 from shared.testkit.speech import speech_scene
+from tests.perception_fakes import NoFaces
 
 pytestmark = pytest.mark.unit
 

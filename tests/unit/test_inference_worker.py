@@ -19,11 +19,11 @@ from shared.contracts.timing import TimingTrail
 from shared.contracts.topics import INFERENCE_GROUP, SCORES
 from shared.metrics import Metrics
 from shared.testkit.messages import frames
-from shared.testkit.perception import NoFaces
 from shared.testkit.speech import speech_scene
 from shared.transport.factory import Transports
 from shared.transport.live import read_state
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
+from tests.perception_fakes import NoFaces
 
 pytestmark = pytest.mark.unit
 

@@ -26,12 +26,12 @@ from shared.contracts.events import ScoreEvent
 from shared.contracts.topics import SCORES
 from shared.metrics import Metrics
 from shared.testkit.messages import frames
-from shared.testkit.perception import NoFaces
 from shared.testkit.scaleout import ownership
 from shared.transport.factory import Transports
 from shared.transport.leases import MemoryLeaseStore
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 from shared.transport.shards import owner_map, participant_key, shard_of
+from tests.perception_fakes import NoFaces
 
 pytestmark = pytest.mark.unit
 
