@@ -2,8 +2,11 @@
 
 * :class:`FrameSampler` sees every decoded video frame, keeps the latest one and emits a
   :class:`~shared.contracts.media.VideoFrame` whenever the media clock crosses the next
-  analysis tick (default 5 fps). Only emitted frames are converted and resized (OpenCV,
-  ``INTER_AREA``), so skipped frames cost nothing beyond their decode.
+  analysis tick (default 5 fps, capped by a shared :class:`~shared.transport.rate.SourceRate`:
+  the rate inference's degradation policy analyses now). Ticks lie on the grid of the message's
+  media time (publish offset included), the grid the policy thins on, so it admits every frame
+  sampled here. Only emitted frames are converted and resized (OpenCV, ``INTER_AREA``), so
+  skipped frames cost nothing beyond their decode.
 * :class:`AudioChunker` turns decoded audio of any rate/layout/sample format into fixed chunks
   (default 0.5 s) of 16 kHz mono float32, converted by FFmpeg's resampler through PyAV
   (``av.AudioResampler``): no torch in ingest.
@@ -27,6 +30,7 @@ from numpy.typing import NDArray
 from shared.contracts.events import Role
 from shared.contracts.media import AudioChunk, VideoFrame
 from shared.contracts.timing import StageStamp, TimingTrail, wall_clock
+from shared.transport.rate import SourceRate
 
 ANALYSIS_SAMPLE_RATE = 16_000
 _GAP_TOLERANCE_S = 0.1  # timestamps further than this from the sample count: a gap (restart)
@@ -58,6 +62,11 @@ def frame_to_bgr(frame: av.VideoFrame, width: int) -> NDArray[np.uint8]:
     return resize_to_width(image, width)
 
 
+def _tick_after(t: float, fps: float) -> float:
+    """The first tick of a ``fps`` grid after media time ``t`` (the degradation policy's grid too)."""
+    return (math.floor(t * fps + 1e-6) + 1) / fps
+
+
 class FrameSampler:
     """Keeps the latest decoded frame and emits one analysis frame per tick of media time."""
 
@@ -71,6 +80,7 @@ class FrameSampler:
         width: int = 640,
         epoch: int = 0,
         media_offset: float = 0.0,
+        rate: SourceRate | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError("fps must be > 0")
@@ -86,11 +96,33 @@ class FrameSampler:
         self.seq = 0
         self.frames_seen = 0
         self.latest: av.VideoFrame | None = None
-        self._next_tick = 0.0
+        self.rate = rate  # the consumer's cap (thinning at the source); None = always ``fps``
+        self.thinned = 0  # frames not emitted only because of the cap
+        self._next_tick = 0.0  # on the grid of media_offset + media_time
+        self._full_tick = 0.0  # the next tick at ``fps``, uncapped
+        self._credit = False  # a frame was emitted between two uncapped ticks: it stands for the next one
+
+    @property
+    def current_fps(self) -> float:
+        """The rate frames are emitted at now: ``fps``, or the consumer's cap below it."""
+        return self.fps if self.rate is None else self.rate.cap(self.fps)
 
     def due(self, media_time: float) -> bool:
         """Whether a frame at ``media_time`` would be emitted (callers may skip work otherwise)."""
-        return media_time + 1e-6 >= self._next_tick
+        return self.media_offset + max(0.0, media_time) + 1e-6 >= self._next_tick
+
+    def skip(self, media_time: float) -> bool:
+        """A frame that is not :meth:`due`: True (and counted in ``thinned``) when it would have been
+        emitted without the cap, i.e. it is an analysis frame dropped at the source."""
+        t = self.media_offset + max(0.0, media_time)
+        if t + 1e-6 < self._full_tick:
+            return False
+        self._full_tick = _tick_after(t, self.fps)
+        if self._credit:
+            self._credit = False
+            return False
+        self.thinned += 1
+        return True
 
     def note(self, frame: av.VideoFrame) -> None:
         """Count a decoded frame and keep it as the latest (no conversion)."""
@@ -103,6 +135,7 @@ class FrameSampler:
         """Offer one decoded frame; returns an analysis frame when a tick is due."""
         self.note(frame)
         if not self.due(media_time):
+            self.skip(media_time)
             return None
         image = frame_to_bgr(frame, self.width)
         return self.sample(image, media_time=media_time, capture_ts=capture_ts, received=received)
@@ -111,7 +144,12 @@ class FrameSampler:
         self, image: NDArray[np.uint8], *, media_time: float, capture_ts: float, received: float | None = None
     ) -> VideoFrame:
         """Emit ``image`` as the next analysis frame and move the tick past ``media_time``."""
-        self._next_tick = (math.floor(max(0.0, media_time) * self.fps + 1e-6) + 1) / self.fps
+        t = self.media_offset + max(0.0, media_time)
+        self._next_tick = _tick_after(t, self.current_fps)
+        if t + 1e-6 >= self._full_tick:
+            self._full_tick = _tick_after(t, self.fps)
+        else:
+            self._credit = True
         msg = VideoFrame.from_image(
             image,
             session=self.session,

@@ -30,11 +30,13 @@ async def serve_ingest_worker(
     from services.up.ingest_pool import RELAY_SOCKET
     from shared.transport.factory import Transports
     from shared.transport.memory import MemoryLiveBus
+    from shared.transport.rate import SourceRate
     from shared.transport.relay import relay_buses
 
     identity = WorkerIdentity(index=index, runtime_dir=runtime_dir)
-    media, events, publishes = relay_buses(runtime_dir / RELAY_SOCKET, shards=service.common.media_shards)
-    transports = Transports(media=media, events=events, live=MemoryLiveBus(), publishes=publishes)
+    rate = SourceRate()  # the main process tells its analysed frame rate (CLASSPULSE_UP_THIN_AT_SOURCE)
+    media, events, publishes = relay_buses(runtime_dir / RELAY_SOCKET, shards=service.common.media_shards, rate=rate)
+    transports = Transports(media=media, events=events, live=MemoryLiveBus(), publishes=publishes, source_rate=rate)
     app = create_worker_app(
         identity=identity, settings=settings, common=service.common, transports=transports, metrics=service.metrics
     )
