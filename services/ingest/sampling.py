@@ -167,11 +167,15 @@ class FrameSampler:
 class AudioChunker:
     """Resamples decoded audio as one continuous stream and cuts fixed 16 kHz mono chunks.
 
-    Frames go straight into FFmpeg's resampler (``av.AudioResampler``: any sample format,
-    layout and rate in; ``flt`` mono at 16 kHz out; stereo becomes the channel mean), which
-    keeps its filter state across frames, so chunk edges carry no artefacts. Its output is
-    time-aligned with the input but holds back about 1 ms (the filter's look-ahead): a chunk
-    is complete once the next frame arrives, or on :meth:`flush` at the end of the stream.
+    Frames go to FFmpeg's resampler (``av.AudioResampler``: any sample format, layout and
+    rate in; ``flt`` mono at 16 kHz out; stereo becomes the channel mean), which keeps its
+    filter state across frames, so chunk edges carry no artefacts. Frames are resampled in
+    blocks, not one by one: decoded frames wait (as they are) until they complete the next
+    chunk, then go through the resampler as one frame (about two calls per chunk, the second
+    for the look-ahead, instead of one per 20 ms Opus frame; the output is the same stream).
+    The resampler's output is time-aligned with its input but holds back about 1 ms (the
+    filter's look-ahead): a chunk is complete once the frame after its end arrives, or on
+    :meth:`flush` at the end of the stream.
 
     Timing comes from counting samples: ``media_time`` of chunk ``k`` of a run is the run's
     start plus ``k`` chunk durations, exactly. Input timestamps only check the count: a
@@ -214,6 +218,9 @@ class AudioChunker:
         self._emitted = 0  # output samples emitted in chunks in this run
         self._parts: list[NDArray[np.float32]] = []
         self._buffered = 0  # output samples waiting for a chunk
+        self._waiting: list[av.AudioFrame] = []  # decoded input not resampled yet (one block at a time)
+        self._waiting_samples = 0
+        self.resample_calls = 0
         self._offset = 0.0  # capture_ts - media_time, from the newest frame
         self._received = 0.0
 
@@ -250,7 +257,9 @@ class AudioChunker:
         self._offset = capture_ts - (self._run_start + self._fed / rate)
         self._received = now
         self._fed += frame.samples
-        self._resample(frame)
+        self._queue(frame)
+        if self._waiting_samples * self.sample_rate >= (self._block - self._buffered) * rate:
+            self._resample_waiting()  # enough input to complete the next chunk (or, held back, the frame after)
         return self._cut()
 
     def push_samples(
@@ -278,11 +287,13 @@ class AudioChunker:
         """
         out: list[AudioChunk] = []
         if self._resampler is not None and self._fed:
+            self._resample_waiting()
             self._take(self._resampler.resample(None))
             out = self._cut()
         self._input = None
         self._resampler = None
         self._parts, self._buffered, self._fed, self._emitted = [], 0, 0, 0
+        self._waiting, self._waiting_samples = [], 0
         return out
 
     def _restart(self, key: tuple[str, str, int], media_time: float) -> None:
@@ -292,6 +303,7 @@ class AudioChunker:
         )
         self._run_start = max(0.0, media_time)
         self._parts, self._buffered, self._fed, self._emitted = [], 0, 0, 0
+        self._waiting, self._waiting_samples = [], 0
 
     def _fill(self, like: av.AudioFrame, samples: int) -> None:
         silence = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=samples)
@@ -301,11 +313,27 @@ class AudioChunker:
             plane.update(bytes([zero]) * plane.buffer_size)
         self.filled_s += samples / like.sample_rate
         self._fed += samples
-        self._resample(silence)
+        self._queue(silence)
 
-    def _resample(self, frame: av.AudioFrame) -> None:
+    def _queue(self, frame: av.AudioFrame) -> None:
+        self._waiting.append(frame)
+        self._waiting_samples += frame.samples
+
+    def _resample_waiting(self) -> None:
+        """Resample the waiting input as one frame (one resampler call for a whole block)."""
         assert self._resampler is not None
-        self._take(self._resampler.resample(frame))
+        frames, self._waiting, self._waiting_samples = self._waiting, [], 0
+        if not frames:
+            return
+        if len(frames) == 1:
+            block = frames[0]
+        else:
+            first = frames[0]
+            data = np.concatenate([f.to_ndarray() for f in frames], axis=1)  # planar: (ch, n); packed: (1, n*ch)
+            block = av.AudioFrame.from_ndarray(data, format=first.format.name, layout=first.layout.name)
+            block.sample_rate = first.sample_rate  # no pts: timing comes from counting samples
+        self.resample_calls += 1
+        self._take(self._resampler.resample(block))
 
     def _take(self, frames: Sequence[av.AudioFrame | None]) -> None:
         for out in frames:
