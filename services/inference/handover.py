@@ -10,11 +10,17 @@ Every engine access here holds :attr:`StateHandover.lock`, which the worker also
 whole batch (process, publish, ack): a snapshot never contains half a batch, so the next owner
 never scores a step twice into the state. Serialising is small (~20 KB, under 1 ms per
 participant) and runs in a thread.
+
+The store write happens after the lock is released, so two snapshot rounds can be in flight
+at once (a periodic one slowed by a loaded Redis, and the revoke's). Each round takes the next
+``seq`` while it holds the lock, and the store keeps a snapshot only over an older version
+(:func:`shared.transport.leases.newer`): a write that lands late never replaces a newer state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterable
 
@@ -58,6 +64,8 @@ class StateHandover:
         """Participants (routing keys) whose stored state was looked up since their shard was acquired."""
         self._dirty: set[str] = set()
         """Participants processed since their last snapshot."""
+        self._seq = itertools.count(1)
+        """Version of each snapshot round, taken under the lock (later serialisation = larger)."""
 
     def needs_restore(self, key: str) -> bool:
         return key not in self._ready
@@ -83,6 +91,7 @@ class StateHandover:
             if only_changed:
                 groups = {k: [p for p in ps if participant_key(*p) in self._dirty] for k, ps in groups.items()}
             keys = [p for ps in groups.values() for p in ps]
+            seq = next(self._seq)
             data = await asyncio.to_thread(self._serialise, keys)
             self._dirty.difference_update(participant_key(*p) for p in keys)
             if forget:
@@ -94,9 +103,14 @@ class StateHandover:
             states = {participant_key(*p): data[p] for p in ps if p in data}
             if lease is None or not states:
                 continue
-            if not await self.store.save_states(lease, states, ttl_ms=self.ttl_ms):
+            saved = await self.store.save_states(lease, states, ttl_ms=self.ttl_ms, seq=seq)
+            if not saved:
                 log.warning("participant snapshots refused: lease no longer current", extra={"shard": k})
                 self._metrics.errors_total.labels(STAGE, "snapshot_fenced").inc()
+            elif saved.stale:  # a later round's snapshot landed first: it stays
+                log.info("participant snapshots %s -> %s", "late", "skipped",
+                         extra={"shard": k, "count": len(saved.stale)})  # fmt: skip
+                self._metrics.errors_total.labels(STAGE, "snapshot_superseded").inc(len(saved.stale))
         if keys:
             self._metrics.inference_snapshot_seconds.labels("save").observe(time.perf_counter() - started)
 

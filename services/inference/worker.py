@@ -96,8 +96,11 @@ class InferenceWorker:
         scores_topic: EventTopic[ScoreEvent] = SCORES,
         supervisor: Supervisor | None = None,
         speech: LiveTranscriber | None = None,
+        on_rate: Callable[[float | None], None] | None = None,
     ) -> None:
         self.engine = engine
+        self._on_rate = on_rate
+        """Told the target analysed frame rate whenever it changes (None = every frame): thinning at the source."""
         self.supervisor = supervisor or Supervisor(health=HealthRegistry(service="inference"))
         self.speech = speech
         self.settings = settings
@@ -523,6 +526,8 @@ class InferenceWorker:
         self._sessions = set(counts)
         if load.changed:
             _log_load(load)
+            if self._on_rate is not None:
+                self._on_rate(load.target)
 
     async def _drop_stale(self, items: list[_Item]) -> tuple[list[_Item], list[VideoFrame]]:
         """Keep latency bounded under overload: frames older than ``max_lag_ms`` are acked unscored.

@@ -2,8 +2,11 @@
 
 * :class:`FrameSampler` sees every decoded video frame, keeps the latest one and emits a
   :class:`~shared.contracts.media.VideoFrame` whenever the media clock crosses the next
-  analysis tick (default 5 fps). Only emitted frames are converted and resized (OpenCV,
-  ``INTER_AREA``), so skipped frames cost nothing beyond their decode.
+  analysis tick (default 5 fps, capped by a shared :class:`~shared.transport.rate.SourceRate`:
+  the rate inference's degradation policy analyses now). Ticks lie on the grid of the message's
+  media time (publish offset included), the grid the policy thins on, so it admits every frame
+  sampled here. Only emitted frames are converted and resized (OpenCV, ``INTER_AREA``), so
+  skipped frames cost nothing beyond their decode.
 * :class:`AudioChunker` turns decoded audio of any rate/layout/sample format into fixed chunks
   (default 0.5 s) of 16 kHz mono float32, converted by FFmpeg's resampler through PyAV
   (``av.AudioResampler``): no torch in ingest.
@@ -27,6 +30,7 @@ from numpy.typing import NDArray
 from shared.contracts.events import Role
 from shared.contracts.media import AudioChunk, VideoFrame
 from shared.contracts.timing import StageStamp, TimingTrail, wall_clock
+from shared.transport.rate import SourceRate
 
 ANALYSIS_SAMPLE_RATE = 16_000
 _GAP_TOLERANCE_S = 0.1  # timestamps further than this from the sample count: a gap (restart)
@@ -58,6 +62,11 @@ def frame_to_bgr(frame: av.VideoFrame, width: int) -> NDArray[np.uint8]:
     return resize_to_width(image, width)
 
 
+def _tick_after(t: float, fps: float) -> float:
+    """The first tick of a ``fps`` grid after media time ``t`` (the degradation policy's grid too)."""
+    return (math.floor(t * fps + 1e-6) + 1) / fps
+
+
 class FrameSampler:
     """Keeps the latest decoded frame and emits one analysis frame per tick of media time."""
 
@@ -71,6 +80,7 @@ class FrameSampler:
         width: int = 640,
         epoch: int = 0,
         media_offset: float = 0.0,
+        rate: SourceRate | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError("fps must be > 0")
@@ -86,11 +96,33 @@ class FrameSampler:
         self.seq = 0
         self.frames_seen = 0
         self.latest: av.VideoFrame | None = None
-        self._next_tick = 0.0
+        self.rate = rate  # the consumer's cap (thinning at the source); None = always ``fps``
+        self.thinned = 0  # frames not emitted only because of the cap
+        self._next_tick = 0.0  # on the grid of media_offset + media_time
+        self._full_tick = 0.0  # the next tick at ``fps``, uncapped
+        self._credit = False  # a frame was emitted between two uncapped ticks: it stands for the next one
+
+    @property
+    def current_fps(self) -> float:
+        """The rate frames are emitted at now: ``fps``, or the consumer's cap below it."""
+        return self.fps if self.rate is None else self.rate.cap(self.fps)
 
     def due(self, media_time: float) -> bool:
         """Whether a frame at ``media_time`` would be emitted (callers may skip work otherwise)."""
-        return media_time + 1e-6 >= self._next_tick
+        return self.media_offset + max(0.0, media_time) + 1e-6 >= self._next_tick
+
+    def skip(self, media_time: float) -> bool:
+        """A frame that is not :meth:`due`: True (and counted in ``thinned``) when it would have been
+        emitted without the cap, i.e. it is an analysis frame dropped at the source."""
+        t = self.media_offset + max(0.0, media_time)
+        if t + 1e-6 < self._full_tick:
+            return False
+        self._full_tick = _tick_after(t, self.fps)
+        if self._credit:
+            self._credit = False
+            return False
+        self.thinned += 1
+        return True
 
     def note(self, frame: av.VideoFrame) -> None:
         """Count a decoded frame and keep it as the latest (no conversion)."""
@@ -103,6 +135,7 @@ class FrameSampler:
         """Offer one decoded frame; returns an analysis frame when a tick is due."""
         self.note(frame)
         if not self.due(media_time):
+            self.skip(media_time)
             return None
         image = frame_to_bgr(frame, self.width)
         return self.sample(image, media_time=media_time, capture_ts=capture_ts, received=received)
@@ -111,7 +144,12 @@ class FrameSampler:
         self, image: NDArray[np.uint8], *, media_time: float, capture_ts: float, received: float | None = None
     ) -> VideoFrame:
         """Emit ``image`` as the next analysis frame and move the tick past ``media_time``."""
-        self._next_tick = (math.floor(max(0.0, media_time) * self.fps + 1e-6) + 1) / self.fps
+        t = self.media_offset + max(0.0, media_time)
+        self._next_tick = _tick_after(t, self.current_fps)
+        if t + 1e-6 >= self._full_tick:
+            self._full_tick = _tick_after(t, self.fps)
+        else:
+            self._credit = True
         msg = VideoFrame.from_image(
             image,
             session=self.session,
@@ -129,11 +167,15 @@ class FrameSampler:
 class AudioChunker:
     """Resamples decoded audio as one continuous stream and cuts fixed 16 kHz mono chunks.
 
-    Frames go straight into FFmpeg's resampler (``av.AudioResampler``: any sample format,
-    layout and rate in; ``flt`` mono at 16 kHz out; stereo becomes the channel mean), which
-    keeps its filter state across frames, so chunk edges carry no artefacts. Its output is
-    time-aligned with the input but holds back about 1 ms (the filter's look-ahead): a chunk
-    is complete once the next frame arrives, or on :meth:`flush` at the end of the stream.
+    Frames go to FFmpeg's resampler (``av.AudioResampler``: any sample format, layout and
+    rate in; ``flt`` mono at 16 kHz out; stereo becomes the channel mean), which keeps its
+    filter state across frames, so chunk edges carry no artefacts. Frames are resampled in
+    blocks, not one by one: decoded frames wait (as they are) until they complete the next
+    chunk, then go through the resampler as one frame (about two calls per chunk, the second
+    for the look-ahead, instead of one per 20 ms Opus frame; the output is the same stream).
+    The resampler's output is time-aligned with its input but holds back about 1 ms (the
+    filter's look-ahead): a chunk is complete once the frame after its end arrives, or on
+    :meth:`flush` at the end of the stream.
 
     Timing comes from counting samples: ``media_time`` of chunk ``k`` of a run is the run's
     start plus ``k`` chunk durations, exactly. Input timestamps only check the count: a
@@ -176,6 +218,9 @@ class AudioChunker:
         self._emitted = 0  # output samples emitted in chunks in this run
         self._parts: list[NDArray[np.float32]] = []
         self._buffered = 0  # output samples waiting for a chunk
+        self._waiting: list[av.AudioFrame] = []  # decoded input not resampled yet (one block at a time)
+        self._waiting_samples = 0
+        self.resample_calls = 0
         self._offset = 0.0  # capture_ts - media_time, from the newest frame
         self._received = 0.0
 
@@ -212,7 +257,9 @@ class AudioChunker:
         self._offset = capture_ts - (self._run_start + self._fed / rate)
         self._received = now
         self._fed += frame.samples
-        self._resample(frame)
+        self._queue(frame)
+        if self._waiting_samples * self.sample_rate >= (self._block - self._buffered) * rate:
+            self._resample_waiting()  # enough input to complete the next chunk (or, held back, the frame after)
         return self._cut()
 
     def push_samples(
@@ -240,11 +287,13 @@ class AudioChunker:
         """
         out: list[AudioChunk] = []
         if self._resampler is not None and self._fed:
+            self._resample_waiting()
             self._take(self._resampler.resample(None))
             out = self._cut()
         self._input = None
         self._resampler = None
         self._parts, self._buffered, self._fed, self._emitted = [], 0, 0, 0
+        self._waiting, self._waiting_samples = [], 0
         return out
 
     def _restart(self, key: tuple[str, str, int], media_time: float) -> None:
@@ -254,6 +303,7 @@ class AudioChunker:
         )
         self._run_start = max(0.0, media_time)
         self._parts, self._buffered, self._fed, self._emitted = [], 0, 0, 0
+        self._waiting, self._waiting_samples = [], 0
 
     def _fill(self, like: av.AudioFrame, samples: int) -> None:
         silence = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=samples)
@@ -263,11 +313,27 @@ class AudioChunker:
             plane.update(bytes([zero]) * plane.buffer_size)
         self.filled_s += samples / like.sample_rate
         self._fed += samples
-        self._resample(silence)
+        self._queue(silence)
 
-    def _resample(self, frame: av.AudioFrame) -> None:
+    def _queue(self, frame: av.AudioFrame) -> None:
+        self._waiting.append(frame)
+        self._waiting_samples += frame.samples
+
+    def _resample_waiting(self) -> None:
+        """Resample the waiting input as one frame (one resampler call for a whole block)."""
         assert self._resampler is not None
-        self._take(self._resampler.resample(frame))
+        frames, self._waiting, self._waiting_samples = self._waiting, [], 0
+        if not frames:
+            return
+        if len(frames) == 1:
+            block = frames[0]
+        else:
+            first = frames[0]
+            data = np.concatenate([f.to_ndarray() for f in frames], axis=1)  # planar: (ch, n); packed: (1, n*ch)
+            block = av.AudioFrame.from_ndarray(data, format=first.format.name, layout=first.layout.name)
+            block.sample_rate = first.sample_rate  # no pts: timing comes from counting samples
+        self.resample_calls += 1
+        self._take(self._resampler.resample(block))
 
     def _take(self, frames: Sequence[av.AudioFrame | None]) -> None:
         for out in frames:

@@ -24,6 +24,8 @@ from shared.contracts.timing import wall_clock
 from shared.metrics import Metrics
 
 BACKLOG_DROP = "decoder_backlog"
+SOURCE_THINNED = "degraded_at_source"
+"""An analysis frame ingest did not emit because inference analyses fewer now (see FrameSampler.skip)."""
 SILENCE_RMS = 1e-4  # about -80 dBFS: digital silence, as sent by a muted browser track
 BLACK_MEAN = 8.0  # mean BGR value of a black frame (disabled camera)
 
@@ -138,6 +140,8 @@ async def consume_video(
         media_time, capture = _timing(frame, clock, sender, arrival)
         sampler.note(frame)
         if not sampler.due(media_time):
+            if sampler.skip(media_time):
+                metrics.media_dropped_total.labels(SOURCE_THINNED).inc()
             observer.video_frame(arrival, black=None)
             continue
         # Only sampled frames are converted; kept on the loop thread (measured: handing it to a

@@ -347,6 +347,7 @@ class WhipService:
                 width=s.frame_width,
                 epoch=resource.publish.epoch,
                 media_offset=resource.publish.offset,
+                rate=self.transports.source_rate,
             )
             resource.samplers["video"] = sampler
             coro = consume_video(

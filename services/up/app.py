@@ -8,7 +8,7 @@ plain engine over the in-memory event bus) and the gateway (REST, live feeds, da
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -40,6 +40,7 @@ from shared.supervise import HealthRegistry, Supervisor
 from shared.text.settings import TextSettings
 from shared.text.stage import build_text_stage
 from shared.transport.factory import Transports, build_transports
+from shared.transport.rate import RateRecord
 
 _log = get_logger(__name__)
 TRANSPORTS: web.AppKey[Transports] = web.AppKey("classpulse_up_transports", Transports)
@@ -123,7 +124,7 @@ def create_up_app(
             await pool.wait_ready()
         worker = InferenceWorker(
             engine=engine, transports=transports, settings=settings.inference, metrics=metrics, supervisor=sup,
-            speech=speech,
+            speech=speech, on_rate=_rate_feedback(transports, pool) if settings.up.thin_at_source else None,
         )
         aggregation = PlainAggregator(
             settings=settings.aggregator,
@@ -168,6 +169,13 @@ def create_up_app(
     add_metrics_route(app, metrics=metrics, pool=pool)
     add_landing(app)
     return app
+
+
+def _rate_feedback(transports: Transports, pool: IngestPool | None) -> Callable[[float | None], None]:
+    """Where inference's analysed frame rate goes: the ingest processes, or this process's own samplers."""
+    if pool is not None:
+        return pool.send_rate
+    return lambda fps: transports.source_rate.set(RateRecord(fps=fps))
 
 
 def add_metrics_route(app: web.Application, *, metrics: Metrics, pool: IngestPool | None) -> None:

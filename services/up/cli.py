@@ -59,14 +59,14 @@ def _settings(common: CommonSettings) -> UpSettings:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from services.up.service import serve_up
-    from shared.service import run_service
-
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
     if args.ingest_worker is not None:
-        return _ingest_worker(args)
+        return _ingest_worker(args)  # before importing the whole app: an ingest process never loads torch
+    from services.up.service import serve_up
+    from shared.service import run_service
+
     return run_service(
         "up", settings=_settings, main=functools.partial(serve_up, host=args.host, port=args.port),
         check_config=args.check_config, listens_on=lambda _: str(args.host),
@@ -76,7 +76,7 @@ def _up(args: argparse.Namespace) -> int:
 def _ingest_worker(args: argparse.Namespace) -> int:
     """One of `up`'s ingest processes: WebRTC receive, media relayed to the main process."""
     from services.ingest.settings import IngestSettings
-    from services.up.service import serve_ingest_worker
+    from services.up.ingest_worker import serve_ingest_worker
     from shared.service import EXIT_BAD_SETTINGS, ServiceError, run_service
 
     if args.runtime_dir is None:

@@ -32,6 +32,7 @@ from services.ingest.worker import WorkerIdentity, forward_request, owner_of
 from shared.log import get_logger, spawn
 from shared.service import ServiceError
 from shared.transport.factory import Transports
+from shared.transport.rate import RateRecord
 from shared.transport.relay import RelayServer
 
 log = get_logger(__name__)
@@ -89,6 +90,11 @@ class IngestPool:
         await self._relay.start()
         self._http = aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT)
         self._task = spawn(supervisor.run(), name="up-ingest-workers")
+
+    def send_rate(self, fps: float | None) -> None:
+        """Every ingest process samples video at ``fps`` from now (None: at its own rate)."""
+        if self._relay is not None:
+            self._relay.send_rate(RateRecord(fps=fps))
 
     async def wait_ready(self) -> None:
         """Return once every worker serves (they start while the main process loads its models)."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from services.ingest.settings import IngestSettings
 from services.up.app import UpSettings, create_up_app
 from shared.service import ServiceContext
 from shared.serving import serve_app
@@ -20,22 +17,3 @@ async def serve_up(settings: UpSettings, service: ServiceContext, *, host: str, 
         banner=lambda url: f"ClassPulse is up: {url}/  (join: /join, dashboard: /dashboard)",
         service=service,
     )
-
-
-async def serve_ingest_worker(
-    settings: IngestSettings, service: ServiceContext, *, index: int, runtime_dir: Path, port: int
-) -> None:
-    """One ingest process of ``up``: the ingest worker app, its media and events relayed to ``up``."""
-    from services.ingest.worker import WorkerIdentity, create_worker_app, serve_worker
-    from services.up.ingest_pool import RELAY_SOCKET
-    from shared.transport.factory import Transports
-    from shared.transport.memory import MemoryLiveBus
-    from shared.transport.relay import relay_buses
-
-    identity = WorkerIdentity(index=index, runtime_dir=runtime_dir)
-    media, events, publishes = relay_buses(runtime_dir / RELAY_SOCKET, shards=service.common.media_shards)
-    transports = Transports(media=media, events=events, live=MemoryLiveBus(), publishes=publishes)
-    app = create_worker_app(
-        identity=identity, settings=settings, common=service.common, transports=transports, metrics=service.metrics
-    )
-    await serve_worker(app=app, identity=identity, host="127.0.0.1", port=port, service=service)

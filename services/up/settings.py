@@ -25,6 +25,12 @@ class UpProcessSettings(StrictSettings):
         "to the main process; 0 = in the main process; 'auto' = one per core up to 4 on 2+ cores, else 0.",
     )
 
+    thin_at_source: bool = Field(
+        default=True,
+        description="Tell ingest the frame rate inference analyses under overload, so it samples video at that "
+        "rate instead of relaying frames inference would drop (audio keeps its full rate).",
+    )
+
     def ingest_process_count(self) -> int:
         """The number of ingest processes ``ingest_processes`` asks for on this machine."""
         if self.ingest_processes != "auto":

@@ -115,6 +115,7 @@ class RedisPrivacyStore:
         media = await self._discard_media(session, participant)
         pstate = f"{INFERENCE_COORDINATION}:pstate:{participant_key(session, participant)}"
         snapshot = int(await self.redis.delete(pstate))
+        await self.redis.delete(f"{pstate}:v")  # its version (shard/epoch/seq), no data of its own
         return [
             ErasedItem(store="redis", what="live state of the participant", count=live),
             ErasedItem(store="redis", what="media waiting for analysis", count=media),
@@ -125,6 +126,7 @@ class RedisPrivacyStore:
         literal = _glob_literal(session)
         live = int(await self.redis.delete(state_key(session), summary_key(session)))
         epochs = await self._delete_matching(f"{PUBLISH_EPOCHS}:{literal}/*")
+        await self._delete_matching(f"{INFERENCE_COORDINATION}:pstate:{literal}/*:v")  # versions, not counted
         snapshots = await self._delete_matching(f"{INFERENCE_COORDINATION}:pstate:{literal}/*")
         media = await self._discard_media(session, None)
         webhooks = await self._delete_matching(f"{WEBHOOK_KEYS}:session:{literal}:*")

@@ -12,6 +12,7 @@ from shared.transport.base import EventBus, LiveBus, MediaBus
 from shared.transport.leases import LeaseStore, MemoryLeaseStore
 from shared.transport.memory import MemoryEventBus, MemoryLiveBus, MemoryMediaBus
 from shared.transport.publishes import MemoryPublishRegistry, PublishRegistry
+from shared.transport.rate import SourceRate
 
 if TYPE_CHECKING:  # imported where used: shared.privacy imports transport modules (no import circle)
     from shared.privacy.store import PrivacyStore
@@ -36,6 +37,9 @@ class Transports:
     publishes: PublishRegistry = field(default_factory=MemoryPublishRegistry)
     privacy: PrivacyStore = field(default_factory=_memory_store)
     privacy_view: PrivacyView | None = None
+    source_rate: SourceRate = field(default_factory=SourceRate)
+    """The analysed frame rate inference wants now: this process's video samplers cap their rate at it
+    (``classpulse up`` sets it, see :mod:`shared.transport.rate`; nobody in distributed mode: no cap)."""
 
     def __post_init__(self) -> None:
         if self.privacy_view is None:

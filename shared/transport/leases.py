@@ -8,6 +8,12 @@ with the current token, so a worker that lost its lease (paused, partitioned) ca
 renew it nor overwrite the next owner's snapshots. A lease that expired without release is
 *taken over*: :attr:`Lease.previous` names the owner that died.
 
+Snapshots are also *versioned*: each write carries ``(shard, epoch, seq)``, ``seq`` counting up
+in the writer as it serialises states, and a participant's stored snapshot is replaced only by
+a newer version (a later epoch, or the same epoch and a larger ``seq``; a different shard, i.e.
+another shard count, always replaces). So a delayed or retried write of an older snapshot (a
+periodic one landing after the hand-over snapshot of a revoke) can never overwrite a newer one.
+
 Implementations: :class:`MemoryLeaseStore` (embedded mode and unit tests; an injectable
 clock gives virtual time) and :class:`shared.transport.redis_leases.RedisLeaseStore`
 (distributed; expiry measured by the Redis server's clock).
@@ -35,6 +41,26 @@ class Lease:
     @property
     def token(self) -> str:
         return f"{self.owner}/{self.epoch}"
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What :meth:`LeaseStore.save_states` did (truthy when the lease was current)."""
+
+    current: bool
+    """False: the lease was not current and nothing was written."""
+    stale: tuple[str, ...] = ()
+    """Keys left as they were because a newer snapshot of them is stored."""
+
+    def __bool__(self) -> bool:
+        return self.current
+
+
+def newer(stored: tuple[int, int, int] | None, version: tuple[int, int, int]) -> bool:
+    """Whether a snapshot at ``version`` (shard, epoch, seq) may replace one stored at ``stored``."""
+    if stored is None or stored[0] != version[0]:
+        return True
+    return stored[1:] < version[1:]
 
 
 class LeaseStore(Protocol):
@@ -68,8 +94,9 @@ class LeaseStore(Protocol):
         """The current owner of a shard's lease, if any."""
         ...
 
-    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int) -> bool:
-        """Store snapshots (key -> bytes, each kept ``ttl_ms``) only while ``lease`` is current."""
+    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int, seq: int) -> Saved:
+        """Store snapshots (key -> bytes, each kept ``ttl_ms``) only while ``lease`` is current, each only
+        over an older version (``seq``: the writer's count, larger for every later serialisation)."""
         ...
 
     async def load_state(self, key: str) -> bytes | None:
@@ -93,6 +120,7 @@ class MemoryLeaseStore:
         self._epochs: dict[int, int] = {}
         self._unreleased: dict[int, str] = {}
         self._states: dict[str, tuple[bytes, float]] = {}
+        self._versions: dict[str, tuple[int, int, int]] = {}
 
     async def start(self) -> None:
         return None
@@ -154,14 +182,21 @@ class MemoryLeaseStore:
         held = self._live(shard)
         return held.lease.owner if held is not None else None
 
-    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int) -> bool:
+    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int, seq: int) -> Saved:
         if self._current(lease) is None:
-            return False
+            return Saved(current=False)
         now = self._clock()
         self._states = {k: v for k, v in self._states.items() if v[1] > now}  # bounded by live participants
+        self._versions = {k: v for k, v in self._versions.items() if k in self._states}
+        version = (lease.shard, lease.epoch, seq)
+        stale = []
         for key, data in states.items():
+            if not newer(self._versions.get(key), version):
+                stale.append(key)
+                continue
             self._states[key] = (data, now + ttl_ms / 1000)
-        return True
+            self._versions[key] = version
+        return Saved(current=True, stale=tuple(stale))
 
     async def load_state(self, key: str) -> bytes | None:
         item = self._states.get(key)
@@ -174,4 +209,5 @@ class MemoryLeaseStore:
         gone = [k for k in self._states if match(k)]
         for key in gone:
             del self._states[key]
+            self._versions.pop(key, None)
         return len(gone)

@@ -9,7 +9,9 @@ Keys (``prefix`` = ``classpulse:inference`` unless a test isolates itself):
   ``{prefix}:lease:{k}:last`` names the owner until it releases, so the next acquisition
   knows whether it took an expired lease over.
 * ``{prefix}:pstate:{session}/{participant}``: the latest snapshot of that participant's
-  inference state, written (with a PX expiry) only while the writer's lease is current.
+  inference state, written (with a PX expiry) only while the writer's lease is current, and
+  only over an older version: ``{prefix}:pstate:{session}/{participant}:v`` holds
+  ``"<shard>/<epoch>/<seq>"`` of the stored one (same expiry).
 
 Every check-and-set is one Lua script, so it is atomic on the server.
 """
@@ -23,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from shared.contracts.topics import INFERENCE_COORDINATION
-from shared.transport.leases import Lease
+from shared.transport.leases import Lease, Saved
 
 _HEARTBEAT = """
 local t = redis.call('TIME')
@@ -62,11 +64,28 @@ return 0
 _SCRIPTS: dict[str, str] = {}
 
 _SAVE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local shard, epoch, seq = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local version = ARGV[3] .. '/' .. ARGV[4] .. '/' .. ARGV[5]
+local stale = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local stored = redis.call('GET', KEYS[2 * i + 1])
+  local replace = true
+  if stored then
+    local s, e, q = string.match(stored, '^(%d+)/(%d+)/(%d+)$')
+    if s and tonumber(s) == shard then
+      e, q = tonumber(e), tonumber(q)
+      replace = e < epoch or (e == epoch and q < seq)
+    end
+  end
+  if replace then
+    redis.call('SET', KEYS[2 * i], ARGV[5 + i], 'PX', ARGV[2])
+    redis.call('SET', KEYS[2 * i + 1], version, 'PX', ARGV[2])
+  else
+    stale[#stale + 1] = i
+  end
 end
-return 1
+return stale
 """
 
 
@@ -175,12 +194,21 @@ class RedisLeaseStore:
         owner, _, _ = _text(raw).rpartition("/")
         return owner
 
-    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int) -> bool:
+    def version_key(self, key: str) -> str:
+        return f"{self.state_key(key)}:v"
+
+    async def save_states(self, lease: Lease, states: Mapping[str, bytes], *, ttl_ms: int, seq: int) -> Saved:
         if not states:
-            return True
-        keys = [self.lease_key(lease.shard), *(self.state_key(k) for k in states)]
-        (done,) = await self._run([("save", keys, [lease.token, ttl_ms, *states.values()])])
-        return bool(int(done))
+            return Saved(current=True)
+        names = list(states)
+        keys = [self.lease_key(lease.shard)]
+        for k in names:
+            keys += [self.state_key(k), self.version_key(k)]
+        args = [lease.token, ttl_ms, lease.shard, lease.epoch, seq, *states.values()]
+        (done,) = await self._run([("save", keys, args)])
+        if not isinstance(done, list):
+            return Saved(current=False)
+        return Saved(current=True, stale=tuple(names[int(i) - 1] for i in done))
 
     async def load_state(self, key: str) -> bytes | None:
         raw: Any = await self.redis.get(self.state_key(key))

@@ -5,13 +5,15 @@ ingest processes (one asyncio loop per core). Those processes write what ingest 
 (media appends, lifecycle events) to a Unix socket; :class:`RelayServer` in the main process
 applies each record, in order, to the real buses. Records are length-prefixed::
 
-    u8 kind ("M" media | "E" event | "P" publish request | "R" its reply)
+    u8 kind ("M" media | "E" event | "P" publish request | "R" its reply | "F" analysed rate)
     | u16 key_len | u16 topic_len | u32 value_len | key | topic | value
 
 The relay carries writes: :class:`RelayMediaBus` and :class:`RelayEventBus` implement the
 append/publish half of their Protocols and refuse reads. The one request is a participant's
 next publish epoch (:class:`RelayPublishRegistry`): the main process owns the counter, so a
-restarted ingest process continues it. Back-pressure is the socket's: a slow
+restarted ingest process continues it. The one record the main process sends unasked is ``F``
+(:mod:`shared.transport.rate`): the frame rate its inference analyses now, to every ingest
+process (and to each one as it connects), which samples video at it. Back-pressure is the socket's: a slow
 main process makes ``append`` wait in ``drain()``, which ingest's keep-latest mailboxes turn
 into counted drops instead of growing queues.
 """
@@ -30,6 +32,7 @@ from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.transport.base import AppendResult, EventBus, EventConsumer, MediaBus, StreamEntry
 from shared.transport.publishes import Publish, PublishRegistry
+from shared.transport.rate import RateError, RateRecord, SourceRate, decode_rate, encode_rate
 from shared.transport.shards import shard_of
 
 log = get_logger(__name__)
@@ -39,6 +42,7 @@ MEDIA = b"M"
 EVENT = b"E"
 PUBLISH = b"P"
 REPLY = b"R"
+RATE = b"F"
 MAX_VALUE = 64 * 1024 * 1024  # one 4K BGR frame is ~25 MB; anything larger is a broken peer
 
 
@@ -62,7 +66,17 @@ class RelayServer:
         self._publishes = publishes
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._rate: RateRecord | None = None
         self.records = 0
+
+    def send_rate(self, record: RateRecord) -> None:
+        """Tell every ingest process (and each one that connects later) the analysed frame rate."""
+        self._rate = record
+        data = pack(RATE, "", "", encode_rate(record))
+        for writer in list(self._writers):
+            if not writer.is_closing():
+                writer.write(data)  # tiny and rare; the socket buffer holds it, no drain needed
 
     async def start(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -83,6 +97,9 @@ class RelayServer:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
+        self._writers.add(writer)
+        if self._rate is not None:
+            writer.write(pack(RATE, "", "", encode_rate(self._rate)))
         try:
             while True:
                 head = await reader.readexactly(_HEAD.size)
@@ -110,14 +127,16 @@ class RelayServer:
             pass  # closing: end this connection quietly (asyncio logs a handler that ends cancelled)
         finally:
             self._clients.discard(task)
+            self._writers.discard(writer)
             writer.close()
 
 
 class _RelayClient:
     """One Unix-socket connection shared by the media and event halves of a process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, rate: SourceRate | None = None) -> None:
         self.path = path
+        self._rate = rate
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._replies: dict[str, asyncio.Future[bytes]] = {}
@@ -134,6 +153,9 @@ class _RelayClient:
             while True:
                 kind, key_len, topic_len, value_len = _HEAD.unpack(await reader.readexactly(_HEAD.size))
                 body = await reader.readexactly(key_len + topic_len + value_len)
+                if kind == RATE:
+                    self._set_rate(body[key_len + topic_len :])
+                    continue
                 future = self._replies.pop(body[key_len : key_len + topic_len].decode(), None)
                 if kind == REPLY and future is not None and not future.done():
                     future.set_result(body[key_len + topic_len :])
@@ -144,6 +166,14 @@ class _RelayClient:
                 if not future.done():
                     future.set_exception(RelayError("the relay to the main process closed"))
             self._replies.clear()
+
+    def _set_rate(self, value: bytes) -> None:
+        if self._rate is None:
+            return
+        try:
+            self._rate.set(decode_rate(value))
+        except RateError as exc:
+            log.warning("relay rate record ignored: %s", exc)
 
     async def request(self, kind: bytes, key: str, value: bytes = b"") -> bytes:
         """Send one request record and wait for its reply."""
@@ -257,7 +287,10 @@ class RelayPublishRegistry:
         return Publish(epoch=int(data["epoch"]), offset=float(data["offset"]))
 
 
-def relay_buses(path: Path, *, shards: int) -> tuple[RelayMediaBus, RelayEventBus, RelayPublishRegistry]:
-    """Media bus, event bus and publish registry of one helper process, sharing one connection to ``path``."""
-    client = _RelayClient(path)
+def relay_buses(
+    path: Path, *, shards: int, rate: SourceRate | None = None
+) -> tuple[RelayMediaBus, RelayEventBus, RelayPublishRegistry]:
+    """Media bus, event bus and publish registry of one helper process, sharing one connection to ``path``;
+    ``rate`` follows the analysed frame rate the other end sends."""
+    client = _RelayClient(path, rate=rate)
     return RelayMediaBus(client, shards=shards), RelayEventBus(client), RelayPublishRegistry(client)

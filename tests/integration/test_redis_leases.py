@@ -22,17 +22,21 @@ async def test_leases_are_exclusive_fenced_and_taken_over_after_expiry(redis_url
         assert await b.acquire([3], "b", ttl_ms=300) == [None]  # SET NX: one owner at a time
         assert await a.holder(3) == "a"
         assert await a.renew([first], ttl_ms=300) == [True]
-        assert await a.save_states(first, {"s/p": b"state-a"}, ttl_ms=10_000)
+        assert await a.save_states(first, {"s/p": b"state-a"}, ttl_ms=10_000, seq=2)
+        late = await a.save_states(first, {"s/p": b"older", "s/r": b"r"}, ttl_ms=10_000, seq=1)  # a late write
+        assert late and late.stale == ("s/p",)  # the newer snapshot stays; a key without one is written
+        assert await a.load_state("s/p") == b"state-a" and await a.load_state("s/r") == b"r"
 
         await asyncio.sleep(0.4)  # a stops renewing: the lease expires on the server's clock
         assert await a.holder(3) is None
         (taken,) = await b.acquire([3], "b", ttl_ms=5_000)
         assert taken is not None and taken.previous == "a" and taken.epoch == 2  # a takeover, a new epoch
         assert await a.renew([first], ttl_ms=300) == [False]  # the old token is fenced off everywhere
-        assert not await a.save_states(first, {"s/p": b"stale"}, ttl_ms=10_000)
+        assert not await a.save_states(first, {"s/p": b"stale"}, ttl_ms=10_000, seq=9)
         assert not await a.release(first)
         assert await b.load_state("s/p") == b"state-a"  # what the new owner restores
-        assert await b.save_states(taken, {"s/p": b"state-b", "s/q": b"q"}, ttl_ms=10_000)
+        saved = await b.save_states(taken, {"s/p": b"state-b", "s/q": b"q"}, ttl_ms=10_000, seq=1)
+        assert saved and saved.stale == ()  # a later epoch replaces whatever seq the old owner reached
         assert await a.load_state("s/p") == b"state-b" and await a.load_state("s/q") == b"q"
 
         assert await b.release(taken)  # a clean release: the next acquisition is no takeover

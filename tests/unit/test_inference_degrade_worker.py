@@ -75,7 +75,10 @@ async def test_an_overloaded_worker_thins_every_student_alike_and_counts_it() ->
     backend = SlowNoFaces(0.03)
     engine = InferenceEngine(settings=settings, metrics=metrics, backend=backend)
     engine.load()
-    worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=metrics, consumer="w")
+    rates: list[float | None] = []  # what `classpulse up` relays to its ingest processes (thinning at the source)
+    worker = InferenceWorker(
+        engine=engine, transports=transports, settings=settings, metrics=metrics, consumer="w", on_rate=rates.append
+    )
     await media.ensure_group(INFERENCE_GROUP)
     task = asyncio.create_task(worker.run())
     sent = 0
@@ -101,6 +104,7 @@ async def test_an_overloaded_worker_thins_every_student_alike_and_counts_it() ->
     out = [EventCodec(ScoreEvent).decode(v) for _, v in events.records(SCORES.name)]
     assert degraded > 0.2 * sent, (degraded, stale, sent)
     assert target is not None and 1.0 <= target < 4.0
+    assert rates and rates[-1] == target  # every change of the target was told
     assert analysed == len(out) == backend.frames
     assert degraded + stale + len(out) == sent  # every frame scored or counted as dropped
     assert await media.length() == 0

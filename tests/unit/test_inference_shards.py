@@ -187,8 +187,8 @@ async def test_join_hands_shards_over_and_a_dead_owner_is_taken_over_after_expir
     assert set(back.lost) == a_shards and _events(a_metrics, "lost") == len(a_shards)
     newer = b.lease(stale.shard)
     assert newer is not None and newer.epoch > stale.epoch
-    assert not await store.save_states(stale, {"s/p": b"old"}, ttl_ms=60_000)  # fenced: cannot overwrite b's state
-    assert await store.save_states(newer, {"s/p": b"new"}, ttl_ms=60_000)
+    assert not await store.save_states(stale, {"s/p": b"old"}, ttl_ms=60_000, seq=1)  # fenced: not over b
+    assert await store.save_states(newer, {"s/p": b"new"}, ttl_ms=60_000, seq=1)
     assert await store.load_state("s/p") == b"new"
     assert not await store.release(stale) and await store.holder(stale.shard) == "b"
 
@@ -216,7 +216,7 @@ async def test_snapshots_expire() -> None:
     store = MemoryLeaseStore(clock=clock)
     (lease,) = await store.acquire([3], "a", ttl_ms=TTL_MS)
     assert lease is not None and lease.token == "a/1"
-    assert await store.save_states(lease, {"s/p": b"x"}, ttl_ms=5000)
+    assert await store.save_states(lease, {"s/p": b"x"}, ttl_ms=5000, seq=1)
     clock.advance(4.0)
     assert await store.load_state("s/p") == b"x"
     clock.advance(1.5)

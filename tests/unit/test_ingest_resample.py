@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -227,6 +229,10 @@ INGEST_MODULES = (
     "services.ingest.supervisor",
     "services.ingest.sources.file",
     "services.ingest.simulate",
+    "services.up.cli",
+    "services.up.ingest_worker",
+    "services.up.ingest_pool",
+    "shared.transport.relay",
     "shared.service",
     "shared.serving",
     "shared.torch_threads",
@@ -257,6 +263,30 @@ def test_importing_the_ingest_path_does_not_import_torch() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_an_ingest_process_of_up_has_no_torch_loaded(tmp_path: Path) -> None:
+    """`classpulse up`'s ingest processes (relaying to the main process) stay small: no inference imports."""
+    relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # the main process's relay: accepting is enough
+    relay.bind(str(tmp_path / "relay.sock"))
+    relay.listen(4)
+    cmd = [sys.executable, "-m", "services.cli", "up", "--ingest-worker", "0", "--runtime-dir", str(tmp_path),
+           "--port", "0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "worker-0.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "worker-0.json").exists(), f"the ingest process did not serve (exit {proc.poll()})"
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "/torch/" not in maps and "mediapipe" not in maps
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        assert rss_kb < 400 * 1024, f"{rss_kb // 1024} MB RSS"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        relay.close()
+
+
 def test_a_serving_ingest_process_has_no_torch_loaded() -> None:
     cmd = [sys.executable, "-m", "services.cli", "ingest", "--host", "127.0.0.1", "--port", "0"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -269,3 +299,18 @@ def test_a_serving_ingest_process_has_no_torch_loaded() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+@pytest.mark.parametrize(("rate", "layout", "fmt", "size"), [SOURCES[0], SOURCES[1], SOURCES[4]])
+def test_frames_are_resampled_in_blocks_with_the_per_frame_output(rate: int, layout: str, fmt: str, size: int) -> None:
+    """About two resampler calls per chunk instead of one per 20 ms frame, and the same stream out."""
+    channels = _quantise(_channels(trim(espeak(TEXT, rate=rate)), layout), fmt)
+    frames = _frames(channels, rate=rate, layout=layout, fmt=fmt, size=size)
+    chunker, got = _chunk(frames)
+    assert len(got) >= 8
+    assert chunker.resample_calls <= 2 * len(got) + 2 < len(frames) / 5
+    one_by_one = av.AudioResampler(format="flt", layout="mono", rate=16_000, options={"rematrix_maxval": "1.0"})
+    outs = [o for f in frames for o in one_by_one.resample(f)] + list(one_by_one.resample(None))
+    reference = np.concatenate([o.to_ndarray().reshape(-1)[: o.samples] for o in outs if o is not None])
+    mine = np.concatenate([c.waveform() for c in got])
+    assert np.abs(mine - np.clip(reference[: len(mine)], -1.0, 1.0)).max() < 1e-5
