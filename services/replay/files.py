@@ -88,11 +88,12 @@ class _Analysis:
     engine: InferenceEngine
     prefetch: PrefetchPerception | None
     torch_threads: int
+    """torch intra-op threads during the replay (0: torch is not used, nor imported to set them)."""
 
 
 def _analysis(settings: ReplaySettings, *, tracks: int) -> _Analysis:
-    from services.inference.engine import InferenceEngine
-    from services.inference.perception_registry import build_prefetch
+    from services.inference.engine import InferenceEngine, fusion_needs_torch
+    from services.inference.perception_registry import build_prefetch, spec_for
     from services.inference.settings import InferenceSettings
 
     trackers = settings.mesh_trackers
@@ -100,8 +101,10 @@ def _analysis(settings: ReplaySettings, *, tracks: int) -> _Analysis:
         trackers = min(1024, max(trackers, tracks))
     inference = InferenceSettings().model_copy(update={"mesh_trackers": trackers})
     prefetch = build_prefetch(inference) if settings.perception_ahead else None
+    # torch only where something runs on it (CPU fusion is numpy): no import just to set its thread count
+    uses_torch = spec_for(inference.backend).uses_torch or fusion_needs_torch(inference)
     return _Analysis(engine=InferenceEngine(settings=inference, backend=prefetch), prefetch=prefetch,
-                     torch_threads=inference.torch_threads)
+                     torch_threads=inference.torch_threads if uses_torch else 0)
 
 
 def _run(
