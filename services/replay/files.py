@@ -183,7 +183,8 @@ def _speech(tracks: list[Track], *, transcripts: bool) -> ReplayTranscriber | No
     if not settings.enabled:  # the CLI refuses --transcripts then
         return None
     stage = TranscribeStage(settings=settings, keep_text=transcripts)
-    stage.model.load()  # a missing model folder: ModelError (one readable line) before any decoding starts
+    stage.model.check()  # a missing model folder: ModelError (one readable line) before any decoding starts
+    # the model itself loads in the transcriber's thread, beside the engine's loading and the decoding
     return ReplayTranscriber(stage=stage, offsets={t.participant: t.offset_s for t in tracks})
 
 
