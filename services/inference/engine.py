@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from services.inference.features_audio import LogMel, SileroVad, rms_dbfs, to_16k
+from services.inference.features_audio import LogMel, SileroVad, VadWindows, rms_dbfs, to_16k
 from services.inference.fusion_layout import HEADS, IDX, SIGNALS
 from services.inference.fusion_numpy import NumpyFusion
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult, backend_device
@@ -150,6 +150,10 @@ class InferenceEngine:
         self._states_lock = threading.Lock()  # prepare_audio may add a state from another thread
         self._audio_lock = threading.Lock()
         self._audio_loaded = False
+        self.keep_vad_windows = False
+        """Keep each chunk's VAD window probabilities from :meth:`prepare_audio` for :meth:`take_vad_windows`
+        (replay: the transcribe stage segments speech on them instead of running silero-vad a second time)."""
+        self._vad_windows: dict[tuple[str, str, int], VadWindows] = {}
         self._hold_order = itertools.count(1)
         self._text_lock = threading.Lock()  # interactions arrive on the event loop, steps run in a thread
         self._early_text: OrderedDict[tuple[str, str], TextActivity] = OrderedDict()
@@ -207,8 +211,17 @@ class InferenceEngine:
         state = self._state(chunk)
         with self._audio_lock:
             wave = to_16k(chunk.waveform(), chunk.sample_rate)
-            (prob,) = self._vad.process([(state.vad, wave)])
+            carried = state.vad.remainder.size
+            ((prob, windows),) = self._vad.process_windows([(state.vad, wave)])
             state.ahead[chunk.seq] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
+            if self.keep_vad_windows:
+                key = (chunk.session, chunk.participant, chunk.seq)
+                self._vad_windows[key] = VadWindows(carried=carried, probs=tuple(windows))
+
+    def take_vad_windows(self, chunk: AudioChunk) -> VadWindows | None:
+        """The VAD windows :meth:`prepare_audio` computed for ``chunk`` (once; None when it kept none)."""
+        with self._audio_lock:
+            return self._vad_windows.pop((chunk.session, chunk.participant, chunk.seq), None)
 
     def close(self) -> None:
         if self._backend is not None:

@@ -72,6 +72,15 @@ class VadStream:
     last_prob: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class VadWindows:
+    """silero-vad's probabilities of the 512-sample windows that end in one chunk, as another stream saw them."""
+
+    carried: int
+    """Samples of earlier chunks that the chunk's first window began with (the stream's remainder)."""
+    probs: tuple[float, ...]
+
+
 class SileroVad:
     """Streaming silero-vad over many participants' streams, one onnxruntime call per window index."""
 
@@ -94,6 +103,12 @@ class SileroVad:
         Items of one stream are consumed in order and advance it; windows of different
         streams share one onnxruntime call per window index.
         """
+        return [mean for mean, _ in self.process_windows(items)]
+
+    def process_windows(
+        self, items: Sequence[tuple[VadStream, NDArray[np.float32]]]
+    ) -> list[tuple[float, list[float]]]:
+        """Each item's mean probability (as :meth:`process`) and the probabilities of the windows that end in it."""
         if self._session is None:
             raise RuntimeError("SileroVad used before load()")
         by_stream: dict[int, list[int]] = {}
@@ -127,12 +142,12 @@ class SileroVad:
                 streams[k].state = np.array(new_state[:, j, :], dtype=np.float32)
                 streams[k].context = np.array(x[j, -CONTEXT:], dtype=np.float32)
                 probs[owners[k][step]].append(float(out[j, 0]))
-        result = [0.0] * len(items)
+        result = [(0.0, probs[i]) for i in range(len(items))]
         for stream, idx in zip(streams, members, strict=True):
             for i in idx:
                 if probs[i]:
                     stream.last_prob = float(np.mean(probs[i]))
-                result[i] = stream.last_prob
+                result[i] = (stream.last_prob, probs[i])
         return result
 
 

@@ -135,6 +135,10 @@ def _run(
     interactions = _chat(chat, session=session_id) if chat is not None else None  # bad lines fail first
     parts = _analysis(settings, tracks=len(job_tracks))
     engine = parts.engine
+    speech = _speech(job_tracks, transcripts=transcripts) if transcribe else None
+    if speech is not None and settings.audio_ahead:  # silero-vad once per chunk: segmenting reuses the engine's
+        engine.keep_vad_windows = True
+        speech.vad_windows = engine.take_vad_windows
     epoch = wall_clock() if class_mode else None
     summariser = SessionAggregator(session=session_id, config=AggregationConfig(), origin=epoch)
     ends = [t.offset_s + t.expected_duration_s for t in job_tracks
@@ -151,7 +155,7 @@ def _run(
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
             prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
             interactions=interactions,
-            speech=_speech(job_tracks, transcripts=transcripts) if transcribe else None, transcripts=transcripts,
+            speech=speech, transcripts=transcripts,
         )
         try:
             with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
