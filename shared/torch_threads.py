@@ -21,7 +21,10 @@ def set_torch_threads(n: int) -> None:
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """``n`` intra-op threads inside the block (0 = leave as is), the previous count restored after."""
+    """``n`` intra-op threads inside the block, the previous count restored after (0 = leave as is: no import)."""
+    if not n:
+        yield
+        return
     import torch
 
     before = torch.get_num_threads()

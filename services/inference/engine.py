@@ -34,13 +34,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-from services.inference.features_audio import LogMel, SileroVad, rms_dbfs, to_16k
-from services.inference.fusion import HEADS, IDX, SIGNALS, FusionModel
+from services.inference.features_audio import LogMel, SileroVad, VadWindows, rms_dbfs, to_16k
+from services.inference.fusion_layout import HEADS, IDX, SIGNALS
+from services.inference.fusion_numpy import NumpyFusion
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult, backend_device
 from services.inference.perception_registry import build_backend
 from services.inference.settings import InferenceSettings
@@ -53,8 +54,12 @@ from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.report import AnalysisInfo
 from shared.contracts.timing import wall_clock
+from shared.cuda import cuda_available
 from shared.log import get_logger, pii
 from shared.metrics import Metrics
+
+if TYPE_CHECKING:
+    from services.inference.fusion import FusionModel
 
 log = get_logger(__name__)
 EARLY_TEXT_MAX = 10_000
@@ -76,13 +81,49 @@ class _Pending:
     seq: int
 
 
-def resolve_device(choice: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
-    if choice == "cuda" and not torch.cuda.is_available():
+def resolve_device(choice: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without CUDA is an error (torch asked only with a driver)."""
+    if choice == "cpu":
+        return "cpu"
+    available = cuda_available()
+    if choice == "cuda" and not available:
         raise RuntimeError("CLASSPULSE_INFERENCE_DEVICE=cuda but no CUDA device is available; use 'auto' or 'cpu'")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
+    return "cuda" if available else "cpu"
+
+
+def fusion_needs_torch(settings: InferenceSettings) -> bool:
+    """Whether the engine's fusion runs in torch: on CUDA, or with trained weights (a torch file) to read.
+
+    Otherwise it runs in numpy (:class:`~services.inference.fusion_numpy.NumpyFusion`, same outputs to ~1e-6)
+    and, with a CPU perception backend, the engine never imports torch.
+    """
+    return bool(settings.weights_path) or resolve_device(settings.device) == "cuda"
+
+
+class _TorchFusion:
+    """The torch fusion model on its device, called like :class:`NumpyFusion` (numpy in, numpy out)."""
+
+    def __init__(self, model: FusionModel, device: str) -> None:
+        self.model = model
+        self.device = device
+
+    def __call__(self, x: NDArray[np.float32], m: NDArray[np.float32], v: NDArray[np.float32]) -> _Fused:
+        import torch
+
+        def put(a: NDArray[np.float32]) -> torch.Tensor:
+            return torch.from_numpy(a).to(self.device)
+
+        with torch.inference_mode():
+            out = self.model(put(x), put(m), put(v))
+        return _Fused(probs=out.probs.float().cpu().numpy(), confidence=out.confidence.float().cpu().numpy(),
+                      contributions=out.contributions.float().cpu().numpy())
+
+
+@dataclass(frozen=True, slots=True)
+class _Fused:
+    probs: NDArray[np.float32]
+    confidence: NDArray[np.float32]
+    contributions: NDArray[np.float32]
 
 
 class InferenceEngine:
@@ -100,14 +141,19 @@ class InferenceEngine:
         self._backend = backend
         self._vad = SileroVad()
         self._mel = LogMel()
-        self._model: FusionModel | None = None
-        self.device = torch.device("cpu")
+        self._fusion: NumpyFusion | _TorchFusion | None = None
+        self.device = "cpu"
+        """Where fusion runs ('cpu': numpy; 'cuda': the torch model), known after :meth:`load`."""
         self.analysis = AnalysisInfo(backend=settings.backend, device="cpu")
         """Which perception backend and device analyse (known after :meth:`load`; the report's ``analysis``)."""
         self._states: dict[tuple[str, str], ParticipantState] = {}
         self._states_lock = threading.Lock()  # prepare_audio may add a state from another thread
         self._audio_lock = threading.Lock()
         self._audio_loaded = False
+        self.keep_vad_windows = False
+        """Keep each chunk's VAD window probabilities from :meth:`prepare_audio` for :meth:`take_vad_windows`
+        (replay: the transcribe stage segments speech on them instead of running silero-vad a second time)."""
+        self._vad_windows: dict[tuple[str, str, int], VadWindows] = {}
         self._hold_order = itertools.count(1)
         self._text_lock = threading.Lock()  # interactions arrive on the event loop, steps run in a thread
         self._early_text: OrderedDict[tuple[str, str], TextActivity] = OrderedDict()
@@ -122,19 +168,30 @@ class InferenceEngine:
         self._backend.load()
         self._load_audio()
         self.device = resolve_device(self.settings.device)
-        model = FusionModel(window=self.settings.window_steps)
-        if self.settings.weights_path:
-            from services.inference.training import load_weights
-
-            load_weights(model, self.settings.weights_path)
-        else:
-            model.set_cones(yaw_deg=self.settings.yaw_cone_deg, pitch_deg=self.settings.pitch_cone_deg)
-        self._model = model.to(self.device).eval()
+        self._fusion = self._load_fusion()
         self.analysis = AnalysisInfo(backend=self.settings.backend, device=backend_device(self._backend))
         if self._metrics is not None:
-            self._metrics.inference_device.labels(self.device.type).set(1)
+            self._metrics.inference_device.labels(self.device).set(1)
             self._metrics.analysis_info.labels(self.analysis.backend, self.analysis.device).set(1)
         log.info("inference engine %s -> %s", "loading", "ready", extra={"seconds": time.perf_counter() - started})
+
+    def _load_fusion(self) -> NumpyFusion | _TorchFusion:
+        """numpy on CPU (no torch); the torch model on CUDA. Trained weights are read with torch either way."""
+        s = self.settings
+        if not fusion_needs_torch(s):
+            return NumpyFusion.prior(window=s.window_steps, yaw_deg=s.yaw_cone_deg, pitch_deg=s.pitch_cone_deg)
+        from services.inference.fusion import FusionModel
+
+        model = FusionModel(window=s.window_steps)
+        if s.weights_path:
+            from services.inference.training import load_weights
+
+            load_weights(model, s.weights_path)
+        else:
+            model.set_cones(yaw_deg=s.yaw_cone_deg, pitch_deg=s.pitch_cone_deg)
+        if self.device == "cpu":
+            return NumpyFusion.from_state(model.state_dict(), window=s.window_steps)
+        return _TorchFusion(model.to(self.device).eval(), self.device)
 
     def _load_audio(self) -> None:
         with self._audio_lock:
@@ -154,18 +211,27 @@ class InferenceEngine:
         state = self._state(chunk)
         with self._audio_lock:
             wave = to_16k(chunk.waveform(), chunk.sample_rate)
-            (prob,) = self._vad.process([(state.vad, wave)])
+            carried = state.vad.remainder.size
+            ((prob, windows),) = self._vad.process_windows([(state.vad, wave)])
             state.ahead[chunk.seq] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
+            if self.keep_vad_windows:
+                key = (chunk.session, chunk.participant, chunk.seq)
+                self._vad_windows[key] = VadWindows(carried=carried, probs=tuple(windows))
+
+    def take_vad_windows(self, chunk: AudioChunk) -> VadWindows | None:
+        """The VAD windows :meth:`prepare_audio` computed for ``chunk`` (once; None when it kept none)."""
+        with self._audio_lock:
+            return self._vad_windows.pop((chunk.session, chunk.participant, chunk.seq), None)
 
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
 
     @property
-    def model(self) -> FusionModel:
-        if self._model is None:
+    def fusion(self) -> NumpyFusion | _TorchFusion:
+        if self._fusion is None:
             raise RuntimeError("InferenceEngine used before load()")
-        return self._model
+        return self._fusion
 
     def participants(self) -> list[tuple[str, str]]:
         with self._states_lock:
@@ -256,7 +322,7 @@ class InferenceEngine:
         ``skipped`` are frames that arrived but are not analysed (the live worker thins frames
         under overload): they make no step, but show that the camera is on at their media time.
         """
-        if self._model is None:
+        if self._fusion is None:
             raise RuntimeError("InferenceEngine used before load()")
         started = time.perf_counter()
         now = wall_clock()
@@ -285,8 +351,10 @@ class InferenceEngine:
             m.inference_seconds.labels("perception").observe(t2 - t1)
             m.inference_seconds.labels("fusion").observe(t3 - t2)
             m.inference_seconds.labels("total").observe(t3 - started)
-            m.inference_item_seconds.labels(self.device.type).observe((t3 - started) / len(batch))
-            if self.device.type == "cuda":
+            m.inference_item_seconds.labels(self.device).observe((t3 - started) / len(batch))
+            if self.device == "cuda":
+                import torch
+
                 m.inference_gpu_memory_bytes.set(torch.cuda.memory_allocated(self.device))
         return events
 
@@ -455,15 +523,11 @@ class InferenceEngine:
     def _fuse(self, pending: list[_Pending]) -> list[ScoreEvent]:
         if not pending:
             return []
-        model = self.model
-        x = torch.from_numpy(np.stack([p.window[0] for p in pending])).to(self.device)
-        m = torch.from_numpy(np.stack([p.window[1] for p in pending])).to(self.device)
-        v = torch.from_numpy(np.stack([p.window[2] for p in pending])).to(self.device)
-        with torch.inference_mode():
-            out = model(x, m, v)
-        probs = out.probs.float().cpu().numpy()
-        conf = out.confidence.float().cpu().numpy()
-        contrib = out.contributions.float().cpu().numpy()
+        out = self.fusion(
+            np.stack([p.window[0] for p in pending]), np.stack([p.window[1] for p in pending]),
+            np.stack([p.window[2] for p in pending]),
+        )
+        probs, conf, contrib = out.probs, out.confidence, out.contributions
         events = []
         for i, p in enumerate(pending):
             msg = p.msg

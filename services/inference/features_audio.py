@@ -4,15 +4,17 @@ Silero VAD runs from the ONNX file shipped in the ``silero-vad`` wheel through o
 (about 0.1 ms per 32 ms window), batched across participants. The model is shared and
 stateless: each participant's :class:`VadStream`, held by its state object, carries its
 recurrent state, 64-sample context and the samples that did not fill a 512-sample
-window. Importing ``silero_vad`` calls ``torch.set_num_threads(1)`` for the
-whole process, so the import runs inside :func:`preserve_torch_threads`.
+window. The ``silero_vad`` package itself is never imported (it imports torch, and calls
+``torch.set_num_threads(1)`` for the whole process): only its ONNX file is located. The
+log-mel filterbank is torchaudio's (HTK mel scale, no normalisation), computed in numpy, so
+the audio features need no torch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,25 +30,12 @@ N_MELS = 8
 SILENCE_DBFS = -100.0
 
 
-@contextmanager
-def preserve_torch_threads() -> Iterator[None]:
-    """Restore torch's intra-op thread count after the block (silero-vad's import lowers it to 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
 def silero_onnx_path() -> Path:
-    """The ONNX model inside the installed silero-vad wheel (no download)."""
-    with preserve_torch_threads():
-        import silero_vad
-
-    path = Path(silero_vad.__file__).parent / "data" / "silero_vad.onnx"
+    """The ONNX model inside the installed silero-vad wheel (no download; the package is not imported)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the silero-vad package is missing; install silero-vad==6.2.3")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"silero-vad's ONNX model is missing at {path}; reinstall silero-vad==6.2.3")
     return path
@@ -83,6 +72,15 @@ class VadStream:
     last_prob: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class VadWindows:
+    """silero-vad's probabilities of the 512-sample windows that end in one chunk, as another stream saw them."""
+
+    carried: int
+    """Samples of earlier chunks that the chunk's first window began with (the stream's remainder)."""
+    probs: tuple[float, ...]
+
+
 class SileroVad:
     """Streaming silero-vad over many participants' streams, one onnxruntime call per window index."""
 
@@ -105,6 +103,12 @@ class SileroVad:
         Items of one stream are consumed in order and advance it; windows of different
         streams share one onnxruntime call per window index.
         """
+        return [mean for mean, _ in self.process_windows(items)]
+
+    def process_windows(
+        self, items: Sequence[tuple[VadStream, NDArray[np.float32]]]
+    ) -> list[tuple[float, list[float]]]:
+        """Each item's mean probability (as :meth:`process`) and the probabilities of the windows that end in it."""
         if self._session is None:
             raise RuntimeError("SileroVad used before load()")
         by_stream: dict[int, list[int]] = {}
@@ -138,17 +142,37 @@ class SileroVad:
                 streams[k].state = np.array(new_state[:, j, :], dtype=np.float32)
                 streams[k].context = np.array(x[j, -CONTEXT:], dtype=np.float32)
                 probs[owners[k][step]].append(float(out[j, 0]))
-        result = [0.0] * len(items)
+        result = [(0.0, probs[i]) for i in range(len(items))]
         for stream, idx in zip(streams, members, strict=True):
             for i in idx:
                 if probs[i]:
                     stream.last_prob = float(np.mean(probs[i]))
-                result[i] = stream.last_prob
+                result[i] = (stream.last_prob, probs[i])
         return result
 
 
+def _hz_to_mel(hz: float) -> float:
+    return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+
+def mel_filterbank(*, n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> NDArray[np.float32]:
+    """(n_freqs, n_mels) triangular filters on the HTK mel scale, unnormalised.
+
+    ``torchaudio.functional.melscale_fbanks`` with its defaults (``norm=None, mel_scale="htk"``),
+    the same arithmetic in numpy; the weights agree to ~1e-6 (``tests/unit/test_inference_audio.py``).
+    """
+    freqs = np.linspace(0, sample_rate // 2, n_freqs, dtype=np.float32)
+    mels = np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2)
+    f_pts = (700.0 * (10.0 ** (mels / 2595.0) - 1.0)).astype(np.float32)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts[None, :] - freqs[:, None]
+    down = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    return np.maximum(np.float32(0.0), np.minimum(down, up)).astype(np.float32)
+
+
 class LogMel:
-    """Mean log-mel energy (dB) per band over a chunk: torchaudio's mel filterbank, numpy STFT.
+    """Mean log-mel energy (dB) per band over a chunk: torchaudio's mel filterbank (in numpy), numpy STFT.
 
     (torchaudio's ``MelSpectrogram`` module costs tens of ms per call on a busy 2-core box;
     the same filterbank applied to a numpy power spectrum costs well under 1 ms.)
@@ -163,12 +187,9 @@ class LogMel:
         self._window = np.hanning(self.N_FFT + 1)[:-1].astype(np.float32)
 
     def load(self) -> None:
-        import torchaudio.functional as taf
-
-        fbank = taf.melscale_fbanks(
+        self._fbank = mel_filterbank(
             n_freqs=self.N_FFT // 2 + 1, f_min=50.0, f_max=7600.0, n_mels=self.n_mels, sample_rate=SAMPLE_RATE
         )
-        self._fbank = np.asarray(fbank.numpy(), dtype=np.float32)
 
     def bands(self, wave: NDArray[np.float32]) -> list[float]:
         if self._fbank is None:

@@ -40,94 +40,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from shared.signals import FLAG_NAMES, HEAD_NAMES, INPUT_NAMES, INPUTS
+from services.inference.fusion_layout import (
+    CORE,
+    FLAG_HEADS,
+    HEADS,
+    IDX,
+    N_SIGNALS,
+    NO_EVIDENCE_LOGIT,
+    OPTIONAL,
+    SIGNALS,
+    FusionLayout,
+    prior_arrays,
+)
 
-SIGNALS: tuple[str, ...] = INPUT_NAMES
-"""Input signals, in the order of the feature vector (declared in :data:`shared.signals.INPUTS`)."""
-N_SIGNALS = len(SIGNALS)
-HEADS: tuple[str, ...] = HEAD_NAMES
-"""Behaviour heads, in the order of :attr:`FusionOutput.probs` (the ``head`` outputs of the registry)."""
-IDX = {name: i for i, name in enumerate(SIGNALS)}
-CORE = tuple(i for i, s in enumerate(INPUTS) if not s.optional)
-"""Indices of the signals every participant has (video, audio, context)."""
-OPTIONAL = tuple(i for i, s in enumerate(INPUTS) if s.optional)
-"""Indices of the optional signals (text): their own block, exactly no evidence while unmeasured."""
-NO_EVIDENCE_LOGIT = -200.0
-"""Missing-evidence logit of the optional signals: sigmoid() of it is exactly 0.0 in float32 and float64."""
-_FLAG_HEADS = [i for i, head in enumerate(HEADS) if head in FLAG_NAMES]
-"""The true/false heads, whose decisiveness feeds ``confidence``."""
-
-# Head weights over pooled evidence (missing names = 0) and biases.
-_ATTENTION_CUES = ("face_present", "head_yaw", "head_pitch", "eyes_open", "gaze")
-_PRIOR_HEADS: dict[str, tuple[dict[str, float], float]] = {
-    # AND of the five cues: positive only when every cue holds (margin half a cue).
-    "attentive": (dict.fromkeys(_ATTENTION_CUES, 10.0), -10.0 * (len(_ATTENTION_CUES) - 0.5)),
-    # Voice activity on the participant's own open mic.
-    "speaking": ({"voice": 12.0, "mic_on": 3.0}, -9.0),
-    "hand_raised": ({"hand_raised": 10.0}, -5.0),
-    "engagement": (
-        {
-            "face_present": 1.5,
-            "head_yaw": 1.0,
-            "head_pitch": 0.5,
-            "eyes_open": 0.5,
-            "gaze": 0.5,
-            "voice": 1.0,
-            "hand_raised": 1.0,
-            "motion": 0.2,
-            "camera_on": 0.5,
-            # text: asking counts like speaking up; writing in chat a little less
-            "asked_question": 1.0,
-            "chat_activity": 0.5,
-        },
-        -3.0,
-    ),
-}
-# Recency of each head's pooling: logit of step t (0 = oldest) is -decay * (T - 1 - t).
-_PRIOR_DECAY = {"attentive": 1.0, "speaking": 1.2, "hand_raised": 0.3, "engagement": 0.5}
-_EYES_DECAY = 0.4
-"""Eyes pool over a flatter window, so a blink does not read as inattention."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class FusionLayout:
-    """What a set of fusion weights is laid out for: input signals, heads (both in order) and window."""
-
-    signals: tuple[str, ...]
-    heads: tuple[str, ...]
-    window: int
-
-    def to_dict(self) -> dict[str, object]:
-        return {"signals": list(self.signals), "heads": list(self.heads), "window": self.window}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> FusionLayout:
-        signals, heads, window = data.get("signals"), data.get("heads"), data.get("window")
-        if not isinstance(signals, list | tuple) or not isinstance(heads, list | tuple) or not isinstance(window, int):
-            raise ValueError("malformed layout (expected signals, heads and window)")
-        return cls(signals=tuple(str(x) for x in signals), heads=tuple(str(x) for x in heads), window=window)
-
-    def differences(self, expected: FusionLayout) -> list[str]:
-        """What differs from ``expected``, in words (empty when the layouts are the same)."""
-        out = _name_differences("signals", self.signals, expected.signals)
-        out += _name_differences("heads", self.heads, expected.heads)
-        if self.window != expected.window:
-            out.append(f"window {self.window} steps (the engine uses {expected.window})")
-        return out
-
-
-def _name_differences(what: str, got: tuple[str, ...], expected: tuple[str, ...]) -> list[str]:
-    missing = [n for n in expected if n not in got]
-    extra = [n for n in got if n not in expected]
-    out = []
-    if missing:
-        out.append(f"{what} missing from the file: {', '.join(missing)}")
-    if extra:
-        out.append(f"{what} unknown to this build: {', '.join(extra)}")
-    if not missing and not extra and got != expected:
-        i = next(i for i, (n, m) in enumerate(zip(got, expected, strict=True)) if n != m)
-        out.append(f"{what} reordered (position {i} is {got[i]} in the file, {expected[i]} in this build)")
-    return out
+__all__ = [
+    "CORE", "HEADS", "IDX", "NO_EVIDENCE_LOGIT", "N_SIGNALS", "OPTIONAL", "SIGNALS", "FusionLayout", "FusionModel",
+    "FusionOutput", "prior_state",
+]
+_FLAG_HEADS = FLAG_HEADS
 
 
 @dataclass(frozen=True)
@@ -218,40 +148,10 @@ class FusionModel(nn.Module):
         return FusionOutput(probs=probs, confidence=confidence, contributions=contributions)
 
 
-def _logit(p: float) -> float:
-    return float(torch.logit(torch.tensor(min(max(p, 1e-4), 1 - 1e-4))))
-
-
 def prior_state(window: int) -> dict[str, Tensor]:
-    """Hand-set parameters from documented priors (see the module docstring); no training."""
-    h, f = len(HEADS), N_SIGNALS
-    centre = torch.zeros(f)
-    log_scale = torch.zeros(f)
-    direction = torch.ones(f)
-    missing = torch.full((f,), _logit(0.0))
-    for i, signal in enumerate(INPUTS):  # gate priors, in each signal's own unit (see shared/signals.py)
-        g = signal.gate
-        centre[i], log_scale[i], direction[i] = g.centre, torch.log(torch.tensor(g.scale)), g.direction
-        missing[i] = NO_EVIDENCE_LOGIT if signal.optional else _logit(signal.missing_evidence)
-    steps = torch.arange(window, dtype=torch.float32)
-    time_logits = torch.zeros(h, f, window)
-    head_w = torch.zeros(h, f)
-    head_b = torch.zeros(h)
-    for k, head in enumerate(HEADS):
-        time_logits[k] = -_PRIOR_DECAY[head] * (window - 1 - steps)
-        weights, bias = _PRIOR_HEADS[head]
-        for name, w in weights.items():
-            head_w[k, IDX[name]] = w
-        head_b[k] = bias
-    time_logits[0, IDX["eyes_open"]] = -_EYES_DECAY * (window - 1 - steps)
-    return {
-        "centre": centre,
-        "log_scale": log_scale,
-        "direction": direction,
-        "missing_logit": missing,
-        "time_logits": time_logits,
-        "head_w": head_w,
-        "head_b": head_b,
-        "conf_w": torch.tensor([3.0, 2.0]),
-        "conf_b": torch.tensor(-2.0),
-    }
+    """Hand-set parameters from documented priors (see the module docstring); no training.
+
+    The same arrays :mod:`services.inference.fusion_numpy` starts from
+    (:func:`~services.inference.fusion_layout.prior_arrays`).
+    """
+    return {name: torch.from_numpy(value) for name, value in prior_arrays(window).items()}

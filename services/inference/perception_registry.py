@@ -50,6 +50,8 @@ class BackendSpec:
     factory: Callable[[BackendSettings], PerceptionBackend]
     device: Callable[[BackendSettings], str] = lambda _settings: "cpu"
     """Where an instance would run, without building it (``check-config``, ``/metrics``, the report)."""
+    uses_torch: bool = False
+    """The backend imports torch (its process then sets torch's thread count)."""
 
 
 def _mediapipe(settings: BackendSettings) -> PerceptionBackend:
@@ -84,6 +86,7 @@ BACKENDS: dict[str, BackendSpec] = {
             "micro-batch on the inference device (CUDA when present; meant for GPUs, slower than mediapipe on CPU)",
             factory=_torch,
             device=_torch_device,
+            uses_torch=True,
         ),
     )
 }

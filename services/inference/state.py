@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.inference.features_audio import CONTEXT, STATE_SHAPE, VadStream
-from services.inference.fusion import N_SIGNALS, SIGNALS
+from services.inference.fusion_layout import N_SIGNALS, SIGNALS
 from services.inference.perception import Box, FaceTrack
 from services.inference.state_snapshot import SnapshotError, pack, unpack
 from services.inference.text_state import TextActivity, TextRow

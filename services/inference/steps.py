@@ -1,6 +1,6 @@
 """Feature vectors of one analysis step (the fusion model's input), from perception and audio features.
 
-The vector layout is :data:`services.inference.fusion.SIGNALS`; each entry has a "measured"
+The vector layout is :data:`services.inference.fusion_layout.SIGNALS`; each entry has a "measured"
 flag, and the step keeps a :class:`FeatureSnapshot` of the raw values for the score event.
 These functions update the participant's state (baseline, blinks, mouth, wrist, motion).
 """
@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.inference import features_video as fv
-from services.inference.fusion import IDX, N_SIGNALS
+from services.inference.fusion_layout import IDX, N_SIGNALS
 from services.inference.perception import PerceptionResult
 from services.inference.settings import InferenceSettings
 from services.inference.state import AudioFeatures, ParticipantState, Step

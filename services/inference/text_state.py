@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from services.inference.fusion import IDX
+from services.inference.fusion_layout import IDX
 from shared.contracts.interactions import InteractionEvent
 from shared.signals import TEXT_ACTIVITY_S, TEXT_QUESTION_S
 

@@ -88,11 +88,12 @@ class _Analysis:
     engine: InferenceEngine
     prefetch: PrefetchPerception | None
     torch_threads: int
+    """torch intra-op threads during the replay (0: torch is not used, nor imported to set them)."""
 
 
 def _analysis(settings: ReplaySettings, *, tracks: int) -> _Analysis:
-    from services.inference.engine import InferenceEngine
-    from services.inference.perception_registry import build_prefetch
+    from services.inference.engine import InferenceEngine, fusion_needs_torch
+    from services.inference.perception_registry import build_prefetch, spec_for
     from services.inference.settings import InferenceSettings
 
     trackers = settings.mesh_trackers
@@ -100,8 +101,10 @@ def _analysis(settings: ReplaySettings, *, tracks: int) -> _Analysis:
         trackers = min(1024, max(trackers, tracks))
     inference = InferenceSettings().model_copy(update={"mesh_trackers": trackers})
     prefetch = build_prefetch(inference) if settings.perception_ahead else None
+    # torch only where something runs on it (CPU fusion is numpy): no import just to set its thread count
+    uses_torch = spec_for(inference.backend).uses_torch or fusion_needs_torch(inference)
     return _Analysis(engine=InferenceEngine(settings=inference, backend=prefetch), prefetch=prefetch,
-                     torch_threads=inference.torch_threads)
+                     torch_threads=inference.torch_threads if uses_torch else 0)
 
 
 def _run(
@@ -132,6 +135,10 @@ def _run(
     interactions = _chat(chat, session=session_id) if chat is not None else None  # bad lines fail first
     parts = _analysis(settings, tracks=len(job_tracks))
     engine = parts.engine
+    speech = _speech(job_tracks, transcripts=transcripts) if transcribe else None
+    if speech is not None and settings.audio_ahead:  # silero-vad once per chunk: segmenting reuses the engine's
+        engine.keep_vad_windows = True
+        speech.vad_windows = engine.take_vad_windows
     epoch = wall_clock() if class_mode else None
     summariser = SessionAggregator(session=session_id, config=AggregationConfig(), origin=epoch)
     ends = [t.offset_s + t.expected_duration_s for t in job_tracks
@@ -148,7 +155,7 @@ def _run(
             progress=progress, prepare_audio=engine.prepare_audio if settings.audio_ahead else None,
             prepare_frame=parts.prefetch.submit if parts.prefetch is not None else None,
             interactions=interactions,
-            speech=_speech(job_tracks, transcripts=transcripts) if transcribe else None, transcripts=transcripts,
+            speech=speech, transcripts=transcripts,
         )
         try:
             with torch_threads(parts.torch_threads):  # the fusion model is tiny: more threads only contend
@@ -180,7 +187,8 @@ def _speech(tracks: list[Track], *, transcripts: bool) -> ReplayTranscriber | No
     if not settings.enabled:  # the CLI refuses --transcripts then
         return None
     stage = TranscribeStage(settings=settings, keep_text=transcripts)
-    stage.model.load()  # a missing model folder: ModelError (one readable line) before any decoding starts
+    stage.model.check()  # a missing model folder: ModelError (one readable line) before any decoding starts
+    # the model itself loads in the transcriber's thread, beside the engine's loading and the decoding
     return ReplayTranscriber(stage=stage, offsets={t.participant: t.offset_s for t in tracks})
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shared.contracts.interactions import InteractionEvent
@@ -22,6 +23,7 @@ from shared.contracts.report import TranscriptLine
 from shared.log import get_logger
 
 if TYPE_CHECKING:
+    from services.inference.features_audio import VadWindows
     from services.inference.transcribe.stage import Spoken, TranscribeStage
 
 log = get_logger(__name__)
@@ -32,10 +34,19 @@ _END = object()
 class ReplayTranscriber(threading.Thread):
     """The transcribe stage of one replay (see the module docstring); ``start()`` it, ``put()``, ``finish()``."""
 
-    def __init__(self, *, stage: TranscribeStage, offsets: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        stage: TranscribeStage,
+        offsets: dict[str, float] | None = None,
+        vad_windows: Callable[[AudioChunk], VadWindows | None] | None = None,
+    ) -> None:
         super().__init__(name="replay-transcribe", daemon=True)
         self.stage = stage
         self.offsets = offsets or {}
+        self.vad_windows = vad_windows
+        """Where a chunk's silero-vad windows were computed already (the engine's
+        :meth:`~services.inference.engine.InferenceEngine.take_vad_windows`): segmenting then reuses them."""
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self._events: list[InteractionEvent] = []
         self._error: BaseException | None = None
@@ -44,7 +55,8 @@ class ReplayTranscriber(threading.Thread):
         """Hand over one analysed audio chunk (blocks while the transcriber is behind)."""
         if self._error is not None:
             raise RuntimeError("speech transcription failed") from self._error
-        self._queue.put(chunk)
+        windows = self.vad_windows(chunk) if self.vad_windows is not None else None
+        self._queue.put((chunk, windows))
 
     def run(self) -> None:
         from services.inference.transcribe.model import PACK_S
@@ -56,8 +68,9 @@ class ReplayTranscriber(threading.Thread):
                 item = self._queue.get()
                 if item is _END:
                     break
-                assert isinstance(item, AudioChunk)
-                pending += self.stage.segment(item)
+                assert isinstance(item, tuple)
+                chunk, windows = item
+                pending += self.stage.segment(chunk, windows)
                 if sum(s.segment.end - s.segment.start for s in pending) >= PACK_S:
                     self._events += self.stage.transcribe(pending)
                     pending = []

@@ -100,3 +100,52 @@ def test_other_sample_rates_are_converted_and_still_detect_speech(rate: int) -> 
     outside = [e.speaking for e in events if e.media_time + 0.25 <= start - 0.2 or e.media_time >= end + 0.5]
     assert inside and sum(inside) / len(inside) > 0.8
     assert outside and not any(outside)
+
+
+@pytest.mark.parametrize(("n_freqs", "f_min", "f_max", "n_mels"), [(201, 50.0, 7600.0, 8), (257, 0.0, 8000.0, 40)])
+def test_the_numpy_mel_filterbank_is_torchaudios(n_freqs: int, f_min: float, f_max: float, n_mels: int) -> None:
+    import numpy as np
+    import torchaudio.functional as taf
+
+    from services.inference.features_audio import mel_filterbank
+
+    theirs = taf.melscale_fbanks(n_freqs=n_freqs, f_min=f_min, f_max=f_max, n_mels=n_mels, sample_rate=16000).numpy()
+    ours = mel_filterbank(n_freqs=n_freqs, f_min=f_min, f_max=f_max, n_mels=n_mels, sample_rate=16000)
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_a_cpu_engine_and_its_audio_features_never_import_torch() -> None:
+    """In a fresh process (this one has torch loaded): load, VAD, log-mel and fusion of a few chunks."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from services.inference.engine import InferenceEngine\n"
+        "from services.inference.settings import InferenceSettings\n"
+        "from shared.testkit.messages import chunks\n"
+        "from shared.testkit.speech import speech_scene\n"
+        "class NoVideo:\n"
+        "    name = 'none'\n"
+        "    def load(self): return None\n"
+        "    def forget(self, key): return None\n"
+        "    def close(self): return None\n"
+        "wave, _ = speech_scene([(0.5, 'Hello there')], seconds=2.0, snr_db=10.0, seed=1)\n"
+        "engine = InferenceEngine(settings=InferenceSettings(device='cpu'), backend=NoVideo())\n"
+        "engine.load()\n"
+        "msgs = chunks(wave, session='a', participant='p', chunk_s=0.25)\n"
+        "for m in msgs:\n"
+        "    engine.prepare_audio(m)\n"
+        "events = engine.process(msgs) + engine.flush()\n"
+        "assert len(events) == len(msgs), len(events)\n"
+        "loaded = sorted(m for m in ('torch', 'torchaudio', 'silero_vad') if m in sys.modules)\n"
+        "print('loaded:', loaded)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "loaded: []"

@@ -104,3 +104,44 @@ def test_segments_are_packed_into_whisper_windows_in_order() -> None:
     assert packs == [[0, 1, 2], [3], [4], [5]]  # 29 s alone: longer than a pack, still transcribed
     assert sum(lengths[i] for i in packs[0]) + GAP_S * 2 <= PACK_S
     assert sum(lengths[i] for i in [0, 1, 2, 3]) + GAP_S * 3 > PACK_S
+
+
+def test_the_engines_vad_windows_give_the_same_segments_with_one_vad_pass() -> None:
+    """Replay: the engine's silero-vad (its own stream, same chunks) supplies each chunk's windows."""
+    from services.inference.features_audio import SileroVad, VadWindows
+    from shared.testkit.speech import speech_scene
+
+    wave, _ = speech_scene([(0.5, "Good morning everyone."), (3.5, "Can everyone hear me clearly today?")],
+                           seconds=7.0, snr_db=10.0, seed=4)
+    wave = np.asarray(wave, dtype=np.float32)
+    silero = SileroVad()
+    silero.load()
+    n = int(0.37 * RATE)  # chunks that do not end on window boundaries: samples carry over
+    plain, shared = SegmentTracker(rules=RULES), SegmentTracker(rules=RULES)
+    engine_stream = VadStream()
+    counted = LoudVad()  # must never be asked: every chunk's windows line up
+
+    def windows(chunk: NDArray[np.float32]) -> VadWindows:
+        carried = engine_stream.remainder.size
+        ((_, probs),) = silero.process_windows([(engine_stream, chunk)])
+        return VadWindows(carried=carried, probs=tuple(probs))
+
+    a, b = [], []
+    for i in range(0, wave.size, n):
+        chunk = wave[i : i + n]
+        a += plain.feed(chunk, i / RATE, silero)
+        b += shared.feed(chunk, i / RATE, counted, windows(chunk))  # type: ignore[arg-type]
+    a += plain.flush()
+    b += shared.flush()
+    assert counted.calls == 0
+    assert a and [(s.start, s.end, s.speech_s) for s in a] == [(s.start, s.end, s.speech_s) for s in b]
+    assert all(np.array_equal(x.audio, y.audio) for x, y in zip(a, b, strict=True))
+
+
+def test_windows_that_do_not_line_up_are_not_used() -> None:
+    from services.inference.features_audio import VadWindows
+
+    tracker, vad = SegmentTracker(rules=RULES), LoudVad()
+    chunk = audio(("s", 0.5))
+    tracker.feed(chunk, 0.0, vad, VadWindows(carried=100, probs=(0.0,) * 15))  # type: ignore[arg-type]
+    assert vad.calls == 1  # carried samples differ: the tracker ran its own VAD

@@ -28,6 +28,8 @@ PACK_S = 28.0
 """Seconds of segments (and gaps) packed into one Whisper window (30 s, less a margin)."""
 GAP_S = 0.6
 """Silence between packed segments (Whisper ends a sentence there)."""
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""faster-whisper's default schedule (``temperature_fallback``); without it, greedy decoding only (0.0)."""
 
 
 class ModelError(RuntimeError):
@@ -76,6 +78,11 @@ class WhisperTranscriber:
         self._metrics = metrics
         self._model: Any = None
         self.device = "cpu"
+
+    def check(self) -> None:
+        """Raise :class:`ModelError` where :meth:`load` would (no model folder, no GPU for cuda); loads nothing."""
+        model_dir(self.settings)
+        resolve_device(self.settings)
 
     def load(self) -> None:
         """Load the model from its folder (offline: the hub is never asked)."""
@@ -138,6 +145,7 @@ class WhisperTranscriber:
             np.ascontiguousarray(np.concatenate(parts)),
             language=self.settings.language,
             beam_size=self.settings.beam_size,
+            temperature=list(FALLBACK_TEMPERATURES) if self.settings.temperature_fallback else 0.0,
             vad_filter=False,  # the stage segments speech itself
             condition_on_previous_text=False,
             without_timestamps=single,

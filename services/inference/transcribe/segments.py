@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from services.inference.features_audio import SAMPLE_RATE, WINDOW, SileroVad, VadStream
+from services.inference.features_audio import SAMPLE_RATE, WINDOW, SileroVad, VadStream, VadWindows
 
 WINDOW_S = WINDOW / SAMPLE_RATE
 OFF_MARGIN = 0.15
@@ -67,8 +67,15 @@ class SegmentTracker:
     def open(self) -> bool:
         return bool(self.windows)
 
-    def feed(self, wave: NDArray[np.float32], media_time: float, vad: SileroVad) -> list[SpeechSegment]:
-        """Take a 16 kHz chunk starting at ``media_time``; return the segments it closed."""
+    def feed(
+        self, wave: NDArray[np.float32], media_time: float, vad: SileroVad, windows: VadWindows | None = None
+    ) -> list[SpeechSegment]:
+        """Take a 16 kHz chunk starting at ``media_time``; return the segments it closed.
+
+        ``windows``: this chunk's window probabilities computed elsewhere on the same audio from the
+        same start (the replay engine's VAD, :class:`VadWindows`); used when they line up with this
+        tracker's windows (same samples carried over, same count), else the tracker runs ``vad``.
+        """
         if self.pending_at is None or abs(self.pending_at + self.pending.size / SAMPLE_RATE - media_time) > 0.05:
             # first audio, or a gap in the media (muted, dropped chunks): what was open ends here
             closed = self.flush()
@@ -79,10 +86,13 @@ class SegmentTracker:
             closed = []
         data = np.concatenate([self.pending, np.asarray(wave, dtype=np.float32)])
         n = data.size // WINDOW
-        windows = [data[i * WINDOW : (i + 1) * WINDOW] for i in range(n)]
-        probs = vad.process([(self.vad, w) for w in windows]) if windows else []
+        parts = [data[i * WINDOW : (i + 1) * WINDOW] for i in range(n)]
+        if windows is not None and windows.carried == self.pending.size and len(windows.probs) == n:
+            probs = list(windows.probs)
+        else:
+            probs = vad.process([(self.vad, w) for w in parts]) if parts else []
         at = self.pending_at
-        for w, p in zip(windows, probs, strict=True):
+        for w, p in zip(parts, probs, strict=True):
             segment = self._window(w, p, at)
             if segment is not None:
                 closed.append(segment)

@@ -41,6 +41,12 @@ class TranscribeSettings(StrictSettings):
     )
     cpu_threads: int = Field(default=1, ge=1, le=64, description="CPU threads of one Whisper call.")
     beam_size: int = Field(default=1, ge=1, le=10, description="Beam width of decoding (1 = greedy, fastest).")
+    temperature_fallback: bool = Field(
+        default=False,
+        description="Decode a window again at temperatures 0.2..1.0 (5 samples each) when the greedy text looks "
+        "repetitive or unlikely (faster-whisper's default). Off: one greedy decode per window; on a lesson that "
+        "repeats itself the fallback cost up to 20x the Whisper time and +0.2 GiB of memory.",
+    )
     language: str = Field(default="en", min_length=2, max_length=8, description="Language code given to Whisper.")
     speech_threshold: float = Field(
         default=0.5, gt=0.0, lt=1.0, description="silero-vad probability (32 ms window) that starts a segment."

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from services.inference.features_audio import SileroVad, to_16k
+from services.inference.features_audio import SileroVad, VadWindows, to_16k
 from services.inference.transcribe.model import WhisperTranscriber
 from services.inference.transcribe.segments import SegmentRules, SegmentTracker, SpeechSegment
 from services.inference.transcribe.settings import TranscribeSettings
@@ -97,8 +97,11 @@ class TranscribeStage:
         with self._lock:
             return list(self._trackers)
 
-    def segment(self, chunk: AudioChunk) -> list[Spoken]:
-        """One audio chunk (a participant's chunks in media order) -> the segments it closed (VAD only)."""
+    def segment(self, chunk: AudioChunk, windows: VadWindows | None = None) -> list[Spoken]:
+        """One audio chunk (a participant's chunks in media order) -> the segments it closed (VAD only).
+
+        ``windows``: the chunk's VAD window probabilities when already computed (replay: by the engine).
+        """
         key = (chunk.session, chunk.participant)
         with self._lock:
             tracker = self._trackers.get(key)
@@ -110,7 +113,7 @@ class TranscribeStage:
             )
             self._last[key] = speaker
             tracker.last_audio_wall = time.monotonic()
-            closed = tracker.feed(to_16k(chunk.waveform(), chunk.sample_rate), chunk.media_time, self._vad)
+            closed = tracker.feed(to_16k(chunk.waveform(), chunk.sample_rate), chunk.media_time, self._vad, windows)
         return [Spoken(speaker=speaker, segment=s) for s in closed]
 
     def feed(self, chunk: AudioChunk) -> list[InteractionEvent]:
