@@ -108,6 +108,42 @@ def test_a_participant_who_stops_sending_is_not_away_without_evidence() -> None:
     assert [a for a in alerts if a.kind == "away"] == []
 
 
+def test_a_pipeline_gap_after_a_few_absent_steps_raises_no_away_or_camera_off() -> None:
+    """The fault tier's false `away` (kafka_pause, 2026-12-02): the first three steps said "no face", then a
+    Kafka pause held the next steps while the wall clock moved on; the away must wait for steps that say so
+    for the whole threshold, not be raised by the clock through the gap (the late steps cannot clear it)."""
+    cfg = AggregationConfig(away_after_s=10.0, camera_off_after_s=5.0)
+    agg = SessionAggregator(session="s6b", config=cfg)
+    agg.add_lifecycle(lifecycle_event(session="s6b", participant="a", kind="joined", t=0.0, base=BASE))
+    alerts: list[Alert] = []
+    absent, audio_only = Behaviour(present=False), Behaviour(present=False, camera_on=False)
+    for seq, (t, b) in enumerate([(0.0, absent), (0.4, absent), (0.8, audio_only), (1.2, audio_only)]):
+        agg.add_score(score_event(session="s6b", participant="a", seq=seq, t=t, base=BASE, b=b))
+        alerts += agg.advance(BASE + t)[1]
+    for wall in range(2, 40):  # the pause: nothing arrives, the (wall) clock keeps closing windows
+        alerts += agg.advance(BASE + wall)[1]
+    for seq, t in enumerate([40.0 + 0.4 * i for i in range(20)], start=10):  # after it: steps, in frame
+        agg.add_score(score_event(session="s6b", participant="a", seq=seq, t=t, base=BASE, b=Behaviour()))
+        alerts += agg.advance(BASE + t)[1]
+    alerts += agg.flush()[1]
+    assert [(a.kind, a.state) for a in alerts if a.kind in ("away", "camera_off")] == []
+
+
+def test_absent_steps_for_the_whole_threshold_raise_away_on_time_even_when_they_arrive_in_a_burst() -> None:
+    cfg = AggregationConfig(away_after_s=10.0)
+    agg = SessionAggregator(session="s6c", config=cfg)
+    alerts: list[Alert] = []
+    agg.add_score(score_event(session="s6c", participant="a", seq=0, t=0.0, base=BASE, b=Behaviour(present=False)))
+    alerts += agg.advance(BASE)[1]
+    alerts += agg.advance(BASE + 11.5)[1]  # the clock passes the threshold: no evidence past t=0.2 yet
+    assert [a for a in alerts if a.kind == "away"] == []
+    for seq in range(1, 60):  # the held steps come (within the lateness), all "not in frame"
+        agg.add_score(score_event(session="s6c", participant="a", seq=seq, t=10.9 + 0.01 * seq, base=BASE,
+                                  b=Behaviour(present=False)))
+    alerts += agg.advance(BASE + 13.5)[1]
+    assert [(a.state, a.since, a.at) for a in alerts if a.kind == "away"] == [("raised", 0.0, 10.0)]
+
+
 def test_left_participant_is_not_away() -> None:
     agg = SessionAggregator(session="s7", config=AggregationConfig(away_after_s=10.0))
     script = Script(session="s7", base=BASE)
