@@ -144,3 +144,34 @@ async def test_with_the_watchdog_off_a_waiting_worker_stays_healthy() -> None:
     assert not watch.done() and service.supervisor.fatal is None and service.health.healthy()
     watch.cancel()
     await asyncio.gather(watch, return_exceptions=True)
+
+
+class FakeConsumer:
+    """Highwaters per topic-partition; an unassigned one raises as aiokafka does."""
+
+    def __init__(self, ends: dict[tuple[str, int], int]) -> None:
+        self.ends = ends
+
+    def highwater(self, tp: Any) -> int:
+        if (tp.topic, tp.partition) not in self.ends:
+            raise AssertionError("Partition is not assigned")
+        return self.ends[(tp.topic, tp.partition)]
+
+
+def test_the_faust_worker_never_waits_for_records_it_holds_and_tells_the_watchdog_what_waits() -> None:
+    """faust's stream_wait_empty (default True) made a rebalance after a Kafka pause, and SIGTERM, wait
+    forever for the agent's unacked batch (only the next record or the tick closes it, and neither comes
+    during a rebalance)."""
+    from prometheus_client import CollectorRegistry
+
+    from services.aggregator.faust_app import AggregatorFaustApp
+
+    worker = AggregatorFaustApp(settings=AggregatorSettings(store="memory", app_id="unit-stall"),
+                                common=CommonSettings(), metrics=Metrics(CollectorRegistry()), partitions=2, live=None)
+    assert worker.app.conf.stream_wait_empty is False
+    assert worker.waiting() == Waiting()
+    worker._unacked = [object(), object(), object()]
+    worker._closing = 2
+    worker._position = {("scores", 0): 10, ("scores", 1): 7, ("lifecycle", 0): 4}
+    worker.app.consumer = FakeConsumer({("scores", 0): 25, ("scores", 1): 7})  # type: ignore[assignment]
+    assert worker.waiting() == Waiting(records=5, lag=15)  # lifecycle[0] moved away: nothing known there
