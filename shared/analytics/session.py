@@ -317,16 +317,21 @@ class SessionAggregator:
             cell.hand_any = cell.hand_any or s.hand
             cell.hand_last = s.hand
             cell.hand_since = p.hand_since
+        # A gap in the steps interrupts the evidence: an absence (or a camera off only the steps say) not yet
+        # alerted counts again from this step (a pause held the steps in between; late, they never came).
+        interrupted = p.last_end is not None and t - p.last_end > self.config.evidence_gap_s + _EPS
         if s.present:
             self._emit(self.alerts.clear("away", s.participant, at=t, origin=origin))
             p.absent_since = None
-        elif p.absent_since is None:
+        elif p.absent_since is None or (interrupted and not self.alerts.is_open("away", s.participant)):
             p.absent_since = t
         if s.camera_on:
             if not p.camera_off_announced:
                 self._emit(self.alerts.clear("camera_off", s.participant, at=t, origin=origin))
                 p.camera_off_since = None
-        elif p.camera_off_since is None:
+        elif p.camera_off_since is None or (
+            interrupted and not p.camera_off_announced and not self.alerts.is_open("camera_off", s.participant)
+        ):
             p.camera_off_since = t
         p.last_end = t + dur
 

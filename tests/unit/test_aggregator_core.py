@@ -129,19 +129,56 @@ def test_a_pipeline_gap_after_a_few_absent_steps_raises_no_away_or_camera_off() 
     assert [(a.kind, a.state) for a in alerts if a.kind in ("away", "camera_off")] == []
 
 
-def test_absent_steps_for_the_whole_threshold_raise_away_on_time_even_when_they_arrive_in_a_burst() -> None:
+def test_absences_on_both_sides_of_a_pipeline_gap_do_not_add_up_to_away() -> None:
+    """The fault tier's second false `away` (kafka_pause): four "no face" steps, then the steps in frame were held
+    by the pause and dropped as late, then 7 s of "no face" after it (frames spoiled by the backlog), then in
+    frame again. Neither stretch lasts `away_after_s`; the gap between them is no evidence."""
+    cfg = AggregationConfig(away_after_s=10.0, camera_off_after_s=5.0)
+    agg = SessionAggregator(session="s6d", config=cfg)
+    alerts: list[Alert] = []
+    steps = ([(0.56 + 0.4 * i, Behaviour(present=False)) for i in range(4)]
+             + [(24.64, Behaviour(present=False, camera_on=False))]
+             + [(25.2 + 0.8 * i, Behaviour(present=False)) for i in range(9)]
+             + [(31.97 + 0.4 * i, Behaviour()) for i in range(10)])
+    for seq, (t, b) in enumerate(steps):
+        for wall in range(int(agg.watermark - BASE) + 1 if seq else 0, int(t)):
+            alerts += agg.advance(BASE + wall)[1]  # the clock goes on through the gap
+        agg.add_score(score_event(session="s6d", participant="a", seq=seq, t=t, base=BASE, b=b))
+        alerts += agg.advance(BASE + t)[1]
+    alerts += agg.flush()[1]
+    assert [(a.kind, a.state) for a in alerts if a.kind in ("away", "camera_off")] == []
+
+
+def test_a_short_gap_inside_a_real_absence_does_not_delay_the_away() -> None:
+    script = Script(session="s6e", base=BASE)
+    script.add("a", between(10, 30, Behaviour(present=False)), end=40)
+    events = [ev for ev in script.events() if not 14.0 <= ev.media_time < 16.0]  # 2 s of frames dropped as stale
+    agg = SessionAggregator(session="s6e", config=AggregationConfig(away_after_s=10.0))
+    alerts: list[Alert] = []
+    for ev in events:
+        agg.add_score(ev)
+        alerts += agg.advance(ev.timing.capture_ts)[1]
+    alerts += agg.flush()[1]
+    assert [(a.state, a.since, a.at) for a in alerts if a.kind == "away"] == [("raised", 10.0, 20.0),
+                                                                              ("cleared", 10.0, 30.0)]
+
+
+def test_the_clock_alone_never_raises_away_steps_after_a_gap_count_again_from_there() -> None:
     cfg = AggregationConfig(away_after_s=10.0)
     agg = SessionAggregator(session="s6c", config=cfg)
     alerts: list[Alert] = []
-    agg.add_score(score_event(session="s6c", participant="a", seq=0, t=0.0, base=BASE, b=Behaviour(present=False)))
-    alerts += agg.advance(BASE)[1]
-    alerts += agg.advance(BASE + 11.5)[1]  # the clock passes the threshold: no evidence past t=0.2 yet
+    absent = Behaviour(present=False)
+    for seq in range(13):  # "not in frame" from 0 to 5 s
+        agg.add_score(score_event(session="s6c", participant="a", seq=seq, t=0.4 * seq, base=BASE, b=absent))
+        alerts += agg.advance(BASE + 0.4 * seq)[1]
+    alerts += agg.advance(BASE + 11.5)[1]  # the clock passes the threshold: no step since 5 s
     assert [a for a in alerts if a.kind == "away"] == []
-    for seq in range(1, 60):  # the held steps come (within the lateness), all "not in frame"
-        agg.add_score(score_event(session="s6c", participant="a", seq=seq, t=10.9 + 0.01 * seq, base=BASE,
-                                  b=Behaviour(present=False)))
-    alerts += agg.advance(BASE + 13.5)[1]
-    assert [(a.state, a.since, a.at) for a in alerts if a.kind == "away"] == [("raised", 0.0, 10.0)]
+    for seq in range(13, 50):  # steps again from 10.9 s, still "not in frame"
+        t = 10.9 + 0.4 * (seq - 13)
+        agg.add_score(score_event(session="s6c", participant="a", seq=seq, t=t, base=BASE, b=absent))
+        alerts += agg.advance(BASE + t)[1]
+    alerts += agg.flush()[1]
+    assert [(a.state, a.since, a.at) for a in alerts if a.kind == "away"] == [("raised", 10.9, 20.9)]
 
 
 def test_left_participant_is_not_away() -> None:
