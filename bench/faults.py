@@ -35,6 +35,8 @@ def row(r: FaultReport) -> str:
     resumed = " / ".join(_s(r.resumed_after_s.get(n)) for n in ("inference", "aggregator", "gateway"))
     dups = f"{r.duplicates} ({r.conflicting_ids} differ)"
     exits = ",".join(f"{n}={c}" for n, c in r.exit_codes.items() if c != 0) or "all 0"
+    if r.forced_stops:
+        exits += f" ({','.join(r.forced_stops)} forced)"
     alerts = len(r.false_alerts)
     return (f"| {DESCRIPTIONS[r.fault]} | {health} | {resumed} | {r.frames_in} / {r.frames_scored} / "
             f"{r.dropped_counted} / {r.frames_lost} | {r.scores} / {r.gateway_scores} | {dups} | {r.windows_missing} "

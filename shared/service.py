@@ -16,13 +16,22 @@ Every service gets a :class:`~shared.supervise.HealthRegistry` and a
 ``CLASSPULSE_TASK_GIVE_UP_S``, the main coroutine is cancelled (clean stop) and the process
 exits with :data:`~shared.supervise.EXIT_UNRECOVERABLE` and one ``error: task ... could not
 recover ...`` line, so the orchestrator restarts it.
+
+A stop is bounded (:class:`StopBound`): ``CLASSPULSE_STOP_TIMEOUT_S`` after the first SIGINT/SIGTERM the
+process has exited, with status 0, even when a close never returns (one warning line says so); a task giving
+up stops within the same bound (status 3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,6 +95,7 @@ class ServiceContext:
         )
         self._stop_callbacks: list[Callable[[], None]] = []
         self._fatal_callbacks: list[Callable[[], None]] = []
+        self.stop_bound = StopBound(name, common.stop_timeout_s)
 
     def _fatal(self, message: str) -> None:
         """A task gave up: stop the main coroutine (``run_service`` then prints the one error line, exit 3)."""
@@ -155,6 +165,7 @@ def run_service(
             if server is not None:
                 server.shutdown()
                 server.server_close()
+            context.stop_bound.settle()
     except ServiceError as exc:
         return _fail(str(exc), exc.code)
 
@@ -188,8 +199,69 @@ def serve_metrics(where: MetricsServer | None, context: ServiceContext) -> WSGIS
     return server
 
 
-def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
+STOP_FORCED = "stop timed out"
+"""Marker of the warning line a stop that ran past ``CLASSPULSE_STOP_TIMEOUT_S`` logs (tests look for it)."""
+
+
+class StopBound:
+    """A stop signal ends the process within ``timeout_s`` (``CLASSPULSE_STOP_TIMEOUT_S``).
+
+    :meth:`arm` (on the first SIGINT/SIGTERM): the main coroutine is cancelled a little before the bound if
+    it still runs, and at the bound a timer thread exits the process with status 0 whatever still runs (a
+    close that never returns, a stuck library thread, a loop that does not come back). :meth:`settle`
+    (after the event loop ended): non-daemon threads the service started get the rest of the time to end,
+    then the timer is called off (so an in-process caller lives on)."""
+
+    def __init__(self, name: str, timeout_s: float) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self._deadline: float | None = None
+        self._timer: threading.Timer | None = None
+        self._exit: tuple[int, str] = (0, "")
+        self._before = set(threading.enumerate())
+        """Threads from before the service (an in-process caller's own): never waited for."""
+
+    def arm(self, task: asyncio.Task[Any], *, status: int = 0, error: str = "") -> None:
+        """Start the bound; at it the process exits with ``status`` (after ``error: <error>`` if given)."""
+        if self._deadline is not None:
+            return
+        grace = min(3.0, self.timeout_s / 3)
+        self._deadline = time.monotonic() + self.timeout_s
+
+        def cancel() -> None:
+            if not task.done():
+                _log.warning("service %s %s -> %s (%s after %g s, CLASSPULSE_STOP_TIMEOUT_S=%g)", self.name,
+                             "stopping", "cancelled", STOP_FORCED, self.timeout_s - grace, self.timeout_s)
+                task.cancel()
+
+        asyncio.get_running_loop().call_later(self.timeout_s - grace, cancel)
+        self._exit = (status, error)
+        self._timer = threading.Timer(self.timeout_s, self._leave, args=self._exit)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def settle(self) -> None:
+        if self._deadline is None or self._timer is None:
+            return
+        for thread in threading.enumerate():
+            if thread not in self._before and not thread.daemon and thread.is_alive():
+                thread.join(max(0.0, self._deadline - time.monotonic()))
+                if thread.is_alive():
+                    self._leave(*self._exit)
+        self._timer.cancel()
+
+    def _leave(self, status: int, error: str) -> None:
+        _log.warning("service %s %s -> %s (%s, CLASSPULSE_STOP_TIMEOUT_S=%g)", self.name, "stopping", "exited",
+                     STOP_FORCED, self.timeout_s)
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        with contextlib.suppress(Exception):
+            if error:
+                print(f"error: {error}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
 
 
 async def _run(main: Main[S], settings: S, context: ServiceContext) -> int | None:
@@ -197,12 +269,19 @@ async def _run(main: Main[S], settings: S, context: ServiceContext) -> int | Non
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(main(settings, context), name=f"{context.name}-main")
     received: list[str] = []
-    context._fatal_callbacks.append(lambda: _cancel(task))
+
+    def on_fatal() -> None:  # a task gave up: stop, within the same bound as a signal's stop
+        context.stop_bound.arm(task, status=EXIT_UNRECOVERABLE, error=context.supervisor.fatal or "")
+        task.cancel()
+
+    context._fatal_callbacks.append(on_fatal)
     watch = context.supervisor.watch_loop()
 
     def on_signal(sig: signal.Signals) -> None:
         received.append(sig.name)
         _log.info("service %s %s -> %s", context.name, "running", "stopping", extra={"signal": sig.name})
+        if len(received) == 1:
+            context.stop_bound.arm(task)
         if len(received) == 1 and context._stop_callbacks:
             for callback in context._stop_callbacks:
                 callback()

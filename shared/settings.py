@@ -217,6 +217,15 @@ class CommonSettings(StrictSettings):
         description="A background task down (retrying) for longer than this ends the process with exit status 3 "
         "and one error line, so the orchestrator restarts it.",
     )
+    stop_timeout_s: float = Field(
+        default=20.0,
+        ge=1.0,
+        le=600.0,
+        description="SIGINT/SIGTERM end the process within this long: a stop still running after it is cancelled "
+        "(a few seconds before the bound) and the process then exits anyway, with status 0 and one warning line. "
+        "Keep it below the orchestrator's grace period (compose stop_grace_period, Kubernetes "
+        "terminationGracePeriodSeconds).",
+    )
     kafka_unacked_max: int = Field(
         default=10_000,
         ge=1,

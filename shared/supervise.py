@@ -110,6 +110,9 @@ class TaskHealth:
     """Monotonic time the task went down (None while it runs)."""
     reported: bool = field(default=False, repr=False)
     """Set while the task itself reported :meth:`degraded` (the supervisor then waits for its :meth:`ok`)."""
+    give_up_s: float | None = None
+    """This task's own give-up bound (None: the policy's ``give_up_s``), for a task that watches itself
+    and gives up by :meth:`Supervisor.give_up` on its own terms."""
 
     @property
     def down(self) -> bool:
@@ -292,16 +295,23 @@ class Supervisor:
             return True
         now = time.monotonic()
         for entry in self.health.tasks().values():
-            if entry.state == "retrying" and entry.down_for(now) > self.policy.give_up_s:
-                self.fatal = (
-                    f"task {entry.name} could not recover for {self.policy.give_up_s:g} s "
+            limit = self.policy.give_up_s if entry.give_up_s is None else entry.give_up_s
+            if entry.state == "retrying" and entry.down_for(now) > limit:
+                entry.state = "failed"
+                self.give_up(
+                    f"task {entry.name} could not recover for {limit:g} s "
                     f"(last error: {entry.error or 'unknown'}); exiting so the orchestrator restarts the service"
                 )
-                entry.state = "failed"
-                if self._on_fatal is not None:
-                    self._on_fatal(self.fatal)
                 return True
         return False
+
+    def give_up(self, message: str) -> None:
+        """End the service now with ``message`` as its one error line (exit status 3); the first call wins."""
+        if self.fatal is not None:
+            return
+        self.fatal = message
+        if self._on_fatal is not None:
+            self._on_fatal(message)
 
 
 async def retry_transient(

@@ -38,6 +38,7 @@ from faust.types import TP
 
 from services.aggregator.driver import InputKind, Output, SessionDriver
 from services.aggregator.settings import AggregatorSettings
+from services.aggregator.stall import Waiting
 from shared.contracts.codec import EventCodec
 from shared.contracts.events import Alert, ClassAggregate
 from shared.contracts.timing import wall_clock
@@ -167,6 +168,10 @@ class AggregatorFaustApp:
         self._taken_at: dict[tuple[str, int], float] = {}
         """Partitions whose stored offsets were loaded since the last assignment."""
         self._unacked: list[Any] = []
+        self._closing = 0
+        """Records of the batch being closed (emitted, snapshotted, acked) right now."""
+        self.progress = 0
+        """Counts batches closed and ticks that emitted windows (the stall watchdog reads it)."""
         self._touched: set[str] = set()
         self._batch_started = 0.0
         self._batch_received = 0.0
@@ -188,6 +193,12 @@ class AggregatorFaustApp:
             broker_commit_every=settings.batch_max,
             broker_commit_interval=1.0,
             table_standby_replicas=0,
+            # faust's default (True) makes a rebalance and a stop wait until every record an agent has taken is
+            # acked. This agent acks a batch only when the next record or the tick closes it, and during a
+            # rebalance neither comes (flow control is off, the tick waits for the rebalance): after a Kafka pause
+            # the worker then waited forever, and SIGTERM did not end it. Records it holds unacked are simply
+            # delivered again from the committed offsets (same event ids, dropped by _in_order / deduplicated).
+            stream_wait_empty=False,
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                                "value_serializer": "raw"}
@@ -326,11 +337,28 @@ class AggregatorFaustApp:
             first, last = events[0].message, events[-1].message
             _log.debug("aggregator batch of %d records: %s[%d]@%d .. %s[%d]@%d", len(events), first.topic,
                        first.partition, first.offset, last.topic, last.partition, last.offset)
-        await self.driver.close(touched, received=self._batch_received)
-        self._save_offsets(events)
-        if self._stream is not None:
-            for event in events:
-                await self._stream.ack(event)
+        self._closing = len(events)
+        try:
+            await self.driver.close(touched, received=self._batch_received)
+            self._save_offsets(events)
+            if self._stream is not None:
+                for event in events:
+                    await self._stream.ack(event)
+        finally:
+            self._closing = 0
+        self.progress += 1
+
+    def waiting(self) -> Waiting:
+        """Records taken and not closed, and input lag past the state's positions (for the stall watchdog)."""
+        lag = 0
+        for (topic, partition), expected in list(self._position.items()):
+            try:
+                end = self.app.consumer.highwater(TP(topic, partition))
+            except Exception:  # not started, stopping, or the partition just moved: nothing known to wait
+                continue
+            if end is not None and end > expected:
+                lag += end - expected
+        return Waiting(records=len(self._unacked) + self._closing, lag=lag)
 
     def _recovering(self) -> bool:
         """Partitions moving or tables still replaying their changelog: snapshots may be stale."""
@@ -349,7 +377,8 @@ class AggregatorFaustApp:
             for session in self.store.sessions():
                 if session not in self.driver.finished:
                     self.driver.session(session)
-            await self.driver.tick()
+            if await self.driver.tick():
+                self.progress += 1
 
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())

@@ -17,6 +17,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from services.aggregator.settings import AggregatorSettings
+from services.aggregator.stall import Stalled, StallWatchdog
 from services.aggregator.topics_setup import TopicSetupError, ensure_topics
 from shared.log import get_logger
 from shared.service import EXIT_BAD_SETTINGS, ServiceContext, ServiceError
@@ -25,6 +26,8 @@ from shared.transport.base import LiveBus
 
 if TYPE_CHECKING:
     import faust
+
+    from services.aggregator.faust_app import AggregatorFaustApp
 
 _log = get_logger(__name__)
 
@@ -91,7 +94,7 @@ async def _run_faust(settings: AggregatorSettings, service: ServiceContext, part
     stopping: list[asyncio.Future[None]] = []
     service.on_stop(lambda: stopping.append(asyncio.ensure_future(stop_on_signal())))
     _log.info("faust aggregator %s -> %s", "starting", "running", extra={"partitions": partitions})
-    watch = asyncio.ensure_future(_watch_faust(worker, service))
+    watch = asyncio.ensure_future(_watch_faust(worker, worker_app, settings, service))
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await starting
@@ -102,16 +105,37 @@ async def _run_faust(settings: AggregatorSettings, service: ServiceContext, part
         raise worker.crash_reason
 
 
-async def _watch_faust(worker: faust.Worker, service: ServiceContext) -> None:
-    """Report the faust worker on ``/healthz`` (task ``aggregator-faust``): faust retries broker errors
-    itself; a crashed worker ends the service with its crash reason (non-zero exit)."""
+async def _watch_faust(worker: faust.Worker, app: AggregatorFaustApp, settings: AggregatorSettings,
+                       service: ServiceContext, *, beat_s: float = 1.0) -> None:
+    """Report the faust worker on ``/healthz`` (task ``aggregator-faust``) and watch it for stalls.
+
+    faust retries broker errors itself; a crashed worker ends the service with its crash reason
+    (non-zero exit). With ``CLASSPULSE_AGGREGATOR_STALL_S`` the :class:`StallWatchdog` runs on every
+    beat: records waiting without progress make the task unhealthy after a few seconds, and a stall
+    gives up (one error line, exit status 3) so the orchestrator restarts the worker."""
     health = service.health.task("aggregator-faust")
+    watchdog = StallWatchdog(stall_s=settings.stall_s) if settings.stall_s > 0 else None
+    if watchdog is not None:
+        health.give_up_s = settings.stall_s  # the watchdog decides when a stall ends the service
+    seen = app.progress
     while True:
+        degraded, stall = False, None
+        if watchdog is not None and worker.started:
+            if app.progress != seen:
+                seen = app.progress
+                watchdog.progressed()
+            degraded, stall = watchdog.check(app.waiting())
         if worker.crash_reason is not None:
             health.degraded(worker.crash_reason)
+        elif degraded:
+            health.degraded(Stalled())
         elif worker.started:
             health.ok()
-        await asyncio.sleep(1.0)
+        if stall is not None:
+            _log.error("%s", stall)
+            service.supervisor.give_up(stall)
+            return
+        await asyncio.sleep(beat_s)
 
 
 def _worker_class() -> type[faust.Worker]:

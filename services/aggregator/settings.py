@@ -57,6 +57,13 @@ class AggregatorSettings(StrictSettings):
     broker_heartbeat_interval_s: float = Field(
         default=1.0, ge=0.1, le=60.0, description="Kafka group heartbeat interval of the worker."
     )
+    stall_s: float = Field(
+        default=60.0, ge=0.0, le=3600.0,
+        description="Stall watchdog of the faust worker: records wait (taken from the input, or lag on the brokers) "
+        "but no batch closed and no window was emitted for this long -> one error line and exit status 3, so the "
+        "orchestrator restarts it (/healthz is 503 after 5 s of it). Longer than the broker outages it should ride "
+        "out; 0: off.",
+    )
     metrics_port: int = Field(default=9103, ge=0, le=65535, description="Port of /metrics (0: no metrics server).")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, description="Address of /metrics.")
     end_grace_s: float = Field(

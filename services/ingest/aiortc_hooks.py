@@ -100,6 +100,21 @@ def _receiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpReceiv
     return None
 
 
+def last_packet_clock(pc: RTCPeerConnection, track: MediaStreamTrack) -> Callable[[], float | None] | None:
+    """A function giving the wall time (epoch s) of the newest RTP packet ``track``'s receiver got within the
+    last 10 s (None: none), from the public ``getSynchronizationSources()``; None if there is no receiver.
+    Packets are taken on the event loop as they arrive, before the decoder thread, so this stays current
+    while decoding lags."""
+    receiver = _receiver_of(pc, track)
+    if receiver is None:
+        return None
+
+    def last() -> float | None:
+        return max((source.timestamp.timestamp() for source in receiver.getSynchronizationSources()), default=None)
+
+    return last
+
+
 def attach_sr_clock(pc: RTCPeerConnection, track: MediaStreamTrack) -> SenderReportClock | None:
     """Observe the sender reports of ``track``'s receiver; None if aiortc's internals differ."""
     receiver = _receiver_of(pc, track)

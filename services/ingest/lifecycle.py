@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from shared.contracts.events import LifecycleEvent, LifecycleKind, Role
 from shared.contracts.timing import wall_clock
@@ -21,10 +22,18 @@ log = get_logger(__name__)
 
 _POLL_S = 0.25
 _QUEUE = 64
+OWN_STALL_S = 2.0
+"""Checks further apart than this mean the ingest itself did not run (a busy box, a blocked loop)."""
 
 
 class PresenceMonitor:
-    """Tracks whether camera and microphone are live from what the tracks deliver."""
+    """Tracks whether camera and microphone are live from what the tracks deliver.
+
+    What the ingest did not see while it was not running itself is no evidence: after checks more than
+    :data:`OWN_STALL_S` apart the thresholds count again from that check. With :meth:`watch_video_packets`,
+    a camera whose RTP packets keep arriving while decoded frames lag behind (a busy ingest decodes late)
+    stays on, unless its last decoded frames were black.
+    """
 
     def __init__(
         self, *, camera_off_after_s: float, mic_muted_after_s: float, has_video: bool, has_audio: bool, now: float
@@ -37,6 +46,13 @@ class PresenceMonitor:
         self._last_video = now if has_video else float("-inf")
         self._last_sound = now if has_audio else float("-inf")
         self._black = False
+        self._last_check: float | None = None
+        self._awake_from = now
+        self._video_packets: Callable[[], float | None] | None = None
+
+    def watch_video_packets(self, last_packet: Callable[[], float | None]) -> None:
+        """``last_packet()``: wall time of the newest video RTP packet (None: none lately)."""
+        self._video_packets = last_packet
 
     def video_frame(self, now: float, *, black: bool | None) -> None:
         """A frame arrived; ``black`` is None when it was not examined (it inherits the last verdict)."""
@@ -61,14 +77,22 @@ class PresenceMonitor:
     def check(self, now: float) -> list[LifecycleKind]:
         """State changes since the last check."""
         out: list[LifecycleKind] = []
-        video_live = now - self._last_video < self.camera_off_after_s
+        if self._last_check is not None and now - self._last_check > OWN_STALL_S:
+            self._awake_from = now  # the ingest itself stalled: what it missed meanwhile says nothing
+        self._last_check = now
+        last_video = max(self._last_video, self._awake_from) if self.camera_on else self._last_video
+        video_live = now - last_video < self.camera_off_after_s
+        if not video_live and self.camera_on and not self._black and self._video_packets is not None:
+            packet = self._video_packets()
+            video_live = packet is not None and now - packet < self.camera_off_after_s
         if self.camera_on and not video_live:
             self.camera_on = False
             out.append("camera_off")
         elif not self.camera_on and video_live:
             self.camera_on = True
             out.append("camera_on")
-        sound_live = now - self._last_sound < self.mic_muted_after_s
+        last_sound = max(self._last_sound, self._awake_from) if self.mic_on else self._last_sound
+        sound_live = now - last_sound < self.mic_muted_after_s
         if self.mic_on and not sound_live:
             self.mic_on = False
             out.append("mic_muted")

@@ -26,7 +26,13 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from services.ingest.aiortc_hooks import attach_sr_clock, bound_jitter_buffer, dtls_failure, throttle_remb
+from services.ingest.aiortc_hooks import (
+    attach_sr_clock,
+    bound_jitter_buffer,
+    dtls_failure,
+    last_packet_clock,
+    throttle_remb,
+)
 from services.ingest.lifecycle import LifecycleReporter, PresenceMonitor
 from services.ingest.publisher import StreamPublisher
 from services.ingest.sampling import AudioChunker, FrameSampler
@@ -337,6 +343,9 @@ class WhipService:
         throttle_remb(resource.pc, track)
         if track.kind == "video":
             bound_jitter_buffer(resource.pc, track, capacity=s.video_jitter_packets)
+            packets = last_packet_clock(resource.pc, track)
+            if packets is not None:
+                resource.monitor.watch_video_packets(packets)  # camera on while packets come, decoded or not
         self.metrics.active_streams.labels(track.kind).inc()
         if track.kind == "video":
             sampler = FrameSampler(

@@ -45,6 +45,10 @@ class AggregationConfig:
     away_after_s: float = 10.0
     """Alert 'away' when a participant's steps say they are not in frame for this long (missing steps are no
     evidence: a gap in the scores is the pipeline's, a stream that stops is ingest's camera_off/left)."""
+    evidence_gap_s: float = 3.0
+    """A participant's steps further apart than this interrupt the evidence of 'away' (and of a camera off only
+    the steps say): the condition counts again from the first step after the gap. Steps come every 0.2-1 s
+    (the degrade floor is 1 fps); a longer gap is the pipeline's (a pause, frames dropped as stale)."""
     empty_windows_max_s: float = 300.0
     """Windows without any score are emitted (nobody observed) across a class-wide gap up to this long (a broker
     pause, a reconnect); a longer gap (a pause of the class, a wild clock) is skipped."""
@@ -68,7 +72,7 @@ class AggregationConfig:
                 raise ValueError(f"window size/step {size} s is not a whole multiple of bucket_s={self.bucket_s} s")
         if self.hopping_size_s is not None and self.hopping_step_s > self.hopping_size_s:
             raise ValueError("hopping_step_s must not exceed hopping_size_s")
-        for name in ("lateness_s", "max_gap_s", "turn_gap_s", "away_after_s", "attention_dip_s",
+        for name in ("lateness_s", "max_gap_s", "turn_gap_s", "away_after_s", "evidence_gap_s", "attention_dip_s",
                      "silence_after_s", "camera_off_after_s", "wait_time_max_s", "late_after_s",
                      "response_max_s"):
             if getattr(self, name) < 0:

@@ -317,16 +317,21 @@ class SessionAggregator:
             cell.hand_any = cell.hand_any or s.hand
             cell.hand_last = s.hand
             cell.hand_since = p.hand_since
+        # A gap in the steps interrupts the evidence: an absence (or a camera off only the steps say) not yet
+        # alerted counts again from this step (a pause held the steps in between; late, they never came).
+        interrupted = p.last_end is not None and t - p.last_end > self.config.evidence_gap_s + _EPS
         if s.present:
             self._emit(self.alerts.clear("away", s.participant, at=t, origin=origin))
             p.absent_since = None
-        elif p.absent_since is None:
+        elif p.absent_since is None or (interrupted and not self.alerts.is_open("away", s.participant)):
             p.absent_since = t
         if s.camera_on:
             if not p.camera_off_announced:
                 self._emit(self.alerts.clear("camera_off", s.participant, at=t, origin=origin))
                 p.camera_off_since = None
-        elif p.camera_off_since is None:
+        elif p.camera_off_since is None or (
+            interrupted and not p.camera_off_announced and not self.alerts.is_open("camera_off", s.participant)
+        ):
             p.camera_off_since = t
         p.last_end = t + dur
 
@@ -373,16 +378,22 @@ class SessionAggregator:
         for pid, p in self._participants.items():
             if p.left:
                 continue
-            # Away needs evidence (steps saying "not in frame"). Sending nothing is not evidence: a gap in the
-            # scores is the pipeline's (a broker pause, stale frames dropped after it, a worker restart), and a
-            # stream that really stops is ingest's to report (camera_off, left).
+            # Away needs evidence (steps saying "not in frame") for the whole threshold: the condition holds up
+            # to the participant's last step, never beyond it by the clock alone. Sending nothing is not evidence:
+            # a gap in the scores is the pipeline's (a broker pause, stale frames dropped after it, a worker
+            # restart; the steps that end the absence may still be on their way), and a stream that really stops
+            # is ingest's to report (camera_off, left).
+            seen_until = t if p.last_end is None else min(t, p.last_end)
             since = p.absent_since
-            if since is not None and t - since >= cfg.away_after_s - _EPS and not self.alerts.is_open("away", pid):
-                p.absent_since = since
+            if (since is not None and seen_until - since >= cfg.away_after_s - _EPS
+                    and not self.alerts.is_open("away", pid)):
                 self._emit(self.alerts.raise_("away", pid, since=since, at=since + cfg.away_after_s,
                                               origin=origin, threshold=cfg.away_after_s))
+            # The same for a camera the steps say is off (audio-only steps); one that ingest announced off stays
+            # off by the clock until ingest says it is on again.
             cam = p.camera_off_since
-            if cam is not None and t - cam >= cfg.camera_off_after_s - _EPS:
+            cam_until = t if p.camera_off_announced else seen_until
+            if cam is not None and cam_until - cam >= cfg.camera_off_after_s - _EPS:
                 self._emit(self.alerts.raise_("camera_off", pid, since=cam, at=cam + cfg.camera_off_after_s,
                                               origin=origin, threshold=cfg.camera_off_after_s))
         quiet = self._silence_since

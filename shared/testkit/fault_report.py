@@ -92,6 +92,8 @@ class FaultReport:
     """``kind participant@at`` of every raised ``away``/``camera_off`` alert (the clip never leaves)."""
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     """Per service: its exit status on SIGTERM at the end (None: had to be killed)."""
+    forced_stops: list[str] = field(default_factory=list)
+    """Services whose stop ran past ``CLASSPULSE_STOP_TIMEOUT_S`` and was forced (exit 0 all the same)."""
     died: list[str] = field(default_factory=list)
     """Services that exited during the run without being killed by the harness."""
     notes: list[str] = field(default_factory=list)

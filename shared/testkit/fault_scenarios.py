@@ -39,7 +39,7 @@ from shared.testkit.fault_report import (
     score_figures,
     window_figures,
 )
-from shared.testkit.fault_stack import SECRET, Brokers, Stack, healthy, stop_publisher
+from shared.testkit.fault_stack import SECRET, Brokers, Stack, forced_stops, healthy, stop_publisher
 from shared.tokens import issue_token
 from shared.transport.shards import participant_key, shard_of
 
@@ -327,6 +327,7 @@ async def run_fault(name: str, *, brokers: Brokers, folder: Path, media: Path) -
         if run.publisher is not None:
             await asyncio.to_thread(stop_publisher, run.publisher)
         report.exit_codes = await asyncio.to_thread(stack.stop)
+        report.forced_stops = forced_stops(stack)
         brokers.resume("redis")
         brokers.resume("kafka")
     report.healthy_after_s = monitor.healthy_after(run.fault_end)

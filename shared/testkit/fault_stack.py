@@ -33,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from shared.contracts.topics import EVENT_TOPICS
+from shared.service import STOP_FORCED
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "fault-tier-secret"
@@ -280,13 +281,26 @@ class Stack:
         with (self.folder / f"{log}.log").open("ab") as out:
             return subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
-    def stop(self, within: float = 20.0) -> dict[str, int | None]:
+    def stop(self, within: float = 25.0) -> dict[str, int | None]:
         """SIGTERM every service at once, as an orchestrator stops a deployment; their exit statuses
-        (None: not stopped within ``within`` s, then killed)."""
+        (None: not stopped within ``within`` s, then killed; longer than ``CLASSPULSE_STOP_TIMEOUT_S``, 20 s)."""
         for service in self.services.values():
             service.signal_stop()
         deadline = time.monotonic() + within
         return {name: service.wait_stopped(deadline) for name, service in self.services.items()}
+
+
+def forced_stops(stack: Stack) -> list[str]:
+    """Services whose log says their stop ran past ``CLASSPULSE_STOP_TIMEOUT_S`` (and was forced)."""
+    out = []
+    for name, service in stack.services.items():
+        try:
+            text = service.log.read_text(errors="replace")
+        except OSError:
+            continue
+        if STOP_FORCED in text:
+            out.append(name)
+    return out
 
 
 def stop_publisher(proc: subprocess.Popen[bytes], within: float = 20.0) -> int | None:

@@ -33,6 +33,8 @@ def problems(r: FaultReport) -> list[str]:
     bad_exits = {name: code for name, code in r.exit_codes.items() if code != 0}
     if bad_exits:
         out.append(f"exit status on SIGTERM not 0: {bad_exits}")
+    if r.forced_stops:
+        out.append(f"stop ran past CLASSPULSE_STOP_TIMEOUT_S and was forced: {r.forced_stops}")
     return out
 
 

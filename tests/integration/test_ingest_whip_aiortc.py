@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -105,6 +106,10 @@ async def test_publishers_deliver_sampled_media_with_ids_and_timing(
             for receiver in resource.pc.getReceivers():
                 if receiver.track.kind == "video":
                     assert receiver._RTCRtpReceiver__jitter_buffer.capacity == 128  # type: ignore[attr-defined]
+            packets = resource.monitor._video_packets  # camera liveness from RTP arrival, not decoding alone
+            assert packets is not None
+            last = packets()
+            assert last is not None and abs(time.time() - last) < 2.0
     except BaseException:
         await sim.stop()
         raise

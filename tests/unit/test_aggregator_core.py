@@ -108,6 +108,79 @@ def test_a_participant_who_stops_sending_is_not_away_without_evidence() -> None:
     assert [a for a in alerts if a.kind == "away"] == []
 
 
+def test_a_pipeline_gap_after_a_few_absent_steps_raises_no_away_or_camera_off() -> None:
+    """The fault tier's false `away` (kafka_pause, 2026-12-02): the first three steps said "no face", then a
+    Kafka pause held the next steps while the wall clock moved on; the away must wait for steps that say so
+    for the whole threshold, not be raised by the clock through the gap (the late steps cannot clear it)."""
+    cfg = AggregationConfig(away_after_s=10.0, camera_off_after_s=5.0)
+    agg = SessionAggregator(session="s6b", config=cfg)
+    agg.add_lifecycle(lifecycle_event(session="s6b", participant="a", kind="joined", t=0.0, base=BASE))
+    alerts: list[Alert] = []
+    absent, audio_only = Behaviour(present=False), Behaviour(present=False, camera_on=False)
+    for seq, (t, b) in enumerate([(0.0, absent), (0.4, absent), (0.8, audio_only), (1.2, audio_only)]):
+        agg.add_score(score_event(session="s6b", participant="a", seq=seq, t=t, base=BASE, b=b))
+        alerts += agg.advance(BASE + t)[1]
+    for wall in range(2, 40):  # the pause: nothing arrives, the (wall) clock keeps closing windows
+        alerts += agg.advance(BASE + wall)[1]
+    for seq, t in enumerate([40.0 + 0.4 * i for i in range(20)], start=10):  # after it: steps, in frame
+        agg.add_score(score_event(session="s6b", participant="a", seq=seq, t=t, base=BASE, b=Behaviour()))
+        alerts += agg.advance(BASE + t)[1]
+    alerts += agg.flush()[1]
+    assert [(a.kind, a.state) for a in alerts if a.kind in ("away", "camera_off")] == []
+
+
+def test_absences_on_both_sides_of_a_pipeline_gap_do_not_add_up_to_away() -> None:
+    """The fault tier's second false `away` (kafka_pause): four "no face" steps, then the steps in frame were held
+    by the pause and dropped as late, then 7 s of "no face" after it (frames spoiled by the backlog), then in
+    frame again. Neither stretch lasts `away_after_s`; the gap between them is no evidence."""
+    cfg = AggregationConfig(away_after_s=10.0, camera_off_after_s=5.0)
+    agg = SessionAggregator(session="s6d", config=cfg)
+    alerts: list[Alert] = []
+    steps = ([(0.56 + 0.4 * i, Behaviour(present=False)) for i in range(4)]
+             + [(24.64, Behaviour(present=False, camera_on=False))]
+             + [(25.2 + 0.8 * i, Behaviour(present=False)) for i in range(9)]
+             + [(31.97 + 0.4 * i, Behaviour()) for i in range(10)])
+    for seq, (t, b) in enumerate(steps):
+        for wall in range(int(agg.watermark - BASE) + 1 if seq else 0, int(t)):
+            alerts += agg.advance(BASE + wall)[1]  # the clock goes on through the gap
+        agg.add_score(score_event(session="s6d", participant="a", seq=seq, t=t, base=BASE, b=b))
+        alerts += agg.advance(BASE + t)[1]
+    alerts += agg.flush()[1]
+    assert [(a.kind, a.state) for a in alerts if a.kind in ("away", "camera_off")] == []
+
+
+def test_a_short_gap_inside_a_real_absence_does_not_delay_the_away() -> None:
+    script = Script(session="s6e", base=BASE)
+    script.add("a", between(10, 30, Behaviour(present=False)), end=40)
+    events = [ev for ev in script.events() if not 14.0 <= ev.media_time < 16.0]  # 2 s of frames dropped as stale
+    agg = SessionAggregator(session="s6e", config=AggregationConfig(away_after_s=10.0))
+    alerts: list[Alert] = []
+    for ev in events:
+        agg.add_score(ev)
+        alerts += agg.advance(ev.timing.capture_ts)[1]
+    alerts += agg.flush()[1]
+    assert [(a.state, a.since, a.at) for a in alerts if a.kind == "away"] == [("raised", 10.0, 20.0),
+                                                                              ("cleared", 10.0, 30.0)]
+
+
+def test_the_clock_alone_never_raises_away_steps_after_a_gap_count_again_from_there() -> None:
+    cfg = AggregationConfig(away_after_s=10.0)
+    agg = SessionAggregator(session="s6c", config=cfg)
+    alerts: list[Alert] = []
+    absent = Behaviour(present=False)
+    for seq in range(13):  # "not in frame" from 0 to 5 s
+        agg.add_score(score_event(session="s6c", participant="a", seq=seq, t=0.4 * seq, base=BASE, b=absent))
+        alerts += agg.advance(BASE + 0.4 * seq)[1]
+    alerts += agg.advance(BASE + 11.5)[1]  # the clock passes the threshold: no step since 5 s
+    assert [a for a in alerts if a.kind == "away"] == []
+    for seq in range(13, 50):  # steps again from 10.9 s, still "not in frame"
+        t = 10.9 + 0.4 * (seq - 13)
+        agg.add_score(score_event(session="s6c", participant="a", seq=seq, t=t, base=BASE, b=absent))
+        alerts += agg.advance(BASE + t)[1]
+    alerts += agg.flush()[1]
+    assert [(a.state, a.since, a.at) for a in alerts if a.kind == "away"] == [("raised", 10.9, 20.9)]
+
+
 def test_left_participant_is_not_away() -> None:
     agg = SessionAggregator(session="s7", config=AggregationConfig(away_after_s=10.0))
     script = Script(session="s7", base=BASE)

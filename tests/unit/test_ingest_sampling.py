@@ -159,6 +159,38 @@ def test_presence_monitor_reports_camera_and_mic_changes() -> None:
     assert mon.check(3.2) == ["camera_off", "mic_muted"]
 
 
+def test_presence_monitor_does_not_count_its_own_stall_as_the_camera_going_off() -> None:
+    """A busy box: the ingest's loop did not run for 6 s (after a Kafka pause, every service catches up)."""
+    mon = PresenceMonitor(camera_off_after_s=2.0, mic_muted_after_s=2.0, has_video=True, has_audio=True, now=0.0)
+    mon.video_frame(0.9, black=False)
+    mon.audio_frame(0.9, silent=False)
+    assert mon.check(1.0) == []
+    assert mon.check(7.0) == []  # the first check after the stall: what was missed meanwhile says nothing
+    mon.video_frame(7.5, black=False)  # the queued media arrives
+    mon.audio_frame(7.5, silent=False)
+    assert mon.check(8.0) == []
+    for t in (8.25, 8.5, 8.75, 9.0, 9.25):
+        assert mon.check(t) == []
+    assert mon.check(9.5) == ["camera_off", "mic_muted"]  # really nothing for 2 s of running: off
+
+
+def test_presence_monitor_keeps_a_camera_on_while_its_packets_arrive_and_decoding_lags() -> None:
+    packets: list[float | None] = [None]
+    mon = PresenceMonitor(camera_off_after_s=2.0, mic_muted_after_s=2.0, has_video=True, has_audio=False, now=0.0)
+    mon.watch_video_packets(lambda: packets[0])
+    mon.video_frame(0.5, black=False)
+    t = 0.5
+    while t < 6.0:  # packets keep coming, no frame decoded for 5.5 s
+        t += 0.25
+        packets[0] = t - 0.1
+        assert mon.check(t) == []
+    packets[0] = None  # the sender stops
+    assert mon.check(t + 0.25) == ["camera_off"]
+    mon.video_frame(t + 0.5, black=True)  # it sends black frames: packets again, but black is off
+    packets[0] = t + 0.5
+    assert mon.check(t + 0.75) == []
+
+
 class _SlowBus(MemoryMediaBus):
     def __init__(self) -> None:
         super().__init__(maxlen=100)

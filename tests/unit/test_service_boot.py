@@ -100,3 +100,37 @@ def test_services_need_no_composition_root_to_check_settings(service: str) -> No
             else:
                 continue
             assert not {"services.cli", "services.core_commands"} & set(names), f"{path} imports {names}"
+
+
+_HANGING_STOP = """
+import asyncio, os, signal, sys, threading, time
+from shared.service import run_service
+
+async def main(_, service):
+    asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+    if sys.argv[1] == "thread":  # the service stops, but a thread it started never ends
+        threading.Thread(target=time.sleep, args=(3600,), name="stuck-close").start()
+        stop = asyncio.Event()
+        service.on_stop(stop.set)
+        await stop.wait()
+        return
+    while True:  # a close that never returns: it even swallows the cancellation
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+sys.exit(run_service("t", settings=lambda c: c, main=main))
+"""
+
+
+@pytest.mark.parametrize("hang", ["loop", "thread"])
+def test_a_stop_that_never_finishes_still_ends_the_process_within_the_stop_timeout(hang: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLASSPULSE_")}
+    env.update(CLASSPULSE_STOP_TIMEOUT_S="2", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", _HANGING_STOP, hang], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "stop timed out" in line]
+    assert warnings and "CLASSPULSE_STOP_TIMEOUT_S=2" in warnings[-1], done.stderr
+    assert "error:" not in done.stderr

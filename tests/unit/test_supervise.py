@@ -199,3 +199,18 @@ def test_a_service_that_cannot_recover_exits_3_with_one_error_line(
     ]
     assert "127.0.0.1:6379" not in "\n".join(err)  # the error's text (internals) is never printed
     assert cleaned == [True]
+
+
+async def test_a_task_with_its_own_give_up_bound_is_held_to_it_and_give_up_ends_once() -> None:
+    health = HealthRegistry(service="t")
+    fatal: list[str] = []
+    sup = Supervisor(health=health, policy=SupervisionPolicy(give_up_s=0.1), on_fatal=fatal.append)
+    entry = health.task("aggregator-faust")
+    entry.give_up_s = 0.4  # the task watches itself (a stall watchdog) and ends the service on its own terms
+    entry.degraded(TimeoutError())
+    await asyncio.sleep(0.2)
+    assert not sup._check_give_up() and not fatal  # past the policy's bound, inside its own
+    await asyncio.sleep(0.3)
+    assert sup._check_give_up() and fatal == [sup.fatal] and "could not recover for 0.4 s" in fatal[0]
+    sup.give_up("a second reason")
+    assert fatal == [sup.fatal] and len(fatal) == 1
