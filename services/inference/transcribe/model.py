@@ -28,6 +28,8 @@ PACK_S = 28.0
 """Seconds of segments (and gaps) packed into one Whisper window (30 s, less a margin)."""
 GAP_S = 0.6
 """Silence between packed segments (Whisper ends a sentence there)."""
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""faster-whisper's default: a window whose text looks wrong is decoded again at the next one."""
 
 
 class ModelError(RuntimeError):
@@ -138,6 +140,7 @@ class WhisperTranscriber:
             np.ascontiguousarray(np.concatenate(parts)),
             language=self.settings.language,
             beam_size=self.settings.beam_size,
+            temperature=FALLBACK_TEMPERATURES if self.settings.temperature_fallback else 0.0,
             vad_filter=False,  # the stage segments speech itself
             condition_on_previous_text=False,
             without_timestamps=single,
