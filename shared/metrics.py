@@ -331,6 +331,7 @@ class Metrics:
         self.transcribe_delay_seconds = Histogram(
             "classpulse_transcribe_delay_seconds",
             "Delay of a speech event, by span: speech_end (capture of the segment's end -> event published), "
+            "segmented (capture of the segment's end -> the segmenter closed it), "
             "queued (segment closed by the segmenter -> a transcribe worker took it).",
             ["span"],
             buckets=(*LATENCY_BUCKETS, 10.0, 30.0),

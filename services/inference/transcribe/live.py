@@ -33,6 +33,7 @@ from services.inference.transcribe.speech_stream import SpeechStream
 from services.inference.transcribe.stage import Spoken, TranscribeStage
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk
+from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INTERACTIONS
 from shared.log import get_logger
 from shared.metrics import Metrics
@@ -121,7 +122,12 @@ class LiveTranscriber:
         spoken: list[Spoken] = []
         for chunk in chunks:
             spoken += self.stage.segment(chunk)
-        return spoken + self.stage.close_open(self.stage.idle(max_idle_s=idle_s))
+        spoken += self.stage.close_open(self.stage.idle(max_idle_s=idle_s))
+        now = wall_clock()
+        for item in spoken:  # capture of the segment's end -> closed here (media transport, scoring, hang-over)
+            end = item.speaker.epoch + item.segment.end
+            self._metrics.transcribe_delay_seconds.labels("segmented").observe(max(0.0, now - end))
+        return spoken
 
     async def _send(self, spoken: list[Spoken]) -> None:
         """Closed segments -> the speech stream; while Redis is unreachable they are lost (counted)."""
@@ -142,6 +148,7 @@ class LiveTranscriber:
                 await self._publisher.publish(event)
                 self.published += 1
                 self._metrics.messages_total.labels(STAGE, "speech").inc()
+                self._metrics.transcribe_delay_seconds.labels("speech_end").observe(max(0.0, wall_clock() - event.ts))
             except Exception as exc:  # names the error type only: the event may carry text
                 log.warning("speech event publish failed: %s", type(exc).__name__)
                 self._metrics.errors_total.labels(STAGE, "publish").inc()
