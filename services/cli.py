@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.core_commands",
     "services.gateway.cli",
     "services.inference.cli",
+    "services.inference.transcribe.cli",
     "services.ingest.cli",
     "services.up.cli",
     "services.replay.cli",

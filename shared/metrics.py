@@ -328,6 +328,15 @@ class Metrics:
             "Seconds of segment audio given to Whisper.",
             registry=registry,
         )
+        self.transcribe_delay_seconds = Histogram(
+            "classpulse_transcribe_delay_seconds",
+            "Delay of a speech event, by span: speech_end (capture of the segment's end -> event published), "
+            "segmented (capture of the segment's end -> the segmenter closed it), "
+            "queued (segment closed by the segmenter -> a transcribe worker took it).",
+            ["span"],
+            buckets=(*LATENCY_BUCKETS, 10.0, 30.0),
+            registry=registry,
+        )
 
         self.webhook_deliveries_total = Counter(
             "classpulse_webhook_deliveries_total",

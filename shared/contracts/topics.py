@@ -24,6 +24,17 @@ worker holding its lease.
 
 INFERENCE_GROUP = "inference"
 
+SPEECH_STREAM = "classpulse:speech"
+"""Prefix of the speech segment stream (distributed mode): ``classpulse:speech:0``, one bounded Redis stream
+(the default of ``CLASSPULSE_TRANSCRIBE_STREAM``).
+
+Producer: services.inference (each closed speaking segment of the participants whose media shard
+it owns, :mod:`shared.contracts.speech`). Consumer: ``classpulse transcribe`` workers, consumer group
+``transcribe``; any worker takes any segment (one stream, load-balanced by the group).
+"""
+
+TRANSCRIBE_GROUP = "transcribe"
+
 INFERENCE_COORDINATION = "classpulse:inference"
 """Prefix of the inference workers' coordination keys in Redis (``shared.transport.redis_leases``):
 ``{prefix}:members`` (live workers, heartbeat expiry as score), ``{prefix}:lease:{shard}`` (the owner

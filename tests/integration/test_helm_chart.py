@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "classpulse"
-SERVICES = ("ingest", "inference", "aggregator", "gateway")
+SERVICES = ("ingest", "inference", "transcribe", "aggregator", "gateway")
 KUBE = "1.30.0"
 Doc = dict[str, Any]
 
@@ -182,7 +182,7 @@ def test_ports_probes_services_and_scrape_annotations_agree(default: list[Doc], 
             # reachable from other pods: every listener on 0.0.0.0
             if component in ("ingest", "gateway"):
                 assert flag(argv, "--host") == "0.0.0.0"
-            elif component == "inference":
+            elif component in ("inference", "transcribe"):
                 assert flag(argv, "--metrics-host") == "0.0.0.0"
             else:
                 assert pod_env(docs, workload)["CLASSPULSE_AGGREGATOR_METRICS_HOST"] == "0.0.0.0"
@@ -222,7 +222,7 @@ async def test_probe_paths_are_answered_by_the_real_services(
         if component in ingest_and_gateway:
             response = await ingest_and_gateway[component].get(path)
             assert response.status == 200, (component, path)
-        else:  # inference and aggregator: the boot path's metrics + health server (shared.service)
+        else:  # inference, transcribe and aggregator: the boot path's metrics + health server (shared.service)
             context = ServiceContext(name=component, common=CommonSettings(), metrics=Metrics(CollectorRegistry()))
             server = serve_metrics(MetricsServer(port=0), context)
             assert server is not None
@@ -315,6 +315,11 @@ def test_optional_parts_render_as_asked(default: list[Doc], full: list[Doc], por
     assert pod(inference)["runtimeClassName"] == "nvidia"
     assert pod(inference)["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "nvidia.com/gpu" not in container(workloads(default)["inference"])["resources"]["limits"]
+    transcribe = workloads(full)["transcribe"]
+    assert transcribe["spec"]["replicas"] == 2
+    assert container(transcribe)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod_env(full, transcribe)["CLASSPULSE_TRANSCRIBE_DEVICE"] == "cuda"
+    assert "nvidia.com/gpu" not in container(workloads(default)["transcribe"])["resources"]["limits"]
     # Ingress: WHIP + join page to ingest, the rest to the gateway, on ports the Services have
     assert not [d for d in default if d["kind"] == "Ingress"]
     rule = one(full, "Ingress")["spec"]["rules"][0]

@@ -47,9 +47,10 @@ def test_prometheus_scrapes_every_service_where_it_listens() -> None:
         assert argv[argv.index(flag) + 1] == port, service
         if flag == "--port":
             assert argv[argv.index("--host") + 1] == "0.0.0.0", service
-    assert {s for s, _ in targets} == {"ingest", "inference", "aggregator", "gateway"}
-    inference = commands["inference"]
-    assert inference[inference.index("--metrics-host") + 1] == "0.0.0.0"
+    assert {s for s, _ in targets} == {"ingest", "inference", "transcribe", "aggregator", "gateway"}
+    for worker in ("inference", "transcribe"):
+        argv = commands[worker]
+        assert argv[argv.index("--metrics-host") + 1] == "0.0.0.0", worker
     assert "CLASSPULSE_AGGREGATOR_METRICS_HOST: 0.0.0.0" in COMPOSE
 
 
@@ -63,6 +64,6 @@ def test_grafana_mounts_existing_provisioning_and_dashboards() -> None:
 
 def test_every_container_restarts_when_it_exits() -> None:
     services = yaml.safe_load(COMPOSE)["services"]  # resolves the x-classpulse anchor's merge
-    assert {"ingest", "inference", "aggregator", "gateway", "kafka", "redis"} <= set(services)
+    assert {"ingest", "inference", "transcribe", "aggregator", "gateway", "kafka", "redis"} <= set(services)
     never = {name for name, s in services.items() if s.get("restart") not in ("unless-stopped", "always", "on-failure")}
     assert not never, f"services without a restart policy: {sorted(never)}"

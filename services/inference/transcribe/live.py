@@ -1,19 +1,25 @@
-"""The transcribe stage in a live inference worker: scored audio -> speech events on ``classpulse.interactions``.
+"""The transcribe stage in a live inference worker: scored audio -> speech segments -> speech events.
 
-Distributed mode runs the stage inside the inference worker process, beside the engine: the
-worker owns each participant's media shard by lease, so it already holds that participant's
-audio in order, exactly once per owner, and no second reader of the (bounded, evicting)
-media streams is needed. After a batch is scored and fenced, the worker hands its audio
-chunks to :meth:`LiveTranscriber.put` (non-blocking; a bounded queue whose oldest chunks are
-dropped and counted, ``classpulse_media_dropped_total{reason="transcribe_queue_full"}``, so
-transcription can never slow scoring down). :meth:`run` segments speech and runs Whisper in
-its own thread (GPU when present), and publishes each segment's event to the interactions
-topic, where the gateway, the aggregation core and the workers' text intake read it like chat.
-Segments closed together are packed into one Whisper window (under load, one call serves many).
+The inference worker owns each participant's media shard by lease, so it already holds that
+participant's audio in order, exactly once per owner: segmenting (silero-vad) runs there, and no
+second reader of the (bounded, evicting) media streams is needed. After a batch is scored and
+fenced, the worker hands its audio chunks to :meth:`LiveTranscriber.put` (non-blocking; a bounded
+queue whose oldest chunks are dropped and counted,
+``classpulse_media_dropped_total{reason="transcribe_queue_full"}``, so transcription can never slow
+scoring down). :meth:`run` segments speech in its own thread, then, by placement
+(``CLASSPULSE_TRANSCRIBE_PLACEMENT``):
+
+* **worker** (distributed default): each closed segment goes to the speech stream
+  (:mod:`services.inference.transcribe.speech_stream`), where ``classpulse transcribe`` workers
+  run Whisper (:mod:`services.inference.transcribe.worker`); this process never loads Whisper;
+* **inline** (``classpulse up``): Whisper runs here, in the same thread (GPU when present), and
+  the events go to the interactions topic, where the gateway, the aggregation core and the
+  workers' text intake read them like chat. Segments closed together are packed into one
+  Whisper window (under load, one call serves many).
 
 A participant without audio for ``idle_flush_s`` (muted, left, or their shard moved to another
-worker) has the open segment transcribed and its segmenting state forgotten; the next owner
-starts fresh, so a hand-over loses no audio it acknowledged, and at most splits one segment.
+worker) has the open segment closed and its segmenting state forgotten; the next owner starts
+fresh, so a hand-over loses no audio it acknowledged, and at most splits one segment.
 Text leaves only with ``CLASSPULSE_KEEP_TEXT=true``; nothing is logged.
 """
 
@@ -23,9 +29,11 @@ import asyncio
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+from services.inference.transcribe.speech_stream import SpeechStream
 from services.inference.transcribe.stage import Spoken, TranscribeStage
 from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk
+from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INTERACTIONS
 from shared.log import get_logger
 from shared.metrics import Metrics
@@ -39,8 +47,12 @@ STAGE = "transcribe"
 class LiveTranscriber:
     """Runs the transcribe stage for a live worker (see the module docstring)."""
 
-    def __init__(self, *, stage: TranscribeStage, bus: EventBus, metrics: Metrics) -> None:
+    def __init__(
+        self, *, stage: TranscribeStage, bus: EventBus, metrics: Metrics, forward: SpeechStream | None = None
+    ) -> None:
         self.stage = stage
+        self.forward = forward
+        """Where closed segments go for Whisper elsewhere (placement 'worker'); None: transcribed here."""
         self._metrics = metrics
         self._publisher = EventPublisher(bus=bus, topic=INTERACTIONS)
         self._queue: deque[AudioChunk] = deque()
@@ -49,7 +61,7 @@ class LiveTranscriber:
         self.published = 0
 
     def load(self) -> None:
-        self.stage.load()
+        self.stage.load(whisper=self.forward is None)
 
     def put(self, chunks: list[AudioChunk]) -> None:
         """Audio that was scored (a participant's chunks in media order); never blocks."""
@@ -79,28 +91,56 @@ class LiveTranscriber:
                 chunks = list(self._queue)
                 self._queue.clear()
                 self._metrics.queue_depth.labels("transcribe").set(0)
+                events: list[InteractionEvent] = []
                 try:
-                    events = await loop.run_in_executor(self._pool, self._step, chunks, idle_s)
-                except Exception as exc:  # a failed Whisper call loses those segments, not the stage
+                    spoken = await loop.run_in_executor(self._pool, self._segment, chunks, idle_s)
+                    if self.forward is None:
+                        events = await loop.run_in_executor(self._pool, self.stage.transcribe, spoken)
+                except Exception as exc:  # a failed VAD/Whisper call loses those segments, not the stage
                     log.warning("transcription failed: %s", type(exc).__name__)
                     self._metrics.errors_total.labels(STAGE, "transcribe").inc()
                     continue
-                await self._publish(events)
+                if self.forward is None:
+                    await self._publish(events)
+                else:
+                    await self._send(spoken)
         finally:
             try:
-                events = await asyncio.shield(loop.run_in_executor(self._pool, self.stage.flush))
-                await self._publish(events)
+                spoken = await asyncio.shield(loop.run_in_executor(self._pool, self.stage.close_open))
+                if self.forward is None:
+                    await self._publish(await asyncio.shield(
+                        loop.run_in_executor(self._pool, self.stage.transcribe, spoken)
+                    ))
+                else:
+                    await self._send(spoken)
             except Exception as exc:  # shutting down: the open segments are lost, nothing else
                 log.warning("transcribe stage final flush failed: %s", type(exc).__name__)
             self._pool.shutdown(wait=False)
             log.info("transcribe stage %s -> %s", "running", "stopped")
 
-    def _step(self, chunks: list[AudioChunk], idle_s: float) -> list[InteractionEvent]:
+    def _segment(self, chunks: list[AudioChunk], idle_s: float) -> list[Spoken]:
         spoken: list[Spoken] = []
         for chunk in chunks:
             spoken += self.stage.segment(chunk)
         spoken += self.stage.close_open(self.stage.idle(max_idle_s=idle_s))
-        return self.stage.transcribe(spoken)
+        now = wall_clock()
+        for item in spoken:  # capture of the segment's end -> closed here (media transport, scoring, hang-over)
+            end = item.speaker.epoch + item.segment.end
+            self._metrics.transcribe_delay_seconds.labels("segmented").observe(max(0.0, now - end))
+        return spoken
+
+    async def _send(self, spoken: list[Spoken]) -> None:
+        """Closed segments -> the speech stream; while Redis is unreachable they are lost (counted)."""
+        if not spoken or self.forward is None:
+            return
+        before = self.forward.sent
+        try:
+            await self.forward.send(spoken)
+        except Exception as exc:  # names the error type only
+            lost = len(spoken) - (self.forward.sent - before)
+            log.warning("speech segments %s -> %s: %s", "closed", "lost", type(exc).__name__)
+            self._metrics.errors_total.labels(STAGE, "speech_stream").inc()
+            self._metrics.media_dropped_total.labels("speech_stream_unreachable").inc(lost)
 
     async def _publish(self, events: list[InteractionEvent]) -> None:
         for event in events:
@@ -108,6 +148,7 @@ class LiveTranscriber:
                 await self._publisher.publish(event)
                 self.published += 1
                 self._metrics.messages_total.labels(STAGE, "speech").inc()
+                self._metrics.transcribe_delay_seconds.labels("speech_end").observe(max(0.0, wall_clock() - event.ts))
             except Exception as exc:  # names the error type only: the event may carry text
                 log.warning("speech event publish failed: %s", type(exc).__name__)
                 self._metrics.errors_total.labels(STAGE, "publish").inc()

@@ -1,7 +1,8 @@
 """Settings of the transcribe stage (``CLASSPULSE_TRANSCRIBE_*``).
 
-The stage runs inside the inference worker that owns a participant's media shard (distributed
-mode), in ``classpulse up`` and in ``classpulse replay``. Segmenting defaults follow
+Segmenting runs inside the inference worker that owns a participant's media shard; Whisper runs
+in ``classpulse transcribe`` workers (distributed mode), or in-process in ``classpulse up`` and
+``classpulse replay`` (``placement``). Segmenting defaults follow
 faster-whisper's own VAD defaults (speech threshold 0.5, off 0.15 below it), with a shorter
 hang-over so a segment's text arrives soon after the speaker stops.
 """
@@ -13,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.contracts.topics import SPEECH_STREAM
 from shared.settings import StrictSettings, register_settings
 
 
@@ -76,6 +78,53 @@ class TranscribeSettings(StrictSettings):
         le=1_000_000,
         description="Live: audio chunks waiting for the stage (oldest dropped past it, counted).",
     )
+
+    placement: Literal["auto", "inline", "worker"] = Field(
+        default="auto",
+        description="Live: where Whisper runs. 'inline': in the inference worker that segments the audio; "
+        "'worker': in `classpulse transcribe` workers, fed each closed segment through the Redis stream "
+        "classpulse:speech:0; 'auto': 'worker' with CLASSPULSE_TRANSPORT=distributed, else inline "
+        "(classpulse up, which has no Redis, always transcribes inline).",
+    )
+    stream: str = Field(
+        default=SPEECH_STREAM,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9:_.-]+$",
+        description="Distributed: prefix of the Redis stream of speech segments (the stream is '<prefix>:0'); "
+        "inference workers and transcribe workers must agree.",
+    )
+    stream_maxlen: int = Field(
+        default=256,
+        ge=8,
+        le=100_000,
+        description="Distributed: speech segments waiting in classpulse:speech:0 (oldest evicted past it, "
+        "counted as media dropped, reason speech_stream_full). A segment is at most max_segment_s of "
+        "16 kHz int16 audio (15 s: 480 kB).",
+    )
+    read_count: int = Field(
+        default=16, ge=1, le=256,
+        description="Transcribe worker: segments taken per read (packed together into Whisper windows).",
+    )
+    read_block_ms: int = Field(
+        default=200, ge=10, le=5000, description="Transcribe worker: how long one read waits for segments."
+    )
+    claim_idle_ms: int = Field(
+        default=30_000,
+        ge=1000,
+        le=3_600_000,
+        description="Transcribe worker: segments another worker took and left unacked this long (it died) "
+        "are claimed and transcribed here.",
+    )
+    consumer_name: str = Field(
+        default="", max_length=200, description="Transcribe worker: consumer name in the group (default host-pid)."
+    )
+
+    def placement_for(self, transport: str) -> Literal["inline", "worker"]:
+        """Where Whisper runs for a process on ``transport`` (memory is always inline)."""
+        if transport != "distributed":
+            return "inline"
+        return "inline" if self.placement == "inline" else "worker"
 
     @model_validator(mode="after")
     def _consistent(self) -> TranscribeSettings:

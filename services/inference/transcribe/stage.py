@@ -38,7 +38,7 @@ Key = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
-class _Speaker:
+class Speaker:
     session: str
     participant: str
     role: Role
@@ -50,7 +50,7 @@ class _Speaker:
 class Spoken:
     """A closed speech segment and whose it is (waiting for Whisper)."""
 
-    speaker: _Speaker
+    speaker: Speaker
     segment: SpeechSegment
 
 
@@ -82,15 +82,17 @@ class TranscribeStage:
         self._vad = SileroVad()
         self._rules = rules_from(settings)
         self._trackers: dict[Key, SegmentTracker] = {}
-        self._last: dict[Key, _Speaker] = {}
+        self._last: dict[Key, Speaker] = {}
         self._lock = threading.Lock()
         self.segments = 0
         self.speech_s = 0.0
 
-    def load(self) -> None:
-        """Load silero-vad and the Whisper model (explicit, not at init)."""
-        self._vad.load()
-        if not self.model.loaded:
+    def load(self, *, vad: bool = True, whisper: bool = True) -> None:
+        """Load silero-vad and the Whisper model (explicit, not at init); a segmenting-only host
+        (the inference worker feeding ``classpulse transcribe``) skips Whisper, a transcribe worker the VAD."""
+        if vad:
+            self._vad.load()
+        if whisper and not self.model.loaded:
             self.model.load()
 
     def participants(self) -> list[Key]:
@@ -107,7 +109,7 @@ class TranscribeStage:
             tracker = self._trackers.get(key)
             if tracker is None:
                 tracker = self._trackers[key] = SegmentTracker(rules=self._rules)
-            speaker = _Speaker(
+            speaker = Speaker(
                 session=chunk.session, participant=chunk.participant, role=chunk.role,
                 epoch=chunk.timing.capture_ts - chunk.media_time,
             )
