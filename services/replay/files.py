@@ -131,8 +131,10 @@ def _run(
     from shared.analytics.config import AggregationConfig
     from shared.analytics.session import SessionAggregator
     from shared.contracts.timing import wall_clock
+    from shared.malloc_arenas import limit_malloc_arenas
 
     interactions = _chat(chat, session=session_id) if chat is not None else None  # bad lines fail first
+    limit_malloc_arenas(settings.malloc_arenas)  # before the replay's threads allocate
     parts = _analysis(settings, tracks=len(job_tracks))
     engine = parts.engine
     speech = _speech(job_tracks, transcripts=transcripts) if transcribe else None
