@@ -90,3 +90,17 @@ def decode_speech(data: bytes) -> SpeechSegmentMessage:
     if msg.end < msg.start:
         raise DecodeError("speech segment ends before it starts")
     return msg
+
+
+def speech_subject(data: bytes) -> tuple[str, str] | None:
+    """``(session, participant)`` of an encoded segment, from its header only; None for anything else."""
+    if len(data) < _HEADER.size:
+        return None
+    magic, header_len = _HEADER.unpack_from(data)
+    if magic != SPEECH_MAGIC or _HEADER.size + header_len > len(data):
+        return None
+    try:
+        header = json.loads(data[_HEADER.size : _HEADER.size + header_len])
+        return str(header["session"]), str(header["participant"])
+    except (ValueError, KeyError, TypeError):
+        return None

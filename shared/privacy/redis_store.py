@@ -4,7 +4,8 @@ Policy: the string ``classpulse:privacy:{session}`` (``SessionPrivacy`` JSON), e
 retention. Erasure deletes the session's live state hash and summary, its publish-epoch counters
 (``classpulse:publish:{session}/*``), its inference state snapshots
 (``classpulse:inference:pstate:{session}/*``) and its entries still waiting in the media shard
-streams (found by their header, acked for the inference group and deleted).
+streams (found by their header, acked for the inference group and deleted), and its speech segments still
+waiting in ``classpulse:speech:0`` for a transcribe worker (counted with the media).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from shared.contracts.privacy import ErasedItem, SessionPrivacy
+from shared.contracts.speech import speech_subject
 from shared.contracts.topics import (
     INFERENCE_COORDINATION,
     INFERENCE_GROUP,
     MEDIA_STREAM,
     PUBLISH_EPOCHS,
+    SPEECH_STREAM,
+    TRANSCRIBE_GROUP,
     media_stream,
     privacy_key,
     state_key,
@@ -45,8 +49,12 @@ def _text(value: Any) -> str:
 class RedisPrivacyStore:
     """:class:`~shared.privacy.store.PrivacyStore` on Redis."""
 
-    def __init__(self, *, url: str, shards: int, retention_s: int, media_prefix: str = MEDIA_STREAM) -> None:
+    def __init__(
+        self, *, url: str, shards: int, retention_s: int, media_prefix: str = MEDIA_STREAM,
+        speech_prefix: str = SPEECH_STREAM,
+    ) -> None:
         self.url = url
+        self.speech_prefix = speech_prefix
         self.shards = shards
         self.retention_s = retention_s
         self.media_prefix = media_prefix
@@ -106,7 +114,24 @@ class RedisPrivacyStore:
                     pipe.srem(f"{name}:publishing", *ids)
                     results = await pipe.execute()
                 removed += int(results[1])
-        return removed
+        return removed + await self._discard_speech(session, participant)
+
+    async def _discard_speech(self, session: str, participant: str | None) -> int:
+        """Speech segments (audio) of the session still waiting for a transcribe worker (counted as media)."""
+        name = media_stream(0, self.speech_prefix)
+        entries: Any = await self.redis.xrange(name)
+        ids = []
+        for eid, fields in entries:
+            subject = speech_subject(fields.get(b"d", b"")) if fields else None
+            if subject is not None and subject[0] == session and (participant is None or subject[1] == participant):
+                ids.append(eid)
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(name, TRANSCRIBE_GROUP, *ids)
+            pipe.xdel(name, *ids)
+            results = await pipe.execute()
+        return int(results[1])
 
     async def forget_participant(self, session: str, participant: str) -> list[ErasedItem]:
         key = state_key(session)

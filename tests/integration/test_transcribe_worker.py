@@ -169,3 +169,36 @@ async def test_recorded_speech_through_the_transcribe_worker_reaches_kafka_once(
                     proc.kill()
         await stream.redis.delete(stream.stream_name(0))  # type: ignore[attr-defined]
         await stream.close()
+
+
+async def test_erasing_a_participant_removes_their_speech_waiting_for_transcription(
+    redis_url: str, kafka_bootstrap: str, unique: str
+) -> None:
+    import numpy as np
+
+    from services.inference.transcribe.segments import SpeechSegment
+    from services.inference.transcribe.stage import Speaker, Spoken
+    from shared.privacy.redis_store import RedisPrivacyStore
+
+    prefix, session = f"classpulse:test-speech-{unique}", f"erase-{unique}"
+    stream = speech_bus(_common(redis_url, kafka_bootstrap), TranscribeSettings(stream=prefix))
+    await stream.start()
+    store = RedisPrivacyStore(url=redis_url, shards=1, retention_s=60, media_prefix=f"{prefix}-media",
+                              speech_prefix=prefix)
+    await store.start()
+    try:
+        wave = np.full(8000, 0.1, dtype=np.float32)
+        sender = SpeechStream(bus=stream, metrics=Metrics(CollectorRegistry()))
+        await sender.send([
+            Spoken(speaker=Speaker(session=session, participant=p, role="student", epoch=1.0),
+                   segment=SpeechSegment(start=float(i), end=i + 0.5, audio=wave, speech_s=0.4))
+            for i, p in enumerate(["bob", "alice", "bob"])
+        ])
+        erased = {e.what: e.count for e in await store.forget_participant(session, "bob")}
+        assert erased["media waiting for analysis"] == 2
+        left: list[bytes] = [f[b"d"] for _, f in await stream.redis.xrange(stream.stream_name(0))]  # type: ignore[attr-defined]
+        assert [decode_speech(d).participant for d in left] == ["alice"]
+    finally:
+        await stream.redis.delete(stream.stream_name(0))  # type: ignore[attr-defined]
+        await store.close()
+        await stream.close()

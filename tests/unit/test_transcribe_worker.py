@@ -163,3 +163,13 @@ def test_classpulse_transcribe_refuses_memory_transport_in_one_line() -> None:
         "error: classpulse transcribe reads speech segments from Redis: set CLASSPULSE_TRANSPORT=distributed "
         "(classpulse up transcribes in-process)"
     ]
+
+
+def test_a_lone_segment_takes_a_short_window_and_many_are_packed() -> None:
+    from services.inference.transcribe.model import short_windows_cheaper
+
+    assert short_windows_cheaper([3.0], packs=1, window_s=12.0)  # 12 s of encoder instead of 30
+    assert short_windows_cheaper([2.0, 4.0], packs=1, window_s=12.0)  # 24 < 30
+    assert not short_windows_cheaper([2.0, 3.0, 4.0], packs=1, window_s=12.0)  # one 30 s pack is cheaper
+    assert short_windows_cheaper([14.0, 14.0], packs=2, window_s=12.0)  # 15 + 15 < 2 packs of 30
+    assert not short_windows_cheaper([3.0], packs=1, window_s=30.0)  # 30: Whisper's window only

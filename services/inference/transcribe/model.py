@@ -28,6 +28,8 @@ PACK_S = 28.0
 """Seconds of segments (and gaps) packed into one Whisper window (30 s, less a margin)."""
 GAP_S = 0.6
 """Silence between packed segments (Whisper ends a sentence there)."""
+TOKENS_PER_S = 8
+"""Short windows: at most this many text tokens per second of speech (fast speech is 4-5)."""
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """faster-whisper's default schedule (``temperature_fallback``); without it, greedy decoding only (0.0)."""
 
@@ -77,6 +79,8 @@ class WhisperTranscriber:
         self.settings = settings
         self._metrics = metrics
         self._model: Any = None
+        self._tokenizer: Any = None
+        self._suppress: Any = None
         self.device = "cpu"
 
     def check(self) -> None:
@@ -118,14 +122,63 @@ class WhisperTranscriber:
         """
         if self._model is None:
             raise RuntimeError("WhisperTranscriber used before load()")
+        lengths = [a.size / SAMPLE_RATE for a in audios]
+        packs = _packs(lengths)
+        if short_windows_cheaper(lengths, len(packs), self.settings.window_s):
+            started = time.perf_counter()
+            texts = self._short([np.asarray(a, dtype=np.float32) for a in audios])
+            if self._metrics is not None:
+                self._metrics.transcribe_seconds.labels(self.device).observe(time.perf_counter() - started)
+            return texts
         out = [""] * len(audios)
-        for pack in _packs([a.size / SAMPLE_RATE for a in audios]):
+        for pack in packs:
             started = time.perf_counter()
             words = self._words([audios[i] for i in pack])
             for j, i in enumerate(pack):
                 out[i] = "".join(words[j]).strip()
             if self._metrics is not None:
                 self._metrics.transcribe_seconds.labels(self.device).observe(time.perf_counter() - started)
+        return out
+
+    def _short(self, audios: list[NDArray[np.float32]]) -> list[str]:
+        """Each segment in its own short encoder window (``window_s``, or its length + 1 s), in one batch.
+
+        Whisper's encoder costs what its window is long; faster-whisper always pads to 30 s, so this
+        calls CTranslate2 directly: log-mel features padded to the batch's window, greedy decoding
+        without timestamps, at most ``TOKENS_PER_S`` tokens per second of audio (+10), which stops the
+        repetition loops a window much shorter than 30 s can cause (measured: no WER change at a 10 s
+        window on the recorded prompts, a 1 s margin alone repeats; docs/benchmarks.md).
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model = self._model
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                                        language=self.settings.language if model.model.is_multilingual else "en")
+            self._suppress = get_suppressed_tokens(self._tokenizer, (-1,))
+        tokenizer = self._tokenizer
+        feats = [model.feature_extractor(a) for a in audios]
+        hop = 100  # feature frames per second
+        frames = min(3000, max(int(self.settings.window_s * hop), *(f.shape[-1] + hop for f in feats)))
+        frames = -(-frames // hop) * hop
+        batch = np.zeros((len(feats), feats[0].shape[0], frames), dtype=np.float32)
+        for i, f in enumerate(feats):
+            n = min(f.shape[-1], frames)
+            batch[i, :, :n] = f[:, :n]
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        cap = max(int(TOKENS_PER_S * a.size / SAMPLE_RATE) + 10 for a in audios)
+        results = model.model.generate(
+            ctranslate2.StorageView.from_array(batch), [prompt] * len(feats), beam_size=self.settings.beam_size,
+            max_length=len(prompt) + cap, suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )
+        out = []
+        for a, r in zip(audios, results, strict=True):
+            limit = int(TOKENS_PER_S * a.size / SAMPLE_RATE) + 10
+            ids = [t for t in r.sequences_ids[0][:limit] if t < tokenizer.eot]
+            out.append(tokenizer.decode(ids).strip())
         return out
 
     def _words(self, audios: list[NDArray[np.float32]]) -> list[list[str]]:
@@ -161,6 +214,18 @@ class WhisperTranscriber:
                 k = min(range(len(bounds)), key=lambda i: _distance(bounds[i], mid))
                 words[k].append(w.word)
         return words
+
+
+def short_windows_cheaper(lengths: Sequence[float], packs: int, window_s: float) -> bool:
+    """Whether one short window per segment costs the encoder less than ``packs`` 30 s windows.
+
+    The encoder's cost is its window's length: short windows sum to max(window_s, length + 1 s) per
+    segment, packing costs 30 s per pack. A lone segment (the live case) takes short windows; a
+    replay's many segments pack. ``window_s >= 30`` turns short windows off.
+    """
+    if window_s >= 30.0 or not lengths or max(lengths) > 29.0:
+        return False
+    return sum(max(window_s, n + 1.0) for n in lengths) < 30.0 * packs
 
 
 def _distance(span: tuple[float, float], t: float) -> float:
