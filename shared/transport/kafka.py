@@ -13,6 +13,10 @@ Broker outages (a paused or restarting broker) lose nothing and crash nothing:
   broker was away: ``CommitFailedError``, unknown member, illegal generation) as "not
   committed": counted, and the consumer keeps polling; aiokafka rejoins the group and the
   records since the last committed offset are read again (consumers dedupe on event ids).
+* A broker that restarted can reject the idempotent producer's sequence numbers
+  (``OutOfOrderSequenceNumber``, or a fenced/unknown producer id), which ends aiokafka's sender for
+  good. The bus then replaces its producer (a new producer id) and sends again (counted in
+  ``classpulse_errors_total{stage="kafka", error="producer_renewed"}``).
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
     KafkaError,
     KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -39,6 +47,8 @@ from shared.transport.base import EventRecord
 
 _log = get_logger(__name__)
 _REFUSED_COMMIT = (CommitFailedError, UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError)
+_PRODUCER_LOST = (OutOfOrderSequenceNumber, ProducerFenced, InvalidProducerEpoch, InvalidProducerIdMapping)
+"""The broker no longer accepts this producer's id/sequence (after a restart): only a new producer can send."""
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -69,14 +79,16 @@ class KafkaEventBus:
         self._unacked = 0
         self._rng = random.Random()
         self._producer: AIOKafkaProducer | None = None
+        self._renewing = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
 
     @property
     def unacked(self) -> int:
         """Events handed to the producer and not acknowledged yet."""
         return self._unacked
 
-    async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
             acks="all",
@@ -84,7 +96,31 @@ class KafkaEventBus:
             linger_ms=self.linger_ms,
             request_timeout_ms=self.attempt_ms,
         )
+
+    async def start(self) -> None:
+        self._producer = self._new_producer()
         await self._producer.start()
+
+    async def _renew(self, lost: AIOKafkaProducer) -> None:
+        """Replace ``lost`` (its sender ended) by a started new producer, once for all concurrent senders."""
+        async with self._renewing:
+            if self._producer is not lost:
+                return  # another sender renewed it already (or the bus closed)
+            fresh = self._new_producer()
+            await fresh.start()  # a broker still away raises a retriable error: the caller backs off
+            self._producer = fresh
+            if self._metrics is not None:
+                self._metrics.errors_total.labels("kafka", "producer_renewed").inc()
+            _log.warning("event producer %s -> %s (the broker rejected its sequence numbers)", "lost", "renewed")
+            retired = asyncio.create_task(self._stop_quietly(lost))
+            self._retired.add(retired)
+            retired.add_done_callback(self._retired.discard)
+
+    async def _stop_quietly(self, producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=self.attempt_ms / 1000 + 1)
+        except (KafkaError, TimeoutError, OSError):
+            pass  # what it still held is being sent again by its senders through the new producer
 
     async def close(self) -> None:
         """Flush and stop the producer; bounded by one delivery attempt (a broker that is away at shutdown
@@ -92,6 +128,7 @@ class KafkaEventBus:
         if self._producer is None:
             return
         producer, self._producer = self._producer, None
+        await asyncio.gather(*self._retired, return_exceptions=True)
         try:
             await asyncio.wait_for(producer.stop(), timeout=self.attempt_ms / 1000 + 1)
         except TimeoutError:
@@ -109,18 +146,32 @@ class KafkaEventBus:
         async with self._room:
             self._track(+1)
             try:
-                await self._deliver(self._producer, topic, key.encode(), value)
+                await self._deliver(topic, key.encode(), value)
             finally:
                 self._track(-1)
 
-    async def _deliver(self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
+    async def _deliver(self, topic: str, key: bytes, value: bytes) -> None:
         attempt = 0
         while True:
+            producer = self._producer
+            if producer is None:
+                raise RuntimeError("KafkaEventBus closed while publishing")
             try:
                 await producer.send_and_wait(topic, value=value, key=key)
                 if attempt:
                     _log.info("event delivery %s -> %s", "retrying", "acknowledged", extra={"attempts": attempt + 1})
                 return
+            except _PRODUCER_LOST:
+                try:
+                    await self._renew(producer)
+                except KafkaError as renew_exc:
+                    if not _retriable(renew_exc):
+                        raise
+                attempt += 1
+                if self._metrics is not None:
+                    self._metrics.event_publish_retries_total.labels(topic).inc()
+                if attempt > 1:
+                    await asyncio.sleep(self._policy.backoff(attempt, self._rng))
             except KafkaError as exc:
                 if not _retriable(exc):
                     raise
