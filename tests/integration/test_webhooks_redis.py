@@ -165,7 +165,9 @@ async def test_session_end_webhook_retries_a_failing_then_slow_receiver_and_veri
         def sample(name: str, **labels: str) -> float:
             return metrics.registry.get_sample_value(name, labels) or 0.0
 
-        assert sample("classpulse_webhook_deliveries_total", event="session.ended", outcome="delivered") == 1
+        # the receiver records the 200 before the sender reads it: wait for the sender to count it
+        await _until(lambda: sample("classpulse_webhook_deliveries_total", event="session.ended",
+                                    outcome="delivered") == 1, "the delivered count")
         assert sample("classpulse_webhook_deliveries_total", event="session.ended", outcome="retried") == 2
         assert sample("classpulse_webhook_attempts_total", result="timeout") == 1
         assert sample("classpulse_webhook_attempts_total", result="http") == 1
