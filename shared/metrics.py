@@ -252,7 +252,8 @@ class Metrics:
         self.inference_lease_events_total = Counter(
             "classpulse_inference_lease_events_total",
             "Shard lease changes of this worker: acquired (free shard), taken_over (a dead owner's expired lease), "
-            "released (handed over on rebalance or shutdown), lost (renewal failed; its media is no longer processed).",
+            "released (handed over on rebalance or shutdown), lost (renewal failed; its media is no longer processed), "
+            "confirmed (a lease that lapsed locally, the worker being slow, was still its own in the store).",
             ["event"],
             registry=registry,
         )

@@ -327,6 +327,7 @@ class InferenceEngine:
         started = time.perf_counter()
         now = wall_clock()
         recv = list(received) if received is not None else [now] * len(batch)
+        batch, recv, skipped = self._admit(batch, recv, skipped)
         order = sorted(range(len(batch)), key=lambda i: (batch[i].media_time, batch[i].kind != "audio"))
         audio = [(batch[i], recv[i]) for i in order if isinstance(batch[i], AudioChunk)]
         video = [(batch[i], recv[i]) for i in order if isinstance(batch[i], VideoFrame)]
@@ -357,6 +358,37 @@ class InferenceEngine:
 
                 m.inference_gpu_memory_bytes.set(torch.cuda.memory_allocated(self.device))
         return events
+
+    def _admit(
+        self, batch: Sequence[MediaMessage], recv: list[float], skipped: Sequence[VideoFrame]
+    ) -> tuple[list[MediaMessage], list[float], list[VideoFrame]]:
+        """Only media newer than what its participant's state took in (per kind, by epoch and seq).
+
+        A repeat (media redelivered after the state took it in: a retried batch, a claim of entries this
+        state already processed) would hold an audio chunk twice or step a frame twice, and an older entry
+        arriving late would move the camera clock back (audio read as camera off): both are dropped and
+        counted (``classpulse_media_dropped_total{reason="repeated"}``).
+        """
+        items = [(m, r, False) for m, r in zip(batch, recv, strict=True)] + [(f, 0.0, True) for f in skipped]
+        items.sort(key=lambda t: (t[0].epoch, t[0].seq))
+        keep: list[MediaMessage] = []
+        keep_recv: list[float] = []
+        keep_skipped: list[VideoFrame] = []
+        repeated = 0
+        for msg, r, skip in items:
+            if not self._state(msg).take(msg.kind, msg.epoch, msg.seq):
+                repeated += 1
+            elif skip:
+                assert isinstance(msg, VideoFrame)
+                keep_skipped.append(msg)
+            else:
+                keep.append(msg)
+                keep_recv.append(r)
+        if repeated:
+            log.info("media %s -> %s", "repeated", "dropped", extra={"count": repeated})
+            if self._metrics is not None:
+                self._metrics.media_dropped_total.labels("repeated").inc(repeated)
+        return keep, keep_recv, keep_skipped
 
     def flush(self) -> list[ScoreEvent]:
         """Score audio still held back (call at the end of a file): decided with the frames known now."""

@@ -16,7 +16,7 @@ rates may differ by less than that margin). :meth:`holds` is checked before ever
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shared.log import get_logger
@@ -133,6 +133,33 @@ class ShardOwnership:
             )
         self._gauge()
         return out
+
+    async def confirm(self, shards: Iterable[int]) -> list[int]:
+        """Ask the store about ``shards`` whose lease lapsed locally; returns the ones really lost.
+
+        A worker that was only slow (its loop starved, a renewal late) keeps its shards: the renewal
+        succeeds only while the store still holds this worker's lease under its token, so nobody else
+        can have acquired the shard meanwhile, and the lease is trusted again. A refused renewal is a
+        lost lease (dropped here, like in :meth:`tick`); a broker error propagates (nothing confirmed).
+        """
+        leases = [self._held[k] for k in sorted(set(shards)) if k in self._held and not self.holds(k)]
+        if not leases:
+            return []
+        sent = self._clock()
+        lost: list[int] = []
+        for lease, ok in zip(leases, await self.store.renew(leases, ttl_ms=self.ttl_ms), strict=True):
+            if self._held.get(lease.shard) is not lease:
+                continue
+            if ok:
+                self._trust(lease.shard, sent)
+                self._count("confirmed")
+                continue
+            self._drop(lease.shard)
+            lost.append(lease.shard)
+            self._count("lost")
+            log.warning("shard lease %s -> %s", "lapsed", "lost", extra={"shard": lease.shard, "epoch": lease.epoch})
+        self._gauge()
+        return lost
 
     async def release(self, shard: int) -> None:
         """Give a shard up (after its hand-over snapshot)."""

@@ -113,6 +113,9 @@ class ParticipantState:
     track: FaceTrack = field(init=False)
     text: TextActivity = field(default_factory=TextActivity)
     """Recent interactions (chat, questions ...) as derived features: the text signals' source."""
+    taken: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per media kind, the newest ``(epoch, seq)`` taken in: media not newer is a repeat (a redelivery
+    of what this state already holds) or out of order, and never enters the state again."""
     held_since: int = 0
     """Engine bookkeeping (the order participants started holding audio); not part of a snapshot."""
 
@@ -123,6 +126,15 @@ class ParticipantState:
     @property
     def key(self) -> tuple[str, str]:
         return self.session, self.participant
+
+    def take(self, kind: str, epoch: int, seq: int) -> bool:
+        """Whether media ``(epoch, seq)`` of ``kind`` is newer than any taken in so far (then it is taken)."""
+        mark = (epoch, seq)
+        last = self.taken.get(kind)
+        if last is not None and mark <= last:
+            return False
+        self.taken[kind] = mark
+        return True
 
     def seen(self, media_time: float, wall: float) -> None:
         if self.first_time is None or media_time < self.first_time:
@@ -224,6 +236,7 @@ class ParticipantState:
             has_thumbnail=self.thumbnail is not None,
             text_rows=self.text.dump()[0],
             text_ids=self.text.dump()[1],
+            taken=dict(self.taken),
         )
         arrays: dict[str, NDArray[Any]] = {
             "window_x": _rows([v for v, _ in self.window]),
@@ -297,6 +310,7 @@ class ParticipantState:
         )
         state.track.box = f.track_box
         state.text = TextActivity.load(f.text_rows, f.text_ids)
+        state.taken = {kind: (mark[0], mark[1]) for kind, mark in f.taken.items()}
         return state
 
 
@@ -340,6 +354,7 @@ class _Fields(BaseModel):
     has_thumbnail: bool
     text_rows: list[TextRow] = []
     text_ids: list[str] = []
+    taken: dict[str, tuple[int, int]] = {}
 
 
 def _audio_row(f: AudioFeatures) -> AudioRow:

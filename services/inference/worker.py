@@ -214,14 +214,19 @@ class InferenceWorker:
 
     async def _lease_tick(self) -> None:
         changes: Changes = await self.ownership.tick()
-        if changes.lost:
-            self._cleanup.update(changes.lost)
-            self._lost += changes.lost
+        self._lose(changes.lost)
         if changes.revoke:
             self._revoking += changes.revoke
         for lease in changes.acquired:
             self._claim_now.add(lease.shard)
-        if changes.lost or changes.revoke:
+        if changes.revoke:
+            self._state_wake.set()
+
+    def _lose(self, shards: list[int]) -> None:
+        """Lost leases: stop reading the shards; the state task drops their participants' state."""
+        if shards:
+            self._cleanup.update(shards)
+            self._lost += shards
             self._state_wake.set()
 
     async def _state_loop(self) -> None:
@@ -294,12 +299,22 @@ class InferenceWorker:
     def _shard_of_entry(self, entry_id: str) -> int:
         return int(entry_id.partition("/")[0])
 
-    def _fence(self, items: list[_Item], events: list[ScoreEvent]) -> tuple[list[_Item], list[ScoreEvent]]:
+    async def _fence(self, items: list[_Item], events: list[ScoreEvent]) -> tuple[list[_Item], list[ScoreEvent]]:
         """Keep what this worker still owns: items and events of shards whose lease lapsed are neither
-        published nor acked (the next owner claims the media and scores it from the stored state)."""
+        published nor acked (the next owner claims the media and scores it from the stored state).
+
+        A lease that lapsed only locally (this worker was slow, e.g. starved while a broker restarted)
+        is first confirmed with the store: still ours there, it is kept and nothing is dropped."""
         n = self._media.shards
-        lapsed = {i.shard for i in items if not self.ownership.holds(i.shard)}
         self.states.processed(participant_key(i.msg.session, i.msg.participant) for i in items)
+        lapsed = {i.shard for i in items if not self.ownership.holds(i.shard)}
+        if lapsed:
+            try:
+                self._lose(await self.ownership.confirm(lapsed))
+            except Exception as exc:  # unreachable store: nothing confirmed, the shards stay lapsed
+                if not is_transient(exc):
+                    raise
+            lapsed = {k for k in lapsed if not self.ownership.holds(k)}
         if not lapsed:
             return items, events
         dropped = [i for i in items if i.shard in lapsed]
@@ -353,12 +368,15 @@ class InferenceWorker:
         return [k for k in self.ownership.readable() if k not in self._cleanup and k not in self._claim_now]
 
     async def _claim(self, shard: int, *, min_idle_ms: int) -> None:
-        # Scan every pending entry of the shard (the stream is bounded); entries this worker already
-        # holds are skipped, so its own slow batches are never claimed twice.
+        # Scan every pending entry of the shard (the stream is bounded); entries this worker holds are
+        # skipped, so its own slow batches are never claimed twice. Held *before* the claim: a batch
+        # may ack and let go of its entries while the claim is on its way, after the store returned
+        # them (they were still pending then), and they must not be scored a second time.
+        held = set(self._held)
         claimed = await self._media.claim_stale(
             INFERENCE_GROUP, self.consumer, shard=shard, min_idle_ms=min_idle_ms, count=self._claim_count
         )
-        claimed = [e for e in claimed if e.id not in self._held]
+        claimed = [e for e in claimed if e.id not in held and e.id not in self._held]
         if not claimed:
             return
         marked = await self._media.publishing(shard)
@@ -460,13 +478,13 @@ class InferenceWorker:
             self._metrics.errors_total.labels(STAGE, "batch").inc()
             self._held.difference_update(i.entry_id for i in items)  # claimable again once idle
             return
-        items, events = self._fence(items, events)
+        items, events = await self._fence(items, events)
         if self.speech is not None:  # the transcribe stage gets the scored audio of the shards still held
             self.speech.put([i.msg for i in items if isinstance(i.msg, AudioChunk)])
         if events:  # mark, so that a next owner never scores these again; re-check the leases after
             if not await self._while_held(items, lambda: self._media.mark_publishing([i.entry_id for i in items])):
                 self._metrics.errors_total.labels(STAGE, "mark_lapsed").inc()
-            items, events = self._fence(items, events)
+            items, events = await self._fence(items, events)
         await self._publish(events)  # waits until the broker acknowledged (retried across a pause)
         ids = [i.entry_id for i in items]
         if not await self._while_held(items, lambda: self._media.ack(INFERENCE_GROUP, ids)):

@@ -115,7 +115,8 @@ def score_figures(report: FaultReport, scores: Iterable[ScoreEvent]) -> None:
     seen: dict[str, dict[str, object]] = {}
     conflicts: set[str] = set()
     records = 0
-    for ev in scores:
+    scores_list = list(scores)
+    for ev in scores_list:
         records += 1
         values = ev.model_dump(exclude=_VOLATILE)
         first = seen.setdefault(ev.event_id, values)
@@ -125,6 +126,10 @@ def score_figures(report: FaultReport, scores: Iterable[ScoreEvent]) -> None:
     report.scores = len(seen)
     report.frames_scored = sum(1 for v in seen.values() if int(str(v["seq"])) % 2 == 0)
     report.conflicting_ids = len(conflicts)
+    for event_id in sorted(conflicts)[:5]:  # which fields differ: the first thing to look at
+        copies = [ev.model_dump(exclude=_VOLATILE) for ev in scores_list if ev.event_id == event_id]
+        fields = sorted({k for c in copies[1:] for k in c if c[k] != copies[0][k]})
+        report.notes.append(f"{event_id} differs in {', '.join(fields)} ({len(copies)} copies)")
 
 
 def window_figures(report: FaultReport, aggregates: Iterable[ClassAggregate]) -> None:

@@ -282,6 +282,10 @@ async def _wait_scored(run: Run, within: float = 180.0) -> None:
 async def _final_figures(run: Run, report: FaultReport) -> None:
     viewer = issue_token(secret=SECRET, session=run.session, participant="*", role="viewer")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for name, service in run.stack.services.items():  # kept beside the logs, for a failure's diagnosis
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                async with http.get(service.base_url + "/metrics") as resp:
+                    (run.stack.folder / f"{name}.metrics").write_text(await resp.text())
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with http.get(run.stack["ingest"].base_url + "/metrics") as resp:
                 report.frames_in = int(metric_sum(await resp.text(), "classpulse_messages_total",

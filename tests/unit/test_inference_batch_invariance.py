@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from services.inference.engine import InferenceEngine
 from services.inference.perception import FaceObservation, PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage
+from shared.metrics import Metrics
 from shared.testkit.messages import chunks, frames
 from shared.testkit.speech import speech_scene
 
@@ -114,3 +116,42 @@ def test_camera_off_gap_is_found_the_same_way_with_large_batches() -> None:
 def test_audio_features_computed_ahead_give_the_same_events() -> None:
     msgs = _media([(0.0, 2.0), (5.0, 7.0)], 7.0)
     assert _run(msgs, 16, ahead=True) == _run(msgs, 16)
+
+
+def test_redelivered_and_late_media_change_nothing_and_are_counted() -> None:
+    """A redelivery (a retried batch, a claim of entries already taken in) and an old entry arriving
+    after newer ones never enter the state again: the same events as without them, each counted."""
+    msgs = _media([(0.0, 2.0), (5.0, 7.0)], 7.0)
+    reference, _ = _run(msgs, 8)
+    metrics = Metrics(CollectorRegistry())
+    e = InferenceEngine(settings=InferenceSettings(pose_every=3, pose_max_interval=9), backend=FaceUntil(8.0),
+                        metrics=metrics)
+    e.load()
+    events: list[ScoreEvent] = []
+    repeats = 0
+    for i in range(0, len(msgs), 8):
+        batch = msgs[i : i + 8]
+        events += e.process(batch)
+        again = batch[::2] + msgs[max(0, i - 3) : i]  # part of this batch again, and the end of the previous one
+        repeats += len(again)
+        assert e.process(again) == []
+    events += e.flush()
+    rows = sorted(
+        (ev.seq, ev.media_time, ev.camera_on, ev.present, ev.speaking, ev.hand_raised, round(ev.engagement, 3))
+        for ev in events
+    )
+    assert rows == reference
+    assert metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "repeated"}) == repeats
+
+
+def test_taken_media_marks_follow_the_epoch_and_survive_a_snapshot() -> None:
+    e = InferenceEngine(settings=InferenceSettings(), backend=FaceUntil(8.0))
+    e.load()
+    first = frames([np.zeros((48, 64, 3), np.uint8)] * 3, session="s", participant="p")
+    assert len(e.process(first)) == 3
+    restored = InferenceEngine(settings=InferenceSettings(), backend=FaceUntil(8.0))
+    restored.load()
+    restored.restore(e.snapshot("s", "p"))
+    assert restored.process(first[1:]) == []  # taken in before the snapshot: repeats there too
+    reconnect = [f.model_copy(update={"epoch": 1, "media_time": f.media_time + 10}) for f in first[:2]]
+    assert [ev.seq for ev in restored.process(reconnect)] == [0, 2]  # a new publish epoch starts at seq 0 again

@@ -193,6 +193,27 @@ async def test_join_hands_shards_over_and_a_dead_owner_is_taken_over_after_expir
     assert not await store.release(stale) and await store.holder(stale.shard) == "b"
 
 
+async def test_a_lease_that_lapsed_only_locally_is_confirmed_and_one_taken_over_is_lost() -> None:
+    clock = VirtualClock()
+    store = MemoryLeaseStore(clock=clock)
+    a, a_metrics = _owner(store, "a", clock)
+    await a.tick()
+    clock.advance((1 - SAFETY) * TTL_MS / 1000 + 0.01)  # a was slow: it stops trusting, the store has not expired
+    assert not a.holds(3)
+    assert await a.confirm([3, 4]) == []  # still a's in the store: nobody could have acquired them
+    assert a.holds(3) and a.holds(4) and not a.holds(5)  # only what was asked about is renewed
+    assert _events(a_metrics, "confirmed") == 2
+    assert await a.confirm([3]) == []  # valid again: nothing asked
+    assert _events(a_metrics, "confirmed") == 2
+
+    clock.advance(TTL_MS / 1000 + 0.01)  # now a's leases expired in the store, and b takes them
+    b, _ = _owner(store, "b", clock)
+    await b.tick()
+    assert 3 in b.held()
+    assert await a.confirm([3]) == [3]  # refused: lost, dropped here as a tick would
+    assert 3 not in a.held() and _events(a_metrics, "lost") == 1
+
+
 async def test_renewal_keeps_leases_and_a_clean_leave_frees_them_at_once() -> None:
     clock = VirtualClock()
     store = MemoryLeaseStore(clock=clock)

@@ -2,7 +2,8 @@
 
 A Redis ``TimeoutError`` in the reader must not end it; an ack that fails is retried (the
 scores are not published again); a worker taking a shard over never scores again what the
-previous owner marked as being published (it drops and counts it), but scores the rest.
+previous owner marked as being published (it drops and counts it), but scores the rest; a batch
+that acks its entries while a claim of them is on its way does not have them scored again.
 """
 
 from __future__ import annotations
@@ -162,3 +163,54 @@ async def test_a_takeover_drops_what_the_dead_owner_was_publishing_and_scores_th
     assert await media.length() == 0 and await media.publishing(0) == set()
     dropped = metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "in_flight_elsewhere"})
     assert dropped == 3
+
+
+class AckDuringClaim(MemoryMediaBus):
+    """A claim whose reply comes back after the worker's running batch acked what it returned (the race
+    of a Kafka restart: a batch blocked on the broker finishes while the periodic claim is in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__(maxlen=1000, shards=1)
+        self.worker: InferenceWorker | None = None
+        self.raced = 0
+
+    async def claim_stale(
+        self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int
+    ) -> list[StreamEntry]:
+        entries = await super().claim_stale(group, consumer, shard=shard, min_idle_ms=min_idle_ms, count=count)
+        held = [e for e in entries if self.worker is not None and e.id in self.worker._held]
+        if held:  # what the store returned was still pending; the batch finishes before the reply arrives
+            await _until(lambda: not any(e.id in self.worker._held for e in held), "the batch to ack")  # type: ignore[union-attr]
+            self.raced += 1
+        return entries
+
+
+class SlowPublish(MemoryEventBus):
+    """Kafka away for a while: each publish waits ``delay`` (longer than ``claim_idle_ms``)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        await asyncio.sleep(self.delay)
+        await super().publish(topic, key, value)
+
+
+async def test_entries_acked_while_a_claim_of_them_is_on_its_way_are_not_scored_twice() -> None:
+    media, events = AckDuringClaim(), SlowPublish(delay=SETTINGS.claim_idle_ms / 1000 * 2)
+    worker, metrics = _worker("a", media, events, MemoryLeaseStore(), HealthRegistry(service="inference"))
+    media.worker = worker
+    task = asyncio.create_task(worker.run())
+    try:
+        await _send(media, "p", 0, 8)
+        await _until(lambda: len(_scores(events)) >= 8 and media.raced >= 1, "scores and a raced claim")
+        await asyncio.sleep(SETTINGS.claim_idle_ms / 1000 * 3)  # time to score a wrongly claimed entry again
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    out = _scores(events)
+    assert sorted(e.seq for e in out) == list(range(0, 16, 2)), "a frame was scored twice"
+    assert await media.length() == 0
+    repeated = metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "repeated"})
+    assert repeated is None, "the claim handed the engine entries it had already taken in"
