@@ -14,12 +14,11 @@ from shared.http_guard import GuardedAppRunner, access_logger
 from shared.service import ServiceContext, ServiceError
 
 
-def app_runner(app: web.Application, *, redact_pii: bool, guard_parser: bool = True) -> web.AppRunner:
+def app_runner(app: web.Application, *, redact_pii: bool) -> web.AppRunner:
     """The runner every HTTP front uses: access log lines without query strings, tokens and
-    (``redact_pii``) participant ids; with ``guard_parser``, aiohttp's parser errors answered with one
-    line (:class:`shared.http_guard.GuardedAppRunner`)."""
-    runner = GuardedAppRunner if guard_parser else web.AppRunner
-    return runner(app, access_log_class=access_logger(redact_pii=redact_pii), handle_signals=False)
+    (``redact_pii``) participant ids; aiohttp's parser errors answered with one line
+    (:class:`shared.http_guard.GuardedAppRunner`)."""
+    return GuardedAppRunner(app, access_log_class=access_logger(redact_pii=redact_pii), handle_signals=False)
 
 
 async def serve_app(

@@ -197,11 +197,7 @@ async def serve_worker(
     """Serve on the shared public port and a private loopback port until SIGTERM/SIGINT or parent exit."""
     stop = asyncio.Event()
     service.on_stop(stop.set)
-    # Known gap: with the guarded runner, tests/integration/test_ingest_workers.py hung in 4 of 7 runs here (a
-    # proxied request to a worker went unanswered; 0 of 3 with aiohttp's runner), so until that is understood
-    # `ingest --workers N` workers keep aiohttp's own parser-error answers (multi-line). `classpulse up`, the
-    # gateway and a single-process ingest are guarded.
-    runner = app_runner(app, redact_pii=service.common.log_redact_pii, guard_parser=False)
+    runner = app_runner(app, redact_pii=service.common.log_redact_pii)
     await runner.setup()
     try:
         try:
