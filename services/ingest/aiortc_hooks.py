@@ -26,10 +26,16 @@ FFmpeg 8 built with GnuTLS (PyAV's wheels, Debian) makes a secp224r1 (P-224) cer
 which aiortc's OpenSSL (4.x, in ``cryptography``) no longer knows as a TLS group, so the
 handshake ends with an ``illegal_parameter`` alert in either DTLS role; WebRTC asks for
 P-256 (RFC 8827, 6.5), which FFmpeg's ``cert_file``/``key_file`` options can supply.
+
+:func:`close_bounded` closes a peer connection within a bound: on a starved box (measured in the
+Kafka-pause fault, load ~4 on 2 cores) aiortc's ``RTCPeerConnection.close()`` waited > 17 s for its
+transports, so what was queued behind it (the other publishers' DELETEs, a participant's ``left``)
+never happened before the process's stop bound ended it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +48,19 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket
 
 _NTP_UNIX_OFFSET = 2_208_988_800
 _WRAP = 1 << 32
+
+
+PC_CLOSE_TIMEOUT_S = 5.0
+"""How long a peer connection's close may take before it is abandoned (what follows it happens either way)."""
+
+
+async def close_bounded(pc: RTCPeerConnection, *, timeout_s: float) -> bool:
+    """Close ``pc``; False when it did not finish within ``timeout_s`` (the close is abandoned then)."""
+    try:
+        await asyncio.wait_for(pc.close(), timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def ntp_to_unix(ntp: int) -> float:

@@ -23,6 +23,7 @@ import av.bitstream
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from services.ingest.aiortc_hooks import PC_CLOSE_TIMEOUT_S, close_bounded
 from shared.log import get_logger
 from shared.testkit.clips import write_clip
 from shared.tokens import Secret, issue_token
@@ -251,19 +252,24 @@ class Simulation:
             raise SimulationError(f"connection did not come up within {_CONNECT_TIMEOUT_S:.0f} s") from exc
 
     async def stop(self) -> None:
-        """DELETE every WHIP resource and close the peer connections."""
-        for publisher in self.publishers:
-            if publisher.location and self._http is not None:
-                url = self.base_url + publisher.location if publisher.location.startswith("/") else publisher.location
-                headers = {"Authorization": f"Bearer {self.token(publisher.participant)}"}
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with self._http.delete(url, headers=headers):
-                        pass
-            await publisher.pc.close()
-        self.publishers = []
+        """DELETE every WHIP resource (all at once, first), then close the peer connections (bounded)."""
+        publishers, self.publishers = self.publishers, []
+        await asyncio.gather(*(self._delete(p) for p in publishers))
+        closed = await asyncio.gather(*(close_bounded(p.pc, timeout_s=PC_CLOSE_TIMEOUT_S) for p in publishers))
+        if not all(closed):
+            log.warning("peer connections %s -> %s", "closing", "abandoned", extra={"count": closed.count(False)})
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    async def _delete(self, publisher: Publisher) -> None:
+        if not publisher.location or self._http is None:
+            return
+        url = self.base_url + publisher.location if publisher.location.startswith("/") else publisher.location
+        headers = {"Authorization": f"Bearer {self.token(publisher.participant)}"}
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with self._http.delete(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)):
+                pass
 
 
 def default_clip(folder: Path, *, seconds: float = 10.0) -> Path:

@@ -27,8 +27,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from services.ingest.aiortc_hooks import (
+    PC_CLOSE_TIMEOUT_S,
     attach_sr_clock,
     bound_jitter_buffer,
+    close_bounded,
     dtls_failure,
     last_packet_clock,
     throttle_remb,
@@ -52,6 +54,7 @@ log = get_logger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 _ANSWER_TIMEOUT_S = 15.0
+
 
 
 class WhipError(Exception):
@@ -417,8 +420,13 @@ class WhipService:
             self.metrics.active_streams.labels(kind).dec()
         if resource.counted:  # a failed negotiation never counted as a publisher
             self.metrics.active_streams.labels("publisher").dec()
-        await resource.pc.close()
-        await resource.reporter.close()
+        try:
+            if not await close_bounded(resource.pc, timeout_s=PC_CLOSE_TIMEOUT_S):
+                log.warning("peer connection %s -> %s (close took over %.0f s)", "closing", "abandoned",
+                            PC_CLOSE_TIMEOUT_S, extra=pii(participant=resource.participant, session=resource.session))
+                self.metrics.errors_total.labels("ingest", "pc_close_timeout").inc()
+        finally:
+            await resource.reporter.close()  # 'left' goes out however the close went
         log.info(
             "whip resource -> closed (%s)",
             reason,
@@ -427,5 +435,4 @@ class WhipService:
 
     async def close(self) -> None:
         """End every resource (server shutdown)."""
-        for resource in list(self.resources.values()):
-            await self.close_resource(resource, reason="shutdown")
+        await asyncio.gather(*(self.close_resource(r, reason="shutdown") for r in list(self.resources.values())))
