@@ -362,12 +362,12 @@ class InferenceEngine:
     def _admit(
         self, batch: Sequence[MediaMessage], recv: list[float], skipped: Sequence[VideoFrame]
     ) -> tuple[list[MediaMessage], list[float], list[VideoFrame]]:
-        """Only media newer than what its participant's state took in (per kind, by epoch and seq).
+        """Only media its participant's state has not taken in yet (per kind, by epoch and seq).
 
         A repeat (media redelivered after the state took it in: a retried batch, a claim of entries this
-        state already processed) would hold an audio chunk twice or step a frame twice, and an older entry
-        arriving late would move the camera clock back (audio read as camera off): both are dropped and
-        counted (``classpulse_media_dropped_total{reason="repeated"}``).
+        state already processed) would hold an audio chunk twice or step a frame twice: it is dropped and
+        counted (``classpulse_media_dropped_total{reason="repeated"}``). Media arriving after newer media
+        (a dead worker's pending entries, claimed after its successor read on) is not a repeat: it is scored.
         """
         items = [(m, r, False) for m, r in zip(batch, recv, strict=True)] + [(f, 0.0, True) for f in skipped]
         items.sort(key=lambda t: (t[0].epoch, t[0].seq))

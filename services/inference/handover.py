@@ -74,6 +74,21 @@ class StateHandover:
         """These participants' states changed (a batch ran): snapshot them at the next round."""
         self._dirty.update(keys)
 
+    def discard(self, keys: Iterable[str]) -> None:
+        """These participants' states hold a batch that did not finish (failed or cancelled after it
+        changed them, its media never acked): forget them unsnapshotted, so the stored snapshot stays
+        the last good one and their next media (the batch's, claimed again) restores it.
+
+        Call while holding :attr:`lock` (the batch that failed holds it)."""
+        gone = set(keys)
+        for session, participant in self.engine.participants():
+            if participant_key(session, participant) in gone:
+                self.engine.forget(session, participant)
+        self._ready.difference_update(gone)
+        self._dirty.difference_update(gone)
+        if gone:
+            self._metrics.errors_total.labels(STAGE, "state_discarded").inc(len(gone))
+
     def _by_shard(self, shards: Iterable[int]) -> dict[int, list[Participant]]:
         wanted = set(shards)
         out: dict[int, list[Participant]] = {}

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.inference.features_audio import CONTEXT, STATE_SHAPE, VadStream
 from services.inference.fusion_layout import N_SIGNALS, SIGNALS
+from services.inference.media_marks import TakenMarks
 from services.inference.perception import Box, FaceTrack
 from services.inference.state_snapshot import SnapshotError, pack, unpack
 from services.inference.text_state import TextActivity, TextRow
@@ -113,9 +114,9 @@ class ParticipantState:
     track: FaceTrack = field(init=False)
     text: TextActivity = field(default_factory=TextActivity)
     """Recent interactions (chat, questions ...) as derived features: the text signals' source."""
-    taken: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Per media kind, the newest ``(epoch, seq)`` taken in: media not newer is a repeat (a redelivery
-    of what this state already holds) or out of order, and never enters the state again."""
+    taken: TakenMarks = field(default_factory=TakenMarks)
+    """Per media kind, the ``(epoch, seq)`` marks taken in: a repeat (a redelivery of what this state
+    already holds) never enters the state again; media arriving late (a claim) still does."""
     held_since: int = 0
     """Engine bookkeeping (the order participants started holding audio); not part of a snapshot."""
 
@@ -128,13 +129,8 @@ class ParticipantState:
         return self.session, self.participant
 
     def take(self, kind: str, epoch: int, seq: int) -> bool:
-        """Whether media ``(epoch, seq)`` of ``kind`` is newer than any taken in so far (then it is taken)."""
-        mark = (epoch, seq)
-        last = self.taken.get(kind)
-        if last is not None and mark <= last:
-            return False
-        self.taken[kind] = mark
-        return True
+        """Whether media ``(epoch, seq)`` of ``kind`` was not taken in yet (then it is taken)."""
+        return self.taken.take(kind, epoch, seq)
 
     def seen(self, media_time: float, wall: float) -> None:
         if self.first_time is None or media_time < self.first_time:
@@ -236,7 +232,7 @@ class ParticipantState:
             has_thumbnail=self.thumbnail is not None,
             text_rows=self.text.dump()[0],
             text_ids=self.text.dump()[1],
-            taken=dict(self.taken),
+            taken=self.taken.dump(),
         )
         arrays: dict[str, NDArray[Any]] = {
             "window_x": _rows([v for v, _ in self.window]),
@@ -310,7 +306,7 @@ class ParticipantState:
         )
         state.track.box = f.track_box
         state.text = TextActivity.load(f.text_rows, f.text_ids)
-        state.taken = {kind: (mark[0], mark[1]) for kind, mark in f.taken.items()}
+        state.taken = TakenMarks({kind: [(e, a, b) for e, a, b in spans] for kind, spans in f.taken.items()})
         return state
 
 
@@ -354,7 +350,7 @@ class _Fields(BaseModel):
     has_thumbnail: bool
     text_rows: list[TextRow] = []
     text_ids: list[str] = []
-    taken: dict[str, tuple[int, int]] = {}
+    taken: dict[str, list[tuple[int, int, int]]] = {}
 
 
 def _audio_row(f: AudioFeatures) -> AudioRow:

@@ -66,6 +66,8 @@ from shared.transport.typed import EventPublisher
 log = get_logger(__name__)
 STAGE = "inference"
 EVICT_INTERVAL_S = 30.0
+ENGINE_DRAIN_S = 10.0
+"""A cancelled batch waits this long for its engine thread before its participants' states are discarded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +455,7 @@ class InferenceWorker:
             await self._score([q.value for q in queued], [q.enqueued for q in queued])
         except BaseException:  # e.g. a broker error in an ack: the media stays pending, claimable again
             self._held.difference_update(q.value.entry_id for q in queued)
+            self.states.discard(participant_key(q.value.msg.session, q.value.msg.participant) for q in queued)
             raise
 
     async def _score(self, taken: list[_Item], enqueued: list[float]) -> None:
@@ -469,14 +472,21 @@ class InferenceWorker:
         waits = self._waits(frames)
         if items:
             self._metrics.batch_size.observe(len(items))
-        try:
-            events = await asyncio.to_thread(
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
                 self.engine.process, [i.msg for i in items], received=[i.received for i in items], skipped=thinned
             )
+        )
+        try:
+            events = await asyncio.shield(work)
+        except asyncio.CancelledError:  # the engine thread runs on: its states are discarded once it is done
+            await asyncio.wait([work], timeout=ENGINE_DRAIN_S)
+            raise
         except Exception:
             log.exception("inference batch failed; its media stays pending for a retry")
             self._metrics.errors_total.labels(STAGE, "batch").inc()
             self._held.difference_update(i.entry_id for i in items)  # claimable again once idle
+            self.states.discard(participant_key(i.msg.session, i.msg.participant) for i in taken)
             return
         items, events = await self._fence(items, events)
         if self.speech is not None:  # the transcribe stage gets the scored audio of the shards still held

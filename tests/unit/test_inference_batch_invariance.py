@@ -155,3 +155,14 @@ def test_taken_media_marks_follow_the_epoch_and_survive_a_snapshot() -> None:
     assert restored.process(first[1:]) == []  # taken in before the snapshot: repeats there too
     reconnect = [f.model_copy(update={"epoch": 1, "media_time": f.media_time + 10}) for f in first[:2]]
     assert [ev.seq for ev in restored.process(reconnect)] == [0, 2]  # a new publish epoch starts at seq 0 again
+
+
+def test_media_claimed_after_newer_media_is_scored_not_dropped() -> None:
+    """A dead worker's pending frames reach its successor after newer ones: each still gets its step."""
+    e = InferenceEngine(settings=InferenceSettings(), backend=FaceUntil(8.0))
+    e.load()
+    sent = frames([np.zeros((48, 64, 3), np.uint8)] * 8, session="s", participant="p")
+    later = [ev.seq for ev in e.process(sent[4:])]
+    earlier = [ev.seq for ev in e.process(sent[:4])]
+    assert sorted(later + earlier) == [2 * m.seq for m in sent]
+    assert e.process(sent[2:6]) == []  # and a repeat of either part is still refused

@@ -3,12 +3,15 @@
 A Redis ``TimeoutError`` in the reader must not end it; an ack that fails is retried (the
 scores are not published again); a worker taking a shard over never scores again what the
 previous owner marked as being published (it drops and counts it), but scores the rest; a batch
-that acks its entries while a claim of them is on its way does not have them scored again.
+that acks its entries while a claim of them is on its way does not have them scored again; a
+batch that failed or was cancelled after it changed its participants' states has them scored
+again from the last good snapshot (never dropped as repeats).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.inference.engine import InferenceEngine
+from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
 from shared.contracts.codec import EventCodec, encode_media
@@ -67,9 +71,9 @@ class FlakyMedia(MemoryMediaBus):
 
 
 def _worker(name: str, media: MemoryMediaBus, events: MemoryEventBus, leases: MemoryLeaseStore,
-            health: HealthRegistry) -> tuple[InferenceWorker, Metrics]:
+            health: HealthRegistry, backend: NoFaces | None = None) -> tuple[InferenceWorker, Metrics]:
     metrics = Metrics(CollectorRegistry())
-    engine = InferenceEngine(settings=SETTINGS, metrics=metrics, backend=NoFaces())
+    engine = InferenceEngine(settings=SETTINGS, metrics=metrics, backend=backend or NoFaces())
     engine.load()
     transports = Transports(media=media, events=events, live=MemoryLiveBus(), leases=leases)
     worker = InferenceWorker(
@@ -214,3 +218,68 @@ async def test_entries_acked_while_a_claim_of_them_is_on_its_way_are_not_scored_
     assert await media.length() == 0
     repeated = metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "repeated"})
     assert repeated is None, "the claim handed the engine entries it had already taken in"
+
+
+class FailsOnce(NoFaces):
+    """Perception that raises in its first call (after the engine took the batch's media in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("perception failed")
+        return super().analyze(requests)
+
+
+class Slow(NoFaces):
+    def analyze(self, requests: Sequence[PerceptionRequest]) -> list[PerceptionResult]:
+        time.sleep(0.5)
+        return super().analyze(requests)
+
+
+async def test_a_failed_batch_is_scored_on_retry_not_dropped_as_a_repeat() -> None:
+    media, events = MemoryMediaBus(maxlen=1000, shards=1), MemoryEventBus()
+    worker, metrics = _worker("a", media, events, MemoryLeaseStore(), HealthRegistry(service="inference"),
+                              backend=FailsOnce())
+    task = asyncio.create_task(worker.run())
+    try:
+        await _send(media, "p", 0, 8)
+        await _until(lambda: len(_scores(events)) >= 8, "every frame scored, the failed batch on its retry")
+        for _ in range(100):
+            if await media.length() == 0:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+    assert sorted(e.seq for e in _scores(events)) == list(range(0, 16, 2))
+    assert await media.length() == 0
+    assert metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "repeated"}) is None
+    assert metrics.registry.get_sample_value(
+        "classpulse_errors_total", {"stage": "inference", "error": "state_discarded"}) == 1
+
+
+async def test_a_batch_cancelled_mid_way_leaves_its_media_to_the_next_worker() -> None:
+    """Killed (cancelled) during a batch, a worker snapshots at shutdown without that batch: the next
+    owner restores the state from before it and scores the batch's media, none as a repeat."""
+    media, events, leases = MemoryMediaBus(maxlen=1000, shards=1), MemoryEventBus(), MemoryLeaseStore()
+    a, _ = _worker("a", media, events, leases, HealthRegistry(service="inference"), backend=Slow())
+    a_task = asyncio.create_task(a.run())
+    await _send(media, "p", 0, 4)
+    await _until(lambda: len(a._held) >= 4, "a to start its slow batch")
+    await asyncio.sleep(0.1)
+    a_task.cancel()
+    await asyncio.gather(a_task, return_exceptions=True)
+    assert _scores(events) == []
+    b, metrics = _worker("b", media, events, leases, HealthRegistry(service="inference"))
+    b_task = asyncio.create_task(b.run())
+    try:
+        await _until(lambda: len(_scores(events)) >= 4, "b to score a's pending batch")
+    finally:
+        b.stop()
+        await asyncio.wait_for(b_task, 5)
+    assert sorted(e.seq for e in _scores(events)) == [0, 2, 4, 6]
+    assert metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "repeated"}) is None
