@@ -257,6 +257,12 @@ class Metrics:
             ["event"],
             registry=registry,
         )
+        self.inference_republished_events_total = Counter(
+            "classpulse_inference_republished_events_total",
+            "Scores a dead or lapsed owner recorded with its media before publishing them, published again as "
+            "they were by the shard's next owner (same ids and values; consumers drop what already got out).",
+            registry=registry,
+        )
         self.inference_snapshot_seconds = Histogram(
             "classpulse_inference_snapshot_seconds",
             "Time to move participant state: save (snapshot a shard's participants and store them), "

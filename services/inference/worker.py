@@ -17,9 +17,10 @@ lands in the same shard, so one participant is processed by one worker at a time
    shard, publishes every ScoreEvent (stamped with this worker as ``producer``) to Kafka
    ``classpulse.scores`` (keyed by session) and to the live bus, and only then acks the media
    (at-least-once; event ids are stable, so consumers dedupe redeliveries). Before publishing
-   it marks the batch's entries "publishing" in the media bus: a worker that takes the shard
-   over drops marked entries (counted) instead of scoring them again from another state, so a
-   produced score is never published twice with different values; acks and marks are retried
+   it marks the batch's entries "publishing" in the media bus, with the scores about to go out:
+   a worker that takes the shard over publishes those recorded scores again (the same events)
+   instead of scoring the entries again from another state, so a score is never lost in the
+   publish window nor published twice with different values; acks and marks are retried
    while the lease is held; audio chunks of the batch then go to the transcribe stage, if any
    (:mod:`services.inference.transcribe.live`: speech events on ``classpulse.interactions``);
 4. the state task snapshots the participants of held shards every ``snapshot_interval_s``
@@ -49,7 +50,7 @@ from services.inference.handover import StateHandover
 from services.inference.ownership import Changes, ShardOwnership
 from services.inference.settings import InferenceSettings
 from services.inference.transcribe.live import LiveTranscriber
-from shared.contracts.codec import DecodeError, decode_media
+from shared.contracts.codec import DecodeError, EventCodec, decode_media
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
@@ -67,6 +68,7 @@ log = get_logger(__name__)
 STAGE = "inference"
 EVICT_INTERVAL_S = 30.0
 ENGINE_DRAIN_S = 10.0
+_RESULTS = EventCodec(ScoreEvent)
 """A cancelled batch waits this long for its engine thread before its participants' states are discarded."""
 
 
@@ -383,15 +385,29 @@ class InferenceWorker:
             return
         marked = await self._media.publishing(shard)
         unknown = [e.id for e in claimed if e.id in marked]
-        if unknown:  # scored by an earlier owner, maybe published: never score them again
-            log.info("pending media %s -> %s (its scores may be out)", "publishing", "dropped",
-                     extra={"entries": len(unknown), "shard": shard})
+        if unknown:  # scored by an earlier owner, maybe published: publish what it scored, never score again
+            await self._republish(shard, {marked[i] for i in unknown})
             await self._media.ack(INFERENCE_GROUP, unknown)
-            self._metrics.media_dropped_total.labels("in_flight_elsewhere").inc(len(unknown))
             claimed = [e for e in claimed if e.id not in marked]
         if claimed:
             log.info("pending media %s -> %s", "pending", "claimed", extra={"entries": len(claimed), "shard": shard})
             await self._enqueue(claimed, claimed=True)
+
+    async def _republish(self, shard: int, results: set[bytes]) -> None:
+        """The scores an earlier owner recorded before it published them: published again as they were
+        (same ids and values; consumers drop what already got out)."""
+        events: dict[str, ScoreEvent] = {}
+        for line in (line for blob in results for line in blob.split(b"\n") if line):
+            try:
+                ev = _RESULTS.decode(line)
+            except DecodeError as exc:
+                log.warning("recorded score rejected: %s", exc)
+                self._metrics.errors_total.labels(STAGE, "decode").inc()
+                continue
+            events.setdefault(ev.event_id, ev)
+        log.info("pending media %s -> %s", "publishing", "republished", extra={"events": len(events), "shard": shard})
+        await self._publish(list(events.values()))
+        self._metrics.inference_republished_events_total.inc(len(events))
 
     async def _enqueue(self, entries: list[StreamEntry], *, claimed: bool = False) -> None:
         if not entries:
@@ -491,8 +507,10 @@ class InferenceWorker:
         items, events = await self._fence(items, events)
         if self.speech is not None:  # the transcribe stage gets the scored audio of the shards still held
             self.speech.put([i.msg for i in items if isinstance(i.msg, AudioChunk)])
-        if events:  # mark, so that a next owner never scores these again; re-check the leases after
-            if not await self._while_held(items, lambda: self._media.mark_publishing([i.entry_id for i in items])):
+        events = [ev.model_copy(update={"producer": self.consumer}) for ev in events]
+        if events:  # mark with the results: a next owner publishes these, never scores again; re-check the leases
+            marks = self._marks(items, events)
+            if not await self._while_held(items, lambda: self._media.mark_publishing(marks)):
                 self._metrics.errors_total.labels(STAGE, "mark_lapsed").inc()
             items, events = await self._fence(items, events)
         await self._publish(events)  # waits until the broker acknowledged (retried across a pause)
@@ -601,10 +619,21 @@ class InferenceWorker:
         self._held.difference_update(i.entry_id for i in items)
         self._metrics.media_dropped_total.labels(reason).inc(len(items))
 
+    def _marks(self, items: list[_Item], events: list[ScoreEvent]) -> list[tuple[list[str], bytes]]:
+        """Per participant of the batch: its entries, and its events as they will be published (so an
+        erasure of the participant's media erases its recorded scores with it)."""
+        ids: dict[str, list[str]] = {}
+        for i in items:
+            ids.setdefault(participant_key(i.msg.session, i.msg.participant), []).append(i.entry_id)
+        results: dict[str, list[bytes]] = {}
+        for ev in events:
+            results.setdefault(participant_key(ev.session, ev.participant), []).append(_RESULTS.encode(ev))
+        return [(entry_ids, b"\n".join(results.get(key, []))) for key, entry_ids in ids.items()]
+
     async def _publish(self, events: list[ScoreEvent]) -> None:
+        """Publish scores (stamped with their producer) and wait until the broker acknowledged them."""
         if not events:
             return
-        events = [ev.model_copy(update={"producer": self.consumer}) for ev in events]
         await asyncio.gather(*(self._scores.publish(ev) for ev in events))
         for ev in events:
             try:

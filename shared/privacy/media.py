@@ -95,10 +95,10 @@ class PrivateMediaBus:
         entries = await self.inner.claim_stale(group, consumer, shard=shard, min_idle_ms=min_idle_ms, count=count)
         return await self._filter(group, entries)
 
-    async def mark_publishing(self, ids: Sequence[str]) -> None:
-        await self.inner.mark_publishing(ids)
+    async def mark_publishing(self, marks: Sequence[tuple[Sequence[str], bytes]]) -> None:
+        await self.inner.mark_publishing(marks)
 
-    async def publishing(self, shard: int) -> set[str]:
+    async def publishing(self, shard: int) -> dict[str, bytes]:
         return await self.inner.publishing(shard)
 
     async def length(self) -> int:

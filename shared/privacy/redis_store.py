@@ -111,7 +111,7 @@ class RedisPrivacyStore:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.xack(name, INFERENCE_GROUP, *ids)
                     pipe.xdel(name, *ids)
-                    pipe.srem(f"{name}:publishing", *ids)
+                    pipe.hdel(f"{name}:results", *ids)
                     results = await pipe.execute()
                 removed += int(results[1])
         return removed + await self._discard_speech(session, participant)

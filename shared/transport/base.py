@@ -79,12 +79,15 @@ class MediaBus(Protocol):
         """Take over entries of one shard that other consumers left pending for at least ``min_idle_ms``."""
         ...
 
-    async def mark_publishing(self, ids: Sequence[str]) -> None:
-        """Record that results of these pending entries are about to be published (cleared by :meth:`ack`)."""
+    async def mark_publishing(self, marks: Sequence[tuple[Sequence[str], bytes]]) -> None:
+        """Record that results of these pending entries are about to be published (cleared by :meth:`ack`):
+        per group of entries of one shard, their results (opaque bytes, kept until the entries are acked),
+        so that a next owner can publish the very same results instead of scoring the entries again."""
         ...
 
-    async def publishing(self, shard: int) -> set[str]:
-        """The marked, not yet acked entries of one shard (shard-qualified ids)."""
+    async def publishing(self, shard: int) -> dict[str, bytes]:
+        """The marked, not yet acked entries of one shard (shard-qualified ids), each with the results
+        recorded for its group (``b""``: none, or erased with the group's first entry)."""
         ...
 
     async def length(self) -> int:

@@ -59,7 +59,7 @@ class _Group:
 class _Shard:
     entries: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     groups: dict[str, _Group] = field(default_factory=dict)
-    publishing: set[int] = field(default_factory=set)
+    publishing: dict[int, bytes] = field(default_factory=dict)
 
 
 class MemoryMediaBus:
@@ -154,15 +154,18 @@ class MemoryMediaBus:
             if state is not None:
                 state.pending.pop(entry_id, None)
             shard.entries.pop(entry_id, None)
-            shard.publishing.discard(entry_id)
+            shard.publishing.pop(entry_id, None)
 
-    async def mark_publishing(self, ids: Sequence[str]) -> None:
-        for raw in ids:
-            k, stream_id = split_entry_id(raw)
-            self._shards[k].publishing.add(int(stream_id))
+    async def mark_publishing(self, marks: Sequence[tuple[Sequence[str], bytes]]) -> None:
+        for ids, results in marks:
+            if len({split_entry_id(raw)[0] for raw in ids}) > 1:
+                raise ValueError("a group of marked entries must be of one shard")
+            for raw in ids:
+                k, stream_id = split_entry_id(raw)
+                self._shards[k].publishing[int(stream_id)] = results
 
-    async def publishing(self, shard: int) -> set[str]:
-        return {qualify(shard, str(i)) for i in self._shards[shard].publishing}
+    async def publishing(self, shard: int) -> dict[str, bytes]:
+        return {qualify(shard, str(i)): v for i, v in self._shards[shard].publishing.items()}
 
     async def claim_stale(
         self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int
@@ -189,7 +192,7 @@ class MemoryMediaBus:
         for shard in self._shards:
             for entry_id in [i for i, data in shard.entries.items() if match(data)]:
                 del shard.entries[entry_id]
-                shard.publishing.discard(entry_id)
+                shard.publishing.pop(entry_id, None)
                 for state in shard.groups.values():
                     state.pending.pop(entry_id, None)
                 removed += 1

@@ -5,7 +5,8 @@ routing key), each bounded by ``maxlen``. Entries are deleted once acked (``XACK
 so a shard holds only undelivered and pending entries; appending to a full shard therefore
 evicts real backlog, which is counted as a drop (reason ``stream_full``). The media streams
 have one consumer group (inference); a second group would need the entries kept. Entries whose
-results are being published are marked in the set ``{stream}:{k}:publishing`` until acked.
+results are being published are marked in the hash ``{stream}:{k}:results`` until acked: the
+first entry of each marked group holds the group's results, the others refer to it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from shared.metrics import Metrics
 from shared.transport.base import AppendResult, StreamEntry
 from shared.transport.shards import entry_id as entry_id_of
 from shared.transport.shards import shard_of, split_entry_id
+
+_REF = b"\x00ref:"
+"""A marked entry's value that names the entry holding its group's results."""
 
 # Append and report how many entries the bound evicted, atomically.
 _APPEND_LUA = """
@@ -145,27 +149,37 @@ class RedisMediaBus:
             for k, stream_ids in by_shard.items():
                 pipe.xack(self._names[k], group, *stream_ids)
                 pipe.xdel(self._names[k], *stream_ids)
-                pipe.srem(self._marks(k), *stream_ids)
+                pipe.hdel(self._marks(k), *stream_ids)
             await pipe.execute()
 
     def _marks(self, shard: int) -> str:
-        return f"{self._names[shard]}:publishing"
+        return f"{self._names[shard]}:results"
 
-    async def mark_publishing(self, ids: Sequence[str]) -> None:
-        if not ids:
+    async def mark_publishing(self, marks: Sequence[tuple[Sequence[str], bytes]]) -> None:
+        groups = [(ids, results) for ids, results in marks if ids]
+        if not groups:
             return
-        by_shard: dict[int, list[str]] = {}
-        for qualified in ids:
-            k, stream_id = split_entry_id(qualified)
-            by_shard.setdefault(k, []).append(stream_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for k, stream_ids in by_shard.items():
-                pipe.sadd(self._marks(k), *stream_ids)
+            for ids, results in groups:
+                parts = [split_entry_id(i) for i in ids]
+                k, first = parts[0]
+                if any(shard != k for shard, _ in parts):
+                    raise ValueError("a group of marked entries must be of one shard")
+                mapping: dict[str, bytes] = {first: results}
+                mapping.update((stream_id, _REF + first.encode()) for _, stream_id in parts[1:])
+                pipe.hset(self._marks(k), mapping=mapping)  # type: ignore[arg-type]
             await pipe.execute()
 
-    async def publishing(self, shard: int) -> set[str]:
-        raw: Any = await self.redis.smembers(self._marks(shard))  # type: ignore[misc]
-        return {entry_id_of(shard, _text(v)) for v in raw}
+    async def publishing(self, shard: int) -> dict[str, bytes]:
+        raw: Any = await self.redis.hgetall(self._marks(shard))  # type: ignore[misc]
+        stored = {_text(k): bytes(v) for k, v in raw.items()}
+        out: dict[str, bytes] = {}
+        for stream_id, value in stored.items():
+            if value.startswith(_REF):
+                value = stored.get(value[len(_REF) :].decode(), b"")
+                value = b"" if value.startswith(_REF) else value
+            out[entry_id_of(shard, stream_id)] = value
+        return out
 
     async def claim_stale(
         self, group: str, consumer: str, *, shard: int, min_idle_ms: int, count: int
@@ -177,7 +191,7 @@ class RedisMediaBus:
         deleted = result[2] if len(result) > 2 else []
         if deleted:
             await self.redis.xack(name, group, *deleted)
-            await self.redis.srem(self._marks(shard), *deleted)  # type: ignore[misc]
+            await self.redis.hdel(self._marks(shard), *deleted)  # type: ignore[misc]
             if self._metrics is not None:
                 self._metrics.media_dropped_total.labels("evicted_pending").inc(len(deleted))
         return entries

@@ -241,10 +241,10 @@ class RelayMediaBus:
     ) -> list[StreamEntry]:
         raise RelayError("the relay media bus only appends")
 
-    async def mark_publishing(self, ids: Sequence[str]) -> None:
+    async def mark_publishing(self, marks: Sequence[tuple[Sequence[str], bytes]]) -> None:
         raise RelayError("the relay media bus only appends")
 
-    async def publishing(self, shard: int) -> set[str]:
+    async def publishing(self, shard: int) -> dict[str, bytes]:
         raise RelayError("the relay media bus only appends")
 
     async def length(self) -> int:

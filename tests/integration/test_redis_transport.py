@@ -111,3 +111,32 @@ async def test_media_append_survives_a_lost_script(redis_url: str, unique: str) 
     finally:
         await bus.redis.delete(bus.stream_name(0))
         await bus.close()
+
+
+async def test_marked_entries_keep_their_results_until_acked(redis_url: str, unique: str) -> None:
+    bus = RedisMediaBus(url=redis_url, stream=f"test:media:{unique}", maxlen=100, shards=2)
+    await bus.start()
+    try:
+        await bus.ensure_group("inference")
+        by_shard: dict[int, list[str]] = {0: [], 1: []}
+        for i in range(20):
+            result = await bus.append(b"x", key=f"s/p{i}")
+            by_shard[result.shard].append(result.id)
+        a, b = by_shard[0][:3], by_shard[0][3:5]
+        other = by_shard[1][:2]
+        await bus.mark_publishing([(a, b"scores of a"), (b, b""), (other, b"scores of other")])
+        marked = await bus.publishing(0)
+        assert marked == {**dict.fromkeys(a, b"scores of a"), **dict.fromkeys(b, b"")}  # others refer to the first
+        assert await bus.publishing(1) == dict.fromkeys(other, b"scores of other")
+        with pytest.raises(ValueError, match="one shard"):
+            await bus.mark_publishing([([a[0], other[0]], b"mixed")])
+        await bus.read_group("inference", "w", shards=[0, 1], count=100, block_ms=100)
+        await bus.ack("inference", [*a[1:], *other])
+        assert await bus.publishing(0) == {a[0]: b"scores of a", **dict.fromkeys(b, b"")}
+        assert await bus.publishing(1) == {}
+        await bus.ack("inference", [a[0]])
+        assert await bus.publishing(0) == dict.fromkeys(b, b"")
+    finally:
+        for shard in range(2):
+            await bus.redis.delete(bus.stream_name(shard), f"{bus.stream_name(shard)}:results")
+        await bus.close()

@@ -2,7 +2,8 @@
 
 A Redis ``TimeoutError`` in the reader must not end it; an ack that fails is retried (the
 scores are not published again); a worker taking a shard over never scores again what the
-previous owner marked as being published (it drops and counts it), but scores the rest; a batch
+previous owner marked as being published publishes the scores recorded with the marks (the very
+same events, never scored again), and scores the rest; a batch
 that acks its entries while a claim of them is on its way does not have them scored again; a
 batch that failed or was cancelled after it changed its participants' states has them scored
 again from the last good snapshot (never dropped as repeats).
@@ -24,7 +25,7 @@ from services.inference.engine import InferenceEngine
 from services.inference.perception import PerceptionRequest, PerceptionResult
 from services.inference.settings import InferenceSettings
 from services.inference.worker import InferenceWorker
-from shared.contracts.codec import EventCodec, encode_media
+from shared.contracts.codec import EventCodec, decode_media, encode_media
 from shared.contracts.events import ScoreEvent
 from shared.contracts.topics import INFERENCE_GROUP, SCORES
 from shared.metrics import Metrics
@@ -141,7 +142,7 @@ async def test_a_failed_ack_is_retried_and_nothing_is_published_twice() -> None:
     assert len(out) == 8 and len({e.event_id for e in out}) == 8
 
 
-async def test_a_takeover_drops_what_the_dead_owner_was_publishing_and_scores_the_rest() -> None:
+async def test_a_takeover_publishes_what_the_dead_owner_recorded_and_scores_the_rest() -> None:
     media, events, leases = MemoryMediaBus(maxlen=1000, shards=1), MemoryEventBus(), MemoryLeaseStore()
     await media.ensure_group(INFERENCE_GROUP)
     published = await _send(media, "p", 0, 3)  # the dead owner had scored these, maybe published
@@ -150,12 +151,19 @@ async def test_a_takeover_drops_what_the_dead_owner_was_publishing_and_scores_th
     assert held[0] is not None
     taken = await media.read_group(INFERENCE_GROUP, "dead", shards=[0], count=10, block_ms=0)
     assert [e.id for e in taken] == published + unscored
-    await media.mark_publishing(published)
+    reference = InferenceEngine(settings=SETTINGS, backend=NoFaces())
+    reference.load()
+    recorded = [
+        ev.model_copy(update={"producer": "dead"})
+        for ev in reference.process([decode_media(e.data) for e in taken[:3]])
+    ]
+    codec = EventCodec(ScoreEvent)
+    await media.mark_publishing([(published, b"\n".join(codec.encode(ev) for ev in recorded))])
     await asyncio.sleep(0.3)  # its lease expires unreleased: "dead" died
     worker, metrics = _worker("b", media, events, leases, HealthRegistry(service="inference"))
     task = asyncio.create_task(worker.run())
     try:
-        await _until(lambda: len(_scores(events)) == 3, "b to score what dead never published")
+        await _until(lambda: len(_scores(events)) == 6, "b to publish what dead recorded and score the rest")
         for _ in range(50):
             if await media.length() == 0:
                 break
@@ -163,10 +171,13 @@ async def test_a_takeover_drops_what_the_dead_owner_was_publishing_and_scores_th
     finally:
         worker.stop()
         await asyncio.wait_for(task, 5)
-    assert sorted(e.seq for e in _scores(events)) == [6, 8, 10]  # frames 3..5 (seq step 2); 0..2 never again
-    assert await media.length() == 0 and await media.publishing(0) == set()
-    dropped = metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "in_flight_elsewhere"})
-    assert dropped == 3
+    out = _scores(events)
+    assert sorted(e.seq for e in out) == [0, 2, 4, 6, 8, 10]
+    assert [e for e in out if e.producer == "dead"] == recorded  # as recorded: same ids, same values
+    assert {e.producer for e in out if e.seq >= 6} == {"b"}
+    assert await media.length() == 0 and await media.publishing(0) == {}
+    assert metrics.registry.get_sample_value("classpulse_inference_republished_events_total") == 3
+    assert metrics.registry.get_sample_value("classpulse_media_dropped_total", {"reason": "repeated"}) is None
 
 
 class AckDuringClaim(MemoryMediaBus):
