@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 S = TypeVar("S")
 EXIT_BAD_SETTINGS = 2
+EXIT_UNREACHABLE = 3
+"""A broker was unreachable at start-up (the same status as a task that could not recover: restart me)."""
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _log = get_logger(__name__)
 
@@ -161,6 +163,11 @@ def run_service(
         server = serve_metrics(plan.metrics, context)
         try:
             return asyncio.run(_run(main, loaded, context)) or 0
+        except Exception as exc:  # a broker down at start-up: one line, not a traceback
+            line = _unreachable_line(exc, common)
+            if line is None:
+                raise
+            return _fail(line, EXIT_UNREACHABLE)
         finally:
             if server is not None:
                 server.shutdown()
@@ -168,6 +175,34 @@ def run_service(
             context.stop_bound.settle()
     except ServiceError as exc:
         return _fail(str(exc), exc.code)
+
+
+def _unreachable_line(exc: BaseException, common: CommonSettings) -> str | None:
+    from shared.supervise import broker_unreachable
+
+    broker = broker_unreachable(exc)
+    if broker == "Redis":
+        where, variable = redacted_url(common.redis_url.get_secret_value()), "CLASSPULSE_REDIS_URL"
+    elif broker == "Kafka":
+        where, variable = common.kafka_bootstrap, "CLASSPULSE_KAFKA_BOOTSTRAP"
+    else:
+        return None
+    return (
+        f"cannot reach {broker} at {where}; start it (for a local try: deploy/local/services.sh start) "
+        f"or point {variable} at it"
+    )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password (``redis://:secret@host`` -> ``redis://host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _fail(message: str, code: int) -> int:

@@ -74,6 +74,26 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+def broker_unreachable(exc: BaseException) -> str | None:
+    """``"Redis"`` or ``"Kafka"`` when ``exc`` (or what it wraps) is that broker being unreachable."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        module = type(e).__module__
+        if is_transient(e) and module.startswith("redis"):
+            return "Redis"
+        if is_transient(e) and module.startswith("aiokafka"):
+            return "Kafka"
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return None
+
+
 class SupervisionPolicy(BaseModel):
     """Backoff and give-up bounds (from :class:`shared.settings.CommonSettings`)."""
 

@@ -134,3 +134,68 @@ def test_a_stop_that_never_finishes_still_ends_the_process_within_the_stop_timeo
     warnings = [line for line in done.stderr.splitlines() if "stop timed out" in line]
     assert warnings and "CLASSPULSE_STOP_TIMEOUT_S=2" in warnings[-1], done.stderr
     assert "error:" not in done.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_redis_down_at_start_up_is_one_line_naming_it_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _free_port()  # nothing listens there: a real refused connection
+    monkeypatch.setenv("CLASSPULSE_REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
+
+    async def main(common: CommonSettings, __: ServiceContext) -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(common.redis_url.get_secret_value())
+        try:
+            try:
+                await client.ping()
+            except Exception as exc:
+                raise RuntimeError("transports failed to start") from exc  # wrapped, as a start-up would
+        finally:
+            await client.aclose()
+
+    assert run_service("t", settings=_common, main=main) == 3
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: cannot reach Redis at redis://127.0.0.1:{port}/0; start it (for a local try: "
+        "deploy/local/services.sh start) or point CLASSPULSE_REDIS_URL at it\n"
+    )
+
+
+def test_kafka_down_at_start_up_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bootstrap = f"127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("CLASSPULSE_KAFKA_BOOTSTRAP", bootstrap)
+
+    async def main(common: CommonSettings, __: ServiceContext) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=common.kafka_bootstrap)
+        try:
+            await producer.start()
+        finally:
+            await producer.stop()
+
+    assert run_service("t", settings=_common, main=main) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        f"error: cannot reach Kafka at {bootstrap}; start it (for a local try: deploy/local/services.sh start) "
+        "or point CLASSPULSE_KAFKA_BOOTSTRAP at it"
+    )
+
+
+def test_other_errors_are_not_read_as_a_broker_down() -> None:
+    async def main(_: CommonSettings, __: ServiceContext) -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        run_service("t", settings=_common, main=main)
