@@ -48,9 +48,10 @@ from services.inference.degrade import DegradePolicy, Load
 from services.inference.engine import InferenceEngine
 from services.inference.handover import StateHandover
 from services.inference.ownership import Changes, ShardOwnership
+from services.inference.recorded import record, recorded
 from services.inference.settings import InferenceSettings
 from services.inference.transcribe.live import LiveTranscriber
-from shared.contracts.codec import DecodeError, EventCodec, decode_media
+from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.timing import wall_clock
@@ -68,7 +69,6 @@ log = get_logger(__name__)
 STAGE = "inference"
 EVICT_INTERVAL_S = 30.0
 ENGINE_DRAIN_S = 10.0
-_RESULTS = EventCodec(ScoreEvent)
 """A cancelled batch waits this long for its engine thread before its participants' states are discarded."""
 
 
@@ -396,17 +396,12 @@ class InferenceWorker:
     async def _republish(self, shard: int, results: set[bytes]) -> None:
         """The scores an earlier owner recorded before it published them: published again as they were
         (same ids and values; consumers drop what already got out)."""
-        events: dict[str, ScoreEvent] = {}
-        for line in (line for blob in results for line in blob.split(b"\n") if line):
-            try:
-                ev = _RESULTS.decode(line)
-            except DecodeError as exc:
-                log.warning("recorded score rejected: %s", exc)
-                self._metrics.errors_total.labels(STAGE, "decode").inc()
-                continue
-            events.setdefault(ev.event_id, ev)
+        events, errors = recorded(results)
+        for exc in errors:
+            log.warning("recorded score rejected: %s", exc)
+            self._metrics.errors_total.labels(STAGE, "decode").inc()
         log.info("pending media %s -> %s", "publishing", "republished", extra={"events": len(events), "shard": shard})
-        await self._publish(list(events.values()))
+        await self._publish(events)
         self._metrics.inference_republished_events_total.inc(len(events))
 
     async def _enqueue(self, entries: list[StreamEntry], *, claimed: bool = False) -> None:
@@ -509,7 +504,7 @@ class InferenceWorker:
             self.speech.put([i.msg for i in items if isinstance(i.msg, AudioChunk)])
         events = [ev.model_copy(update={"producer": self.consumer}) for ev in events]
         if events:  # mark with the results: a next owner publishes these, never scores again; re-check the leases
-            marks = self._marks(items, events)
+            marks = record(((participant_key(i.msg.session, i.msg.participant), i.entry_id) for i in items), events)
             if not await self._while_held(items, lambda: self._media.mark_publishing(marks)):
                 self._metrics.errors_total.labels(STAGE, "mark_lapsed").inc()
             items, events = await self._fence(items, events)
@@ -618,17 +613,6 @@ class InferenceWorker:
         await self._media.ack(INFERENCE_GROUP, [i.entry_id for i in items])
         self._held.difference_update(i.entry_id for i in items)
         self._metrics.media_dropped_total.labels(reason).inc(len(items))
-
-    def _marks(self, items: list[_Item], events: list[ScoreEvent]) -> list[tuple[list[str], bytes]]:
-        """Per participant of the batch: its entries, and its events as they will be published (so an
-        erasure of the participant's media erases its recorded scores with it)."""
-        ids: dict[str, list[str]] = {}
-        for i in items:
-            ids.setdefault(participant_key(i.msg.session, i.msg.participant), []).append(i.entry_id)
-        results: dict[str, list[bytes]] = {}
-        for ev in events:
-            results.setdefault(participant_key(ev.session, ev.participant), []).append(_RESULTS.encode(ev))
-        return [(entry_ids, b"\n".join(results.get(key, []))) for key, entry_ids in ids.items()]
 
     async def _publish(self, events: list[ScoreEvent]) -> None:
         """Publish scores (stamped with their producer) and wait until the broker acknowledged them."""

@@ -95,6 +95,14 @@ def _scores(events: MemoryEventBus) -> list[ScoreEvent]:
     return [EventCodec(ScoreEvent).decode(v) for _, v in events.records(SCORES.name)]
 
 
+async def _drained(media: MemoryMediaBus, within: float = 2.0) -> None:
+    """Wait (bounded) until every entry was acked; the caller asserts the length after."""
+    for _ in range(int(within / 0.02)):
+        if await media.length() == 0:
+            return
+        await asyncio.sleep(0.02)
+
+
 async def _until(check: object, what: str, within: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + within
@@ -164,10 +172,7 @@ async def test_a_takeover_publishes_what_the_dead_owner_recorded_and_scores_the_
     task = asyncio.create_task(worker.run())
     try:
         await _until(lambda: len(_scores(events)) == 6, "b to publish what dead recorded and score the rest")
-        for _ in range(50):
-            if await media.length() == 0:
-                break
-            await asyncio.sleep(0.02)
+        await _drained(media)
     finally:
         worker.stop()
         await asyncio.wait_for(task, 5)
@@ -259,10 +264,7 @@ async def test_a_failed_batch_is_scored_on_retry_not_dropped_as_a_repeat() -> No
     try:
         await _send(media, "p", 0, 8)
         await _until(lambda: len(_scores(events)) >= 8, "every frame scored, the failed batch on its retry")
-        for _ in range(100):
-            if await media.length() == 0:
-                break
-            await asyncio.sleep(0.02)
+        await _drained(media)
     finally:
         worker.stop()
         await asyncio.wait_for(task, 5)
