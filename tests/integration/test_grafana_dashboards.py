@@ -1,6 +1,7 @@
 """Grafana dashboards against a real Prometheus scraping a real ``classpulse up``.
 
-Two simulated students publish over WHIP, a teacher posts a question and students answer in chat,
+Two simulated students publish over WHIP (the webcam-like clip: a real photo that speaks with espeak-ng,
+so the transcribe panels get segments), a teacher posts a question and students answer in chat,
 and a viewer watches the live feed; the Debian
 Prometheus scrapes ``/metrics`` every second; then every expression of every panel of
 both provisioned dashboards must return at least one series, and ``promtool check
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shared.testkit.clips import write_webcam_clip
 from shared.tokens import issue_token
 
 from .classpulse_up import REPO, SECRET, classpulse, classpulse_up, free_port, up_env
@@ -130,8 +132,11 @@ def test_every_panel_expression_returns_a_series(tmp_path: Path) -> None:
             stdout=prom_log,
             stderr=subprocess.STDOUT,
         )
+        clip = tmp_path / "webcam.webm"
+        write_webcam_clip(clip, seconds=15.0)
         sim = subprocess.Popen(
-            classpulse("simulate", "--session", SESSION, "--students", "2", "--url", up.url, "--duration", "15"),
+            classpulse("simulate", "--session", SESSION, "--students", "2", "--url", up.url, "--duration", "15",
+                       "--media", str(clip)),
             cwd=REPO,
             env=up_env(),
             stdout=subprocess.PIPE,
