@@ -321,7 +321,9 @@ async def run_fault(name: str, *, brokers: Brokers, folder: Path, media: Path) -
         run.fault_end = time.time()
         await asyncio.sleep(AFTER_S)
         await monitor.wait_all_healthy(until=run.fault_end + RECOVERY_BOUND_S)
-        await asyncio.to_thread(stop_publisher, run.publisher)
+        stopped = await asyncio.to_thread(stop_publisher, run.publisher)
+        if stopped != 0:
+            run.note(f"classpulse simulate did not stop cleanly on SIGINT (exit {stopped}; None = killed after 20 s)")
         await asyncio.sleep(DRAIN_S)
         await monitor.stop()
         await _final_figures(run, report)

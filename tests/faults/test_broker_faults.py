@@ -26,4 +26,4 @@ async def test_broker_fault_loses_nothing_and_recovers(
 ) -> None:
     report = await run_fault(fault, brokers=fault_brokers, folder=fault_folder, media=fault_media)
     assert report.scores > 0, f"no score at all; logs in {fault_folder / fault}"
-    assert not problems(report), verdict(report)
+    assert not problems(report), verdict(report, fault_folder / fault)

@@ -22,4 +22,4 @@ async def test_killed_service_restarts_without_loss(
 ) -> None:
     report = await run_fault(fault, brokers=fault_brokers, folder=fault_folder, media=fault_media)
     assert report.scores > 0, f"no score at all; logs in {fault_folder / fault}"
-    assert not problems(report), verdict(report)
+    assert not problems(report), verdict(report, fault_folder / fault)

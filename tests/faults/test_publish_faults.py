@@ -23,7 +23,7 @@ async def test_reconnecting_publishers_continue_their_participants(
 ) -> None:
     report = await run_fault("reconnect", brokers=fault_brokers, folder=fault_folder, media=fault_media)
     assert report.scores > 0, f"no score at all; logs in {fault_folder / 'reconnect'}"
-    assert not problems(report), verdict(report)
+    assert not problems(report), verdict(report, fault_folder / "reconnect")
 
 
 async def test_concurrent_publishes_for_one_participant_hold_one_resource(
@@ -36,4 +36,4 @@ async def test_concurrent_publishes_for_one_participant_hold_one_resource(
         found.append(f"ingest holds {resources} resources for {STUDENTS} students + 1 double-published participant")
     if report.extra.get("late_status") != 201:
         found.append(f"a new student's publish got {report.extra.get('late_status')} instead of 201")
-    assert not found, "; ".join(found) + "\n" + verdict(report)
+    assert not found, "; ".join(found) + "\n" + verdict(report, fault_folder / "double_publish")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from shared.testkit.fault_report import FaultReport
 from shared.testkit.fault_scenarios import RECOVERY_BOUND_S, STUDENTS
 
@@ -38,9 +40,29 @@ def problems(r: FaultReport) -> list[str]:
     return out
 
 
-def verdict(r: FaultReport) -> str:
-    """The assertion message: the problems, then the figures and notes of the run."""
+LOG_TAIL = 12
+"""Lines of each service's log the assertion message carries (CI keeps no tmp folder)."""
+
+
+def log_tails(folder: Path, *, lines: int = LOG_TAIL) -> str:
+    """Each service log of one fault run: its warnings and errors, then its last ``lines`` lines (the
+    health and metrics polls left out)."""
+    out = []
+    for log in sorted(folder.glob("*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        kept = [line for line in text if "GET /healthz" not in line and "GET /metrics" not in line]
+        loud = [line for line in kept if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        tail = [line for line in kept[-lines:] if line not in loud[-lines:]]
+        out.append(f"--- {log.name}: {len(loud)} warnings/errors, last {lines} lines")
+        out.extend(loud[-lines:] + tail)
+    return "\n".join(out)
+
+
+def verdict(r: FaultReport, folder: Path | None = None) -> str:
+    """The assertion message: the problems, then the figures and notes of the run, then (given the run's
+    ``folder``) the tails of its service logs."""
     figures = (f"frames in {r.frames_in}, scored {r.frames_scored}, drops counted {r.dropped_counted}; scores "
                f"{r.scores} ({r.score_records} records); healthy after {r.healthy_after_s}; resumed after "
                f"{r.resumed_after_s}; notes {r.notes}")
-    return f"{r.fault}: " + "; ".join(problems(r)) + f"\n  {figures}"
+    logs = f"\n{log_tails(folder)}" if folder is not None else ""
+    return f"{r.fault}: " + "; ".join(problems(r)) + f"\n  {figures}" + logs
