@@ -55,8 +55,8 @@ def register(sub: Any) -> None:
                    help="interaction events (chat, questions, polls ...) to merge into the report: JSON Lines, "
                    "one InteractionEvent per line with ts in seconds from the recording start")
     p.add_argument("--transcripts", action="store_true",
-                   help="keep what each participant said in report.json's transcript (personal data; words_spoken "
-                   "and questions are counted without it too)")
+                   help="keep what each participant said in report.json's transcript, and the text of --chat questions "
+                   "in its question list (personal data; words_spoken and questions are counted without it too)")
     p.add_argument("--opt-out", default=None, metavar="ID[,ID...]",
                    help="class replay: leave these participants out (their recordings are never opened; the report "
                    "lists them only under privacy.opted_out); a manifest entry can say \"opt_out\": true")

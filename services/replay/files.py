@@ -133,7 +133,10 @@ def _run(
     from shared.contracts.timing import wall_clock
     from shared.malloc_arenas import limit_malloc_arenas
 
-    interactions = _chat(chat, session=session_id) if chat is not None else None  # bad lines fail first
+    # bad lines fail first; --transcripts keeps the chat's text as well as the speech's
+    interactions = _chat(chat, session=session_id, keep_text=transcripts) if chat is not None else None
+    if interactions is not None:
+        warnings.extend(_chat_strangers(interactions, job_tracks))
     limit_malloc_arenas(settings.malloc_arenas)  # before the replay's threads allocate
     parts = _analysis(settings, tracks=len(job_tracks))
     engine = parts.engine
@@ -169,14 +172,27 @@ def _run(
     return ReplayOutcome(report=report, paths=write_report(report, out_dir), stats=stats)
 
 
-def _chat(path: Path, *, session: str) -> RecordedInteractions:
+def _chat(path: Path, *, session: str, keep_text: bool) -> RecordedInteractions:
     from services.replay.chat import load_chat
     from shared.settings import CommonSettings
     from shared.text.settings import TextSettings
     from shared.text.stage import build_text_stage
 
     return load_chat(path, session=session, stage=build_text_stage(TextSettings()),
-                     keep_text=CommonSettings().keep_text)
+                     keep_text=keep_text or CommonSettings().keep_text)
+
+
+def _chat_strangers(recorded: RecordedInteractions, tracks: list[Track]) -> list[str]:
+    """A warning when chat events name people with no recording (e.g. a single file's default id ``p1``)."""
+    known = {t.participant for t in tracks}
+    strangers = sorted({e.participant for e in recorded.events if e.role != "teacher"} - known)
+    if not strangers:
+        return []
+    shown = ", ".join(strangers[:5]) + (f" and {len(strangers) - 5} more" if len(strangers) > 5 else "")
+    ids = ", ".join(sorted(known)[:5])
+    return [f"{recorded.source}: events of {len(strangers)} participant(s) with no recording ({shown}) are "
+            f"counted as participants without media; the recordings' ids are {ids} (--participant names a "
+            "single file's)"]
 
 
 def _speech(tracks: list[Track], *, transcripts: bool) -> ReplayTranscriber | None:

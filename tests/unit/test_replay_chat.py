@@ -92,3 +92,17 @@ def test_the_cli_says_what_is_wrong_before_analysing(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "o" / "report.json").exists()
     missing = main(["replay", str(clip), "--chat", str(tmp_path / "nope.jsonl"), "--no-progress"])
     assert missing == 2 and "cannot read the chat file" in capsys.readouterr().err
+
+
+def test_transcripts_keep_chat_text_and_strangers_are_named(tmp_path: Path) -> None:
+    from services.replay.decoding import Track
+    from services.replay.files import _chat, _chat_strangers
+
+    path = _write(tmp_path, GOOD)
+    assert not _chat(path, session="s", keep_text=False).keep_text  # CLASSPULSE_KEEP_TEXT unset
+    kept = _chat(path, session="s", keep_text=True)  # what replay --transcripts asks for
+    assert kept.keep_text
+    tracks = [Track(source=None, participant="alice"), Track(source=None, participant="p2")]
+    (warning,) = _chat_strangers(kept, tracks)
+    assert "1 participant(s) with no recording (bob)" in warning and "alice, p2" in warning  # the teacher is not one
+    assert _chat_strangers(kept, [*tracks, Track(source=None, participant="bob")]) == []
