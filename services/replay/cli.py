@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
                    help="class replay: leave these participants out (their recordings are never opened; the report "
                    "lists them only under privacy.opted_out); a manifest entry can say \"opt_out\": true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(handler=_replay)
+    p.set_defaults(handler=_replay, exit_now=True)
 
     p = sub.add_parser(
         "demo",
