@@ -4,7 +4,8 @@ One worker is one member of the media streams' consumer group ``INFERENCE_GROUP`
 media shards by lease (:mod:`services.inference.ownership`); a participant's media always
 lands in the same shard, so one participant is processed by one worker at a time:
 
-1. the lease task heartbeats, renews the worker's shard leases every ``lease_renew_ms``,
+1. the lease task (:class:`~services.inference.shard_keeper.ShardKeeper`, which owns the leases and the
+   participants' state) heartbeats, renews the worker's shard leases every ``lease_renew_ms``,
    acquires the shards the assignment gives it once they are free, and hands over the ones
    it should give up;
 2. a reader task reads new entries of the shards it holds (and claims the pending media of a
@@ -23,7 +24,7 @@ lands in the same shard, so one participant is processed by one worker at a time
    publish window nor published twice with different values; acks and marks are retried
    while the lease is held; audio chunks of the batch then go to the transcribe stage, if any
    (:mod:`services.inference.transcribe.live`: speech events on ``classpulse.interactions``);
-4. the state task snapshots the participants of held shards every ``snapshot_interval_s``
+4. the state task (the shard keeper's too) snapshots the participants of held shards every ``snapshot_interval_s``
    (fenced by the lease), and on a hand-over drains the shard, snapshots it and releases it;
    a lost lease drops the shard's participants' state here (the next owner has it).
 
@@ -47,9 +48,10 @@ from services.inference.batcher import MicroBatcher
 from services.inference.degrade import DegradePolicy, Load
 from services.inference.engine import InferenceEngine
 from services.inference.handover import StateHandover
-from services.inference.ownership import Changes, ShardOwnership
+from services.inference.ownership import ShardOwnership
 from services.inference.recorded import record, recorded
 from services.inference.settings import InferenceSettings
+from services.inference.shard_keeper import ShardKeeper
 from services.inference.transcribe.live import LiveTranscriber
 from shared.contracts.codec import DecodeError, decode_media
 from shared.contracts.events import ScoreEvent
@@ -142,16 +144,14 @@ class InferenceWorker:
         self.states = StateHandover(
             engine=engine, store=transports.leases, ownership=self.ownership, settings=settings, metrics=metrics
         )
+        self.shards = ShardKeeper(
+            ownership=self.ownership, states=self.states, settings=settings, metrics=metrics, clock=clock,
+            stopping=self._stopping, drain=self._drain, health=self._health,
+            broker_down=lambda health, exc, what: self._broker_down(health, exc, what=what),
+        )
         self._read_lock = asyncio.Lock()
         """Held by the reader from a read to the end of its enqueue (a hand-over waits for it)."""
-        self._claim_now: set[int] = set()
-        """Shards just acquired: claim their pending media (a dead owner's) before reading them."""
-        self._cleanup: set[int] = set()
-        """Shards lost or handed over whose participants' state is not dropped yet: not read meanwhile."""
-        self._state_wake = asyncio.Event()
         self._batch_done = asyncio.Event()
-        self._revoking: list[int] = []
-        self._lost: list[int] = []
         self._policy = DegradePolicy(settings.degrade_config(), now=clock())
         self._degrading = settings.degrade and settings.max_lag_ms > 0
         self._sessions: set[str] = set()
@@ -163,14 +163,14 @@ class InferenceWorker:
         await self._media.ensure_group(INFERENCE_GROUP)
         log.info("inference worker %s -> %s", "starting", "running", extra={"consumer": self.consumer})
         try:
-            await self._lease_tick()  # own shards before the first read
+            await self.shards.tick()  # own shards before the first read
         except Exception as exc:
             if not is_transient(exc):
                 raise
         sup = self.supervisor
         tasks = [
-            sup.spawn("inference-leases", self._lease_loop),
-            sup.spawn("inference-state", self._state_loop),
+            sup.spawn("inference-leases", self.shards.lease_loop),
+            sup.spawn("inference-state", self.shards.state_loop),
             sup.spawn("inference-reader", self._read_loop),
         ]
         batches = sup.spawn("inference-batches", self._batch_loop)
@@ -181,7 +181,7 @@ class InferenceWorker:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=5.0)
-            await self._hand_over_all()
+            await self.shards.leave()
             log.info("inference worker %s -> %s", "running", "stopped", extra={"consumer": self.consumer})
 
     def stop(self) -> None:
@@ -202,67 +202,12 @@ class InferenceWorker:
         self._metrics.errors_total.labels(STAGE, what.replace(" ", "_")).inc()
         health.degraded(exc)
 
-    async def _lease_loop(self) -> None:
-        """Heartbeat and renew every ``lease_renew_ms``; while the store is down, leases lapse locally
-        (nothing is published for a lapsed shard) and media waits in the streams."""
-        health = self._health("inference-leases")
-        period = self.settings.lease_renew_ms / 1000
-        while not self._stopping.is_set():
-            await asyncio.sleep(period)
-            try:
-                await self._lease_tick()
-            except Exception as exc:
-                self._broker_down(health, exc, what="lease renewal")
-                continue
-            health.ok()
-
-    async def _lease_tick(self) -> None:
-        changes: Changes = await self.ownership.tick()
-        self._lose(changes.lost)
-        if changes.revoke:
-            self._revoking += changes.revoke
-        for lease in changes.acquired:
-            self._claim_now.add(lease.shard)
-        if changes.revoke:
-            self._state_wake.set()
-
-    def _lose(self, shards: list[int]) -> None:
-        """Lost leases: stop reading the shards; the state task drops their participants' state."""
-        if shards:
-            self._cleanup.update(shards)
-            self._lost += shards
-            self._state_wake.set()
-
-    async def _state_loop(self) -> None:
-        health = self._health("inference-state")
-        interval = self.settings.snapshot_interval_s
-        next_snapshot = self._clock() + interval
-        while not self._stopping.is_set():
-            self._state_wake.clear()
-            try:
-                await asyncio.wait_for(self._state_wake.wait(), timeout=max(0.0, next_snapshot - self._clock()))
-            except TimeoutError:
-                pass
-            try:
-                while self._lost:
-                    await self._drop_shard(self._lost.pop(0))
-                if self._revoking:
-                    shards, self._revoking = self._revoking, []
-                    await self._hand_over(shards)
-                if self._clock() >= next_snapshot:
-                    next_snapshot = self._clock() + interval
-                    await self.states.snapshot(self.ownership.readable(), only_changed=True)
-            except Exception as exc:
-                self._broker_down(health, exc, what="state snapshot")
-                continue
-            health.ok()
-
-    async def _hand_over(self, shards: list[int]) -> None:
-        """Rebalance: stop reading ``shards``, finish what was read, snapshot and forget their participants, release."""
+    async def _drain(self, moving: set[int], timeout_s: float) -> None:
+        """A hand-over of ``moving``: wait for a read in flight, then until no media of those shards is held
+        (queued or in the running batch), at most ``timeout_s``."""
         async with self._read_lock:  # a read in flight has enqueued what it got
             pass
-        moving = set(shards)
-        deadline = self._clock() + self.settings.drain_timeout_s
+        deadline = self._clock() + timeout_s
         while any(self._shard_of_entry(e) in moving for e in self._held):
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -273,32 +218,6 @@ class InferenceWorker:
                 await asyncio.wait_for(self._batch_done.wait(), timeout=min(remaining, 0.1))
             except TimeoutError:
                 pass
-        self._cleanup.update(moving)
-        try:
-            held = [k for k in shards if self.ownership.holds(k)]
-            await self.states.snapshot(held, only_changed=False, forget=True)
-            for k in shards:
-                if k not in held:
-                    await self._drop_shard(k)
-        finally:
-            for k in shards:
-                await self.ownership.release(k)
-                self._cleanup.discard(k)
-
-    async def _drop_shard(self, shard: int) -> None:
-        """A lost lease: forget the shard's participants (the next owner restores their snapshots)."""
-        await self.states.drop(shard)
-        self._cleanup.discard(shard)
-
-    async def _hand_over_all(self) -> None:
-        """Clean shutdown: snapshot every held shard's participants, release the leases, leave."""
-        try:
-            held = [k for k in self.ownership.held() if self.ownership.holds(k)]
-            await self.states.snapshot(held, only_changed=False)
-            await self.ownership.leave()
-        except Exception as exc:
-            log.warning("shard hand-over at shutdown failed: %s", exc)
-            self._metrics.errors_total.labels(STAGE, "state").inc()
 
     def _shard_of_entry(self, entry_id: str) -> int:
         return int(entry_id.partition("/")[0])
@@ -314,7 +233,7 @@ class InferenceWorker:
         lapsed = {i.shard for i in items if not self.ownership.holds(i.shard)}
         if lapsed:
             try:
-                self._lose(await self.ownership.confirm(lapsed))
+                self.shards.lose(await self.ownership.confirm(lapsed))
             except Exception as exc:  # unreachable store: nothing confirmed, the shards stay lapsed
                 if not is_transient(exc):
                     raise
@@ -341,7 +260,7 @@ class InferenceWorker:
                 async with self._read_lock:
                     if self._clock() >= next_claim:
                         next_claim = self._clock() + s.claim_interval_s
-                        for k in self._readable():  # media a failed batch left pending
+                        for k in self.shards.readable():  # media a failed batch left pending
                             await self._claim(k, min_idle_ms=s.claim_idle_ms)
                     await self._read_once()
             except Exception as exc:  # the media store is unreachable: retry (leases lapse meanwhile)
@@ -355,11 +274,11 @@ class InferenceWorker:
 
     async def _read_once(self) -> None:
         s = self.settings
-        for k in sorted(self._claim_now - self._cleanup):
+        for k in self.shards.claims():
             if self.ownership.holds(k):  # a dead owner's pending media: ours now
                 await self._claim(k, min_idle_ms=0)
-            self._claim_now.discard(k)
-        shards = self._readable()
+            self.shards.claimed(k)
+        shards = self.shards.readable()
         if not shards:
             await asyncio.sleep(s.read_block_ms / 1000)
             return
@@ -367,9 +286,6 @@ class InferenceWorker:
             INFERENCE_GROUP, self.consumer, shards=shards, count=s.read_count, block_ms=s.read_block_ms
         )
         await self._enqueue(entries)
-
-    def _readable(self) -> list[int]:
-        return [k for k in self.ownership.readable() if k not in self._cleanup and k not in self._claim_now]
 
     async def _claim(self, shard: int, *, min_idle_ms: int) -> None:
         # Scan every pending entry of the shard (the stream is bounded); entries this worker holds are
