@@ -78,6 +78,8 @@ class Run:
     fault_end: float = 0.0
     notes: list[str] = field(default_factory=list)
     extra: dict[str, int] = field(default_factory=dict)
+    drops_at_kill: dict[tuple[str, int], float] = field(default_factory=dict)
+    """(worker, start) -> its drop counter read just before a kill (the monitor may have polled earlier)."""
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -118,11 +120,29 @@ async def _owner_of_first_student(run: Run) -> str:
     return owner if owner in ("w1", "w2") else "w1"
 
 
+async def _count_drops_and_kill(run: Run, name: str) -> None:
+    """Read an inference worker's drop counter, then SIGKILL it at once: media it thinned or dropped as
+    stale after the monitor's last poll (every 0.5 s) would otherwise look lost."""
+    service = run.stack[name]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        try:
+            async with http.get(service.base_url + "/metrics") as resp:
+                text = await resp.text()
+        except (aiohttp.ClientError, TimeoutError):
+            text = None
+        service.kill()  # no await between the read and the kill
+    if text is not None:
+        run.drops_at_kill[(name, service.starts)] = metric_sum(text, "classpulse_media_dropped_total")
+
+
 def _kill_and_restart(name: str) -> Callable[[Run], Awaitable[None]]:
     async def fault(run: Run) -> None:
         target = await _owner_of_first_student(run) if name == "inference" else name
         run.note(f"killed {target}")
-        run.stack[target].kill()
+        if name == "inference":
+            await _count_drops_and_kill(run, target)
+        else:
+            run.stack[target].kill()
         await asyncio.sleep(RESTART_DELAY_S)
         run.stack[target].start()
 
@@ -337,6 +357,8 @@ async def run_fault(name: str, *, brokers: Brokers, folder: Path, media: Path) -
         brokers.resume("redis")
         brokers.resume("kafka")
     report.healthy_after_s = monitor.healthy_after(run.fault_end)
+    for key, value in run.drops_at_kill.items():  # counters only grow within one start: the later read wins
+        monitor.drops[key] = max(monitor.drops.get(key, 0.0), value)
     report.dropped_counted = int(sum(monitor.drops.values()))
     scores = await read_topic(brokers.bootstrap, SCORES.name, run.session, ScoreEvent)
     aggregates = await read_topic(brokers.bootstrap, AGGREGATES.name, run.session, ClassAggregate)
