@@ -67,6 +67,9 @@ class MiniLMEncoder:
         try:
             import torch
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a tqdm bar of loaded tensors, into services' logs
 
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
