@@ -5,7 +5,7 @@ The :class:`ShardKeeper` owns the worker's :class:`~services.inference.ownership
 
 * the lease loop heartbeats and renews every ``lease_renew_ms``, acquires the shards the assignment
   gives the worker once they are free (their pending media is claimed before they are read:
-  :meth:`take_claims`) and queues the ones it should give up;
+  :meth:`claims`) and queues the ones it should give up;
 * the state loop snapshots the participants of held shards every ``snapshot_interval_s`` (fenced by
   the lease), hands a revoked shard over (the worker drains what it read of it, then the shard's
   participants are snapshotted, forgotten and the lease released) and drops the state of a shard
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from services.inference.handover import StateHandover
 from services.inference.ownership import Changes, ShardOwnership
@@ -32,8 +33,12 @@ STAGE = "inference"
 
 Drain = Callable[[set[int], float], Awaitable[None]]
 """Waits (at most the given seconds) until the worker holds no media of these shards any more."""
-BrokerDown = Callable[[TaskHealth, Exception, str], None]
-"""Reports a transient broker error of a task (raises anything else)."""
+
+
+class BrokerDown(Protocol):
+    """Reports a transient broker error of a task (raises anything else)."""
+
+    def __call__(self, health: TaskHealth, exc: Exception, *, what: str) -> None: ...
 
 
 class ShardKeeper:
@@ -89,11 +94,9 @@ class ShardKeeper:
         """One heartbeat: renew, acquire, learn what to give up or what was lost."""
         changes: Changes = await self.ownership.tick()
         self.lose(changes.lost)
+        self._claim_now.update(lease.shard for lease in changes.acquired)
         if changes.revoke:
             self._revoking += changes.revoke
-        for lease in changes.acquired:
-            self._claim_now.add(lease.shard)
-        if changes.revoke:
             self._wake.set()
 
     def lose(self, shards: list[int]) -> None:
@@ -113,7 +116,7 @@ class ShardKeeper:
             try:
                 await self.tick()
             except Exception as exc:
-                self._broker_down(health, exc, "lease renewal")
+                self._broker_down(health, exc, what="lease renewal")
                 continue
             health.ok()
 
@@ -139,7 +142,7 @@ class ShardKeeper:
                     next_snapshot = self._clock() + interval
                     await self.states.snapshot(self.ownership.readable(), only_changed=True)
             except Exception as exc:
-                self._broker_down(health, exc, "state snapshot")
+                self._broker_down(health, exc, what="state snapshot")
                 continue
             health.ok()
 

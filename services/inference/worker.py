@@ -147,7 +147,7 @@ class InferenceWorker:
         self.shards = ShardKeeper(
             ownership=self.ownership, states=self.states, settings=settings, metrics=metrics, clock=clock,
             stopping=self._stopping, drain=self._drain, health=self._health,
-            broker_down=lambda health, exc, what: self._broker_down(health, exc, what=what),
+            broker_down=self._broker_down,
         )
         self._read_lock = asyncio.Lock()
         """Held by the reader from a read to the end of its enqueue (a hand-over waits for it)."""
