@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
 from shared.analytics.config import AggregationConfig
-from shared.analytics.privacy import apply_privacy, redact_outputs, redact_summary
+from shared.analytics.privacy import Erasures, apply_privacy, redact_outputs, redact_summary
 from shared.analytics.session import SessionAggregator
 from shared.analytics.snapshot import SnapshotError, dump, load
 from shared.contracts.codec import DecodeError, EventCodec
@@ -103,6 +103,8 @@ class SessionDriver:
         """CLASSPULSE_AGGREGATE_ONLY: every session aggregate-only, whatever its own policy says."""
         self.erased: set[str] = set()
         """Sessions erased since the last close (their snapshots are deleted there)."""
+        self._erasures = Erasures()
+        """When each session was erased: its records from before that (still in flight) are ignored."""
         self.sessions: dict[str, SessionAggregator] = {}
         self._dirty: set[str] = set()
         self._end_grace_s = end_grace_s
@@ -140,11 +142,14 @@ class SessionDriver:
         self._metrics.aggregator_sessions.set(0)
 
     def add(self, kind: InputKind, value: bytes) -> str | None:
-        """Feed one record; returns its session (None for an undecodable record, which is counted)."""
+        """Feed one record; returns its session (None for an undecodable record, which is counted, or one of an
+        erased session from before its erasure, which is ignored)."""
         try:
             if kind == "score":
                 score = self._scores.decode(value)
                 self._metrics.observe_hop(score.timing, transport="events")
+                if self._erasures.before(score.session, score.timing.capture_ts):
+                    return None
                 agg = self.session(score.session)
                 late, dup = agg.late_events, agg.duplicate_events
                 agg.add_score(score)
@@ -155,18 +160,24 @@ class SessionDriver:
                 session = change.session
                 self._metrics.messages_total.labels(STAGE, f"privacy_{change.kind}").inc()
                 if change.kind == "erased":
-                    self.erase(session)
+                    self.erase(session, at=change.ts)
                     return session
+                if self._erasures.before(session, change.ts):
+                    return None
                 agg = self.session(session)
                 apply_privacy(agg, change)
             elif kind == "interaction":
                 interaction = self._interactions.decode(value)
+                if self._erasures.before(interaction.session, interaction.ts):
+                    return None
                 agg = self.session(interaction.session)
                 counted = agg.add_interaction(interaction)
                 self._metrics.messages_total.labels(STAGE, "interaction" if counted else "interaction_duplicate").inc()
                 session = interaction.session
             else:
                 life = self._lifecycle.decode(value)
+                if self._erasures.before(life.session, life.ts):
+                    return None
                 agg = self.session(life.session)
                 agg.add_lifecycle(life)
                 self._metrics.messages_total.labels(STAGE, "lifecycle").inc()
@@ -180,8 +191,10 @@ class SessionDriver:
         self._event_clock = max(self._event_clock, agg.watermark)
         return session
 
-    def erase(self, session: str) -> None:
-        """Forget everything about ``session`` (a 'erased' privacy event); its snapshot goes at the next close."""
+    def erase(self, session: str, *, at: float) -> None:
+        """Forget everything about ``session`` (a 'erased' privacy event at ``at``) and ignore its records from
+        before then; its snapshot goes at the next close."""
+        self._erasures.erase(session, at)
         self.sessions.pop(session, None)
         self._dirty.discard(session)
         self.finished.discard(session)

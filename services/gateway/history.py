@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from shared.analytics.config import AggregationConfig
-from shared.analytics.privacy import apply_privacy
+from shared.analytics.privacy import Erasures, apply_privacy
 from shared.analytics.session import SessionAggregator
 from shared.analytics.timeline import TimelineBuilder
 from shared.contracts.codec import DecodeError, EventCodec
@@ -43,8 +43,6 @@ _CODECS: dict[str, EventCodec[BaseModel]] = {
     t.name: EventCodec(t.model)  # type: ignore[misc]
     for t in (SCORES, AGGREGATES, ALERTS, LIFECYCLE, INTERACTIONS, PRIVACY)
 }
-MAX_ERASED = 10_000
-"""Erased sessions remembered (with their erasure time), so a re-read of the log does not bring them back."""
 
 
 @dataclass
@@ -117,7 +115,7 @@ class SessionHistory:
     ) -> None:
         self._metrics = metrics
         self._retention_s = retention_s
-        self._erased: OrderedDict[str, float] = OrderedDict()
+        self._erased = Erasures()
         self._next_sweep = 0.0
         self._class_window_s = class_window_s
         self._aggregation = aggregation or AggregationConfig()
@@ -146,10 +144,6 @@ class SessionHistory:
         record.last_event = wall_clock()
         return record
 
-    def _before_erasure(self, session: str, ts: float) -> bool:
-        erased = self._erased.get(session)
-        return erased is not None and ts <= erased
-
     def apply(self, event: BaseModel) -> None:
         """Fold one event into the history."""
         if isinstance(event, PrivacyEvent):
@@ -161,7 +155,7 @@ class SessionHistory:
             when = (event.session, event.timing.capture_ts)
         else:
             return
-        if self._before_erasure(*when):
+        if self._erased.before(*when):
             return
         if isinstance(event, ScoreEvent):
             self._score(event)
@@ -181,7 +175,7 @@ class SessionHistory:
         if event.kind == "erased":
             self.erase(event.session, at=event.ts)
             return True
-        if self._before_erasure(event.session, event.ts):
+        if self._erased.before(event.session, event.ts):
             return False
         record = self._session(event.session)
         if record.seen(event.event_id):
@@ -197,10 +191,7 @@ class SessionHistory:
 
     def erase(self, session: str, *, at: float) -> bool:
         """Forget ``session`` and ignore its events from before ``at``; whether it was known."""
-        self._erased[session] = max(at, self._erased.get(session, at))
-        self._erased.move_to_end(session)
-        while len(self._erased) > MAX_ERASED:
-            self._erased.popitem(last=False)
+        self._erased.erase(session, at)
         record = self._sessions.pop(session, None)
         if record is not None:
             self._forget_gauges(session)
@@ -219,7 +210,7 @@ class SessionHistory:
 
     def interaction(self, event: InteractionEvent) -> InteractionCounts | None:
         """Count one interaction; the participant's totals after it, or None for a repeat."""
-        if self._before_erasure(event.session, event.ts):
+        if self._erased.before(event.session, event.ts):
             return None
         record = self._session(event.session)
         if not record.aggregator.add_interaction(event):

@@ -7,6 +7,9 @@ REST, reports) and replay. Rules:
 * **opt-out**: a participant's scores, lifecycle and interactions are not admitted; from the
   opt-out on they count as having left; they appear in no aggregate, alert, timeline row, live
   row or summary, only in the policy's ``opted_out`` list ("opted out").
+* **erasure**: the session is forgotten, and its records from before the erasure (by their own time)
+  that arrive later — still in flight on another topic, redelivered — are ignored, so an erased
+  session is never rebuilt from them (:class:`Erasures`).
 * **aggregate-only**: no per-student row leaves: aggregates keep class figures only (no
   ``participants``, no ``hand_queue``), per-participant alerts, scores, lifecycle and
   interaction messages are not sent, summaries and reports have no per-participant parts.
@@ -14,6 +17,7 @@ REST, reports) and replay. Rules:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from shared.analytics.session import SessionAggregator
@@ -24,6 +28,28 @@ from shared.contracts.privacy import PrivacyEvent, SessionPrivacy
 from shared.contracts.report import QuestionItem, Report, ReportPrivacy, SessionSummary
 
 AnyLive = AnyLiveMessage
+
+MAX_ERASED = 10_000
+"""Erasures remembered (the oldest go first)."""
+
+
+class Erasures:
+    """When each session was erased (bounded): records of a session from before its erasure are ignored."""
+
+    def __init__(self, *, limit: int = MAX_ERASED) -> None:
+        self._at: OrderedDict[str, float] = OrderedDict()
+        self._limit = limit
+
+    def erase(self, session: str, at: float) -> None:
+        self._at[session] = max(at, self._at.get(session, at))
+        self._at.move_to_end(session)
+        while len(self._at) > self._limit:
+            self._at.popitem(last=False)
+
+    def before(self, session: str, ts: float) -> bool:
+        """Whether a record of ``session`` at ``ts`` predates the session's erasure."""
+        erased = self._at.get(session)
+        return erased is not None and ts <= erased
 
 
 def apply_event(policy: SessionPrivacy, event: PrivacyEvent) -> SessionPrivacy:

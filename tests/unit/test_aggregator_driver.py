@@ -167,3 +167,23 @@ async def test_interaction_records_reach_the_window_figures_and_survive_a_restar
     assert fives[5.0].questions_teacher == 1 and fives[5.0].chat_messages == 2
     assert fives[5.0].response_latency_s == pytest.approx(1.8)
     assert sum(a.questions_teacher for a in fives.values()) == 1  # the repeat counted once
+
+
+async def test_an_erased_session_is_not_rebuilt_from_its_records_still_in_flight() -> None:
+    from shared.contracts.privacy import PrivacyEvent
+
+    events, _ = timeline()
+    d = driver(DictStore(), ListEmitter())
+    await feed(d, events[: len(events) // 2])
+    assert "d1" in d.sessions
+    erased_at = BASE + 30.0  # after every score of the timeline
+    change = PrivacyEvent(event_id=PrivacyEvent.make_id("d1", "erased", None, erased_at), session="d1",
+                          kind="erased", by="platform", ts=erased_at)
+    assert d.add("privacy", EventCodec(PrivacyEvent).encode(change)) == "d1"
+    assert "d1" not in d.sessions
+    await feed(d, events[len(events) // 2:])  # the rest were still on the topic: from before the erasure
+    assert "d1" not in d.sessions
+    later = events[-1].model_copy(update={"timing": events[-1].timing.model_copy(
+        update={"capture_ts": erased_at + 1.0})})
+    await feed(d, [later])  # a new class under the same id, after the erasure, is aggregated again
+    assert "d1" in d.sessions
