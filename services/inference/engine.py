@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from services.inference.features_audio import LogMel, SileroVad, VadWindows, rms_dbfs, to_16k
+from services.inference.features_audio import KeptWindows, LogMel, SileroVad, VadWindows, rms_dbfs, to_16k
 from services.inference.fusion_layout import HEADS, IDX, SIGNALS
 from services.inference.fusion_numpy import NumpyFusion
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult, backend_device
@@ -151,9 +151,9 @@ class InferenceEngine:
         self._audio_lock = threading.Lock()
         self._audio_loaded = False
         self.keep_vad_windows = False
-        """Keep each chunk's VAD window probabilities from :meth:`prepare_audio` for :meth:`take_vad_windows`
-        (replay: the transcribe stage segments speech on them instead of running silero-vad a second time)."""
-        self._vad_windows: dict[tuple[str, str, int], VadWindows] = {}
+        """Keep each chunk's VAD window probabilities for :meth:`take_vad_windows` (replay and a live worker
+        with a transcribe stage: it segments speech on them instead of running silero-vad a second time)."""
+        self._vad_windows = KeptWindows()
         self._hold_order = itertools.count(1)
         self._text_lock = threading.Lock()  # interactions arrive on the event loop, steps run in a thread
         self._early_text: OrderedDict[tuple[str, str], TextActivity] = OrderedDict()
@@ -211,17 +211,14 @@ class InferenceEngine:
         state = self._state(chunk)
         with self._audio_lock:
             wave = to_16k(chunk.waveform(), chunk.sample_rate)
-            carried = state.vad.remainder.size
-            ((prob, windows),) = self._vad.process_windows([(state.vad, wave)])
+            ((prob, windows),) = self._vad.process_kept([(state.vad, wave)])
             state.ahead[chunk.seq] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
             if self.keep_vad_windows:
-                key = (chunk.session, chunk.participant, chunk.seq)
-                self._vad_windows[key] = VadWindows(carried=carried, probs=tuple(windows))
+                self._vad_windows.put((chunk.session, chunk.participant, chunk.seq), windows)
 
     def take_vad_windows(self, chunk: AudioChunk) -> VadWindows | None:
-        """The VAD windows :meth:`prepare_audio` computed for ``chunk`` (once; None when it kept none)."""
-        with self._audio_lock:
-            return self._vad_windows.pop((chunk.session, chunk.participant, chunk.seq), None)
+        """The VAD windows computed for ``chunk`` (once; None when none were kept). Never waits for a batch."""
+        return self._vad_windows.take((chunk.session, chunk.participant, chunk.seq))
 
     def close(self) -> None:
         if self._backend is not None:
@@ -433,9 +430,12 @@ class InferenceEngine:
             todo = [i for i, a in enumerate(ahead) if a is None]
             if todo:
                 waves = [to_16k(items[i][0].waveform(), items[i][0].sample_rate) for i in todo]
-                probs = self._vad.process([(states[i].vad, wave) for i, wave in zip(todo, waves, strict=True)])
-                for i, wave, prob in zip(todo, waves, probs, strict=True):
+                kept = self._vad.process_kept([(states[i].vad, wave) for i, wave in zip(todo, waves, strict=True)])
+                for i, wave, (prob, windows) in zip(todo, waves, kept, strict=True):
                     ahead[i] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
+                    if self.keep_vad_windows:
+                        chunk = items[i][0]
+                        self._vad_windows.put((chunk.session, chunk.participant, chunk.seq), windows)
         out = []
         for state, (chunk, recv), computed in zip(states, items, ahead, strict=True):
             assert computed is not None

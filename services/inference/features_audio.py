@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,32 @@ class VadWindows:
     probs: tuple[float, ...]
 
 
+class KeptWindows:
+    """Chunks' VAD windows kept for a second reader (the transcribe stage's segmenter), each taken once.
+
+    Bounded: past ``limit`` chunks the oldest are forgotten (a reader that never came, e.g. audio
+    that was scored but not handed on); a reader that finds none runs silero-vad itself.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[tuple[str, str, int], VadWindows] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: tuple[str, str, int], windows: VadWindows) -> None:
+        with self._lock:
+            self._kept[key] = windows
+            while len(self._kept) > self.limit:
+                self._kept.popitem(last=False)
+
+    def take(self, key: tuple[str, str, int]) -> VadWindows | None:
+        with self._lock:
+            return self._kept.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
 class SileroVad:
     """Streaming silero-vad over many participants' streams, one onnxruntime call per window index."""
 
@@ -104,6 +132,17 @@ class SileroVad:
         streams share one onnxruntime call per window index.
         """
         return [mean for mean, _ in self.process_windows(items)]
+
+    def process_kept(self, items: Sequence[tuple[VadStream, NDArray[np.float32]]]) -> list[tuple[float, VadWindows]]:
+        """:meth:`process`, and each item's windows as a second segmenter of the same stream reuses them."""
+        consumed: dict[int, int] = {}  # samples of a stream's remainder and earlier items in this call
+        carried = []
+        for stream, wave in items:
+            before = consumed.get(id(stream), stream.remainder.size)
+            carried.append(before % WINDOW)
+            consumed[id(stream)] = before + wave.size
+        return [(mean, VadWindows(carried=c, probs=tuple(probs)))
+                for (mean, probs), c in zip(self.process_windows(items), carried, strict=True)]
 
     def process_windows(
         self, items: Sequence[tuple[VadStream, NDArray[np.float32]]]

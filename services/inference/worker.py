@@ -109,6 +109,9 @@ class InferenceWorker:
         """Told the target analysed frame rate whenever it changes (None = every frame): thinning at the source."""
         self.supervisor = supervisor or Supervisor(health=HealthRegistry(service="inference"))
         self.speech = speech
+        if speech is not None:  # it segments speech on the engine's VAD windows: silero-vad once per chunk
+            engine.keep_vad_windows = True
+            speech.vad_windows = engine.take_vad_windows
         self.settings = settings
         self.consumer = consumer or settings.consumer_name or default_consumer_name()
         self._media = transports.media

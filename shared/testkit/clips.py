@@ -12,6 +12,7 @@ file is written.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -137,14 +138,18 @@ def write_webcam_clip(
     photo: PhotoName = "grace_hopper",
     width: int = 640,
     height: int = 360,
+    fps: int = 15,
+    video_kbps: int = 800,
 ) -> list[TruthRow]:
     """A student at a webcam for live load tests: :func:`~shared.testkit.script.webcam_script` as a relayable clip.
 
     The photo stands in a room, sways, turns away twice and speaks (espeak-ng) three times,
     encoded like :func:`write_clip` (real-time VP8 + Opus; the suffix should be .webm or .mkv),
-    so ``classpulse simulate --media`` relays it without re-encoding. Returns the truth per second.
+    so ``classpulse simulate --media`` relays it without re-encoding. ``fps`` and ``video_kbps``:
+    what the camera sends (the join page caps a browser's camera at the analysed rate and a
+    bitrate, see services/ingest/static/join.js). Returns the truth per second.
     """
-    script = webcam_script(seconds, width=width, height=height)
+    script = dataclasses.replace(webcam_script(seconds, width=width, height=height), fps=fps)
     frames = SampleFrames(script=script, photo=photos.photo(photo))
 
     def picture(i: int) -> Image:
@@ -157,7 +162,7 @@ def write_webcam_clip(
         size=(width, height),
         n_frames=round(script.duration_s * script.fps),
         picture=picture,
-        video_codec=_live_codec("vp8", script.fps),
+        video_codec=_live_codec("vp8", script.fps, kbps=video_kbps),
         sound=soundtrack(script),
         audio_codec="libopus",
     )
@@ -171,10 +176,10 @@ def truncate(src: Path, dst: Path, *, keep: float) -> Path:
     return dst
 
 
-def _live_codec(video: VideoCodec, fps: int) -> tuple[str, dict[str, str]]:
+def _live_codec(video: VideoCodec, fps: int, *, kbps: int = 800) -> tuple[str, dict[str, str]]:
     """Encoders a WebRTC peer can relay as they are: no look-ahead, H.264 constrained baseline."""
     if video == "vp8":
-        return "libvpx", {"b": "800k", "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        return "libvpx", {"b": f"{kbps}k", "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     return "libx264", {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "g": str(fps * 2)}
 
 

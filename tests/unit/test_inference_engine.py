@@ -193,3 +193,49 @@ def test_threaded_perception_keeps_order_and_participant_affinity() -> None:
         owners.setdefault(key, set()).add(ident)
     assert all(len(v) == 1 for v in owners.values())  # a participant always on the same instance
     assert len({ident for ident, _ in seen}) > 1  # the work was spread
+
+
+def test_a_batchs_vad_windows_are_kept_once_and_segment_like_a_second_vad_pass() -> None:
+    """Live worker with a transcribe stage: the segmenter reuses the engine's silero-vad windows.
+
+    Two participants' chunks interleaved, several of one participant per batch, chunk lengths off
+    the 512-sample grid (samples carry over between chunks and between batches)."""
+    from services.inference.features_audio import SileroVad
+    from services.inference.transcribe.segments import SegmentRules, SegmentTracker
+
+    wave, _ = speech_scene([(0.4, "Good morning everyone."), (3.2, "Can you hear me?")], seconds=5.5, snr_db=10.0)
+    msgs = [c for p in ("a", "b") for c in chunks(wave, session="s", participant=p, chunk_s=0.37)]
+    msgs.sort(key=lambda m: (m.media_time, m.participant))
+    e = engine()
+    e.keep_vad_windows = True
+    for i in range(0, len(msgs), 5):
+        e.process(msgs[i : i + 5])
+    rules = SegmentRules(threshold=0.5, hangover_s=0.5, pad_s=0.2, min_speech_s=0.25, max_segment_s=15.0)
+    silero = SileroVad()
+    silero.load()
+
+    class Refused:
+        def process(self, items: Sequence[object]) -> list[float]:
+            raise AssertionError("the segmenter ran silero-vad again: the engine's windows did not line up")
+
+    for p in ("a", "b"):
+        own, shared = SegmentTracker(rules=rules), SegmentTracker(rules=rules)
+        a, b = [], []
+        for c in (m for m in msgs if m.participant == p):
+            kept = e.take_vad_windows(c)
+            assert kept is not None and e.take_vad_windows(c) is None  # taken once
+            a += own.feed(c.waveform(), c.media_time, silero)
+            b += shared.feed(c.waveform(), c.media_time, Refused(), kept)  # type: ignore[arg-type]
+        a += own.flush()
+        b += shared.flush()
+        assert len(a) == 2 and [(s.start, s.end) for s in a] == [(s.start, s.end) for s in b]
+
+
+def test_kept_vad_windows_are_bounded_oldest_first() -> None:
+    from services.inference.features_audio import KeptWindows, VadWindows
+
+    kept = KeptWindows(limit=3)
+    for seq in range(5):
+        kept.put(("s", "p", seq), VadWindows(carried=0, probs=(float(seq),)))
+    assert len(kept) == 3 and kept.take(("s", "p", 0)) is None and kept.take(("s", "p", 1)) is None
+    assert kept.take(("s", "p", 4)) == VadWindows(carried=0, probs=(4.0,))

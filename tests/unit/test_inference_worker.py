@@ -150,3 +150,64 @@ async def test_dead_workers_media_is_claimed_and_scored_even_when_old() -> None:
     out = [EventCodec(ScoreEvent).decode(v) for _, v in events.records(SCORES.name)]
     assert sorted(e.seq for e in out) == [0, 2, 4, 6, 8]
     assert await media.length() == 0
+
+
+async def test_the_transcribe_stage_segments_on_the_engines_vad_windows_without_a_second_pass() -> None:
+    """silero-vad runs once per chunk in a worker with a transcribe stage (it was a second pass, batch 1)."""
+    from services.inference.transcribe.live import LiveTranscriber
+    from services.inference.transcribe.settings import TranscribeSettings
+    from services.inference.transcribe.stage import Spoken, TranscribeStage
+
+    class Forward:  # the speech stream (placement 'worker'), in memory
+        def __init__(self) -> None:
+            self.sent = 0
+            self.spoken: list[Spoken] = []
+
+        async def send(self, spoken: list[Spoken]) -> None:
+            self.spoken += spoken
+            self.sent += len(spoken)
+
+    metrics = Metrics(CollectorRegistry())
+    media = MemoryMediaBus(maxlen=1000, metrics=metrics)
+    events = MemoryEventBus()
+    transports = Transports(media=media, events=events, live=MemoryLiveBus())
+    settings = InferenceSettings(batch_max=8, batch_wait_ms=20, read_block_ms=5)
+    engine = InferenceEngine(settings=settings, metrics=metrics, backend=NoFaces())
+    engine.load()
+    forward = Forward()
+    speech = LiveTranscriber(stage=TranscribeStage(settings=TranscribeSettings(idle_flush_s=0.5), keep_text=False),
+                             bus=events, metrics=metrics, forward=forward)  # type: ignore[arg-type]
+    speech.load()
+    second_pass = 0
+    plain = speech.stage._vad.process
+
+    def counted(items: object) -> list[float]:
+        nonlocal second_pass
+        second_pass += 1
+        return plain(items)  # type: ignore[arg-type]
+
+    speech.stage._vad.process = counted  # type: ignore[method-assign]
+    worker = InferenceWorker(engine=engine, transports=transports, settings=settings, metrics=metrics,
+                             consumer="w", speech=speech)
+    await media.ensure_group(INFERENCE_GROUP)
+    wave, _ = speech_scene([(0.3, "Good morning everyone."), (2.8, "Can you hear me?")], seconds=5.0, snr_db=10.0)
+    n = round(0.37 * 16000)  # off the 512-sample window grid: samples carry over between chunks
+    for k in range(len(wave) // n):
+        chunk = AudioChunk.from_waveform(
+            wave[k * n : (k + 1) * n], sample_rate=16000, session="s1", participant="mic-only", seq=k,
+            media_time=k * n / 16000, timing=TimingTrail(capture_ts=time.time()),
+        )
+        await media.append(encode_media(chunk), key=f"{chunk.session}/{chunk.participant}")
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(speech.run())]
+    try:
+        for _ in range(300):
+            if len(forward.spoken) >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(tasks[0], 5)
+        tasks[1].cancel()
+        await asyncio.gather(tasks[1], return_exceptions=True)
+    assert len(forward.spoken) == 2  # both remarks, the second closed by the idle flush
+    assert second_pass == 0

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from services.inference.transcribe.speech_stream import SpeechStream
 from services.inference.transcribe.stage import Spoken, TranscribeStage
@@ -39,6 +41,9 @@ from shared.log import get_logger
 from shared.metrics import Metrics
 from shared.transport.base import EventBus
 from shared.transport.typed import EventPublisher
+
+if TYPE_CHECKING:
+    from services.inference.features_audio import VadWindows
 
 log = get_logger(__name__)
 STAGE = "transcribe"
@@ -55,7 +60,11 @@ class LiveTranscriber:
         """Where closed segments go for Whisper elsewhere (placement 'worker'); None: transcribed here."""
         self._metrics = metrics
         self._publisher = EventPublisher(bus=bus, topic=INTERACTIONS)
-        self._queue: deque[AudioChunk] = deque()
+        self.vad_windows: Callable[[AudioChunk], VadWindows | None] | None = None
+        """Where a chunk's silero-vad windows were computed already (the worker's engine,
+        :meth:`~services.inference.engine.InferenceEngine.take_vad_windows`): segmenting reuses them
+        instead of running the model a second time on the same audio."""
+        self._queue: deque[tuple[AudioChunk, VadWindows | None]] = deque()
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transcribe")
         self.published = 0
@@ -67,7 +76,8 @@ class LiveTranscriber:
         """Audio that was scored (a participant's chunks in media order); never blocks."""
         if not chunks:
             return
-        self._queue.extend(chunks)
+        take = self.vad_windows
+        self._queue.extend((c, take(c) if take is not None else None) for c in chunks)
         overflow = len(self._queue) - self.stage.settings.queue_max
         for _ in range(max(0, overflow)):
             self._queue.popleft()
@@ -118,10 +128,10 @@ class LiveTranscriber:
             self._pool.shutdown(wait=False)
             log.info("transcribe stage %s -> %s", "running", "stopped")
 
-    def _segment(self, chunks: list[AudioChunk], idle_s: float) -> list[Spoken]:
+    def _segment(self, chunks: list[tuple[AudioChunk, VadWindows | None]], idle_s: float) -> list[Spoken]:
         spoken: list[Spoken] = []
-        for chunk in chunks:
-            spoken += self.stage.segment(chunk)
+        for chunk, windows in chunks:
+            spoken += self.stage.segment(chunk, windows)
         spoken += self.stage.close_open(self.stage.idle(max_idle_s=idle_s))
         now = wall_clock()
         for item in spoken:  # capture of the segment's end -> closed here (media transport, scoring, hang-over)
