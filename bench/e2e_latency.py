@@ -1,11 +1,12 @@
 """End to end latency of ``classpulse up``: capture -> dashboard, next to bare WebRTC loopback.
 
-    python -m bench.e2e_latency [--students 10 20 30] [--seconds 30] [--warmup 6] [--clip FILE.webm]
+    python -m bench.e2e_latency [--students 10 20 30] [--seconds 30] [--warmup 6] [--camera FPS:KBPS ...] [--clip FILE.webm]
                                 [--up-env CLASSPULSE_INFERENCE_DEGRADE=false ...]
 
 Every student relays the same clip: by default a webcam-like 640x360 VP8 + Opus clip made from
 a real photo (:func:`shared.testkit.clips.write_webcam_clip`: sways, turns away, speaks),
-generated once per run.
+generated once per run, at the frame rate and bitrate the join page asks a browser to send
+(``--camera 5:400``; several, e.g. ``--camera 5:400 15:800``, run side by side).
 
 For each student count, in one run and side by side:
 
@@ -273,12 +274,30 @@ async def webrtc_alone(students: int, seconds: float, warmup: float, clip: Path)
     return samples
 
 
+def _webcam_clips(cameras: list[str], folder: Path) -> dict[str, Path]:
+    """One webcam-like 640x360 clip per ``FPS:KBPS`` (a student's camera as the server receives it)."""
+    from shared.testkit.clips import write_webcam_clip
+
+    out = {}
+    for spec in cameras:
+        fps, _, kbps = spec.partition(":")
+        path = folder / f"webcam-640x360-{fps}fps-{kbps or 800}k.webm"
+        write_webcam_clip(path, seconds=20.0, fps=int(fps), video_kbps=int(kbps or 800))
+        out[f"{fps} fps {kbps or 800} kbps"] = path
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, nargs="+", default=[10, 20, 30])
     parser.add_argument("--seconds", type=float, default=30.0, help="publishing time per case (default 30)")
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds left out at the start (default 6)")
     parser.add_argument("--clip", type=Path, default=None, help="VP8 + Opus clip to relay (default: webcam clip)")
+    parser.add_argument(
+        "--camera", nargs="+", default=["5:400"], metavar="FPS:KBPS",
+        help="webcam clips to relay, side by side: frame rate and VP8 bitrate of what each student sends "
+        "(default 5:400, what the join page asks a browser to send; '15:800' is a camera sent uncapped)",
+    )
     parser.add_argument(
         "--up-env", nargs="*", default=[], metavar="KEY=VALUE", help="settings for the `classpulse up` server"
     )
@@ -300,22 +319,19 @@ def main() -> int:
     variants = variants or [("up", up_env)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="classpulse-e2e-") as tmp:
-        clip = args.clip
-        if clip is None:
-            from shared.testkit.clips import write_webcam_clip
-
-            clip = Path(tmp) / "webcam-640x360.webm"
-            write_webcam_clip(clip, seconds=20.0)
+        clips = {"clip": args.clip} if args.clip is not None else _webcam_clips(args.camera, Path(tmp))
         for n in args.students:
-            base = Samples()
-            if not args.no_webrtc_alone:
-                print(f"== {n} student(s): webrtc alone (load average {os.getloadavg()[0]:.1f})", flush=True)
-                base = asyncio.run(webrtc_alone(n, args.seconds, args.warmup, clip))
-            for label, env in variants:
-                print(f"== {n} student(s): classpulse up end to end, {label} "
-                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
-                e2e = asyncio.run(end_to_end(n, args.seconds, args.warmup, clip, env))
-                rows.append((n, label, base, e2e))
+            for camera, clip in clips.items():
+                base = Samples()
+                if not args.no_webrtc_alone:
+                    print(f"== {n} student(s), {camera}: webrtc alone (load average {os.getloadavg()[0]:.1f})",
+                          flush=True)
+                    base = asyncio.run(webrtc_alone(n, args.seconds, args.warmup, clip))
+                for label, env in variants:
+                    print(f"== {n} student(s), {camera}: classpulse up end to end, {label} "
+                          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                    e2e = asyncio.run(end_to_end(n, args.seconds, args.warmup, clip, env))
+                    rows.append((n, f"{camera} {label}", base, e2e))
     print()
     print(
         "students | variant | webrtc alone p50/p95 ms | capture->dashboard p50/p95 ms (n) | ratio p50 / p95 "

@@ -61,6 +61,10 @@ _WHIP_DOCS = {
         description="Not supported; send a full offer with POST", content="text/plain",
     ),
     "join": RouteDoc("GET", "/join", "Student join page", content="text/html"),
+    "join_config": RouteDoc(
+        "GET", "/join/config.json", "What the join page asks the browser to send (camera frame rate, bitrate)",
+        content="application/json",
+    ),
 }
 
 
@@ -87,8 +91,7 @@ def add_ingest_routes(
     add_documented_route(app, _WHIP_DOCS["resource_preflight"], service.options)
     add_documented_route(app, _WHIP_DOCS["stop"], service.delete)
     add_documented_route(app, _WHIP_DOCS["trickle"], service.patch)
-    add_documented_route(app, _WHIP_DOCS["join"], _join_page)
-    app.router.add_get("/join/join.js", _join_script)
+    add_join_page(app, settings)
 
     async def _shutdown(_: web.Application) -> None:
         await service.close()
@@ -116,7 +119,8 @@ def add_whip_rate_limits(
 
 
 def add_forwarded_ingest_routes(
-    app: web.Application, *, forward: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    app: web.Application, *, settings: IngestSettings,
+    forward: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> None:
     """The same ``/whip/...`` routes (and their OpenAPI entries) answered by ``forward``, plus ``/join``.
 
@@ -125,8 +129,25 @@ def add_forwarded_ingest_routes(
     """
     for name in ("preflight", "publish", "resource_preflight", "stop", "trickle"):
         add_documented_route(app, _WHIP_DOCS[name], forward)
+    add_join_page(app, settings)
+
+
+def add_join_page(app: web.Application, settings: IngestSettings) -> None:
+    """``/join`` (the student's page), its script, and what it asks the browser to send."""
+    config = join_config(settings)
+
+    async def _join_config(_: web.Request) -> web.Response:
+        return web.json_response(config, headers=_NO_CACHE)
+
     add_documented_route(app, _WHIP_DOCS["join"], _join_page)
+    add_documented_route(app, _WHIP_DOCS["join_config"], _join_config)
     app.router.add_get("/join/join.js", _join_script)
+
+
+def join_config(settings: IngestSettings) -> dict[str, float | int | None]:
+    """The join page's camera: sent at the analysed rate (or ``camera_send_fps``) and capped bitrate."""
+    fps = settings.camera_send_fps or settings.analysis_fps
+    return {"camera_fps": fps, "camera_kbps": settings.camera_send_kbps or None}
 
 
 async def _join_page(request: web.Request) -> web.FileResponse:

@@ -161,7 +161,7 @@ def create_up_app(
     if pool is None:
         add_ingest_routes(app, settings=settings.ingest, common=settings.common, transports=transports, metrics=metrics)
     else:
-        add_forwarded_ingest_routes(app, forward=pool.forward)
+        add_forwarded_ingest_routes(app, settings=settings.ingest, forward=pool.forward)
     add_gateway(
         app, settings=settings.gateway, common=settings.common, transports=transports, metrics=metrics,
         supervisor=sup, with_metrics=False, text_stage=build_text_stage(settings.text), lti=settings.lti,

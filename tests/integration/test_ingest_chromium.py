@@ -13,6 +13,7 @@ from playwright.async_api import Browser, async_playwright
 from prometheus_client import CollectorRegistry
 
 from services.ingest.app import WHIP_SERVICE, create_ingest_app
+from services.ingest.sampling import FrameSampler
 from services.ingest.settings import IngestSettings
 from services.ingest.whip import WhipService
 from shared.contracts.codec import decode_media
@@ -102,7 +103,14 @@ async def test_chromium_publishes_through_the_join_page(
     await page.goto(f"{url}/join?session=bio&participant=carol#token={token}")
     await page.click("#start")
     await page.wait_for_selector('#state[data-state="connected"]', timeout=20_000)
+    (resource,) = service.resources.values()
+    sampler = resource.samplers["video"]
+    assert isinstance(sampler, FrameSampler)
+    seen_before = sampler.frames_seen
     msgs = await _collect(transports.media, 3.0)
+    sent_fps = (sampler.frames_seen - seen_before) / 3.0
+    # the fake camera runs at 15 fps; the join page caps what is sent at the analysed rate (5 fps)
+    assert 2.5 <= sent_fps <= 6.5, f"the browser sent {sent_fps:.1f} fps, expected about 5 (the analysed rate)"
     video = [m for m in msgs if isinstance(m, VideoFrame)]
     audio = [m for m in msgs if isinstance(m, AudioChunk)]
     assert len(video) >= 8, f"expected ~15 frames at 5 fps, got {len(video)}"
@@ -122,6 +130,17 @@ async def test_chromium_publishes_through_the_join_page(
         await asyncio.sleep(0.1)
     assert service.resources == {}
     assert kinds[0] == "joined" and kinds[-1] == "left", kinds
+
+
+async def test_join_config_says_what_the_browser_should_send(
+    served: tuple[str, WhipService, Transports, MemoryEventBus],
+) -> None:
+    import aiohttp
+
+    url, _, _, _ = served
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/join/config.json") as r:
+        assert r.status == 200
+        assert await r.json() == {"camera_fps": 5.0, "camera_kbps": 400}
 
 
 async def test_join_page_shows_the_server_error(

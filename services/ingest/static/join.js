@@ -3,6 +3,7 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
+  const SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;  // .../join/join.js
   const stateEl = $("state");
   let pc = null;
   let stream = null;
@@ -44,6 +45,21 @@
     });
   }
 
+  async function cameraLimits() {
+    // the server's analysed frame rate and bitrate cap (GET /join/config.json); none if it cannot say
+    try {
+      const response = await fetch(new URL("config.json", SCRIPT_URL));
+      if (!response.ok) return {};
+      const config = await response.json();
+      const limits = {};
+      if (config.camera_fps) limits.maxFramerate = config.camera_fps;
+      if (config.camera_kbps) limits.maxBitrate = config.camera_kbps * 1000;
+      return limits;
+    } catch (err) {
+      return {};
+    }
+  }
+
   async function start(event) {
     event.preventDefault();
     const session = $("session").value.trim();
@@ -51,6 +67,7 @@
     const token = $("token").value.trim();
     $("start").disabled = true;
     try {
+      const camera = await cameraLimits();
       show("media", "Asking for camera and microphone…");
       stream = await navigator.mediaDevices.getUserMedia({
         video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 } },
@@ -59,7 +76,12 @@
       $("preview").srcObject = stream;
       pc = new RTCPeerConnection({ iceServers: [] });
       for (const track of stream.getTracks()) {
-        pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+        const init = { direction: "sendonly", streams: [stream] };
+        if (track.kind === "video") {
+          // only what the analysis uses leaves the browser: fewer frames and packets for the server to receive
+          init.sendEncodings = [camera];
+        }
+        pc.addTransceiver(track, init);
       }
       pc.addEventListener("connectionstatechange", () => {
         const s = pc.connectionState;
