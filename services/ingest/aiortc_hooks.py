@@ -20,6 +20,11 @@ encrypt and a sendto each), adding load exactly when there is none to spare.
 and releases nothing past a lost packet until it overflows, so one loss stalls a stream
 for up to 512 packets (~6 s at 640x480) and keeps that backlog as latency.
 
+:class:`FrameEndJitterBuffer` (what :func:`bound_jitter_buffer` installs) also releases a video frame
+as soon as its last packet (RTP marker bit, RFC 7741 / RFC 6184) is in: aiortc's releases a frame
+only when the first packet of the *next* frame arrives, one frame interval late (200 ms for a
+camera sent at the analysed 5 fps; measured capture->ingest at 10 students: 206 -> 16 ms).
+
 :func:`dtls_failure` says why a connection failed when ICE connected but DTLS did not, from
 the publisher's certificate (aiortc keeps it on the failed handshake). The case it names:
 FFmpeg 8 built with GnuTLS (PyAV's wheels, Debian) makes a secp224r1 (P-224) certificate,
@@ -42,9 +47,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, RtpPacket
 
 _NTP_UNIX_OFFSET = 2_208_988_800
 _WRAP = 1 << 32
@@ -174,15 +179,44 @@ def throttle_remb(pc: RTCPeerConnection, track: MediaStreamTrack, *, min_interva
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
 
+class FrameEndJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer that also completes a frame on its marker packet (see the module docstring).
+
+    A frame is still released when the next frame's first packet arrives (a lost marker packet);
+    everything else (loss handling, overflow, PLI) is aiortc's. Frames of padding only (no payload)
+    are skipped, as the decoder has nothing to decode in them.
+    """
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        while self._origin is not None:
+            packets: list[RtpPacket] = []
+            for count in range(self.capacity):
+                packet = self._packets[(self._origin + count) % self.capacity]
+                if packet is None:
+                    return None  # a packet of this frame is missing (yet)
+                if packets and packet.timestamp != packets[0].timestamp:
+                    break  # the next frame started: this one is complete
+                packets.append(packet)
+                if packet.marker:
+                    break  # its last packet
+            else:
+                return None
+            self.remove(len(packets))
+            data = b"".join(p._data for p in packets)  # type: ignore[attr-defined]
+            if data:
+                return JitterFrame(data=data, timestamp=packets[0].timestamp)
+        return None
+
+
 def bound_jitter_buffer(pc: RTCPeerConnection, track: MediaStreamTrack, *, capacity: int) -> bool:
-    """Give ``track``'s video receiver a jitter buffer of ``capacity`` packets (a power of 2)."""
+    """Give ``track``'s video receiver a :class:`FrameEndJitterBuffer` of ``capacity`` packets (a power of 2)."""
     if capacity < 16 or capacity & (capacity - 1):
         raise ValueError("jitter buffer capacity must be a power of 2, at least 16")
     receiver = _receiver_of(pc, track)
     current = getattr(receiver, _JITTER_ATTR, None)
     if receiver is None or track.kind != "video" or not isinstance(current, JitterBuffer):
         return False
-    setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=capacity, is_video=True))
+    setattr(receiver, _JITTER_ATTR, FrameEndJitterBuffer(capacity=capacity, is_video=True))
     return True
 
 
