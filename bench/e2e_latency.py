@@ -1,7 +1,7 @@
 """End to end latency of ``classpulse up``: capture -> dashboard, next to bare WebRTC loopback.
 
-    python -m bench.e2e_latency [--students 10 20 30] [--seconds 30] [--warmup 6] [--camera FPS:KBPS ...] [--clip FILE.webm]
-                                [--up-env CLASSPULSE_INFERENCE_DEGRADE=false ...]
+    python -m bench.e2e_latency [--students 10 20 30] [--seconds 30] [--warmup 6] [--clip FILE.webm]
+                                [--camera FPS:KBPS ...] [--up-env CLASSPULSE_INFERENCE_DEGRADE=false ...]
 
 Every student relays the same clip: by default a webcam-like 640x360 VP8 + Opus clip made from
 a real photo (:func:`shared.testkit.clips.write_webcam_clip`: sways, turns away, speaks),
