@@ -34,7 +34,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +41,7 @@ from numpy.typing import NDArray
 from services.inference.features_audio import KeptWindows, LogMel, SileroVad, VadWindows, rms_dbfs, to_16k
 from services.inference.fusion_layout import HEADS, IDX, SIGNALS
 from services.inference.fusion_numpy import NumpyFusion
+from services.inference.fusion_runtime import TorchFusion, load_fusion, resolve_device
 from services.inference.perception import PerceptionBackend, PerceptionRequest, PerceptionResult, backend_device
 from services.inference.perception_registry import build_backend
 from services.inference.settings import InferenceSettings
@@ -54,12 +54,8 @@ from shared.contracts.interactions import InteractionEvent
 from shared.contracts.media import AudioChunk, MediaMessage, VideoFrame
 from shared.contracts.report import AnalysisInfo
 from shared.contracts.timing import wall_clock
-from shared.cuda import cuda_available
 from shared.log import get_logger, pii
 from shared.metrics import Metrics
-
-if TYPE_CHECKING:
-    from services.inference.fusion import FusionModel
 
 log = get_logger(__name__)
 EARLY_TEXT_MAX = 10_000
@@ -81,51 +77,6 @@ class _Pending:
     seq: int
 
 
-def resolve_device(choice: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without CUDA is an error (torch asked only with a driver)."""
-    if choice == "cpu":
-        return "cpu"
-    available = cuda_available()
-    if choice == "cuda" and not available:
-        raise RuntimeError("CLASSPULSE_INFERENCE_DEVICE=cuda but no CUDA device is available; use 'auto' or 'cpu'")
-    return "cuda" if available else "cpu"
-
-
-def fusion_needs_torch(settings: InferenceSettings) -> bool:
-    """Whether the engine's fusion runs in torch: on CUDA, or with trained weights (a torch file) to read.
-
-    Otherwise it runs in numpy (:class:`~services.inference.fusion_numpy.NumpyFusion`, same outputs to ~1e-6)
-    and, with a CPU perception backend, the engine never imports torch.
-    """
-    return bool(settings.weights_path) or resolve_device(settings.device) == "cuda"
-
-
-class _TorchFusion:
-    """The torch fusion model on its device, called like :class:`NumpyFusion` (numpy in, numpy out)."""
-
-    def __init__(self, model: FusionModel, device: str) -> None:
-        self.model = model
-        self.device = device
-
-    def __call__(self, x: NDArray[np.float32], m: NDArray[np.float32], v: NDArray[np.float32]) -> _Fused:
-        import torch
-
-        def put(a: NDArray[np.float32]) -> torch.Tensor:
-            return torch.from_numpy(a).to(self.device)
-
-        with torch.inference_mode():
-            out = self.model(put(x), put(m), put(v))
-        return _Fused(probs=out.probs.float().cpu().numpy(), confidence=out.confidence.float().cpu().numpy(),
-                      contributions=out.contributions.float().cpu().numpy())
-
-
-@dataclass(frozen=True, slots=True)
-class _Fused:
-    probs: NDArray[np.float32]
-    confidence: NDArray[np.float32]
-    contributions: NDArray[np.float32]
-
-
 class InferenceEngine:
     """Perception -> features -> fusion for batches of media across participants."""
 
@@ -141,7 +92,7 @@ class InferenceEngine:
         self._backend = backend
         self._vad = SileroVad()
         self._mel = LogMel()
-        self._fusion: NumpyFusion | _TorchFusion | None = None
+        self._fusion: NumpyFusion | TorchFusion | None = None
         self.device = "cpu"
         """Where fusion runs ('cpu': numpy; 'cuda': the torch model), known after :meth:`load`."""
         self.analysis = AnalysisInfo(backend=settings.backend, device="cpu")
@@ -168,30 +119,12 @@ class InferenceEngine:
         self._backend.load()
         self._load_audio()
         self.device = resolve_device(self.settings.device)
-        self._fusion = self._load_fusion()
+        self._fusion = load_fusion(self.settings, self.device)
         self.analysis = AnalysisInfo(backend=self.settings.backend, device=backend_device(self._backend))
         if self._metrics is not None:
             self._metrics.inference_device.labels(self.device).set(1)
             self._metrics.analysis_info.labels(self.analysis.backend, self.analysis.device).set(1)
         log.info("inference engine %s -> %s", "loading", "ready", extra={"seconds": time.perf_counter() - started})
-
-    def _load_fusion(self) -> NumpyFusion | _TorchFusion:
-        """numpy on CPU (no torch); the torch model on CUDA. Trained weights are read with torch either way."""
-        s = self.settings
-        if not fusion_needs_torch(s):
-            return NumpyFusion.prior(window=s.window_steps, yaw_deg=s.yaw_cone_deg, pitch_deg=s.pitch_cone_deg)
-        from services.inference.fusion import FusionModel
-
-        model = FusionModel(window=s.window_steps)
-        if s.weights_path:
-            from services.inference.training import load_weights
-
-            load_weights(model, s.weights_path)
-        else:
-            model.set_cones(yaw_deg=s.yaw_cone_deg, pitch_deg=s.pitch_cone_deg)
-        if self.device == "cpu":
-            return NumpyFusion.from_state(model.state_dict(), window=s.window_steps)
-        return _TorchFusion(model.to(self.device).eval(), self.device)
 
     def _load_audio(self) -> None:
         with self._audio_lock:
@@ -214,18 +147,18 @@ class InferenceEngine:
             ((prob, windows),) = self._vad.process_kept([(state.vad, wave)])
             state.ahead[chunk.seq] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
             if self.keep_vad_windows:
-                self._vad_windows.put((chunk.session, chunk.participant, chunk.seq), windows)
+                self._vad_windows.put(chunk, windows)
 
     def take_vad_windows(self, chunk: AudioChunk) -> VadWindows | None:
         """The VAD windows computed for ``chunk`` (once; None when none were kept). Never waits for a batch."""
-        return self._vad_windows.take((chunk.session, chunk.participant, chunk.seq))
+        return self._vad_windows.take(chunk)
 
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
 
     @property
-    def fusion(self) -> NumpyFusion | _TorchFusion:
+    def fusion(self) -> NumpyFusion | TorchFusion:
         if self._fusion is None:
             raise RuntimeError("InferenceEngine used before load()")
         return self._fusion
@@ -434,8 +367,7 @@ class InferenceEngine:
                 for i, wave, (prob, windows) in zip(todo, waves, kept, strict=True):
                     ahead[i] = (prob, rms_dbfs(wave), tuple(self._mel.bands(wave)))
                     if self.keep_vad_windows:
-                        chunk = items[i][0]
-                        self._vad_windows.put((chunk.session, chunk.participant, chunk.seq), windows)
+                        self._vad_windows.put(items[i][0], windows)
         out = []
         for state, (chunk, recv), computed in zip(states, items, ahead, strict=True):
             assert computed is not None

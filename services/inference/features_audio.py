@@ -19,10 +19,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from shared.contracts.media import AudioChunk
 
 SAMPLE_RATE = 16000
 WINDOW = 512
@@ -86,8 +89,9 @@ class VadWindows:
 class KeptWindows:
     """Chunks' VAD windows kept for a second reader (the transcribe stage's segmenter), each taken once.
 
-    Bounded: past ``limit`` chunks the oldest are forgotten (a reader that never came, e.g. audio
-    that was scored but not handed on); a reader that finds none runs silero-vad itself.
+    Keyed by the chunk's session, participant and seq. Bounded: past ``limit`` chunks the oldest
+    are forgotten (a reader that never came, e.g. audio that was scored but not handed on); a
+    reader that finds none runs silero-vad itself.
     """
 
     def __init__(self, limit: int = 4096) -> None:
@@ -95,15 +99,15 @@ class KeptWindows:
         self._kept: OrderedDict[tuple[str, str, int], VadWindows] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, key: tuple[str, str, int], windows: VadWindows) -> None:
+    def put(self, chunk: AudioChunk, windows: VadWindows) -> None:
         with self._lock:
-            self._kept[key] = windows
+            self._kept[(chunk.session, chunk.participant, chunk.seq)] = windows
             while len(self._kept) > self.limit:
                 self._kept.popitem(last=False)
 
-    def take(self, key: tuple[str, str, int]) -> VadWindows | None:
+    def take(self, chunk: AudioChunk) -> VadWindows | None:
         with self._lock:
-            return self._kept.pop(key, None)
+            return self._kept.pop((chunk.session, chunk.participant, chunk.seq), None)
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -92,7 +92,8 @@ class _Analysis:
 
 
 def _analysis(settings: ReplaySettings, *, tracks: int) -> _Analysis:
-    from services.inference.engine import InferenceEngine, fusion_needs_torch
+    from services.inference.engine import InferenceEngine
+    from services.inference.fusion_runtime import fusion_needs_torch
     from services.inference.perception_registry import build_prefetch, spec_for
     from services.inference.settings import InferenceSettings
 

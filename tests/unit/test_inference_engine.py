@@ -74,7 +74,7 @@ def test_audio_only_participant_is_held_for_the_grace_then_scored() -> None:
 def test_device_choice() -> None:
     import torch
 
-    from services.inference.engine import resolve_device
+    from services.inference.fusion_runtime import resolve_device
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -235,7 +235,8 @@ def test_kept_vad_windows_are_bounded_oldest_first() -> None:
     from services.inference.features_audio import KeptWindows, VadWindows
 
     kept = KeptWindows(limit=3)
-    for seq in range(5):
-        kept.put(("s", "p", seq), VadWindows(carried=0, probs=(float(seq),)))
-    assert len(kept) == 3 and kept.take(("s", "p", 0)) is None and kept.take(("s", "p", 1)) is None
-    assert kept.take(("s", "p", 4)) == VadWindows(carried=0, probs=(4.0,))
+    audio = chunks(np.zeros(8000 * 5, np.float32), session="s", participant="p", chunk_s=0.5)
+    for c in audio:
+        kept.put(c, VadWindows(carried=0, probs=(float(c.seq),)))
+    assert len(kept) == 3 and kept.take(audio[0]) is None and kept.take(audio[1]) is None
+    assert kept.take(audio[4]) == VadWindows(carried=0, probs=(4.0,))
