@@ -17,6 +17,10 @@ scoring down). :meth:`run` segments speech in its own thread, then, by placement
   workers' text intake read them like chat. Segments closed together are packed into one
   Whisper window (under load, one call serves many).
 
+The stage's thread runs ``CLASSPULSE_TRANSCRIBE_NICE`` steps nicer than scoring (Linux), set before
+Whisper loads so CTranslate2's threads inherit it: on a box short of CPU, scoring keeps its pace and
+transcripts come later (or the queue sheds, counted) instead of every score waiting behind Whisper.
+
 A participant without audio for ``idle_flush_s`` (muted, left, or their shard moved to another
 worker) has the open segment closed and its segmenting state forgotten; the next owner starts
 fresh, so a hand-over loses no audio it acknowledged, and at most splits one segment.
@@ -39,6 +43,7 @@ from shared.contracts.timing import wall_clock
 from shared.contracts.topics import INTERACTIONS
 from shared.log import get_logger
 from shared.metrics import Metrics
+from shared.thread_priority import lower_this_thread
 from shared.transport.base import EventBus
 from shared.transport.typed import EventPublisher
 
@@ -70,6 +75,14 @@ class LiveTranscriber:
         self.published = 0
 
     def load(self) -> None:
+        """Load the stage in its own thread, made ``nice`` steps nicer first: CTranslate2 starts Whisper's
+        threads there, and they inherit it (see :mod:`shared.thread_priority`)."""
+        self._pool.submit(self._load).result()
+
+    def _load(self) -> None:
+        nice = lower_this_thread(self.stage.settings.nice)
+        if nice is not None:
+            log.info("transcribe stage priority %s -> %s", "live path", f"nice {nice}")
         self.stage.load(whisper=self.forward is None)
 
     def put(self, chunks: list[AudioChunk]) -> None:

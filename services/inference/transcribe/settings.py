@@ -78,6 +78,15 @@ class TranscribeSettings(StrictSettings):
         le=1_000_000,
         description="Live: audio chunks waiting for the stage (oldest dropped past it, counted).",
     )
+    nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Live: the transcribe stage's thread (segmenting, and Whisper with CTranslate2's own threads, "
+        "which start there) runs this much nicer than scoring (Linux; per thread), so on a busy box transcripts wait, "
+        "or their oldest audio is dropped and counted (transcribe_queue_full), before scores do; 0 = the same "
+        "priority.",
+    )
 
     placement: Literal["auto", "inline", "worker"] = Field(
         default="auto",
