@@ -22,7 +22,9 @@ For each student count, in one run and side by side:
   -> gateway, gateway, -> viewer); scored steps per second of each student (the viewer's
   score messages per participant after the warm-up / the time measured), min and mean over
   the students; and from the server's ``/metrics`` at the end: media dropped by reason and
-  the inference worker's target analysed fps.
+  the inference worker's target analysed fps; and where the server's CPU went after the warm-up:
+  each server process's share of a core (``up`` and its ingest workers, from ``/proc``) and the
+  inference engine's seconds per second by part (audio, perception, fusion; from ``/metrics``).
 
 Messages of the first ``--warmup`` seconds (connection set-up, calibration) are left out.
 """
@@ -125,6 +127,10 @@ class Samples:
     measured_s: float = 0.0
     dropped: dict[str, float] = field(default_factory=dict)
     target_fps: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Share of one core each server process used after the warm-up ("up", "ingest 0", ...)."""
+    engine: dict[str, float] = field(default_factory=dict)
+    """Engine seconds per second after the warm-up by part (audio, perception, fusion, total)."""
 
     def quantiles(self) -> tuple[float, float, int]:
         if not self.latency:
@@ -150,6 +156,40 @@ def _scrape(text: str, out: Samples) -> None:
             out.dropped[reason] = out.dropped.get(reason, 0.0) + float(value)
         elif line.startswith("classpulse_inference_target_fps "):
             out.target_fps = float(line.split()[1])
+
+
+def _engine_seconds(text: str) -> dict[str, float]:
+    """``classpulse_inference_seconds_sum`` by part from a Prometheus exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith('classpulse_inference_seconds_sum{part="'):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('part="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
+
+
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of ``pid`` ("up") and its children (ingest workers, by their ``--ingest-worker``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(p: int) -> float:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    out = {"up": used(pid)}
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            worker = args[args.index(b"--ingest-worker") + 1].decode() if b"--ingest-worker" in args else None
+            name = child if worker is None else f"ingest {worker}"
+            out[name] = used(int(child))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
 
 
 def _segments(timing: dict[str, object], now: float, out: Samples) -> None:
@@ -206,7 +246,11 @@ async def end_to_end(students: int, seconds: float, warmup: float, clip: Path, u
                 data = json.loads(msg.data)
                 if data.get("kind") != "score" or now - start < warmup:
                     continue
-                first = now if first is None else first
+                if first is None:
+                    first = now
+                    cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+                    async with http.get(f"{url}/metrics") as r:
+                        engine0 = _engine_seconds(await r.text())
                 last = now
                 event = data["event"]
                 timing = event["timing"]
@@ -217,7 +261,13 @@ async def end_to_end(students: int, seconds: float, warmup: float, clip: Path, u
                 _segments(timing, now, samples)
             samples.measured_s = last - (start + warmup) if first is not None else 0.0
             async with http.get(f"{url}/metrics") as r:
-                _scrape(await r.text(), samples)
+                text = await r.text()
+                _scrape(text, samples)
+            if first is not None:
+                elapsed = time.monotonic() - t0
+                cpu1, engine1 = _cpu_seconds(proc.pid), _engine_seconds(text)
+                samples.cpu = {k: (v - cpu0.get(k, 0.0)) / elapsed for k, v in cpu1.items()}
+                samples.engine = {k: (v - engine0.get(k, 0.0)) / elapsed for k, v in engine1.items()}
             await sim
     finally:
         proc.send_signal(signal.SIGINT)
@@ -359,6 +409,14 @@ def main() -> int:
             f"{n:>8} | {label} | "
             + " | ".join(f"{100 * means[s] / total:5.1f} % ({1000 * means[s]:.0f} ms)" for s in SEGMENTS)
         )
+    print()
+    print("where the server's CPU went after the warm-up (% of one core per process; the inference engine's "
+          "seconds per second by part, wall time in its batches):")
+    print("students | variant | server processes | engine audio / perception / fusion / total")
+    for n, label, _, e2e in rows:
+        procs = ", ".join(f"{k} {100 * v:.0f} %" for k, v in e2e.cpu.items()) or "?"
+        eng = " / ".join(f"{e2e.engine.get(k, float('nan')):.2f}" for k in ("audio", "perception", "fusion", "total"))
+        print(f"{n:>8} | {label} | {procs} | {eng}")
     return 0
 
 
