@@ -20,8 +20,8 @@ scoring down). :meth:`run` segments speech in its own thread, then, by placement
 The stage's thread runs ``CLASSPULSE_TRANSCRIBE_NICE`` steps nicer than scoring (Linux), set before
 Whisper loads so CTranslate2's threads inherit it: on a box short of CPU the scheduler serves scoring
 first and transcripts come later (or the queue sheds, counted). On the 2-core box of
-docs/benchmarks.md the latency gain was within the noise (the engine waits on mediapipe's threads
-more than on CPU); what costs is Whisper itself, ~40 % of a core with 10-20 students speaking at once.
+docs/benchmarks.md the latency gain was within the noise (the CPU it freed went to the other
+processes on the box); what costs is Whisper itself, ~40 % of a core with 10-20 students speaking at once.
 
 A participant without audio for ``idle_flush_s`` (muted, left, or their shard moved to another
 worker) has the open segment closed and its segmenting state forgotten; the next owner starts
