@@ -41,6 +41,12 @@ CONDITIONS: dict[str, dict[str, Any]] = {
 }
 
 
+CLIP_FRAMES = 50
+"""The clip: 10 s at 5 fps."""
+WARM_FRAMES = 3
+"""Frames every participant's graphs see before the measurement."""
+
+
 def _busy() -> None:
     x = 0
     while True:
@@ -80,7 +86,7 @@ def measure(condition: dict[str, Any], *, clip: Path, students: int, frames: int
     perception = ThreadedPerception(factory=lambda: MediapipeBackend(mesh_trackers=32), workers=2)
     perception.load()
     tracks = [FaceTrack(key=f"s{i}") for i in range(students)]
-    for k in range(3):  # every participant's graphs built and tracking
+    for k in range(WARM_FRAMES):  # every participant's graphs built and tracking
         perception.analyze([PerceptionRequest(key=t.key, image=images[k], want_pose=k == 0, track=t) for t in tracks])
     if condition.get("switch_ms"):
         sys.setswitchinterval(float(condition["switch_ms"]) / 1000)
@@ -92,7 +98,8 @@ def measure(condition: dict[str, Any], *, clip: Path, students: int, frames: int
     time.sleep(0.3)
     n = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    for k, image in enumerate(images[3 : 3 + frames]):  # pose on a schedule: one participant in 5 per frame
+    # pose on a schedule: one participant in 5 per frame
+    for k, image in enumerate(images[WARM_FRAMES : WARM_FRAMES + frames]):
         perception.analyze(
             [PerceptionRequest(key=t.key, image=image, want_pose=k % 5 == i % 5, track=t) for i, t in enumerate(tracks)]
         )
@@ -105,11 +112,15 @@ def measure(condition: dict[str, Any], *, clip: Path, students: int, frames: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=20)
-    parser.add_argument("--frames", type=int, default=37, help="frames per participant measured (5 fps clip)")
+    parser.add_argument("--students", type=int, default=20, help="participants analysed per frame (1-200)")
+    parser.add_argument(
+        "--frames", type=int, default=37, help=f"frames per participant measured (1-{CLIP_FRAMES - WARM_FRAMES})"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one condition, print JSON
     parser.add_argument("--clip", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 1 <= args.students <= 200 or not 1 <= args.frames <= CLIP_FRAMES - WARM_FRAMES:
+        parser.error(f"--students must be 1-200 and --frames 1-{CLIP_FRAMES - WARM_FRAMES}")
     if args.one is not None:
         out = measure(CONDITIONS[args.one], clip=args.clip, students=args.students, frames=args.frames)
         print(json.dumps(out), flush=True)
@@ -118,7 +129,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="classpulse-contention-") as tmp:
         clip = Path(tmp) / "webcam-640x360-5fps.webm"
-        write_webcam_clip(clip, seconds=10.0, fps=5, video_kbps=400)
+        write_webcam_clip(clip, seconds=CLIP_FRAMES / 5, fps=5, video_kbps=400)
         print(f"{args.students} students, {args.frames} frames each; load average {os.getloadavg()[0]:.1f}")
         print("condition                  | wall ms/frame | process CPU ms/frame")
         for name in CONDITIONS:
