@@ -9,6 +9,11 @@ and hands the boxes to :func:`layout_from_faces`:
 1. **Positions.** Face centres closer than 0.6 face sizes are one position (greedy, by score);
    a position seen in fewer than ``min_share`` of the sampled frames (at least 2) is noise.
    A participant who is away or turned for a while is still found in the other samples.
+   **Each position is confirmed by a second model**: the face mesh (with its own short-range
+   detector) must find a face on a crop around it in one of its best-scoring samples. BlazeFace
+   full range at a low threshold also fires on face-like texture (a badge on a turned-away
+   participant's shirt, straddling two tiles, in 2 of 16 samples, at 0.63): without the check
+   such a blob became a tile of its own and cut its neighbours' tiles in two.
 2. **Rows and tiles.** Positions are grouped into rows by their centres' height, each row
    sorted left to right; ids ``p1..pN`` go row by row (top to bottom, left to right), so they
    are stable, anonymous and say where the tile is. A tile's edge between two neighbours lies
@@ -25,8 +30,8 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +49,13 @@ FULL_DECODE_S = 600.0
 """Recordings up to this long are decoded frame by frame when keyframes are too few to sample."""
 SAME_FACE = 0.6
 """Two face centres closer than this many face sizes are one position."""
+CONFIRM_TRIES = 3
+"""A position's best-scoring samples offered to the confirming face mesh."""
+CONFIRM_CROP = 3.0
+"""The confirming crop's side, in face sizes, centred on the face."""
+
+Confirm = Callable[[int, Box], bool]
+"""(sample index, face box x0, y0, x1, y1) -> whether a second model finds a face there."""
 
 
 class LayoutError(Exception):
@@ -76,6 +88,18 @@ class _Position:
     h: float
     frames: set[int]
     n: int = 1
+    hits: list[tuple[float, int, Box]] = field(default_factory=list)
+    """(score, sample, box) of every detection taken in."""
+
+    def best(self, k: int) -> list[tuple[int, Box]]:
+        """The ``k`` best-scoring detections' (sample, box), one per sample."""
+        out: list[tuple[int, Box]] = []
+        for _score, frame, box in sorted(self.hits, key=lambda h: -h[0]):
+            if all(frame != f for f, _ in out):
+                out.append((frame, box))
+            if len(out) >= k:
+                break
+        return out
 
     def add(self, box: Box, frame: int) -> None:
         x0, y0, x1, y1 = box
@@ -92,15 +116,18 @@ def positions(faces: Sequence[Sequence[tuple[Box, float]]], *, min_share: float 
     """Face positions found in enough of the frames (``faces[i]`` = (box, score) of frame i)."""
     found: list[_Position] = []
     for i, boxes in enumerate(faces):
-        for box, _score in sorted(boxes, key=lambda b: -b[1]):
+        for box, score in sorted(boxes, key=lambda b: -b[1]):
             x0, y0, x1, y1 = box
             cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
             near = [p for p in found if abs(p.cx - cx) < SAME_FACE * max(w, p.w)
                     and abs(p.cy - cy) < SAME_FACE * max(h, p.h)]
             if near:
-                min(near, key=lambda p: (p.cx - cx) ** 2 + (p.cy - cy) ** 2).add(box, i)
+                p = min(near, key=lambda p: (p.cx - cx) ** 2 + (p.cy - cy) ** 2)
+                p.add(box, i)
             else:
-                found.append(_Position(cx=cx, cy=cy, w=w, h=h, frames={i}))
+                p = _Position(cx=cx, cy=cy, w=w, h=h, frames={i})
+                found.append(p)
+            p.hits.append((score, i, box))
     need = max(2, int(np.ceil(min_share * len(faces)))) if len(faces) > 1 else 1
     return [p for p in found if len(p.frames) >= need]
 
@@ -158,9 +185,16 @@ def layout_from_faces(
     height: int,
     mean: NDArray[np.float32] | None = None,
     min_share: float = MIN_SHARE,
+    confirm: Confirm | None = None,
 ) -> GalleryLayout:
-    """The tiles of a gallery from the faces of its sampled frames (``mean``: their mean grey frame)."""
+    """The tiles of a gallery from the faces of its sampled frames (``mean``: their mean grey frame).
+
+    ``confirm`` (when given) must accept one of a position's :data:`CONFIRM_TRIES` best
+    detections, or the position is left out.
+    """
     found = positions(faces, min_share=min_share)
+    if confirm is not None:
+        found = [p for p in found if any(confirm(i, box) for i, box in p.best(CONFIRM_TRIES))]
     if not found:
         raise LayoutError("no face found in the sampled frames")
     x0, y0, x1, y1 = content_box(mean, width, height)
@@ -284,8 +318,9 @@ def scan_layout(location: str, *, samples: int = SAMPLES, min_detection: float =
     faces: list[list[tuple[Box, float]]] = []
     total: NDArray[np.float64] | None = None
     width = height = 0
+    images = sample_frames(location, samples=samples)
     with solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_detection) as det:
-        for image in sample_frames(location, samples=samples):
+        for image in images:
             height, width = image.shape[:2]
             faces.append(detect_faces(det, image))
             grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float64)
@@ -293,4 +328,22 @@ def scan_layout(location: str, *, samples: int = SAMPLES, min_detection: float =
     if total is None:
         raise LayoutError("no video frame could be decoded")
     mean = (total / len(faces)).astype(np.float32)
-    return layout_from_faces(faces, width=width, height=height, mean=mean)
+    with solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
+        def confirm(i: int, box: Box) -> bool:
+            crop = face_crop(images[i], box)
+            return crop is not None and bool(mesh.process(crop).multi_face_landmarks)
+
+        return layout_from_faces(faces, width=width, height=height, mean=mean, confirm=confirm)
+
+
+def face_crop(image: NDArray[np.uint8], box: Box, *, side: float = CONFIRM_CROP) -> NDArray[np.uint8] | None:
+    """An RGB crop ``side`` face sizes wide centred on ``box`` (clipped to the frame; None when empty)."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, side / 2 * max(x1 - x0, y1 - y0)
+    h, w = image.shape[:2]
+    left, top, right, bottom = max(0, int(cx - r)), max(0, int(cy - r)), min(w, int(cx + r)), min(h, int(cy + r))
+    if right - left < 2 or bottom - top < 2:
+        return None
+    return np.ascontiguousarray(cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_BGR2RGB))
