@@ -189,6 +189,7 @@ async def test_workers_join_and_leave_without_splitting_a_student(
         joined_tick = feeder.next_tick
         await asyncio.sleep(4.0)
 
+        leave_tick = feeder.next_tick
         procs["w2"].send_signal(signal.SIGTERM)  # a clean leave: w2 snapshots, releases, exits
         assert await asyncio.to_thread(procs["w2"].wait, 30) == 0
         await _until(_holders_are(url, dict.fromkeys(range(SHARDS), "w1")), "w1 to own every shard again", procs, 30)
@@ -214,7 +215,9 @@ async def test_workers_join_and_leave_without_splitting_a_student(
             assert own.owners == ["w1", "w2", "w1"], own.runs
             (_, w2_first, w2_last) = own.runs[1]
             assert joined_tick - 30 <= w2_first // 2 <= joined_tick + 5  # changed owner only at the join...
-            assert left_tick - 30 <= w2_last // 2 <= left_tick + 5  # ...and at the leave
+            # ...and at the leave: from a little before the SIGTERM (w2 may be behind the feed) until w1 owned
+            # every shard again (the claim can come seconds after the SIGTERM under a full suite's load)
+            assert leave_tick - 30 <= w2_last // 2 <= left_tick + 5, (leave_tick, w2_last // 2, left_tick)
         else:
             assert own.owners == ["w1"], own.runs
     differ = [

@@ -1,4 +1,4 @@
-"""The numpy fusion (CPU replay without torch) computes what the torch fusion model computes, to ~1e-6."""
+"""The numpy fusion (CPU replay without torch) computes what the torch fusion model computes, to a few 1e-6."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from services.inference.fusion_layout import PARAMETERS, prior_arrays
 from services.inference.fusion_numpy import NumpyFusion
 
 pytestmark = pytest.mark.unit
-TOL = 1e-6
+TOL = 5e-6
+"""The priors: torch and numpy take float32 sums in different orders, and the order depends on the
+CPU's kernels (AVX2-only: one probability of 256 off by 1.7e-6; AVX-512 boxes: under 1e-6)."""
 TRAINED_TOL = 1e-5
 """Random weights push logits far from 0, where float32 sums taken in another order differ by a few 1e-6."""
 
