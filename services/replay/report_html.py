@@ -255,6 +255,9 @@ def _summary_tables(report: Report) -> str:
         + ("<th>tile</th><th>speech attributed</th>" if gallery else "") + "</tr>"
     )
 
+    def text_cells(*counts: int) -> str:
+        return "<td>—</td>" * len(counts) if gallery else "".join(f"<td>{n}</td>" for n in counts)
+
     def extra(pid: str, joined: float | None) -> str:
         if gallery:
             return tile_cells(report, pid)
@@ -266,7 +269,7 @@ def _summary_tables(report: Report) -> str:
     body = "".join(
         f"<tr><td>{escape(pid)}</td><td>{p.role}</td><td>{p.present_ratio:.0%}</td><td>{p.attentive_ratio:.0%}</td>"
         f"<td>{p.talk_time_s:.1f} s</td><td>{p.turns}</td><td>{p.hand_raises}</td><td>{p.engagement_mean:.2f}</td>"
-        f"<td>{p.questions}</td><td>{p.chat_messages}</td><td>{p.words_spoken}</td><td>{_share(p.on_topic_ratio)}</td>"
+        f"{text_cells(p.questions, p.chat_messages, p.words_spoken)}<td>{_share(p.on_topic_ratio)}</td>"
         f"{extra(pid, p.joined_at)}</tr>"
         for pid, p in s.participants.items()
     )
@@ -296,8 +299,11 @@ def _summary_tables(report: Report) -> str:
         f"<tr><td>participation equity, voice + chat (Gini)</td><td>{s.participation_equity_gini:.2f}</td></tr>"
         + attribution_rows(report)
     )
+    note = ('<p class="note" id="gallery-speech-note">Questions, chat and words spoken: — (not counted: a '
+            "gallery's one mixed audio track is not transcribed, and chat is not merged into a gallery replay).</p>"
+            ) if gallery else ""
     return (
-        f'<h2>Participants</h2><table id="participants">{head}{body}</table>'
+        f'<h2>Participants</h2><table id="participants">{head}{body}</table>{note}'
         f'<h2>Class</h2><table id="class">{table}</table>{_questions(report)}'
     )
 

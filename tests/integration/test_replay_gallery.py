@@ -117,6 +117,11 @@ def test_gallery_report_html_in_chromium(gallery: dict[str, Any]) -> None:
             for label in ("p1 (teacher)", "p2", "p3", "p4"):
                 assert page.locator("#plot-tiles svg text", has_text=label).count() == 1, label
             assert page.locator("#participants tr").count() == 1 + len(IDS)
+            # the mixed track is not transcribed: questions, chat and words read "not counted", not 0, and why
+            for col in (9, 10, 11):
+                cells = page.locator(f"#participants tr td:nth-child({col})").all_inner_texts()
+                assert cells == ["—"] * len(IDS), (col, cells)
+            assert "not transcribed" in page.locator("#gallery-speech-note").inner_text()
             assert "speech attributed" in page.locator("#class").inner_text()
             page.screenshot(path=str(shot), full_page=True)
         finally:
