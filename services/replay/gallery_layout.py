@@ -86,10 +86,12 @@ class _Position:
     cy: float
     w: float
     h: float
-    frames: set[int]
-    n: int = 1
     hits: list[tuple[float, int, Box]] = field(default_factory=list)
-    """(score, sample, box) of every detection taken in."""
+    """(score, sample, box) of every detection taken in; the box above is their running mean."""
+
+    @property
+    def frames(self) -> set[int]:
+        return {frame for _score, frame, _box in self.hits}
 
     def best(self, k: int) -> list[tuple[int, Box]]:
         """The ``k`` best-scoring detections' (sample, box), one per sample."""
@@ -101,15 +103,14 @@ class _Position:
                 break
         return out
 
-    def add(self, box: Box, frame: int) -> None:
+    def add(self, box: Box, score: float, frame: int) -> None:
         x0, y0, x1, y1 = box
-        self.n += 1
-        k = 1.0 / self.n
+        self.hits.append((score, frame, box))
+        k = 1.0 / len(self.hits)
         self.cx += ((x0 + x1) / 2 - self.cx) * k
         self.cy += ((y0 + y1) / 2 - self.cy) * k
         self.w += ((x1 - x0) - self.w) * k
         self.h += ((y1 - y0) - self.h) * k
-        self.frames.add(frame)
 
 
 def positions(faces: Sequence[Sequence[tuple[Box, float]]], *, min_share: float = MIN_SHARE) -> list[_Position]:
@@ -122,12 +123,9 @@ def positions(faces: Sequence[Sequence[tuple[Box, float]]], *, min_share: float 
             near = [p for p in found if abs(p.cx - cx) < SAME_FACE * max(w, p.w)
                     and abs(p.cy - cy) < SAME_FACE * max(h, p.h)]
             if near:
-                p = min(near, key=lambda p: (p.cx - cx) ** 2 + (p.cy - cy) ** 2)
-                p.add(box, i)
+                min(near, key=lambda p: (p.cx - cx) ** 2 + (p.cy - cy) ** 2).add(box, score, i)
             else:
-                p = _Position(cx=cx, cy=cy, w=w, h=h, frames={i})
-                found.append(p)
-            p.hits.append((score, i, box))
+                found.append(_Position(cx=cx, cy=cy, w=w, h=h, hits=[(score, i, box)]))
     need = max(2, int(np.ceil(min_share * len(faces)))) if len(faces) > 1 else 1
     return [p for p in found if len(p.frames) >= need]
 
