@@ -70,6 +70,8 @@ async def main_async(args: argparse.Namespace) -> list[FaultReport]:
                 reports.append(report)
                 print(f"{name}: {time.monotonic() - t0:.0f} s; {report.notes} {report.false_alerts[:6]}", flush=True)
                 print(row(report), flush=True)
+                for who, runs in report.timelines.items():
+                    print(f"  steps of {who}: {runs}", flush=True)
                 if args.json:
                     await asyncio.to_thread(_write_json, Path(args.json), reports)
         finally:

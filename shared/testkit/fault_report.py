@@ -90,6 +90,11 @@ class FaultReport:
     """1 s class windows missing between the session's first and last."""
     false_alerts: list[str] = field(default_factory=list)
     """``kind participant@at`` of every raised ``away``/``camera_off`` alert (the clip never leaves)."""
+    camera_off_steps: int = 0
+    """Distinct audio-only steps (no frame came for a while: "camera off"; the clip's camera never is)."""
+    timelines: dict[str, str] = field(default_factory=dict)
+    """Per participant with an audio-only or a not-in-frame step: its steps as runs of one kind
+    (:func:`step_runs`), what an away or camera_off alert would have been raised on."""
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     """Per service: its exit status on SIGTERM at the end (None: had to be killed)."""
     forced_stops: list[str] = field(default_factory=list)
@@ -126,6 +131,11 @@ def score_figures(report: FaultReport, scores: Iterable[ScoreEvent]) -> None:
     report.scores = len(seen)
     report.frames_scored = sum(1 for v in seen.values() if int(str(v["seq"])) % 2 == 0)
     report.conflicting_ids = len(conflicts)
+    report.camera_off_steps = sum(1 for v in seen.values() if int(str(v["seq"])) % 2 == 1)
+    for participant in sorted({ev.participant for ev in scores_list}):
+        own = [ev for ev in scores_list if ev.participant == participant]
+        if any(step_kind(ev) != "in frame" for ev in own):
+            report.timelines[participant] = step_runs(own)
     for event_id in sorted(conflicts)[:5]:  # which fields differ: the first thing to look at
         copies = [ev.model_dump(exclude=_VOLATILE) for ev in scores_list if ev.event_id == event_id]
         fields = sorted({k for c in copies[1:] for k in c if c[k] != copies[0][k]})
@@ -142,6 +152,43 @@ def window_figures(report: FaultReport, aggregates: Iterable[ClassAggregate]) ->
 def alert_figures(report: FaultReport, alerts: Iterable[Alert]) -> None:
     report.false_alerts = sorted({f"{a.kind} {a.participant}@{a.at:.0f}" for a in alerts
                                   if a.state == "raised" and a.kind in FALSE_ALERT_KINDS})
+
+
+def step_kind(ev: ScoreEvent) -> str:
+    """``audio-only`` (no frame came: camera off), ``in frame`` or ``not in frame`` (a frame analysed)."""
+    if ev.seq % 2:
+        return "audio-only"
+    return "in frame" if ev.present else "not in frame"
+
+
+def step_runs(scores: Iterable[ScoreEvent], *, gap_s: float = 1.5) -> str:
+    """A participant's distinct steps in media order as runs of one kind, gaps over ``gap_s`` between them:
+    ``in frame x40 0.0-8.0 (w1) | gap 3.1 s | audio-only x12 11.1-14.0 (w1)``: after each run, the
+    producers of every copy of its steps."""
+    by_id: dict[str, ScoreEvent] = {}
+    producers: dict[str, set[str]] = {}
+    for ev in scores:
+        by_id.setdefault(ev.event_id, ev)
+        producers.setdefault(ev.event_id, set()).add(ev.producer or "?")
+    runs: list[tuple[str, list[ScoreEvent]]] = []
+    last: float | None = None
+    for ev in sorted(by_id.values(), key=lambda e: (e.media_time, e.seq)):
+        kind = step_kind(ev)
+        if last is not None and ev.media_time - last > gap_s:
+            runs.append((f"gap {ev.media_time - last:.1f} s", []))
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(ev)
+        else:
+            runs.append((kind, [ev]))
+        last = ev.media_time
+    out = []
+    for kind, evs in runs:
+        if not evs:
+            out.append(kind)
+            continue
+        names = ",".join(sorted(set().union(*(producers[ev.event_id] for ev in evs))))
+        out.append(f"{kind} x{len(evs)} {evs[0].media_time:.1f}-{evs[-1].media_time:.1f} ({names})")
+    return " | ".join(out)
 
 
 def first_after(times: Iterable[float], t: float) -> float | None:

@@ -64,5 +64,7 @@ def verdict(r: FaultReport, folder: Path | None = None) -> str:
     figures = (f"frames in {r.frames_in}, scored {r.frames_scored}, drops counted {r.dropped_counted}; scores "
                f"{r.scores} ({r.score_records} records); healthy after {r.healthy_after_s}; resumed after "
                f"{r.resumed_after_s}; notes {r.notes}")
+    figures += f"; audio-only steps {r.camera_off_steps}"
+    figures += "".join(f"\n  steps of {who}: {runs}" for who, runs in r.timelines.items())
     logs = f"\n{log_tails(folder)}" if folder is not None else ""
     return f"{r.fault}: " + "; ".join(problems(r)) + f"\n  {figures}" + logs

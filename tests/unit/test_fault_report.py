@@ -14,6 +14,7 @@ from shared.testkit.fault_report import (
     inference_resumed,
     metric_sum,
     score_figures,
+    step_runs,
     window_figures,
 )
 from tests.faults.verdict import problems
@@ -64,6 +65,17 @@ def test_only_raised_away_and_camera_off_alerts_are_false_alerts() -> None:
     alert_figures(report, [alert("away", "raised"), alert("away", "cleared"), alert("camera_off", "raised"),
                            alert("attention_dip", "raised")])
     assert report.false_alerts == ["away a@12", "camera_off a@12"]
+
+
+def test_steps_that_could_raise_an_alert_are_shown_as_runs() -> None:
+    steps = [_score("a", 0), _score("a", 2), _score("a", 2, producer="w2"), _score("a", 5), _score("a", 7),
+             _score("a", 20, present=False), _score("a", 22, producer="w2", present=False), _score("b", 4)]
+    assert step_runs(s for s in steps if s.participant == "a") == (
+        "in frame x2 0.0-0.4 (w1,w2) | audio-only x2 1.0-1.4 (w1) | gap 2.6 s | not in frame x2 4.0-4.4 (w1,w2)")
+    report = FaultReport(fault="x")
+    score_figures(report, steps)
+    assert report.camera_off_steps == 2
+    assert report.timelines == {"a": step_runs(steps[:7])}  # b was in frame throughout
 
 
 def test_resumed_means_every_participant_scored_again_after_the_fault() -> None:
