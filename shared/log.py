@@ -20,7 +20,9 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Coroutine
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -29,6 +31,8 @@ _PII_ATTR = "classpulse_pii"
 # What logging itself puts on a record (plus what Formatter.format adds); everything else came from ``extra``.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _JSON_KEYS = frozenset({"ts", "level", "logger", "msg", "pii", "exc"})  # an extra field named so gets "extra_"
+NOISY_LIBRARIES = ("aiokafka", "aioice", "aiortc", "faust", "mode")
+"""Libraries that log every retry while a broker or a peer is away: their repeats are summarised."""
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -93,14 +97,55 @@ def _text_value(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+class RepeatSummary(logging.Filter):
+    """Lets one record per message text of a noisy library through every ``every_s``; the next one
+    that passes says how many it stood for.
+
+    While Kafka is down aiokafka logs each failed connect, metadata refresh, fetch and produce of
+    every client: ~100 ERROR lines a second per service, which buried the services' own lines and
+    cost CPU on a 2-core box. Now the same outage reads as one line per kind of error and interval,
+    e.g. ``Unable connect to node with id 1: ... (and 57 more like it in 10 s)``. Keyed by the
+    message's format string (its arguments differ between repeats), so distinct errors still show.
+    """
+
+    def __init__(
+        self, *, every_s: float = 10.0, libraries: tuple[str, ...] = NOISY_LIBRARIES,
+        clock: Callable[[], float] = time.monotonic, max_keys: int = 256,
+    ) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.libraries = libraries
+        self.clock = clock
+        self.max_keys = max_keys
+        self._seen: OrderedDict[tuple[str, str], list[float]] = OrderedDict()  # key -> [passed at, held since]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if not any(name == lib or name.startswith(lib + ".") for lib in self.libraries):
+            return True
+        key, now = (name, str(record.msg)), self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.every_s:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} (and {int(seen[1])} more like it in {now - seen[0]:.0f} s)"
+        self._seen[key] = [now, 0]
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        return True
+
+
 def setup_logging(*, level: str = "INFO", json_lines: bool = False, redact_pii: bool = False) -> None:
     """Configure the root logger once, at a service's entry point (never at import)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(redact_pii=redact_pii) if json_lines else TextFormatter(redact_pii=redact_pii))
+    handler.addFilter(RepeatSummary())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "aioice", "aiortc", "faust", "mode", "matplotlib", "PIL"):
+    for noisy in (*NOISY_LIBRARIES, "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

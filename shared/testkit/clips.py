@@ -181,10 +181,16 @@ def truncate(src: Path, dst: Path, *, keep: float) -> Path:
 
 
 def _live_codec(video: VideoCodec, fps: int, *, kbps: int = 800) -> tuple[str, dict[str, str]]:
-    """Encoders a WebRTC peer can relay as they are: no look-ahead, H.264 constrained baseline."""
+    """Encoders a WebRTC peer can relay as they are: no look-ahead, H.264 constrained baseline, and a
+    keyframe every 2 s. A relayed clip cannot answer a receiver's keyframe request (PLI) as a camera
+    does, so the keyframes stand in for it: after a lost packet every later frame decodes to garbage
+    (no face in it) until the next keyframe — with libvpx's default of one per 8.5 s that was up to
+    8.5 s of "not in frame", enough for a false away alert after a broker fault."""
+    gop = str(fps * 2)
     if video == "vp8":
-        return "libvpx", {"b": f"{kbps}k", "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-    return "libx264", {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "g": str(fps * 2)}
+        return "libvpx", {"b": f"{kbps}k", "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                          "g": gop}
+    return "libx264", {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "g": gop}
 
 
 def encode(

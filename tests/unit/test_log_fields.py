@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from shared.log import JsonFormatter, TextFormatter, pii
+from shared.log import JsonFormatter, RepeatSummary, TextFormatter, pii
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +58,25 @@ def test_extra_fields_come_before_a_traceback_on_text_lines() -> None:
         )
     first, *rest = TextFormatter(redact_pii=False).format(record).splitlines()
     assert first.endswith("batch failed count=2") and rest[-1] == "ValueError: boom"
+
+
+def test_a_noisy_librarys_repeats_pass_once_per_interval_and_the_next_says_how_many() -> None:
+    now = [0.0]
+    summary = RepeatSummary(every_s=10.0, clock=lambda: now[0])
+
+    def send(name: str, msg: str, *args: object) -> str | None:
+        record = logging.getLogger(name).makeRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+        return record.getMessage() if summary.filter(record) else None
+
+    connect = "Unable connect to node with id %s: %s"
+    passed = []
+    for i in range(100):  # 10 a second for 10 s, then one more
+        now[0] = i / 10
+        passed.append(send("aiokafka", connect, 1, "refused"))
+    assert [p for p in passed if p] == ["Unable connect to node with id 1: refused"]
+    assert send("aiokafka.consumer.fetcher", "Failed fetch messages from %s: %s", 1, "x") is not None  # another text
+    now[0] = 10.0
+    assert send("aiokafka", connect, 1, "refused") == "Unable connect to node with id 1: refused (and 99 more like it in 10 s)"
+    now[0] = 25.0
+    assert send("aiokafka", connect, 1, "refused") == "Unable connect to node with id 1: refused"  # none held back
+    assert all(send("services.inference.worker", "worker %s", i) == f"worker {i}" for i in range(5))  # ours: all
