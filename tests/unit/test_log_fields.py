@@ -76,7 +76,8 @@ def test_a_noisy_librarys_repeats_pass_once_per_interval_and_the_next_says_how_m
     assert [p for p in passed if p] == ["Unable connect to node with id 1: refused"]
     assert send("aiokafka.consumer.fetcher", "Failed fetch messages from %s: %s", 1, "x") is not None  # another text
     now[0] = 10.0
-    assert send("aiokafka", connect, 1, "refused") == "Unable connect to node with id 1: refused (and 99 more like it in 10 s)"
+    summarised = "Unable connect to node with id 1: refused (and 99 more like it in 10 s)"
+    assert send("aiokafka", connect, 1, "refused") == summarised
     now[0] = 25.0
     assert send("aiokafka", connect, 1, "refused") == "Unable connect to node with id 1: refused"  # none held back
     assert all(send("services.inference.worker", "worker %s", i) == f"worker {i}" for i in range(5))  # ours: all
