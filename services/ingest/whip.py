@@ -27,6 +27,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from services.ingest.aiortc_hooks import (
+    AWAITING_KEYFRAME,
     PC_CLOSE_TIMEOUT_S,
     attach_sr_clock,
     bound_jitter_buffer,
@@ -345,7 +346,8 @@ class WhipService:
         sender = attach_sr_clock(resource.pc, track)
         throttle_remb(resource.pc, track)
         if track.kind == "video":
-            bound_jitter_buffer(resource.pc, track, capacity=s.video_jitter_packets)
+            withheld = self.metrics.media_dropped_total.labels(AWAITING_KEYFRAME)
+            bound_jitter_buffer(resource.pc, track, capacity=s.video_jitter_packets, on_withheld=withheld.inc)
             packets = last_packet_clock(resource.pc, track)
             if packets is not None:
                 resource.monitor.watch_video_packets(packets)  # camera on while packets come, decoded or not
