@@ -194,3 +194,48 @@ async def test_media_reaches_a_real_redis_stream(redis_url: str, unique: str, cl
             await sim.stop()
             await bus.redis.delete(bus.stream_name(0))
     assert {m.kind for m in msgs} == {"video", "audio"}
+
+
+def _payload_types(sdp: str, name: str) -> set[int]:
+    """Payload types the SDP maps to codec ``name`` (e.g. VP8, rtx)."""
+    return {int(line.split()[0].split(":")[1]) for line in sdp.splitlines()
+            if line.startswith("a=rtpmap:") and line.split()[1].split("/")[0].lower() == name.lower()}
+
+
+async def test_a_lost_video_packet_withholds_frames_until_a_keyframe(
+    server: Server, clips: dict[str, EncodedClip]
+) -> None:
+    """The publisher's transport loses every video packet for 0.2 s and every retransmission of them (so
+    nothing recovers them): ingest's jitter buffer overflows past the hole, withholds the frames that
+    reference it (counted as awaiting_keyframe) and delivers frames again from the clip's next keyframe
+    (every 2 s)."""
+    sim = Simulation(base_url=server.url, session="loss", students=1, clip=clips["vp8"], secret=SECRET)
+    try:
+        assert await sim.start() == 1, sim.errors
+        pc = sim.publishers[0].pc
+        video = _payload_types(pc.localDescription.sdp, "VP8")  # retransmissions too: no RTX offered
+        assert video
+        transport = next(s.transport for s in pc.getSenders() if s.track is not None and s.track.kind == "video")
+        send = transport._send_rtp  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        window = (loop.time() + 1.0, loop.time() + 1.2)
+        lost: set[int] = set()
+
+        async def lossy(data: bytes) -> None:
+            seq = int.from_bytes(data[2:4], "big")
+            if data[1] & 0x7F in video and (seq in lost or window[0] <= loop.time() < window[1]):
+                lost.add(seq)
+                return
+            await send(data)
+
+        transport._send_rtp = lossy  # type: ignore[attr-defined]
+        msgs = await _collect(server, 6.0)
+    finally:
+        await sim.stop()
+    assert lost
+    withheld = server.metrics.media_dropped_total.labels("awaiting_keyframe")._value.get()
+    assert withheld > 0, "frames after the hole should wait for a keyframe, not decode to garbage"
+    times = [m.media_time for m in msgs if isinstance(m, VideoFrame)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert 0.4 < max(gaps) < 3.0, gaps  # no frame between the hole and the clip's next keyframe (<= 2 s on)
+    assert times[-1] - times[0] > 4.0  # and frames came again after it
